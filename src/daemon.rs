@@ -1,0 +1,187 @@
+//! The daemon's lifecycle: resume interrupted jobs, run intake, and shut down
+//! gracefully.
+//!
+//! The caller passes in the shutdown future (mini-redis style): production
+//! passes SIGTERM/SIGINT or the Windows service's Stop, tests pass a oneshot,
+//! and the same code runs in both. On shutdown intake stops first, in-flight
+//! jobs get the grace period, then they are cancelled where they stand; their
+//! receipts stay `running` and the next start resumes them.
+
+use crate::config::Config;
+use crate::ftp::Timeouts;
+use crate::intake::{self, Intake};
+use crate::pool::Pool;
+use crate::report::{JobPaths, JobState, Receipt};
+use crate::runner::{run_job, Ctx};
+use anyhow::Result;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+fn make_ctx(config: Config) -> Arc<Ctx> {
+    let timeouts = Timeouts {
+        connect: config.connect_timeout(),
+        command: config.command_timeout(),
+        data: config.data_timeout(),
+    };
+    let pool = Pool::new(
+        config.max_connections,
+        config.max_connections_per_server,
+        timeouts,
+        Duration::from_secs(config.idle_session_secs),
+    );
+    Arc::new(Ctx {
+        config: Arc::new(config),
+        pool,
+        cancel: CancellationToken::new(),
+    })
+}
+
+/// Claimed jobs whose receipt is missing or not final: interrupted by a crash or a shutdown.
+pub fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
+    intake::scan(checked)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".report.json"))
+        .filter(|p| {
+            let paths = JobPaths::for_claimed(p);
+            match Receipt::load(&paths.receipt) {
+                Ok(r) => !r.state.is_final(),
+                Err(_) => true,
+            }
+        })
+        .collect()
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let ctx = make_ctx(config);
+    let cfg = ctx.config.clone();
+    let permits = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
+    let (tx, mut rx) = mpsc::channel(1);
+    let stop_intake = CancellationToken::new();
+
+    // Interrupted jobs first, through the same permits as new ones.
+    let recovered = unfinished_jobs(&cfg.checked);
+    if !recovered.is_empty() {
+        info!(jobs = recovered.len(), "resuming unfinished jobs");
+    }
+    let feeder = {
+        let tx = tx.clone();
+        let permits = permits.clone();
+        let stop = stop_intake.clone();
+        tokio::spawn(async move {
+            for job in recovered {
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    _ = stop.cancelled() => return,
+                };
+                if tx.send((job, permit)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let intake = Intake {
+        inbox: cfg.inbox.clone(),
+        checked: cfg.checked.clone(),
+        settle: cfg.settle(),
+        sweep: Duration::from_millis(cfg.sweep_interval_ms.max(50)),
+    };
+    let intake_task = tokio::spawn(intake.run(tx, permits, stop_intake.clone()));
+
+    let mut jobs = JoinSet::new();
+    let mut reaper = tokio::time::interval(Duration::from_secs(5));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            claimed = rx.recv() => {
+                let Some((path, permit)) = claimed else { break };
+                let ctx = ctx.clone();
+                jobs.spawn(async move {
+                    let _permit = permit;
+                    run_job(&ctx, &path).await
+                });
+            }
+            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            _ = reaper.tick() => ctx.pool.reap_idle(),
+        }
+    }
+
+    info!(in_flight = jobs.len(), grace_secs = grace.as_secs(), "shutting down: intake stopped");
+    stop_intake.cancel();
+    feeder.abort();
+    let _ = intake_task.await;
+    drop(rx);
+    let drained = tokio::time::timeout(grace, async {
+        while jobs.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        info!(in_flight = jobs.len(), "grace period over; cancelling in-flight uploads (they resume at the next start)");
+        ctx.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        jobs.abort_all();
+    }
+    ctx.pool.close_all().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Processes every job now in the inbox (and every unfinished one in
+/// `checked/`), waits for them, and returns each job's name and state.
+pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
+    let ctx = make_ctx(config);
+    let cfg = ctx.config.clone();
+    let mut todo = unfinished_jobs(&cfg.checked);
+    let mut candidates = intake::scan(&cfg.inbox);
+    let mut rounds = 0;
+    while !candidates.is_empty() && rounds < 100 {
+        let mut unsettled = Vec::new();
+        for path in candidates {
+            let fresh = std::fs::metadata(&path)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < cfg.settle());
+            if fresh {
+                unsettled.push(path);
+            } else if let Some(claimed) = intake::claim(&path, &cfg.checked)? {
+                todo.push(claimed);
+            }
+        }
+        if unsettled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(cfg.settle() / 2).await;
+        candidates = unsettled;
+        rounds += 1;
+    }
+    let permits = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
+    let mut set = JoinSet::new();
+    for path in todo {
+        let ctx = ctx.clone();
+        let permit = permits.clone().acquire_owned().await?;
+        set.spawn(async move {
+            let _permit = permit;
+            let name = JobPaths::for_claimed(&path).name;
+            (name, run_job(&ctx, &path).await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        results.push(r?);
+    }
+    ctx.pool.close_all().await;
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(results)
+}

@@ -1,0 +1,171 @@
+//! The one typed error: is a failure worth retrying or not.
+//!
+//! Everything else in ftpdrop uses `anyhow`. A [`Fault`] exists because the
+//! scheduler must branch on its kind: retry a transient fault with backoff,
+//! fail a permanent one at once, and treat "too many connections" as
+//! back-pressure. FTP reply codes are mapped to kinds here and nowhere else.
+
+use std::fmt;
+use suppaftp::{FtpError, Status};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Dropped connections, timeouts, 4xx replies: worth another attempt.
+    Transient,
+    /// The server refuses more connections from us: use fewer, then retry.
+    TooManyConnections,
+    /// Bad credentials, permission denied, missing local file: retrying will not help.
+    Permanent,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// Human-readable, already free of credentials.
+    pub message: String,
+    /// The server's reply code, when the fault is a reply.
+    pub code: Option<u32>,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Fault {}
+
+impl Fault {
+    pub fn transient(message: impl Into<String>) -> Fault {
+        Fault {
+            kind: FaultKind::Transient,
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Fault {
+        Fault {
+            kind: FaultKind::Permanent,
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.kind == FaultKind::Permanent
+    }
+
+    /// Prefixes the message with what was being done, keeping the kind.
+    pub fn context(mut self, what: impl fmt::Display) -> Fault {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    /// Classifies a suppaftp error raised while doing `what`.
+    pub fn from_ftp(what: impl fmt::Display, err: &FtpError) -> Fault {
+        let (kind, detail) = match err {
+            FtpError::ConnectionError(io) => (FaultKind::Transient, format!("connection error: {io}")),
+            FtpError::SecureError(msg) => (classify_tls(msg), format!("TLS error: {msg}")),
+            FtpError::UnexpectedResponse(resp) => {
+                let text = String::from_utf8_lossy(&resp.body).trim().to_string();
+                let code = code_of(resp);
+                let text = if text.starts_with(&code.to_string()) {
+                    text
+                } else {
+                    format!("{code} {text}")
+                };
+                (classify_reply(code, &text), format!("server replied {text}"))
+            }
+            FtpError::BadResponse => (FaultKind::Transient, "malformed reply from server".to_string()),
+            FtpError::InvalidAddress(e) => (FaultKind::Transient, format!("bad passive address: {e}")),
+            FtpError::DataConnectionAlreadyOpen => (
+                FaultKind::Transient,
+                "internal: data connection already open".to_string(),
+            ),
+        };
+        Fault {
+            kind,
+            message: format!("{what}: {detail}"),
+            code: Fault::reply_code(err),
+        }
+    }
+
+    /// The reply code, when the fault came from a server reply.
+    pub fn reply_code(err: &FtpError) -> Option<u32> {
+        match err {
+            FtpError::UnexpectedResponse(r) => Some(code_of(r)),
+            _ => None,
+        }
+    }
+}
+
+/// suppaftp maps codes it has no name for to `Unknown` (0); the body still starts with the digits.
+fn code_of(resp: &suppaftp::types::Response) -> u32 {
+    match resp.status {
+        Status::Unknown => resp
+            .body
+            .get(..3)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0),
+        s => s.code(),
+    }
+}
+
+/// Servers say "too many connections" with 421 (vsftpd, pure-ftpd) or 530 (proftpd).
+fn is_too_many(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("too many") || t.contains("maximum number") || t.contains("connection limit")
+}
+
+fn classify_reply(code: u32, text: &str) -> FaultKind {
+    if (code == 421 || code == 530) && is_too_many(text) {
+        return FaultKind::TooManyConnections;
+    }
+    match code {
+        400..=499 => FaultKind::Transient,
+        _ => FaultKind::Permanent,
+    }
+}
+
+/// A certificate the client will not trust stays untrusted on retry; a reset
+/// during the handshake may not.
+fn classify_tls(msg: &str) -> FaultKind {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("certificate") || m.contains("unknownissuer") || m.contains("notvalidforname") {
+        FaultKind::Permanent
+    } else {
+        FaultKind::Transient
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use suppaftp::types::Response;
+
+    fn reply(code: u32, text: &str) -> FtpError {
+        FtpError::UnexpectedResponse(Response::new(Status::from(code), text.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn reply_codes_map_to_kinds() {
+        assert_eq!(Fault::from_ftp("x", &reply(530, "530 Login incorrect.")).kind, FaultKind::Permanent);
+        assert_eq!(Fault::from_ftp("x", &reply(550, "550 Permission denied.")).kind, FaultKind::Permanent);
+        assert_eq!(Fault::from_ftp("x", &reply(553, "553 Could not create file.")).kind, FaultKind::Permanent);
+        for code in [421, 425, 426, 450, 451, 452] {
+            assert_eq!(Fault::from_ftp("x", &reply(code, "busy")).kind, FaultKind::Transient, "{code}");
+        }
+        assert_eq!(
+            Fault::from_ftp("x", &reply(421, "421 There are too many connections from your internet address.")).kind,
+            FaultKind::TooManyConnections
+        );
+        assert_eq!(
+            Fault::from_ftp("x", &reply(530, "530 Sorry, the maximum number of clients (2) from your host are already connected.")).kind,
+            FaultKind::TooManyConnections
+        );
+        let io = FtpError::ConnectionError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(Fault::from_ftp("connect", &io).kind, FaultKind::Transient);
+    }
+}

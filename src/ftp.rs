@@ -1,0 +1,475 @@
+//! One logged-in FTP or FTPS session, and every protocol detail with it.
+//!
+//! [`Session`] is the only type that sees reply codes, passive modes and
+//! suppaftp. Its callers speak in operations (make this directory, size of
+//! that file, open an upload) and get a [`Fault`] that says whether to retry.
+//! Every command runs under a timeout; a session whose command timed out or
+//! whose connection broke is marked `broken` so the pool never reuses it.
+
+use crate::config::TlsMode;
+use crate::fault::{Fault, FaultKind};
+use crate::job::ServerSpec;
+use crate::secret::{scrub, Secret};
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream, TransferStream};
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, FtpResult, Mode, Status};
+use tokio::net::TcpStream;
+
+type Ftp = ImplAsyncFtpStream<AsyncRustlsStream>;
+
+/// An open upload: write bytes to it, then pass it to [`Session::finish`].
+pub type Upload = TransferStream<AsyncRustlsStream>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    pub data: Duration,
+}
+
+/// What the server said about itself in FEAT. A FEAT that fails leaves this empty ("unknown").
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    pub utf8: bool,
+    pub size: bool,
+    pub rest_stream: bool,
+    pub mlst: bool,
+    pub epsv: bool,
+    /// Names as the server spells them: `HASH`, `XSHA256`, `XMD5`, ...
+    pub hash_commands: Vec<String>,
+    /// The algorithms listed on the `HASH` feature line, e.g. `SHA-256*;MD5`.
+    pub hash_algos: Vec<String>,
+}
+
+impl Features {
+    fn parse(feat: &suppaftp::types::Features) -> Features {
+        let mut f = Features::default();
+        for (name, value) in feat {
+            let upper = name.trim().to_ascii_uppercase();
+            match upper.as_str() {
+                "UTF8" => f.utf8 = true,
+                "SIZE" => f.size = true,
+                "REST" => f.rest_stream = value.as_deref().is_some_and(|v| v.contains("STREAM")),
+                "MLST" => f.mlst = true,
+                "EPSV" => f.epsv = true,
+                "HASH" => {
+                    f.hash_commands.push(upper.clone());
+                    f.hash_algos = value
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(';')
+                        .map(|a| a.trim().trim_end_matches('*').to_ascii_uppercase())
+                        .filter(|a| !a.is_empty())
+                        .collect();
+                }
+                "XSHA256" | "XSHA1" | "XSHA512" | "XMD5" | "XCRC" | "MD5" => {
+                    f.hash_commands.push(upper.clone())
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// Directories known to exist on one server, shared by all its sessions so
+/// that `mkdir -p` costs round trips only the first time.
+pub type DirCache = Arc<Mutex<HashSet<String>>>;
+
+pub struct Session {
+    ftp: Ftp,
+    pub features: Features,
+    timeouts: Timeouts,
+    /// Cleared the first time the server refuses EPSV; PASV is used from then on.
+    epsv: bool,
+    /// Kept only to scrub it from server replies that echo it.
+    password: Secret,
+    /// Set when the control connection can no longer be trusted to be in sync.
+    pub broken: bool,
+    pub last_used: Instant,
+    /// The reply of the last MKD the server refused, to explain a later STOR failure.
+    last_mkd_refusal: Option<String>,
+}
+
+/// Runs one FTP operation under a timeout and turns its error into a [`Fault`].
+async fn timed<T>(
+    broken: &mut bool,
+    password: &Secret,
+    limit: Duration,
+    what: impl Display,
+    fut: impl Future<Output = FtpResult<T>>,
+) -> Result<T, Fault> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            let mut fault = Fault::from_ftp(&what, &e);
+            fault.message = scrub(&fault.message, &[password]);
+            // A reply leaves the control connection in step; anything else may not.
+            if !matches!(e, FtpError::UnexpectedResponse(_)) || Fault::reply_code(&e) == Some(421) {
+                *broken = true;
+            }
+            Err(fault)
+        }
+        Err(_) => {
+            *broken = true;
+            Err(Fault::transient(format!(
+                "{what}: no reply within {} s",
+                limit.as_secs()
+            )))
+        }
+    }
+}
+
+fn passive_builder(
+    connect_timeout: Duration,
+) -> impl Fn(SocketAddr) -> std::pin::Pin<Box<dyn Future<Output = FtpResult<TcpStream>> + Send + Sync>>
+       + Send
+       + Sync
+       + 'static {
+    move |addr| {
+        Box::pin(async move {
+            let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    FtpError::ConnectionError(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("data connection to {addr} timed out"),
+                    ))
+                })?
+                .map_err(FtpError::ConnectionError)?;
+            // Small files are dominated by round trips; Nagle only adds delay.
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        })
+    }
+}
+
+impl Session {
+    /// Connects, secures (if asked), logs in and learns the server's features.
+    pub async fn connect(
+        spec: &ServerSpec,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeouts: Timeouts,
+    ) -> Result<Session, Fault> {
+        let server = spec.to_string();
+        let mut broken = false;
+        let addr = tokio::time::timeout(
+            timeouts.connect,
+            tokio::net::lookup_host((spec.host.as_str(), spec.port)),
+        )
+        .await
+        .map_err(|_| Fault::transient(format!("resolve {}: timed out", spec.host)))?
+        .map_err(|e| Fault::transient(format!("resolve {}: {e}", spec.host)))?
+        .next()
+        .ok_or_else(|| Fault::transient(format!("resolve {}: no address", spec.host)))?;
+
+        let connector = || {
+            tls.clone().map(|cfg| {
+                AsyncRustlsConnector::from(suppaftp::tokio_rustls::TlsConnector::from(cfg))
+            })
+        };
+        let mut ftp: Ftp = match spec.tls {
+            TlsMode::Implicit => {
+                let Some(conn) = connector() else {
+                    return Err(Fault::permanent("implicit TLS without a TLS configuration"));
+                };
+                timed(
+                    &mut broken,
+                    &spec.password,
+                    timeouts.connect,
+                    format!("connect {server} (implicit TLS)"),
+                    Ftp::connect_secure_implicit(addr, conn, &spec.host),
+                )
+                .await?
+            }
+            _ => {
+                let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| Fault::transient(format!("connect {server}: timed out")))?
+                    .map_err(|e| Fault::transient(format!("connect {server}: {e}")))?;
+                let _ = stream.set_nodelay(true);
+                let ftp = timed(
+                    &mut broken,
+                    &spec.password,
+                    timeouts.connect,
+                    format!("connect {server}"),
+                    Ftp::connect_with_stream(stream),
+                )
+                .await?;
+                if spec.tls == TlsMode::Explicit {
+                    let Some(conn) = connector() else {
+                        return Err(Fault::permanent("explicit TLS without a TLS configuration"));
+                    };
+                    timed(
+                        &mut broken,
+                        &spec.password,
+                        timeouts.connect,
+                        format!("AUTH TLS with {server}"),
+                        ftp.into_secure(conn, &spec.host),
+                    )
+                    .await?
+                } else {
+                    ftp
+                }
+            }
+        };
+        if spec.tls == TlsMode::Implicit {
+            let _ = ftp.get_ref().await.set_nodelay(true);
+        }
+        // Servers behind NAT advertise private addresses in PASV; the control
+        // connection's address is the one known to work (curl does the same).
+        ftp.set_passive_nat_workaround(true);
+        ftp.set_mode(Mode::ExtendedPassive);
+        let ftp = ftp.passive_stream_builder(passive_builder(timeouts.connect));
+
+        let mut session = Session {
+            ftp,
+            features: Features::default(),
+            timeouts,
+            epsv: true,
+            password: spec.password.clone(),
+            broken: false,
+            last_used: Instant::now(),
+            last_mkd_refusal: None,
+        };
+        session.login(spec, &server).await?;
+        Ok(session)
+    }
+
+    async fn login(&mut self, spec: &ServerSpec, server: &str) -> Result<(), Fault> {
+        let t = self.timeouts.command;
+        let login = timed(
+            &mut self.broken,
+            &self.password,
+            t,
+            format!("login to {server} as {}", spec.login),
+            self.ftp.login(spec.login.as_str(), spec.password.expose()),
+        )
+        .await;
+        if let Err(mut f) = login {
+            if f.kind == FaultKind::Permanent && f.message.contains(" 530") {
+                f.message.push_str(" (check login and password)");
+            }
+            if f.kind == FaultKind::Permanent
+                && spec.tls == TlsMode::None
+                && f.message.to_ascii_lowercase().contains("tls")
+            {
+                f.message.push_str(" (the server requires TLS: set \"tls\": \"explicit\")");
+            }
+            return Err(f);
+        }
+        // An odd or failing FEAT means "features unknown", never a failed login.
+        if let Ok(feat) = timed(&mut self.broken, &self.password, t, "FEAT", self.ftp.feat()).await {
+            self.features = Features::parse(&feat);
+        }
+        if self.broken {
+            return Err(Fault::transient(format!("{server}: connection lost after FEAT")));
+        }
+        if self.features.utf8 {
+            let _ = timed(
+                &mut self.broken,
+                &self.password,
+                t,
+                "OPTS UTF8 ON",
+                self.ftp.opts("UTF8", Some("ON")),
+            )
+            .await;
+        }
+        timed(
+            &mut self.broken,
+            &self.password,
+            t,
+            "TYPE I",
+            self.ftp.transfer_type(FileType::Binary),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Is an idle session still alive? Servers drop idle control connections.
+    pub async fn noop(&mut self) -> bool {
+        timed(&mut self.broken, &self.password, self.timeouts.command, "NOOP", self.ftp.noop())
+            .await
+            .is_ok()
+    }
+
+    /// Size of a remote file, or `None` when the server says it does not exist.
+    pub async fn size(&mut self, path: &str) -> Result<Option<u64>, Fault> {
+        let t = self.timeouts.command;
+        match timed(&mut self.broken, &self.password, t, format!("SIZE {path}"), self.ftp.size(path)).await {
+            Ok(n) => Ok(Some(n as u64)),
+            Err(f) if matches!(f.code, Some(550 | 450 | 553)) => Ok(None),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// `mkdir -p`: creates `dir` and its parents, remembering what exists.
+    pub async fn mkdir_p(&mut self, dir: &str, known: &DirCache) -> Result<(), Fault> {
+        let dir = normalize_dir(dir);
+        if dir.is_empty() || dir == "/" || known.lock().unwrap().contains(&dir) {
+            return Ok(());
+        }
+        let prefixes = dir_prefixes(&dir);
+        // Try the whole path first: when only the leaf is missing that is one round trip.
+        let t = self.timeouts.command;
+        if timed(&mut self.broken, &self.password, t, format!("MKD {dir}"), self.ftp.mkdir(&dir))
+            .await
+            .is_ok()
+        {
+            known.lock().unwrap().extend(prefixes);
+            return Ok(());
+        }
+        if self.broken {
+            return Err(Fault::transient(format!("MKD {dir}: connection lost")));
+        }
+        for p in prefixes {
+            if known.lock().unwrap().contains(&p) {
+                continue;
+            }
+            match timed(&mut self.broken, &self.password, t, format!("MKD {p}"), self.ftp.mkdir(&p)).await {
+                Ok(()) => {}
+                // 550/521 mostly mean "exists"; if it was a refusal, STOR will say so.
+                Err(f) if f.kind == FaultKind::Permanent => self.last_mkd_refusal = Some(f.message),
+                Err(f) => return Err(f),
+            }
+            known.lock().unwrap().insert(p);
+        }
+        Ok(())
+    }
+
+    /// Opens an upload to `path`; with `append`, adds to what the server already has.
+    pub async fn store(&mut self, path: &str, append: bool) -> Result<Upload, Fault> {
+        loop {
+            let what = format!("{} {path}", if append { "APPE" } else { "STOR" });
+            let t = self.timeouts.command;
+            let r = if append {
+                timed(&mut self.broken, &self.password, t, &what, self.ftp.append_with_stream(path)).await
+            } else {
+                timed(&mut self.broken, &self.password, t, &what, self.ftp.put_with_stream(path)).await
+            };
+            match r {
+                Ok(up) => return Ok(up),
+                Err(f) if self.epsv && !self.broken && matches!(f.code, Some(500 | 501 | 502 | 522)) => {
+                    tracing::debug!(error = %f, "EPSV refused, using PASV from now on");
+                    self.epsv = false;
+                    self.ftp.set_mode(Mode::Passive);
+                }
+                Err(mut f) => {
+                    if f.is_permanent() {
+                        if let Some(mkd) = self.last_mkd_refusal.take() {
+                            f.message = format!("{} (earlier, {mkd})", f.message);
+                        }
+                    }
+                    return Err(f);
+                }
+            }
+        }
+    }
+
+    /// Closes the data connection and reads the server's verdict on the transfer.
+    pub async fn finish(&mut self, upload: Upload, path: &str) -> Result<(), Fault> {
+        timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.data,
+            format!("finishing upload of {path}"),
+            upload.finish(),
+        )
+        .await
+    }
+
+    pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
+        timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.command,
+            format!("RNFR {from} / RNTO {to}"),
+            self.ftp.rename(from, to),
+        )
+        .await
+    }
+
+    /// Deletes a file; a file that is already gone is not an error.
+    pub async fn delete(&mut self, path: &str) -> Result<(), Fault> {
+        let r = timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.command,
+            format!("DELE {path}"),
+            self.ftp.rm(path),
+        )
+        .await;
+        match r {
+            Err(f) if f.code == Some(550) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// A polite goodbye; errors do not matter, the connection is going anyway.
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ftp.quit()).await;
+    }
+
+    pub fn data_timeout(&self) -> Duration {
+        self.timeouts.data
+    }
+
+    /// Raw access for the hash commands (see `verify`).
+    pub async fn custom(&mut self, command: String, ok: &[Status]) -> Result<String, Fault> {
+        let resp = timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.data,
+            &command,
+            self.ftp.custom_command(command.clone(), ok),
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&resp.body).trim().to_string())
+    }
+}
+
+/// `a//b/` → `a/b`; keeps a leading `/`.
+pub fn normalize_dir(dir: &str) -> String {
+    let abs = dir.starts_with('/');
+    let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let joined = parts.join("/");
+    if abs {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+/// `a/b/c` → `a`, `a/b`, `a/b/c`.
+fn dir_prefixes(dir: &str) -> Vec<String> {
+    let abs = dir.starts_with('/');
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        if !cur.is_empty() || abs {
+            cur.push('/');
+        }
+        cur.push_str(part);
+        out.push(cur.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(dir_prefixes("a/b/c"), vec!["a", "a/b", "a/b/c"]);
+        assert_eq!(dir_prefixes("/a/b"), vec!["/a", "/a/b"]);
+        assert_eq!(normalize_dir("a//b/./"), "a/b");
+        assert_eq!(normalize_dir("/x/"), "/x");
+    }
+}

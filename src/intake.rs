@@ -1,0 +1,300 @@
+//! Intake: watch the inbox, wait for job files to settle, claim them.
+//!
+//! Three sources feed one pending set: notify events, a full scan at start
+//! (notify reports nothing for files that were already there) and a periodic
+//! sweep (notify misses events on NFS and can overflow, which arrives as a
+//! Rescan flag). A file is claimed once its size and mtime have stayed the
+//! same for the settle interval, so a slow producer is never read half
+//! written; a file that arrived by rename is complete by construction and is
+//! claimed at once. Claiming is a rename into `checked/`: atomic, so when
+//! several instances share an inbox each job goes to exactly one of them.
+//!
+//! A claim needs a job permit first. While all permits are taken, nothing is
+//! claimed and job files wait in the inbox: that is the back-pressure that
+//! keeps 2,000 dropped files from becoming 2,000 open jobs.
+
+use crate::report::Stamp;
+use notify::event::{ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Is this a job file name, not a hidden, temporary or editor file?
+pub fn eligible(name: &str) -> bool {
+    !name.starts_with('.')
+        && !name.starts_with('~')
+        && name.ends_with(".json")
+        && name.len() > ".json".len()
+}
+
+/// Job file names in `dir` (not recursive), oldest first.
+pub fn scan(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !eligible(&name) {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_file() {
+            found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Moves `src` into `checked` under a name no other job (or receipt) uses.
+/// `Ok(None)` means the file is gone: another instance claimed it.
+pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<PathBuf>> {
+    let name = src.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let mut stem = name.strip_suffix(".json").unwrap_or(&name).to_string();
+    // `x.report.json` would be mistaken for a receipt in checked/.
+    if stem.ends_with(".report") {
+        stem.push_str("-job");
+    }
+    for n in 0u32.. {
+        let candidate = if n == 0 { stem.clone() } else { format!("{stem}-{n}") };
+        let dst = checked.join(format!("{candidate}.json"));
+        let receipt = checked.join(format!("{candidate}.report.json"));
+        if dst.exists() || receipt.exists() {
+            continue;
+        }
+        return match std::fs::rename(src, &dst) {
+            Ok(()) => Ok(Some(dst)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    unreachable!()
+}
+
+#[derive(Debug)]
+struct Pending {
+    stamp: Stamp,
+    /// When the stamp was last seen to change (or, for an old file, as if it had settled).
+    since: Instant,
+    /// Arrived by rename: complete, no need to wait.
+    immediate: bool,
+}
+
+pub struct Intake {
+    pub inbox: PathBuf,
+    pub checked: PathBuf,
+    pub settle: Duration,
+    pub sweep: Duration,
+}
+
+enum Signal {
+    Paths(Vec<PathBuf>, bool),
+    Rescan,
+}
+
+impl Intake {
+    fn observe(&self, pending: &mut HashMap<PathBuf, Pending>, path: &Path, immediate: bool) {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
+            return;
+        };
+        if path.parent() != Some(self.inbox.as_path()) || !eligible(&name) {
+            return;
+        }
+        let meta = match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return,
+            Err(_) => {
+                pending.remove(path);
+                return;
+            }
+        };
+        let stamp = Stamp::of(&meta);
+        match pending.get_mut(path) {
+            Some(p) if p.stamp == stamp => p.immediate |= immediate,
+            Some(p) => {
+                p.stamp = stamp;
+                p.since = Instant::now();
+                p.immediate |= immediate;
+            }
+            None => {
+                // A file untouched for longer than the settle interval is already settled.
+                let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+                let now = Instant::now();
+                let since = now.checked_sub(age.min(self.settle)).unwrap_or(now);
+                pending.insert(path.to_path_buf(), Pending { stamp, since, immediate });
+            }
+        }
+    }
+
+    /// Files whose settle time is over and whose stamp is still the same.
+    fn ready(&self, pending: &mut HashMap<PathBuf, Pending>) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (path, p) in pending.iter_mut() {
+            if !p.immediate && p.since.elapsed() < self.settle {
+                continue;
+            }
+            match std::fs::metadata(path) {
+                Ok(m) if Stamp::of(&m) == p.stamp => out.push((p.stamp.mtime_ns, path.clone())),
+                Ok(m) => {
+                    p.stamp = Stamp::of(&m);
+                    p.since = Instant::now();
+                    p.immediate = false;
+                }
+                Err(_) => gone.push(path.clone()),
+            }
+        }
+        for g in gone {
+            debug!(path = %g.display(), "job file vanished before it was claimed");
+            pending.remove(&g);
+        }
+        out.sort();
+        out.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn next_due(&self, pending: &HashMap<PathBuf, Pending>) -> Option<Instant> {
+        pending
+            .values()
+            .map(|p| if p.immediate { Instant::now() } else { p.since + self.settle })
+            .min()
+    }
+
+    /// Watches and claims until `stop`; each claimed job goes out with its permit.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<(PathBuf, OwnedSemaphorePermit)>,
+        permits: Arc<Semaphore>,
+        stop: CancellationToken,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
+        let watcher = {
+            let tx = tx.clone();
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let signal = match res {
+                    Ok(ev) if ev.need_rescan() => Signal::Rescan,
+                    Ok(ev) => {
+                        let renamed_in = matches!(
+                            ev.kind,
+                            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                        );
+                        let paths = if matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::Both))) {
+                            ev.paths.into_iter().skip(1).collect()
+                        } else {
+                            ev.paths
+                        };
+                        Signal::Paths(paths, renamed_in)
+                    }
+                    Err(_) => Signal::Rescan,
+                };
+                let _ = tx.send(signal);
+            })
+            .and_then(|mut w| w.watch(&self.inbox, RecursiveMode::NonRecursive).map(|_| w))
+        };
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, inbox = %self.inbox.display(), "cannot watch the inbox; relying on the periodic sweep");
+                None
+            }
+        };
+        info!(inbox = %self.inbox.display(), "watching for job files");
+
+        let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+        let mut next_sweep = Instant::now();
+        loop {
+            if Instant::now() >= next_sweep {
+                for p in scan(&self.inbox) {
+                    self.observe(&mut pending, &p, false);
+                }
+                next_sweep = Instant::now() + self.sweep;
+            }
+            for path in self.ready(&mut pending) {
+                pending.remove(&path);
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    _ = stop.cancelled() => return,
+                };
+                match claim(&path, &self.checked) {
+                    Ok(Some(claimed)) => {
+                        info!(job_file = %claimed.display(), "claimed job");
+                        if out.send((claimed, permit)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => debug!(path = %path.display(), "job file gone (claimed elsewhere)"),
+                    Err(e) => warn!(path = %path.display(), error = %e, "cannot claim job file; will retry at the next sweep"),
+                }
+                // Keep up with events while draining a large batch.
+                while let Ok(sig) = rx.try_recv() {
+                    self.handle(&mut pending, sig);
+                }
+            }
+            let wake = self.next_due(&pending).map_or(next_sweep, |d| d.min(next_sweep));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                sig = rx.recv() => {
+                    if let Some(sig) = sig {
+                        self.handle(&mut pending, sig);
+                        while let Ok(sig) = rx.try_recv() {
+                            self.handle(&mut pending, sig);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn handle(&self, pending: &mut HashMap<PathBuf, Pending>, sig: Signal) {
+        match sig {
+            Signal::Paths(paths, renamed_in) => {
+                for p in paths {
+                    self.observe(pending, &p, renamed_in);
+                }
+            }
+            Signal::Rescan => {
+                info!("watcher asked for a rescan (event overflow or error)");
+                for p in scan(&self.inbox) {
+                    self.observe(pending, &p, false);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(eligible("job.json"));
+        assert!(eligible("План.json"));
+        assert!(!eligible(".job.json"));
+        assert!(!eligible("~job.json"));
+        assert!(!eligible("job.json.tmp"));
+        assert!(!eligible("job.json.part"));
+        assert!(!eligible("job.json.swp"));
+        assert!(!eligible(".json"));
+    }
+
+    #[test]
+    fn claim_picks_unique_names_and_tolerates_vanished_files() {
+        let d = tempfile::tempdir().unwrap();
+        let inbox = d.path().join("files");
+        let checked = d.path().join("checked");
+        std::fs::create_dir_all(&inbox).unwrap();
+        std::fs::create_dir_all(&checked).unwrap();
+        std::fs::write(checked.join("a.report.json"), "{}").unwrap();
+        std::fs::write(inbox.join("a.json"), "[]").unwrap();
+        let got = claim(&inbox.join("a.json"), &checked).unwrap().unwrap();
+        assert_eq!(got, checked.join("a-1.json"));
+        assert_eq!(claim(&inbox.join("a.json"), &checked).unwrap(), None);
+    }
+}

@@ -1,0 +1,547 @@
+//! The job file format and its validation.
+//!
+//! A job is the seeds' format: a JSON array of
+//! `{"server": {...}, "file": {"local_path", "server_path"}}` entries, or one
+//! such object. Validation walks the raw JSON rather than relying on serde's
+//! first-error-wins, so that an invalid job's receipt names *every* problem
+//! with its field, e.g. `entries[2].file.server_path: contains a line break`.
+
+use crate::config::{Config, TlsMode};
+use crate::secret::Secret;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::path::PathBuf;
+
+/// What to do when the final remote file already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IfExists {
+    Overwrite,
+    Skip,
+    Fail,
+}
+
+/// How much proof of arrival an entry asks for, beyond the size check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Size always; a server-side hash when the server offers one.
+    Auto,
+    /// Size only.
+    Size,
+    /// Read the file back over FTP and compare SHA-256.
+    Download,
+}
+
+/// Where and as whom to connect. Two specs with the same [`ServerKey`] share sessions.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub host: String,
+    pub port: u16,
+    pub login: String,
+    pub password: Secret,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Identity of a pool of interchangeable sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    pub host: String,
+    pub port: u16,
+    pub login: String,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+}
+
+impl ServerSpec {
+    pub fn key(&self) -> ServerKey {
+        ServerKey {
+            host: self.host.clone(),
+            port: self.port,
+            login: self.login.clone(),
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure_skip_verify,
+        }
+    }
+}
+
+impl fmt::Display for ServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.tls {
+            TlsMode::None => "ftp",
+            TlsMode::Explicit => "ftpes",
+            TlsMode::Implicit => "ftps",
+        };
+        write!(f, "{scheme}://{}@{}:{}", self.login, self.host, self.port)
+    }
+}
+
+impl fmt::Display for ServerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.key().fmt(f)
+    }
+}
+
+impl fmt::Debug for ServerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSpec")
+            .field("server", &self.to_string())
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// One file to upload to one place.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub index: usize,
+    pub server: ServerSpec,
+    pub local_path: PathBuf,
+    /// Remote directory as written in the job (relative to the login directory unless it starts with `/`).
+    pub server_path: String,
+    /// File name on the server.
+    pub remote_name: String,
+    pub if_exists: IfExists,
+    pub verify: Verify,
+}
+
+impl Entry {
+    /// `server_path/remote_name`, as the job names it (before the login directory is known).
+    pub fn remote_path(&self) -> String {
+        join_remote(&self.server_path, &self.remote_name)
+    }
+}
+
+/// Joins a remote directory and a name with exactly one `/`.
+pub fn join_remote(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        return name.to_string();
+    }
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub entries: Vec<Entry>,
+}
+
+/// The last component of a local path, split on both `/` and `\` so that a
+/// Windows path in a job read on Linux (and the reverse) still names a file.
+pub fn basename(path: &str) -> Option<&str> {
+    path.rsplit(['/', '\\']).next().filter(|s| !s.is_empty())
+}
+
+/// Parses and validates a job file's bytes. On failure, returns every problem found.
+pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return Err(vec![format!("not valid JSON: {e}")]),
+    };
+    let items: Vec<&Value> = match &value {
+        Value::Array(a) if a.is_empty() => return Err(vec!["the job has no entries".into()]),
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(_) => vec![&value],
+        other => {
+            return Err(vec![format!(
+                "a job must be an array of entries or one entry object, found {}",
+                kind(other)
+            )])
+        }
+    };
+    let mut problems = Vec::new();
+    let mut entries = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let mut p = Problems {
+            prefix: format!("entries[{i}]"),
+            list: &mut problems,
+        };
+        if let Some(e) = parse_entry(i, item, config, &mut p) {
+            entries.push(e);
+        }
+    }
+    if problems.is_empty() {
+        Ok(Job { entries })
+    } else {
+        Err(problems)
+    }
+}
+
+struct Problems<'a> {
+    prefix: String,
+    list: &'a mut Vec<String>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, field: &str, msg: impl fmt::Display) {
+        if field.is_empty() {
+            self.list.push(format!("{}: {msg}", self.prefix));
+        } else {
+            self.list.push(format!("{}.{field}: {msg}", self.prefix));
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Rejects characters that would end an FTP command line early and start another.
+fn check_line_safe(p: &mut Problems, field: &str, s: &str) -> bool {
+    if s.contains(['\r', '\n']) {
+        p.add(field, "contains a line break");
+        false
+    } else if s.contains('\0') {
+        p.add(field, "contains a NUL byte");
+        false
+    } else {
+        true
+    }
+}
+
+fn check_keys(p: &mut Problems, field: &str, obj: &Map<String, Value>, allowed: &[&str]) {
+    for k in obj.keys() {
+        if !allowed.contains(&k.as_str()) {
+            let name = if field.is_empty() {
+                k.clone()
+            } else {
+                format!("{field}.{k}")
+            };
+            p.add(&name, format!("unknown field (expected one of: {})", allowed.join(", ")));
+        }
+    }
+}
+
+fn get_str<'v>(
+    p: &mut Problems,
+    obj: &'v Map<String, Value>,
+    parent: &str,
+    key: &str,
+    required: bool,
+) -> Option<&'v str> {
+    let field = format!("{parent}.{key}");
+    match obj.get(key) {
+        None | Some(Value::Null) => {
+            if required {
+                p.add(&field, "missing");
+            }
+            None
+        }
+        Some(Value::String(s)) => check_line_safe(p, &field, s).then_some(s.as_str()),
+        Some(other) => {
+            p.add(&field, format!("must be a string, found {}", kind(other)));
+            None
+        }
+    }
+}
+
+fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) -> Option<Entry> {
+    let Value::Object(obj) = item else {
+        p.add("", format!("must be an object, found {}", kind(item)));
+        return None;
+    };
+    check_keys(
+        p,
+        "",
+        obj,
+        &["server", "file", "tls", "ca_file", "if_exists", "verify"],
+    );
+    let before = p.list.len();
+
+    let mut server = match obj.get("server") {
+        None => {
+            p.add("server", "missing");
+            None
+        }
+        Some(Value::String(name)) => match config.servers.get(name) {
+            Some(def) => match def.resolve_password(name) {
+                Ok(password) => Some(ServerSpec {
+                    host: def.host.clone(),
+                    port: def.port,
+                    login: def.login.clone(),
+                    password,
+                    tls: def.tls,
+                    ca_file: def.ca_file.clone(),
+                    insecure_skip_verify: def.insecure_skip_verify,
+                }),
+                Err(e) => {
+                    p.add("server", format!("{e:#}"));
+                    None
+                }
+            },
+            None => {
+                p.add("server", format!("no server named {name:?} in the configuration"));
+                None
+            }
+        },
+        Some(Value::Object(s)) => parse_server(s, p),
+        Some(other) => {
+            p.add(
+                "server",
+                format!("must be an object or a configured server's name, found {}", kind(other)),
+            );
+            None
+        }
+    };
+
+    // Entry-level TLS settings override the server's, as the issue allows both places.
+    if let Some(v) = obj.get("tls") {
+        match parse_tls(v) {
+            Ok(mode) => {
+                if let Some(s) = server.as_mut() {
+                    s.tls = mode;
+                }
+            }
+            Err(e) => p.add("tls", e),
+        }
+    }
+    if let Some(ca) = get_str(p, obj, "", "ca_file", false) {
+        if let Some(s) = server.as_mut() {
+            s.ca_file = Some(PathBuf::from(ca));
+        }
+    }
+
+    let if_exists = match obj.get("if_exists") {
+        None | Some(Value::Null) => IfExists::Overwrite,
+        Some(Value::String(s)) => match s.as_str() {
+            "overwrite" => IfExists::Overwrite,
+            "skip" => IfExists::Skip,
+            "fail" => IfExists::Fail,
+            _ => {
+                p.add("if_exists", format!("{s:?} is not one of overwrite, skip, fail"));
+                IfExists::Overwrite
+            }
+        },
+        Some(other) => {
+            p.add("if_exists", format!("must be a string, found {}", kind(other)));
+            IfExists::Overwrite
+        }
+    };
+    let verify = match obj.get("verify") {
+        None | Some(Value::Null) => Verify::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Verify::Auto,
+            "size" => Verify::Size,
+            "download" => Verify::Download,
+            _ => {
+                p.add("verify", format!("{s:?} is not one of auto, size, download"));
+                Verify::Auto
+            }
+        },
+        Some(other) => {
+            p.add("verify", format!("must be a string, found {}", kind(other)));
+            Verify::Auto
+        }
+    };
+
+    let (local_path, server_path, remote_name) = match obj.get("file") {
+        None => {
+            p.add("file", "missing");
+            (None, None, None)
+        }
+        Some(Value::Object(f)) => {
+            check_keys(p, "file", f, &["local_path", "server_path", "remote_name"]);
+            let local = get_str(p, f, "file", "local_path", true);
+            if local == Some("") {
+                p.add("file.local_path", "is empty");
+            }
+            let remote_dir = get_str(p, f, "file", "server_path", true);
+            let name = match get_str(p, f, "file", "remote_name", false) {
+                Some(n) if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." => {
+                    p.add("file.remote_name", "must be a plain file name without / or \\");
+                    None
+                }
+                Some(n) => Some(n.to_string()),
+                None => match local.filter(|l| !l.is_empty()) {
+                    Some(l) => match basename(l) {
+                        Some(b) => Some(b.to_string()),
+                        None => {
+                            p.add("file.local_path", "does not end in a file name");
+                            None
+                        }
+                    },
+                    None => None,
+                },
+            };
+            (local, remote_dir, name)
+        }
+        Some(other) => {
+            p.add("file", format!("must be an object, found {}", kind(other)));
+            (None, None, None)
+        }
+    };
+
+    if p.list.len() != before {
+        return None;
+    }
+    Some(Entry {
+        index,
+        server: server?,
+        local_path: PathBuf::from(local_path?),
+        server_path: server_path?.to_string(),
+        remote_name: remote_name?,
+        if_exists,
+        verify,
+    })
+}
+
+fn parse_tls(v: &Value) -> Result<TlsMode, String> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "none" => Ok(TlsMode::None),
+            "explicit" => Ok(TlsMode::Explicit),
+            "implicit" => Ok(TlsMode::Implicit),
+            _ => Err(format!("{s:?} is not one of none, explicit, implicit")),
+        },
+        other => Err(format!("must be a string, found {}", kind(other))),
+    }
+}
+
+fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> {
+    check_keys(
+        p,
+        "server",
+        s,
+        &["host", "port", "login", "password", "tls", "ca_file", "insecure_skip_verify"],
+    );
+    let host = get_str(p, s, "server", "host", true);
+    if host == Some("") {
+        p.add("server.host", "is empty");
+    }
+    let login = get_str(p, s, "server", "login", true);
+    let password = get_str(p, s, "server", "password", false).unwrap_or("");
+    let port = match s.get("port") {
+        None | Some(Value::Null) => Some(21),
+        Some(Value::Number(n)) => match n.as_u64().filter(|n| (1..=65535).contains(n)) {
+            Some(n) => Some(n as u16),
+            None => {
+                p.add("server.port", format!("{n} is not a port number (1-65535)"));
+                None
+            }
+        },
+        Some(Value::String(t)) => match t.trim().parse::<u16>().ok().filter(|n| *n > 0) {
+            Some(n) => Some(n),
+            None => {
+                p.add("server.port", format!("{t:?} is not a port number (1-65535)"));
+                None
+            }
+        },
+        Some(other) => {
+            p.add("server.port", format!("must be a number or a string, found {}", kind(other)));
+            None
+        }
+    };
+    let tls = match s.get("tls") {
+        None | Some(Value::Null) => TlsMode::None,
+        Some(v) => parse_tls(v).unwrap_or_else(|e| {
+            p.add("server.tls", e);
+            TlsMode::None
+        }),
+    };
+    let ca_file = get_str(p, s, "server", "ca_file", false).map(PathBuf::from);
+    let insecure = match s.get("insecure_skip_verify") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            p.add(
+                "server.insecure_skip_verify",
+                format!("must be a boolean, found {}", kind(other)),
+            );
+            false
+        }
+    };
+    Some(ServerSpec {
+        host: host?.trim().to_string(),
+        port: port?,
+        login: login?.to_string(),
+        password: Secret::new(password),
+        tls,
+        ca_file,
+        insecure_skip_verify: insecure,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Job, Vec<String>> {
+        parse(s.as_bytes(), &Config::default())
+    }
+
+    #[test]
+    fn seed_format_with_string_port() {
+        let job = parse_str(
+            r#"[{"server":{"host":"192.168.0.104","port":"2121","login":"admin","password":"1234"},
+                 "file":{"local_path":"D:/Exemple/of/path/file.dwg","server_path":"LocalPath/subfolder1"}}]"#,
+        )
+        .unwrap();
+        let e = &job.entries[0];
+        assert_eq!(e.server.port, 2121);
+        assert_eq!(e.remote_name, "file.dwg");
+        assert_eq!(e.remote_path(), "LocalPath/subfolder1/file.dwg");
+        assert_eq!(e.if_exists, IfExists::Overwrite);
+    }
+
+    #[test]
+    fn single_object_and_default_port_and_backslashes() {
+        let job = parse_str(
+            r#"{"server":{"host":"h","login":"u","password":"p"},
+                "file":{"local_path":"C:\\data\\План отчёт 2024.txt","server_path":"/abs"}}"#,
+        )
+        .unwrap();
+        assert_eq!(job.entries[0].server.port, 21);
+        assert_eq!(job.entries[0].remote_path(), "/abs/План отчёт 2024.txt");
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let errs = parse_str(
+            r#"[{"server":{"host":"h","login":"u","password":"p"},"file":{"local_path":"/a","server_path":"x"}},
+                {"server":{"host":5,"port":"abc","login":"u"},"file":{"local_path":"/a","server_path":"x"},"extra":1},
+                {"server":{"host":"h","login":"u"},"file":{"local_path":"/a\r\nDELE x","server_path":"a\nb"}}]"#,
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert!(all.contains("entries[1].server.host: must be a string"), "{all}");
+        assert!(all.contains("entries[1].server.port: \"abc\" is not a port"), "{all}");
+        assert!(all.contains("entries[1].extra: unknown field"), "{all}");
+        assert!(all.contains("entries[2].file.local_path: contains a line break"), "{all}");
+        assert!(all.contains("entries[2].file.server_path: contains a line break"), "{all}");
+        assert!(!all.contains("entries[0]"), "{all}");
+    }
+
+    #[test]
+    fn malformed_and_empty() {
+        assert!(parse_str("[{").unwrap_err()[0].starts_with("not valid JSON"));
+        assert_eq!(parse_str("[]").unwrap_err(), vec!["the job has no entries"]);
+        assert!(parse_str("42").unwrap_err()[0].contains("found a number"));
+    }
+
+    #[test]
+    fn debug_hides_password() {
+        let job = parse_str(
+            r#"{"server":{"host":"h","login":"u","password":"TopSecret1"},"file":{"local_path":"/a","server_path":""}}"#,
+        )
+        .unwrap();
+        assert!(!format!("{job:?}").contains("TopSecret1"));
+    }
+
+    #[test]
+    fn remote_join() {
+        assert_eq!(join_remote("", "a"), "a");
+        assert_eq!(join_remote("/", "a"), "/a");
+        assert_eq!(join_remote("x/y/", "a"), "x/y/a");
+    }
+}

@@ -1,0 +1,36 @@
+//! ftpdrop: a daemon that watches a folder for JSON job files and uploads
+//! the files they name to FTP/FTPS servers, verified and crash-safe.
+//!
+//! Data flows one way: intake → job → pool → transfer → report.
+//!
+//! - [`config`]: the configuration file, its defaults and validation.
+//! - [`intake`]: watch the inbox, wait for files to settle, claim them into `checked/`.
+//! - [`job`]: the job file format and its validation, naming every bad field.
+//! - [`runner`]: one claimed job: entries run concurrently, retries with backoff.
+//! - [`pool`]: logged-in sessions reused per server; global and per-server limits.
+//! - [`transfer`]: one attempt at one entry: temp name, resume, verify, rename.
+//! - [`ftp`]: one FTP/FTPS session; every protocol detail lives here.
+//! - [`fault`]: the typed error that says transient, back-pressure or permanent.
+//! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
+//! - [`report`]: the receipt and its journal, written atomically.
+//! - [`daemon`]: lifecycle: resume unfinished jobs, intake, graceful shutdown.
+//! - [`secret`]: passwords that never print.
+//! - [`logging`]: text or JSON logs, with protocol traces kept out.
+
+pub mod config;
+pub mod daemon;
+pub mod fault;
+pub mod ftp;
+pub mod intake;
+pub mod job;
+pub mod logging;
+pub mod pool;
+pub mod report;
+pub mod runner;
+pub mod secret;
+pub mod tls;
+pub mod transfer;
+
+pub use config::Config;
+pub use daemon::{once, run};
+pub use report::{JobState, Receipt};

@@ -1,0 +1,230 @@
+//! Logged-in sessions, reused, and the connection limits.
+//!
+//! Logging in once per file was the seeds' main performance bug (and costs
+//! ~2.8 s of server CPU per login on pure-ftpd with `pure-pw` accounts), so a
+//! session goes back to its server's idle list after each entry and the next
+//! entry for the same (host, port, login, TLS) takes it.
+//!
+//! Two limits apply. `max_connections_per_server` is a semaphore per server,
+//! held while a session is *in use*. `max_connections` is a global semaphore
+//! whose permit travels *with the session*, idle or busy, because an idle
+//! session is still an open connection. When the global limit is reached and
+//! another server needs a connection, an idle session is closed to make room.
+
+use crate::fault::{Fault, FaultKind};
+use crate::ftp::{DirCache, Session, Timeouts};
+use crate::job::{ServerKey, ServerSpec};
+use crate::tls::TlsConfigs;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Idle sessions older than this get a NOOP before reuse: servers close idle control connections.
+const PROBE_AFTER: Duration = Duration::from_secs(15);
+
+struct Idle {
+    session: Session,
+    global: OwnedSemaphorePermit,
+    since: Instant,
+}
+
+/// Everything the pool knows about one server.
+struct Slot {
+    /// Limits sessions in use for this server.
+    in_use: Arc<Semaphore>,
+    /// The server's current limit; lowered when it says "too many connections".
+    limit: AtomicUsize,
+    idle: Mutex<Vec<Idle>>,
+    dirs: DirCache,
+}
+
+pub struct Pool {
+    global: Arc<Semaphore>,
+    /// Tasks waiting for a global permit; while any wait, released sessions are closed, not kept.
+    global_waiters: AtomicUsize,
+    slots: Mutex<HashMap<ServerKey, Arc<Slot>>>,
+    per_server: usize,
+    tls: TlsConfigs,
+    timeouts: Timeouts,
+    idle_timeout: Duration,
+}
+
+/// A session lent to one entry. Dropping it returns the session to the pool
+/// unless it was marked broken.
+pub struct Lease {
+    session: Option<Session>,
+    global: Option<OwnedSemaphorePermit>,
+    _in_use: OwnedSemaphorePermit,
+    slot: Arc<Slot>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    pub fn session(&mut self) -> &mut Session {
+        self.session.as_mut().expect("lease holds a session")
+    }
+
+    pub fn dirs(&self) -> &DirCache {
+        &self.slot.dirs
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (Some(mut session), Some(global)) = (self.session.take(), self.global.take()) else {
+            return;
+        };
+        if session.broken || self.pool.global_waiters.load(Ordering::SeqCst) > 0 {
+            // Closing frees the global permit for whoever waits for it.
+            drop(global);
+            return;
+        }
+        session.last_used = Instant::now();
+        self.slot.idle.lock().unwrap().push(Idle {
+            session,
+            global,
+            since: Instant::now(),
+        });
+    }
+}
+
+impl Pool {
+    pub fn new(max_connections: usize, per_server: usize, timeouts: Timeouts, idle_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            global: Arc::new(Semaphore::new(max_connections)),
+            global_waiters: AtomicUsize::new(0),
+            slots: Mutex::new(HashMap::new()),
+            per_server,
+            tls: TlsConfigs::default(),
+            timeouts,
+            idle_timeout,
+        })
+    }
+
+    fn slot(&self, key: &ServerKey) -> Arc<Slot> {
+        self.slots
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    in_use: Arc::new(Semaphore::new(self.per_server)),
+                    limit: AtomicUsize::new(self.per_server),
+                    idle: Mutex::new(Vec::new()),
+                    dirs: DirCache::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Closes one idle session of any server; true if there was one.
+    fn evict_one(&self) -> bool {
+        let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
+        for slot in slots {
+            if let Some(idle) = slot.idle.lock().unwrap().pop() {
+                drop(idle);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Closes sessions idle for longer than the idle timeout.
+    pub fn reap_idle(&self) {
+        let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
+        for slot in slots {
+            slot.idle.lock().unwrap().retain(|i| i.since.elapsed() < self.idle_timeout);
+        }
+    }
+
+    /// Closes every idle session politely (used at shutdown).
+    pub async fn close_all(&self) {
+        let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
+        for slot in slots {
+            let idle: Vec<Idle> = std::mem::take(&mut *slot.idle.lock().unwrap());
+            for i in idle {
+                i.session.quit().await;
+            }
+        }
+    }
+
+    /// The number of sessions this server is currently allowed.
+    pub fn limit_of(&self, key: &ServerKey) -> usize {
+        self.slot(key).limit.load(Ordering::SeqCst)
+    }
+
+    /// Lends a logged-in session for `spec`, connecting if none is idle.
+    pub async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
+        let key = spec.key();
+        let slot = self.slot(&key);
+        let in_use = slot.in_use.clone().acquire_owned().await.expect("semaphore never closed");
+
+        loop {
+            let idle = slot.idle.lock().unwrap().pop();
+            let Some(mut idle) = idle else { break };
+            if idle.since.elapsed() >= PROBE_AFTER && !idle.session.noop().await {
+                continue;
+            }
+            return Ok(Lease {
+                session: Some(idle.session),
+                global: Some(idle.global),
+                _in_use: in_use,
+                slot,
+                pool: self.clone(),
+            });
+        }
+
+        let global = loop {
+            if let Ok(p) = self.global.clone().try_acquire_owned() {
+                break p;
+            }
+            if self.evict_one() {
+                continue;
+            }
+            self.global_waiters.fetch_add(1, Ordering::SeqCst);
+            let p = self.global.clone().acquire_owned().await;
+            self.global_waiters.fetch_sub(1, Ordering::SeqCst);
+            break p.expect("semaphore never closed");
+        };
+
+        let tls = match spec.tls {
+            crate::config::TlsMode::None => None,
+            _ => {
+                if spec.insecure_skip_verify {
+                    tracing::warn!(
+                        server = %key,
+                        "TLS certificate verification is OFF for this server (insecure_skip_verify)"
+                    );
+                }
+                Some(
+                    self.tls
+                        .get(spec.ca_file.as_deref(), spec.insecure_skip_verify)
+                        .map_err(|e| Fault::permanent(format!("TLS setup for {key}: {e:#}")))?,
+                )
+            }
+        };
+        match Session::connect(spec, tls, self.timeouts).await {
+            Ok(session) => Ok(Lease {
+                session: Some(session),
+                global: Some(global),
+                _in_use: in_use,
+                slot,
+                pool: self.clone(),
+            }),
+            Err(f) => {
+                if f.kind == FaultKind::TooManyConnections {
+                    // Remember the server's real limit: one fewer than we had in use.
+                    let cur = slot.limit.load(Ordering::SeqCst);
+                    if cur > 1 {
+                        slot.limit.store(cur - 1, Ordering::SeqCst);
+                        in_use.forget();
+                        tracing::warn!(server = %key, limit = cur - 1, "server refused a connection as too many; lowering its limit");
+                    }
+                }
+                Err(f)
+            }
+        }
+    }
+}

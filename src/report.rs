@@ -1,0 +1,342 @@
+//! The receipt (`checked/<job>.report.json`) and the journal behind it.
+//!
+//! The receipt is what producers poll. It is rewritten atomically (temp
+//! file, fsync, rename), but not after every event: for a job of 10,000
+//! entries that would be quadratic. Writes are coalesced by a writer task,
+//! and every event is first appended to `checked/<job>.journal`, one JSON
+//! line per event. An append is one `write(2)`, which survives `kill -9`
+//! (the page cache outlives the process), so at startup receipt + journal
+//! give back the exact state of an interrupted job. The journal is removed
+//! once the final receipt is on disk.
+
+use crate::job::Entry;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Done,
+    Failed,
+    Partial,
+    Invalid,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        self != JobState::Running
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryState {
+    Pending,
+    Done,
+    Failed,
+    Skipped,
+}
+
+/// Size and modification time of a local file, to notice that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        Stamp {
+            size: meta.len(),
+            mtime_ns,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryReport {
+    pub index: usize,
+    pub state: EntryState,
+    pub server: String,
+    pub local_path: String,
+    pub remote_path: String,
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    /// Checks that passed before the entry was called done: `size`, `sha256`, `md5`, ...
+    pub verification: Vec<String>,
+    pub attempts: u32,
+    pub elapsed_ms: u64,
+    pub error: Option<String>,
+    /// The local file as first seen; a retry that sees another stamp starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Stamp>,
+    /// Set just before the rename that publishes; lets a restart settle by size.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publishing: bool,
+}
+
+impl EntryReport {
+    pub fn pending(entry: &Entry) -> EntryReport {
+        EntryReport {
+            index: entry.index,
+            state: EntryState::Pending,
+            server: entry.server.to_string(),
+            local_path: entry.local_path.display().to_string(),
+            remote_path: entry.remote_path(),
+            bytes: None,
+            sha256: None,
+            verification: Vec::new(),
+            attempts: 0,
+            elapsed_ms: 0,
+            error: None,
+            source: None,
+            publishing: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    pub job: String,
+    pub job_file: String,
+    pub state: JobState,
+    pub claimed_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Why the job is invalid, one line per problem, naming the field.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    #[serde(default)]
+    pub entries: Vec<EntryReport>,
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl Receipt {
+    pub fn new(job: &str, job_file: &Path) -> Receipt {
+        let t = now();
+        Receipt {
+            job: job.to_string(),
+            job_file: job_file.display().to_string(),
+            state: JobState::Running,
+            claimed_at: t.clone(),
+            updated_at: t,
+            finished_at: None,
+            problems: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// The job's verdict once no entry is pending.
+    pub fn settle(&mut self) {
+        if self.state == JobState::Invalid {
+            return;
+        }
+        let pending = self.entries.iter().any(|e| e.state == EntryState::Pending);
+        if pending {
+            self.state = JobState::Running;
+            return;
+        }
+        let failed = self.entries.iter().filter(|e| e.state == EntryState::Failed).count();
+        self.state = if failed == 0 {
+            JobState::Done
+        } else if failed == self.entries.len() {
+            JobState::Failed
+        } else {
+            JobState::Partial
+        };
+        self.finished_at = Some(now());
+    }
+
+    pub fn load(path: &Path) -> Result<Receipt> {
+        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a receipt", path.display()))
+    }
+}
+
+/// Paths that belong to one claimed job.
+#[derive(Debug, Clone)]
+pub struct JobPaths {
+    pub name: String,
+    pub job_file: PathBuf,
+    pub receipt: PathBuf,
+    pub journal: PathBuf,
+}
+
+impl JobPaths {
+    pub fn for_claimed(job_file: &Path) -> JobPaths {
+        let dir = job_file.parent().unwrap_or(Path::new("."));
+        let file = job_file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let name = file.strip_suffix(".json").unwrap_or(&file).to_string();
+        JobPaths {
+            receipt: dir.join(format!("{name}.report.json")),
+            journal: dir.join(format!("{name}.journal")),
+            job_file: job_file.to_path_buf(),
+            name,
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// One line of the journal.
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalLine {
+    entry: EntryReport,
+}
+
+/// The live receipt of one job: in memory, journaled, and written out by a coalescing task.
+pub struct ReportHandle {
+    paths: JobPaths,
+    receipt: Mutex<Receipt>,
+    journal: Mutex<Option<std::fs::File>>,
+    dirty: Notify,
+}
+
+impl ReportHandle {
+    /// Opens the live receipt; `recovered` carries the state of an interrupted run.
+    pub fn open(paths: JobPaths, receipt: Receipt) -> Result<Arc<ReportHandle>> {
+        let journal = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&paths.journal)
+            .with_context(|| format!("cannot open journal {}", paths.journal.display()))?;
+        Ok(Arc::new(ReportHandle {
+            paths,
+            receipt: Mutex::new(receipt),
+            journal: Mutex::new(Some(journal)),
+            dirty: Notify::new(),
+        }))
+    }
+
+    /// Replays a journal over a receipt: the later line for an entry wins.
+    pub fn replay(receipt: &mut Receipt, journal: &Path) {
+        let Ok(text) = std::fs::read_to_string(journal) else {
+            return;
+        };
+        for line in text.lines() {
+            // A torn last line (crash mid-write) is simply not there.
+            let Ok(l) = serde_json::from_str::<JournalLine>(line) else {
+                continue;
+            };
+            if let Some(slot) = receipt.entries.iter_mut().find(|e| e.index == l.entry.index) {
+                *slot = l.entry;
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Receipt {
+        self.receipt.lock().unwrap().clone()
+    }
+
+    pub fn entry(&self, index: usize) -> EntryReport {
+        self.receipt.lock().unwrap().entries.iter().find(|e| e.index == index).cloned().expect("entry index")
+    }
+
+    /// Records a change to one entry: journal first, receipt rewrite soon after.
+    pub fn update(&self, entry: EntryReport) {
+        if let Some(f) = self.journal.lock().unwrap().as_mut() {
+            let mut line = serde_json::to_vec(&JournalLine { entry: entry.clone() }).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(e) = f.write_all(&line) {
+                tracing::warn!(job = %self.paths.name, error = %e, "cannot append to the journal");
+            }
+        }
+        {
+            let mut r = self.receipt.lock().unwrap();
+            if let Some(slot) = r.entries.iter_mut().find(|e| e.index == entry.index) {
+                *slot = entry;
+            }
+            r.updated_at = now();
+        }
+        self.dirty.notify_one();
+    }
+
+    /// Writes the receipt now, retrying until it succeeds (disk full, permissions).
+    pub async fn flush(&self) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let bytes = {
+                let r = self.receipt.lock().unwrap();
+                serde_json::to_vec_pretty(&*r).expect("receipt serializes")
+            };
+            let path = self.paths.receipt.clone();
+            let res = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await;
+            match res {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => tracing::error!(
+                    job = %self.paths.name,
+                    error = %e,
+                    "cannot write receipt {}; retrying in {:?}",
+                    self.paths.receipt.display(),
+                    delay
+                ),
+                Err(e) => tracing::error!(job = %self.paths.name, error = %e, "receipt writer task failed"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Rewrites the receipt whenever it changed, at most every `interval`.
+    pub async fn write_loop(self: Arc<Self>, interval: Duration) {
+        loop {
+            self.dirty.notified().await;
+            self.flush().await;
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Settles the job state, writes the final receipt and drops the journal.
+    pub async fn finish(&self) -> JobState {
+        let state = {
+            let mut r = self.receipt.lock().unwrap();
+            r.settle();
+            r.updated_at = now();
+            r.state
+        };
+        self.flush().await;
+        if state.is_final() {
+            self.journal.lock().unwrap().take();
+            let _ = std::fs::remove_file(&self.paths.journal);
+        }
+        state
+    }
+
+    pub fn paths(&self) -> &JobPaths {
+        &self.paths
+    }
+}

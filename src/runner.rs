@@ -1,0 +1,240 @@
+//! Runs one claimed job: validation, the receipt, and every entry with its retries.
+//!
+//! Entries of a job run concurrently; the pool's semaphores decide how many
+//! really talk to a server at once. A failed entry is recorded and never
+//! stops the others. Transient faults are retried with exponential backoff
+//! and jitter; permanent ones fail the entry at once. "Too many connections"
+//! is back-pressure: it lowers the server's limit and is retried without
+//! using up the entry's attempts.
+
+use crate::config::Config;
+use crate::fault::FaultKind;
+use crate::job::{self, Entry};
+use crate::pool::Pool;
+use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
+use crate::transfer::{self, Memory};
+use futures_util::StreamExt;
+use rand::Rng;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// What every job task shares.
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub pool: Arc<Pool>,
+    /// Cancelled when the shutdown grace period is over: in-flight work stops
+    /// where it is and is resumed at the next start.
+    pub cancel: CancellationToken,
+}
+
+/// "Too many connections" retries are not counted, but not endless either.
+const MAX_BACKPRESSURE_RETRIES: u32 = 200;
+
+fn backoff(cfg: &Config, attempt: u32) -> Duration {
+    let base = cfg.retry.initial_backoff_ms.max(1) as f64;
+    let exp = base * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    let capped = exp.min(cfg.retry.max_backoff_ms.max(1) as f64);
+    // Jitter keeps many entries that failed together from retrying together.
+    let jittered = capped * rand::rng().random_range(0.5..=1.0);
+    Duration::from_millis(jittered as u64)
+}
+
+fn read_job(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the job file: {e}"))?;
+    if meta.len() > cap {
+        return Err(format!(
+            "the job file is {} bytes, over the limit of {cap} bytes (max_job_bytes)",
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read the job file: {e}"))
+}
+
+/// Runs the job whose file is already in `checked/`. Returns its state; `Running` means interrupted.
+pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
+    let paths = JobPaths::for_claimed(job_file);
+    let job_name = paths.name.clone();
+
+    // A receipt left by an earlier run tells what is already done.
+    let mut recovered = None;
+    if paths.receipt.exists() {
+        match Receipt::load(&paths.receipt) {
+            Ok(r) if r.state.is_final() => return r.state,
+            Ok(mut r) => {
+                ReportHandle::replay(&mut r, &paths.journal);
+                recovered = Some(r);
+            }
+            Err(e) => warn!(job = %job_name, error = %format!("{e:#}"), "unreadable receipt; starting the job afresh"),
+        }
+    }
+
+    let parsed = read_job(job_file, ctx.config.max_job_bytes)
+        .map_err(|e| vec![e])
+        .and_then(|bytes| job::parse(&bytes, &ctx.config));
+    let job = match parsed {
+        Ok(job) => job,
+        Err(problems) => {
+            let mut receipt = Receipt::new(&job_name, job_file);
+            receipt.state = JobState::Invalid;
+            receipt.finished_at = Some(crate::report::now());
+            for p in &problems {
+                warn!(job = %job_name, error = %p, "invalid job");
+            }
+            receipt.problems = problems;
+            let report = match ReportHandle::open(paths, receipt) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(job = %job_name, error = %format!("{e:#}"), "cannot record invalid job");
+                    return JobState::Invalid;
+                }
+            };
+            return report.finish().await;
+        }
+    };
+
+    let mut receipt = Receipt::new(&job_name, job_file);
+    receipt.entries = job.entries.iter().map(EntryReport::pending).collect();
+    if let Some(old) = recovered {
+        if old.entries.len() == receipt.entries.len() {
+            receipt.claimed_at = old.claimed_at;
+            receipt.entries = old.entries;
+            info!(job = %job_name, "resuming interrupted job");
+        }
+    }
+    let report = match ReportHandle::open(paths.clone(), receipt) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(job = %job_name, error = %format!("{e:#}"), "cannot open the job's journal");
+            return JobState::Running;
+        }
+    };
+    report.flush().await;
+    let writer = tokio::spawn(report.clone().write_loop(Duration::from_millis(200)));
+    info!(job = %job_name, entries = job.entries.len(), "job started");
+
+    let pending: Vec<&Entry> = job
+        .entries
+        .iter()
+        .filter(|e| report.entry(e.index).state == EntryState::Pending)
+        .collect();
+    let width = ctx.config.max_connections.max(1);
+    futures_util::stream::iter(pending)
+        .for_each_concurrent(width, |entry| {
+            let report = report.clone();
+            let job_name = job_name.clone();
+            async move { run_entry(ctx, &report, &job_name, entry).await }
+        })
+        .await;
+    writer.abort();
+
+    if ctx.cancel.is_cancelled() {
+        report.flush().await;
+        info!(job = %job_name, "job interrupted by shutdown; it resumes at the next start");
+        return JobState::Running;
+    }
+    let state = report.finish().await;
+    let r = report.snapshot();
+    let done = r.entries.iter().filter(|e| e.state != EntryState::Failed).count();
+    info!(job = %job_name, state = ?state, done, failed = r.entries.len() - done, "job finished");
+    state
+}
+
+async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry: &Entry) {
+    let mut rep = report.entry(entry.index);
+    let mut memory = Memory {
+        source: rep.source,
+        may_have_temp: rep.attempts > 0,
+        publishing: rep.publishing,
+    };
+    let started = Instant::now();
+    let mut counted = 0u32;
+    let mut backpressure = 0u32;
+    let server = entry.server.to_string();
+    let remote_path = entry.remote_path();
+    loop {
+        rep.attempts += 1;
+        let attempt = rep.attempts;
+        let work = async {
+            let mut lease = ctx.pool.acquire(&entry.server).await?;
+            let dirs = lease.dirs().clone();
+            let rep_for_journal = rep.clone();
+            transfer::attempt(lease.session(), &dirs, job_name, entry, &mut memory, |m| {
+                let mut r = rep_for_journal;
+                r.source = m.source;
+                r.publishing = true;
+                report.update(r);
+            })
+            .await
+        };
+        let result = tokio::select! {
+            r = work => r,
+            _ = ctx.cancel.cancelled() => {
+                rep.source = memory.source;
+                report.update(rep);
+                return;
+            }
+        };
+        rep.source = memory.source;
+        rep.publishing = memory.publishing;
+        rep.elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(out) => {
+                rep.state = if out.skipped { EntryState::Skipped } else { EntryState::Done };
+                rep.bytes = Some(out.bytes);
+                rep.sha256 = out.sha256;
+                rep.verification = out.verification;
+                rep.error = None;
+                rep.publishing = false;
+                info!(
+                    job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
+                    bytes = out.bytes, elapsed_ms = rep.elapsed_ms, attempt,
+                    resumed_from = out.resumed_from, skipped = out.skipped,
+                    "entry uploaded"
+                );
+                report.update(rep);
+                return;
+            }
+            Err(fault) => {
+                let give_up = match fault.kind {
+                    FaultKind::Permanent => true,
+                    FaultKind::TooManyConnections => {
+                        backpressure += 1;
+                        backpressure > MAX_BACKPRESSURE_RETRIES
+                    }
+                    FaultKind::Transient => {
+                        counted += 1;
+                        counted >= ctx.config.retry.max_attempts
+                    }
+                };
+                rep.error = Some(fault.message.clone());
+                if give_up {
+                    rep.state = EntryState::Failed;
+                    if fault.kind != FaultKind::Permanent {
+                        rep.error = Some(format!("gave up after {attempt} attempts: {}", fault.message));
+                    }
+                    warn!(
+                        job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
+                        attempt, elapsed_ms = rep.elapsed_ms, error = %fault.message,
+                        "entry failed"
+                    );
+                    report.update(rep);
+                    return;
+                }
+                let wait = backoff(&ctx.config, counted.max(backpressure.min(6)));
+                warn!(
+                    job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
+                    attempt, error = %fault.message, retry_in_ms = wait.as_millis() as u64,
+                    "attempt failed; will retry"
+                );
+                report.update(rep.clone());
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.cancel.cancelled() => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! One attempt at one entry over one session: the publish protocol.
+//!
+//! The bytes go to a temporary name in the target directory, are checked,
+//! and only then renamed to the final name, so no reader ever sees a partial
+//! file under the final name. The temporary name is derived from (job,
+//! entry, final path): unique per entry and the same after a restart, so a
+//! retry or a restarted daemon finds its own partial upload and continues it
+//! with APPE instead of starting from zero.
+
+use crate::fault::Fault;
+use crate::ftp::{normalize_dir, DirCache, Session};
+use crate::job::{join_remote, Entry, IfExists};
+use crate::report::Stamp;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Bytes per local read; large reads keep syscalls and channel hops few.
+const CHUNK: usize = 512 * 1024;
+/// Chunks read ahead of the network: bounds memory at about 2.5 MiB per upload.
+const READ_AHEAD: usize = 4;
+
+/// What a finished attempt achieved.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub verification: Vec<String>,
+    pub skipped: bool,
+    /// Bytes the server already had and that were not sent again.
+    pub resumed_from: u64,
+}
+
+/// What the scheduler remembers about an entry between attempts (and restarts).
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// The local file when the first attempt started.
+    pub source: Option<Stamp>,
+    /// A temp file may exist on the server (an earlier attempt got that far).
+    pub may_have_temp: bool,
+    /// An earlier attempt was about to rename; the final file may be ours.
+    pub publishing: bool,
+}
+
+/// The deterministic temp name of an entry.
+pub fn temp_name(job: &str, entry: &Entry) -> String {
+    let mut h = Sha256::new();
+    h.update(job.as_bytes());
+    h.update([0]);
+    h.update(entry.index.to_le_bytes());
+    h.update([0]);
+    h.update(entry.remote_path().as_bytes());
+    format!(".ftpdrop-{}.part", &hex::encode(h.finalize())[..16])
+}
+
+fn local_stamp(entry: &Entry) -> Result<Stamp, Fault> {
+    let field = format!("entries[{}].file.local_path", entry.index);
+    let meta = std::fs::metadata(&entry.local_path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        Fault::permanent(format!("{field}: {why}: {}", entry.local_path.display()))
+    })?;
+    if meta.is_dir() {
+        return Err(Fault::permanent(format!(
+            "{field}: is a directory, not a file: {}",
+            entry.local_path.display()
+        )));
+    }
+    Ok(Stamp::of(&meta))
+}
+
+/// Reads the local file on a blocking thread, hashing all of it and sending
+/// the part from `offset` on. Returns the SHA-256 and the bytes read.
+fn spawn_reader(
+    path: PathBuf,
+    offset: u64,
+) -> (
+    mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
+) {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
+    let handle = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+        let mut f = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        // The server already has [0, offset): hash it without sending it.
+        let mut buf = vec![0u8; CHUNK];
+        while total < offset {
+            let want = ((offset - total) as usize).min(CHUNK);
+            let n = f.read(&mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        f.seek(SeekFrom::Start(total))?;
+        loop {
+            let mut chunk = vec![0u8; CHUNK];
+            let mut filled = 0;
+            while filled < CHUNK {
+                let n = f.read(&mut chunk[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            chunk.truncate(filled);
+            hasher.update(&chunk);
+            total += filled as u64;
+            if tx.blocking_send(chunk).is_err() {
+                // The uploader gave up; its error is the one to report.
+                break;
+            }
+            if filled < CHUNK {
+                break;
+            }
+        }
+        Ok((hex::encode(hasher.finalize()), total))
+    });
+    (rx, handle)
+}
+
+/// Runs one attempt. `on_publish` is called just before the rename so the
+/// caller can journal it; `memory` is updated for the next attempt.
+pub async fn attempt(
+    session: &mut Session,
+    dirs: &DirCache,
+    job: &str,
+    entry: &Entry,
+    memory: &mut Memory,
+    on_publish: impl FnOnce(&Memory),
+) -> Result<Outcome, Fault> {
+    let stamp = local_stamp(entry)?;
+    let dir = normalize_dir(&entry.server_path);
+    let final_path = join_remote(&dir, &entry.remote_name);
+    let temp_path = join_remote(&dir, &temp_name(job, entry));
+
+    // The local file changed since the first attempt: what the server has is stale.
+    let source_changed = memory.source.is_some_and(|s| s != stamp);
+    memory.source = Some(stamp);
+
+    // An earlier run may have renamed the temp file and died before recording it.
+    if memory.publishing && !source_changed {
+        if session.size(&temp_path).await?.is_none() {
+            if session.size(&final_path).await? == Some(stamp.size) {
+                let sha = hash_local(&entry.local_path).await?;
+                return Ok(Outcome {
+                    bytes: stamp.size,
+                    sha256: Some(sha),
+                    verification: vec!["size".into()],
+                    skipped: false,
+                    resumed_from: stamp.size,
+                });
+            }
+        }
+        memory.publishing = false;
+    }
+
+    session.mkdir_p(&dir, dirs).await?;
+
+    if entry.if_exists != IfExists::Overwrite {
+        if let Some(existing) = session.size(&final_path).await? {
+            if entry.if_exists == IfExists::Skip {
+                return Ok(Outcome {
+                    bytes: existing,
+                    sha256: None,
+                    verification: Vec::new(),
+                    skipped: true,
+                    resumed_from: 0,
+                });
+            }
+            return Err(Fault::permanent(format!(
+                "{final_path} already exists on the server ({existing} bytes) and if_exists is \"fail\""
+            )));
+        }
+    }
+
+    let mut offset = 0;
+    if memory.may_have_temp {
+        match session.size(&temp_path).await? {
+            Some(have) if !source_changed && have <= stamp.size => offset = have,
+            Some(_) => session.delete(&temp_path).await?,
+            None => {}
+        }
+    }
+    memory.may_have_temp = true;
+
+    let (sha, sent_total) = send(session, entry, &temp_path, offset).await?;
+
+    let after = local_stamp(entry)?;
+    if after != stamp || sent_total != stamp.size {
+        // Never publish a mix of two versions; the next attempt starts over.
+        memory.source = Some(after);
+        return Err(Fault::transient(format!(
+            "entries[{}].file.local_path changed during upload ({} -> {} bytes); will start over",
+            entry.index, stamp.size, after.size
+        )));
+    }
+
+    let have = session.size(&temp_path).await?;
+    if have != Some(stamp.size) {
+        return Err(Fault::transient(format!(
+            "size check of {temp_path}: server has {}, expected {} bytes",
+            have.map_or("nothing".to_string(), |n| n.to_string()),
+            stamp.size
+        )));
+    }
+    let mut verification = vec!["size".to_string()];
+
+    memory.publishing = true;
+    on_publish(memory);
+    publish(session, &temp_path, &final_path, entry.if_exists).await?;
+
+    let have = session.size(&final_path).await?;
+    if have != Some(stamp.size) {
+        return Err(Fault::transient(format!(
+            "size check of {final_path} after rename: server has {}, expected {} bytes",
+            have.map_or("nothing".to_string(), |n| n.to_string()),
+            stamp.size
+        )));
+    }
+    verification.dedup();
+    Ok(Outcome {
+        bytes: stamp.size,
+        sha256: Some(sha),
+        verification,
+        skipped: false,
+        resumed_from: offset,
+    })
+}
+
+/// Streams the file from `offset` to `temp_path`; returns (sha256, bytes read).
+async fn send(session: &mut Session, entry: &Entry, temp_path: &str, offset: u64) -> Result<(String, u64), Fault> {
+    let data_timeout = session.data_timeout();
+    let (mut rx, reader) = spawn_reader(entry.local_path.clone(), offset);
+    let mut upload = session.store(temp_path, offset > 0).await?;
+    let mut write_err = None;
+    while let Some(chunk) = rx.recv().await {
+        match tokio::time::timeout(data_timeout, upload.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                write_err = Some(Fault::transient(format!("sending {temp_path}: {e}")));
+                break;
+            }
+            Err(_) => {
+                write_err = Some(Fault::transient(format!(
+                    "sending {temp_path}: no progress for {} s",
+                    data_timeout.as_secs()
+                )));
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let read = reader
+        .await
+        .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
+    if let Some(f) = write_err {
+        session.broken = true;
+        return Err(f);
+    }
+    let (sha, total) = read.map_err(|e| {
+        Fault::permanent(format!(
+            "entries[{}].file.local_path: read error: {e}: {}",
+            entry.index,
+            entry.local_path.display()
+        ))
+    })?;
+    session.finish(upload, temp_path).await?;
+    Ok((sha, total))
+}
+
+/// Renames the temp file over the final name. Some servers refuse to rename
+/// onto an existing file; with `overwrite` the old file is deleted first.
+async fn publish(session: &mut Session, temp: &str, fin: &str, policy: IfExists) -> Result<(), Fault> {
+    match session.rename(temp, fin).await {
+        Ok(()) => Ok(()),
+        Err(f) if f.is_permanent() && policy == IfExists::Overwrite && !session.broken => {
+            if session.size(fin).await?.is_none() {
+                return Err(f);
+            }
+            session.delete(fin).await?;
+            session.rename(temp, fin).await
+        }
+        Err(f) => Err(f),
+    }
+}
+
+async fn hash_local(path: &Path) -> Result<String, Fault> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut f = std::fs::File::open(&p)?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(hex::encode(h.finalize()))
+    })
+    .await
+    .map_err(|e| Fault::transient(format!("hash task: {e}")))?
+    .map_err(|e| Fault::permanent(format!("reading {}: {e}", path.display())))
+}
