@@ -1,0 +1,449 @@
+//! The core loop end to end against an in-process libunftp server: intake,
+//! claim, upload, verify, receipt. Every assertion about an upload is made on
+//! the bytes in the server's directory.
+
+mod support;
+
+use ftpdrop::report::{EntryState, JobState, Receipt};
+use ftpdrop::Config;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::ftpserver::FtpServer;
+use tokio::sync::oneshot;
+
+/// A daemon running in-process on temporary `files/` and `checked/`.
+struct Daemon {
+    dir: tempfile::TempDir,
+    inbox: PathBuf,
+    checked: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+fn test_config(base: &Path) -> Config {
+    let mut cfg = Config {
+        inbox: base.join("files"),
+        checked: base.join("checked"),
+        settle_ms: 100,
+        sweep_interval_ms: 500,
+        ..Config::default()
+    };
+    cfg.retry.initial_backoff_ms = 50;
+    cfg.retry.max_backoff_ms = 200;
+    std::fs::create_dir_all(&cfg.inbox).unwrap();
+    std::fs::create_dir_all(&cfg.checked).unwrap();
+    cfg
+}
+
+impl Daemon {
+    fn prepare() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = test_config(dir.path());
+        (dir, cfg)
+    }
+
+    fn start(dir: tempfile::TempDir, cfg: Config) -> Daemon {
+        let (tx, rx) = oneshot::channel::<()>();
+        let inbox = cfg.inbox.clone();
+        let checked = cfg.checked.clone();
+        let task = tokio::spawn(ftpdrop::run(cfg, async {
+            let _ = rx.await;
+        }));
+        Daemon {
+            dir,
+            inbox,
+            checked,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("daemon stops within 30 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Drops a job the way a careful producer does: write a hidden temp, rename in.
+    fn drop_job(&self, name: &str, job: &Value) {
+        let tmp = self.inbox.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(job).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.inbox.join(format!("{name}.json"))).unwrap();
+    }
+
+    fn local(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.path().join("local").join(rel);
+        support::write_file(&p, bytes);
+        p
+    }
+
+    async fn receipt(&self, job: &str) -> Receipt {
+        wait_receipt(&self.checked, job, Duration::from_secs(60)).await
+    }
+}
+
+async fn wait_receipt(checked: &Path, job: &str, limit: Duration) -> Receipt {
+    let path = checked.join(format!("{job}.report.json"));
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(r) = Receipt::load(&path) {
+            if r.state.is_final() {
+                return r;
+            }
+        }
+        assert!(Instant::now() < deadline, "no final receipt for {job} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn server_json(srv: &FtpServer) -> Value {
+    json!({
+        "host": "127.0.0.1",
+        "port": srv.addr.port().to_string(),
+        "login": srv.user,
+        "password": srv.password,
+    })
+}
+
+fn entry(srv: &FtpServer, local: &Path, server_path: &str) -> Value {
+    json!({
+        "server": server_json(srv),
+        "file": {"local_path": local.to_string_lossy(), "server_path": server_path}
+    })
+}
+
+fn no_temp_files(srv: &FtpServer) {
+    let left: Vec<String> = srv.files().into_iter().filter(|f| f.contains(".ftpdrop-")).collect();
+    assert!(left.is_empty(), "temp files left on the server: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_format_job_with_string_port_end_to_end() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let d = Daemon::start(dir, cfg);
+    let local = d.local("file.dwg", b"seed job payload");
+    d.drop_job("seed", &json!([entry(&srv, &local, "LocalPath/subfolder1")]));
+    let r = d.receipt("seed").await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    let e = &r.entries[0];
+    assert_eq!(e.state, EntryState::Done);
+    assert_eq!(e.remote_path, "LocalPath/subfolder1/file.dwg");
+    assert_eq!(e.bytes, Some(16));
+    assert_eq!(e.sha256.as_deref(), Some(support::sha256_bytes(b"seed job payload").as_str()));
+    assert!(e.verification.contains(&"size".to_string()));
+    assert_eq!(e.attempts, 1);
+    assert_eq!(std::fs::read(srv.path("LocalPath/subfolder1/file.dwg")).unwrap(), b"seed job payload");
+    // The job file itself moved to checked/.
+    assert!(d.checked.join("seed.json").exists());
+    assert!(!d.inbox.join("seed.json").exists());
+    assert!(!d.checked.join("seed.journal").exists(), "journal removed after the final receipt");
+    no_temp_files(&srv);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_dirs_cyrillic_names_and_session_reuse() {
+    let srv = FtpServer::start().await;
+    let (dir, mut cfg) = Daemon::prepare();
+    cfg.max_connections_per_server = 1;
+    let d = Daemon::start(dir, cfg);
+    let a = d.local("a.bin", &support::random_bytes(10_000, 1));
+    let cyr = d.local("План отчёт 2024.txt", "Отчёт за 2024 год\n".as_bytes());
+    let mut entries = vec![
+        entry(&srv, &a, "one/two/three/four"),
+        entry(&srv, &cyr, "Отчёты/2024 год"),
+        // An absolute path, a name with spaces and #, % and [.
+        entry(&srv, &d.local("we#ird %name [1].txt", b"odd"), "/abs/dir"),
+    ];
+    for i in 0..7 {
+        entries.push(entry(&srv, &d.local(&format!("many/{i}.txt"), format!("file {i}").as_bytes()), "many"));
+    }
+    d.drop_job("nested", &Value::Array(entries));
+    let r = d.receipt("nested").await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert_eq!(std::fs::read(srv.path("one/two/three/four/a.bin")).unwrap(), support::random_bytes(10_000, 1));
+    assert_eq!(
+        std::fs::read_to_string(srv.path("Отчёты/2024 год/План отчёт 2024.txt")).unwrap(),
+        "Отчёт за 2024 год\n"
+    );
+    assert_eq!(std::fs::read(srv.path("abs/dir/we#ird %name [1].txt")).unwrap(), b"odd");
+    for i in 0..7 {
+        assert_eq!(std::fs::read_to_string(srv.path(&format!("many/{i}.txt"))).unwrap(), format!("file {i}"));
+    }
+    // Ten entries, one connection allowed: one login, reused.
+    assert_eq!(srv.count_logins(), 1, "a logged-in session is reused for the next entry");
+    no_temp_files(&srv);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mib_file_arrives_byte_identical() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let d = Daemon::start(dir, cfg);
+    let big = d.dir.path().join("local/big.bin");
+    support::write_random_file(&big, 50 * 1024 * 1024, 7);
+    d.drop_job("big", &json!([entry(&srv, &big, "big")]));
+    let r = d.receipt("big").await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    support::assert_same_file(&big, srv.path("big/big.bin"));
+    assert_eq!(r.entries[0].sha256.as_deref(), Some(support::sha256_file(&big).as_str()));
+    no_temp_files(&srv);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_jobs_get_receipts_naming_every_problem() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let d = Daemon::start(dir, cfg);
+    std::fs::write(d.inbox.join("malformed.json"), b"[{\"server\": ").unwrap();
+    let local = d.local("x.txt", b"x");
+    d.drop_job(
+        "types",
+        &json!([
+            entry(&srv, &local, "ok"),
+            {"server": {"host": 12, "port": "http", "login": "u"}, "file": {"local_path": 5, "server_path": "x"}, "colour": "red"},
+        ]),
+    );
+    d.drop_job(
+        "crlf",
+        &json!([{"server": server_json(&srv), "file": {"local_path": local.to_string_lossy(), "server_path": "a\r\nDELE important.txt"}}]),
+    );
+    d.drop_job("empty", &json!([]));
+
+    let r = d.receipt("malformed").await;
+    assert_eq!(r.state, JobState::Invalid);
+    assert!(r.problems[0].starts_with("not valid JSON"), "{:?}", r.problems);
+
+    let r = d.receipt("types").await;
+    assert_eq!(r.state, JobState::Invalid);
+    let all = r.problems.join("\n");
+    for needle in [
+        "entries[1].server.host: must be a string",
+        "entries[1].server.port: \"http\" is not a port number",
+        "entries[1].file.local_path: must be a string",
+        "entries[1].colour: unknown field",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in {all}");
+    }
+
+    let r = d.receipt("crlf").await;
+    assert_eq!(r.state, JobState::Invalid);
+    assert_eq!(r.problems, vec!["entries[0].file.server_path: contains a line break"]);
+
+    let r = d.receipt("empty").await;
+    assert_eq!(r.state, JobState::Invalid);
+    // Nothing was uploaded for any invalid job, not even its valid entries.
+    assert!(srv.files().is_empty(), "{:?}", srv.files());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_local_file_beside_good_entries_gives_partial() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let d = Daemon::start(dir, cfg);
+    let good1 = d.local("good1.txt", b"one");
+    let good2 = d.local("good2.txt", b"two");
+    let missing = d.dir.path().join("local/not-there.txt");
+    let a_dir = d.dir.path().join("local");
+    d.drop_job(
+        "partial",
+        &json!([
+            entry(&srv, &good1, "p"),
+            entry(&srv, &missing, "p"),
+            entry(&srv, &a_dir, "p"),
+            entry(&srv, &good2, "p"),
+        ]),
+    );
+    let r = d.receipt("partial").await;
+    assert_eq!(r.state, JobState::Partial, "{r:#?}");
+    assert_eq!(r.entries[0].state, EntryState::Done);
+    assert_eq!(r.entries[3].state, EntryState::Done);
+    assert_eq!(r.entries[1].state, EntryState::Failed);
+    assert_eq!(r.entries[1].attempts, 1, "a missing file is permanent: no retry");
+    let err = r.entries[1].error.as_deref().unwrap();
+    assert!(err.contains("entries[1].file.local_path: no such file"), "{err}");
+    assert_eq!(r.entries[2].state, EntryState::Failed);
+    assert!(r.entries[2].error.as_deref().unwrap().contains("is a directory"));
+    assert_eq!(std::fs::read(srv.path("p/good1.txt")).unwrap(), b"one");
+    assert_eq!(std::fs::read(srv.path("p/good2.txt")).unwrap(), b"two");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_fails_fast_without_retry_storm() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let d = Daemon::start(dir, cfg);
+    let local = d.local("x.txt", b"x");
+    let mut e = entry(&srv, &local, "w");
+    e["server"]["password"] = json!("Wr0ng-Passw0rd");
+    let started = Instant::now();
+    d.drop_job("wrongpw", &json!([e]));
+    let r = d.receipt("wrongpw").await;
+    assert_eq!(r.state, JobState::Failed);
+    assert_eq!(r.entries[0].attempts, 1);
+    let err = r.entries[0].error.clone().unwrap();
+    assert!(err.contains("530"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(srv.count_connections(), 1, "one connection, no retry storm");
+    let text = std::fs::read_to_string(d.checked.join("wrongpw.report.json")).unwrap();
+    assert!(!text.contains("Wr0ng-Passw0rd"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_waiting_at_startup_and_job_written_slowly() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let inbox = cfg.inbox.clone();
+    let local = dir.path().join("local/early.txt");
+    support::write_file(&local, b"early bird");
+    std::fs::write(inbox.join("early.json"), serde_json::to_vec(&json!([entry(&srv, &local, "early")])).unwrap()).unwrap();
+    let d = Daemon::start(dir, cfg);
+    let r = d.receipt("early").await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert_eq!(std::fs::read(srv.path("early/early.txt")).unwrap(), b"early bird");
+
+    // A producer that writes its job in pieces, pausing shorter than the settle interval.
+    let slow_local = d.local("slow.txt", b"slow");
+    let text = serde_json::to_vec(&json!([entry(&srv, &slow_local, "slow")])).unwrap();
+    let path = d.inbox.join("slow.json");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        for piece in text.chunks(text.len() / 5 + 1) {
+            f.write_all(piece).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+    let r = d.receipt("slow").await;
+    assert_eq!(r.state, JobState::Done, "read half-written? {r:#?}");
+    assert_eq!(std::fs::read(srv.path("slow/slow.txt")).unwrap(), b"slow");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_exists_skip_and_fail_and_overwrite() {
+    let srv = FtpServer::start().await;
+    support::write_file(srv.path("e/keep.txt"), b"old");
+    support::write_file(srv.path("e/fail.txt"), b"old");
+    support::write_file(srv.path("e/over.txt"), b"old");
+    let (dir, cfg) = Daemon::prepare();
+    let d = Daemon::start(dir, cfg);
+    let mut skip = entry(&srv, &d.local("keep.txt", b"new!"), "e");
+    skip["if_exists"] = json!("skip");
+    let mut fail = entry(&srv, &d.local("fail.txt", b"new!"), "e");
+    fail["if_exists"] = json!("fail");
+    let over = entry(&srv, &d.local("over.txt", b"new!"), "e");
+    d.drop_job("exists", &json!([skip, fail, over]));
+    let r = d.receipt("exists").await;
+    assert_eq!(r.state, JobState::Partial, "{r:#?}");
+    assert_eq!(r.entries[0].state, EntryState::Skipped);
+    assert_eq!(r.entries[1].state, EntryState::Failed);
+    assert!(r.entries[1].error.as_deref().unwrap().contains("already exists"));
+    assert_eq!(r.entries[2].state, EntryState::Done);
+    assert_eq!(std::fs::read(srv.path("e/keep.txt")).unwrap(), b"old");
+    assert_eq!(std::fs::read(srv.path("e/fail.txt")).unwrap(), b"old");
+    assert_eq!(std::fs::read(srv.path("e/over.txt")).unwrap(), b"new!");
+    d.stop().await;
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ftpdrop")
+}
+
+async fn run_bin(args: Vec<String>, cwd: PathBuf) -> std::process::Output {
+    tokio::process::Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exit_codes_and_no_password_in_logs() {
+    let srv = FtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    std::fs::create_dir_all(base.join("files")).unwrap();
+    let local = base.join("data/ok.txt");
+    support::write_file(&local, b"ok");
+    let write_job = |name: &str, v: Value| std::fs::write(base.join("files").join(name), serde_json::to_vec(&v).unwrap()).unwrap();
+    write_job("good.json", json!([entry(&srv, &local, "once")]));
+    // Backdate so `once` needs no settle wait.
+    std::thread::sleep(Duration::from_millis(400));
+
+    // With no config file at all, and the most verbose logs.
+    let out = run_bin(vec!["once".into(), "--log-level".into(), "trace".into()], base.clone()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "once failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "good: done");
+    assert_eq!(std::fs::read(srv.path("once/ok.txt")).unwrap(), b"ok");
+    assert!(!stderr.contains(&srv.password), "password in logs");
+
+    let mut bad = entry(&srv, &local, "once");
+    bad["server"]["password"] = json!("An0ther-Secret");
+    write_job("bad.json", json!([bad]));
+    std::thread::sleep(Duration::from_millis(400));
+    let out = run_bin(
+        vec!["once".into(), "--log-level".into(), "trace".into(), "--log-format".into(), "json".into()],
+        base.clone(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a failed job makes once exit 1: {stderr}");
+    assert!(!stderr.contains("An0ther-Secret"), "password in logs: {stderr}");
+    let receipt = std::fs::read_to_string(base.join("checked/bad.report.json")).unwrap();
+    assert!(!receipt.contains("An0ther-Secret"));
+    // JSON logs carry the stable field names.
+    let failed_line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "entry failed")
+        .expect("an 'entry failed' JSON log line");
+    for field in ["job", "entry", "server", "remote_path", "attempt", "error"] {
+        assert!(!failed_line[field].is_null(), "field {field} missing in {failed_line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let local = base.join("x.txt");
+    support::write_file(&local, b"x");
+    let good = base.join("good.json");
+    let srv = json!({"host": "h", "port": 21, "login": "u", "password": "Pw-123456"});
+    std::fs::write(&good, serde_json::to_vec(&json!([{"server": srv, "file": {"local_path": local.to_string_lossy(), "server_path": "a"}}])).unwrap()).unwrap();
+    let bad = base.join("bad.json");
+    std::fs::write(&bad, br#"[{"server": {"host": "h", "login": "u"}, "file": {"local_path": "/nonexistent/x", "server_path": "a\nb"}}]"#).unwrap();
+
+    let out = run_bin(vec!["validate".into(), good.to_string_lossy().into()], base.clone()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = run_bin(vec!["validate".into(), good.to_string_lossy().into(), bad.to_string_lossy().into()], base.clone()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("entries[0].file.server_path: contains a line break"), "{stdout}");
+    assert!(!stdout.contains("Pw-123456"));
+
+    // check-config names an unknown key.
+    let cfg = base.join("cfg.json");
+    std::fs::write(&cfg, br#"{"max_conections": 3}"#).unwrap();
+    let out = run_bin(vec!["check-config".into(), "--config".into(), cfg.to_string_lossy().into()], base.clone()).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
+}
