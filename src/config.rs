@@ -148,13 +148,16 @@ impl ServerDef {
             return Ok(p.clone());
         }
         if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Secret::new)
-                .with_context(|| format!("servers.{name}.password_env: variable {var} is not set"));
+            return std::env::var(var).map(Secret::new).with_context(|| {
+                format!("servers.{name}.password_env: variable {var} is not set")
+            });
         }
         if let Some(file) = &self.password_file {
             let text = std::fs::read_to_string(file).with_context(|| {
-                format!("servers.{name}.password_file: cannot read {}", file.display())
+                format!(
+                    "servers.{name}.password_file: cannot read {}",
+                    file.display()
+                )
             })?;
             return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
         }
@@ -260,10 +263,9 @@ mod tests {
     #[test]
     fn server_password_from_env() {
         std::env::set_var("FTPDROP_TEST_PW", "pw-from-env");
-        let def: ServerDef = serde_json::from_str(
-            r#"{"host":"h","login":"u","password_env":"FTPDROP_TEST_PW"}"#,
-        )
-        .unwrap();
+        let def: ServerDef =
+            serde_json::from_str(r#"{"host":"h","login":"u","password_env":"FTPDROP_TEST_PW"}"#)
+                .unwrap();
         assert_eq!(def.resolve_password("x").unwrap().expose(), "pw-from-env");
         assert_eq!(def.port, 21);
     }

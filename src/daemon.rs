@@ -114,17 +114,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
 
-    info!(in_flight = jobs.len(), grace_secs = grace.as_secs(), "shutting down: intake stopped");
+    info!(
+        in_flight = jobs.len(),
+        grace_secs = grace.as_secs(),
+        "shutting down: intake stopped"
+    );
     stop_intake.cancel();
     feeder.abort();
     let _ = intake_task.await;
     drop(rx);
-    let drained = tokio::time::timeout(grace, async {
-        while jobs.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        info!(in_flight = jobs.len(), "grace period over; cancelling in-flight uploads (they resume at the next start)");
+        info!(
+            in_flight = jobs.len(),
+            "grace period over; cancelling in-flight uploads (they resume at the next start)"
+        );
         ctx.cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             while jobs.join_next().await.is_some() {}

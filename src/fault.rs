@@ -65,7 +65,9 @@ impl Fault {
     /// Classifies a suppaftp error raised while doing `what`.
     pub fn from_ftp(what: impl fmt::Display, err: &FtpError) -> Fault {
         let (kind, detail) = match err {
-            FtpError::ConnectionError(io) => (FaultKind::Transient, format!("connection error: {io}")),
+            FtpError::ConnectionError(io) => {
+                (FaultKind::Transient, format!("connection error: {io}"))
+            }
             FtpError::SecureError(msg) => (classify_tls(msg), format!("TLS error: {msg}")),
             FtpError::UnexpectedResponse(resp) => {
                 let text = String::from_utf8_lossy(&resp.body).trim().to_string();
@@ -75,10 +77,18 @@ impl Fault {
                 } else {
                     format!("{code} {text}")
                 };
-                (classify_reply(code, &text), format!("server replied {text}"))
+                (
+                    classify_reply(code, &text),
+                    format!("server replied {text}"),
+                )
             }
-            FtpError::BadResponse => (FaultKind::Transient, "malformed reply from server".to_string()),
-            FtpError::InvalidAddress(e) => (FaultKind::Transient, format!("bad passive address: {e}")),
+            FtpError::BadResponse => (
+                FaultKind::Transient,
+                "malformed reply from server".to_string(),
+            ),
+            FtpError::InvalidAddress(e) => {
+                (FaultKind::Transient, format!("bad passive address: {e}"))
+            }
             FtpError::DataConnectionAlreadyOpen => (
                 FaultKind::Transient,
                 "internal: data connection already open".to_string(),
@@ -151,21 +161,42 @@ mod tests {
 
     #[test]
     fn reply_codes_map_to_kinds() {
-        assert_eq!(Fault::from_ftp("x", &reply(530, "530 Login incorrect.")).kind, FaultKind::Permanent);
-        assert_eq!(Fault::from_ftp("x", &reply(550, "550 Permission denied.")).kind, FaultKind::Permanent);
-        assert_eq!(Fault::from_ftp("x", &reply(553, "553 Could not create file.")).kind, FaultKind::Permanent);
+        assert_eq!(
+            Fault::from_ftp("x", &reply(530, "530 Login incorrect.")).kind,
+            FaultKind::Permanent
+        );
+        assert_eq!(
+            Fault::from_ftp("x", &reply(550, "550 Permission denied.")).kind,
+            FaultKind::Permanent
+        );
+        assert_eq!(
+            Fault::from_ftp("x", &reply(553, "553 Could not create file.")).kind,
+            FaultKind::Permanent
+        );
         for code in [421, 425, 426, 450, 451, 452] {
-            assert_eq!(Fault::from_ftp("x", &reply(code, "busy")).kind, FaultKind::Transient, "{code}");
+            assert_eq!(
+                Fault::from_ftp("x", &reply(code, "busy")).kind,
+                FaultKind::Transient,
+                "{code}"
+            );
         }
         assert_eq!(
-            Fault::from_ftp("x", &reply(421, "421 There are too many connections from your internet address.")).kind,
+            Fault::from_ftp(
+                "x",
+                &reply(
+                    421,
+                    "421 There are too many connections from your internet address."
+                )
+            )
+            .kind,
             FaultKind::TooManyConnections
         );
         assert_eq!(
             Fault::from_ftp("x", &reply(530, "530 Sorry, the maximum number of clients (2) from your host are already connected.")).kind,
             FaultKind::TooManyConnections
         );
-        let io = FtpError::ConnectionError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let io =
+            FtpError::ConnectionError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(Fault::from_ftp("connect", &io).kind, FaultKind::Transient);
     }
 }

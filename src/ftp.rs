@@ -16,7 +16,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream, TransferStream};
+use suppaftp::tokio::{
+    AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream, TransferStream,
+};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, FtpResult, Mode, Status};
 use tokio::net::TcpStream;
@@ -260,16 +262,20 @@ impl Session {
                 && spec.tls == TlsMode::None
                 && f.message.to_ascii_lowercase().contains("tls")
             {
-                f.message.push_str(" (the server requires TLS: set \"tls\": \"explicit\")");
+                f.message
+                    .push_str(" (the server requires TLS: set \"tls\": \"explicit\")");
             }
             return Err(f);
         }
         // An odd or failing FEAT means "features unknown", never a failed login.
-        if let Ok(feat) = timed(&mut self.broken, &self.password, t, "FEAT", self.ftp.feat()).await {
+        if let Ok(feat) = timed(&mut self.broken, &self.password, t, "FEAT", self.ftp.feat()).await
+        {
             self.features = Features::parse(&feat);
         }
         if self.broken {
-            return Err(Fault::transient(format!("{server}: connection lost after FEAT")));
+            return Err(Fault::transient(format!(
+                "{server}: connection lost after FEAT"
+            )));
         }
         if self.features.utf8 {
             let _ = timed(
@@ -294,15 +300,29 @@ impl Session {
 
     /// Is an idle session still alive? Servers drop idle control connections.
     pub async fn noop(&mut self) -> bool {
-        timed(&mut self.broken, &self.password, self.timeouts.command, "NOOP", self.ftp.noop())
-            .await
-            .is_ok()
+        timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.command,
+            "NOOP",
+            self.ftp.noop(),
+        )
+        .await
+        .is_ok()
     }
 
     /// Size of a remote file, or `None` when the server says it does not exist.
     pub async fn size(&mut self, path: &str) -> Result<Option<u64>, Fault> {
         let t = self.timeouts.command;
-        match timed(&mut self.broken, &self.password, t, format!("SIZE {path}"), self.ftp.size(path)).await {
+        match timed(
+            &mut self.broken,
+            &self.password,
+            t,
+            format!("SIZE {path}"),
+            self.ftp.size(path),
+        )
+        .await
+        {
             Ok(n) => Ok(Some(n as u64)),
             Err(f) if matches!(f.code, Some(550 | 450 | 553)) => Ok(None),
             Err(f) => Err(f),
@@ -318,9 +338,15 @@ impl Session {
         let prefixes = dir_prefixes(&dir);
         // Try the whole path first: when only the leaf is missing that is one round trip.
         let t = self.timeouts.command;
-        if timed(&mut self.broken, &self.password, t, format!("MKD {dir}"), self.ftp.mkdir(&dir))
-            .await
-            .is_ok()
+        if timed(
+            &mut self.broken,
+            &self.password,
+            t,
+            format!("MKD {dir}"),
+            self.ftp.mkdir(&dir),
+        )
+        .await
+        .is_ok()
         {
             known.lock().unwrap().extend(prefixes);
             return Ok(());
@@ -332,7 +358,15 @@ impl Session {
             if known.lock().unwrap().contains(&p) {
                 continue;
             }
-            match timed(&mut self.broken, &self.password, t, format!("MKD {p}"), self.ftp.mkdir(&p)).await {
+            match timed(
+                &mut self.broken,
+                &self.password,
+                t,
+                format!("MKD {p}"),
+                self.ftp.mkdir(&p),
+            )
+            .await
+            {
                 Ok(()) => {}
                 // 550/521 mostly mean "exists"; if it was a refusal, STOR will say so.
                 Err(f) if f.kind == FaultKind::Permanent => self.last_mkd_refusal = Some(f.message),
@@ -349,13 +383,31 @@ impl Session {
             let what = format!("{} {path}", if append { "APPE" } else { "STOR" });
             let t = self.timeouts.command;
             let r = if append {
-                timed(&mut self.broken, &self.password, t, &what, self.ftp.append_with_stream(path)).await
+                timed(
+                    &mut self.broken,
+                    &self.password,
+                    t,
+                    &what,
+                    self.ftp.append_with_stream(path),
+                )
+                .await
             } else {
-                timed(&mut self.broken, &self.password, t, &what, self.ftp.put_with_stream(path)).await
+                timed(
+                    &mut self.broken,
+                    &self.password,
+                    t,
+                    &what,
+                    self.ftp.put_with_stream(path),
+                )
+                .await
             };
             match r {
                 Ok(up) => return Ok(up),
-                Err(f) if self.epsv && !self.broken && matches!(f.code, Some(500 | 501 | 502 | 522)) => {
+                Err(f)
+                    if self.epsv
+                        && !self.broken
+                        && matches!(f.code, Some(500 | 501 | 502 | 522)) =>
+                {
                     tracing::debug!(error = %f, "EPSV refused, using PASV from now on");
                     self.epsv = false;
                     self.ftp.set_mode(Mode::Passive);
@@ -437,7 +489,10 @@ impl Session {
 /// `a//b/` → `a/b`; keeps a leading `/`.
 pub fn normalize_dir(dir: &str) -> String {
     let abs = dir.starts_with('/');
-    let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = dir
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     let joined = parts.join("/");
     if abs {
         format!("/{joined}")

@@ -55,14 +55,21 @@ pub fn scan(dir: &Path) -> Vec<PathBuf> {
 /// Moves `src` into `checked` under a name no other job (or receipt) uses.
 /// `Ok(None)` means the file is gone: another instance claimed it.
 pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<PathBuf>> {
-    let name = src.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let mut stem = name.strip_suffix(".json").unwrap_or(&name).to_string();
     // `x.report.json` would be mistaken for a receipt in checked/.
     if stem.ends_with(".report") {
         stem.push_str("-job");
     }
     for n in 0u32.. {
-        let candidate = if n == 0 { stem.clone() } else { format!("{stem}-{n}") };
+        let candidate = if n == 0 {
+            stem.clone()
+        } else {
+            format!("{stem}-{n}")
+        };
         let dst = checked.join(format!("{candidate}.json"));
         let receipt = checked.join(format!("{candidate}.report.json"));
         if dst.exists() || receipt.exists() {
@@ -124,10 +131,21 @@ impl Intake {
             }
             None => {
                 // A file untouched for longer than the settle interval is already settled.
-                let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .unwrap_or_default();
                 let now = Instant::now();
                 let since = now.checked_sub(age.min(self.settle)).unwrap_or(now);
-                pending.insert(path.to_path_buf(), Pending { stamp, since, immediate });
+                pending.insert(
+                    path.to_path_buf(),
+                    Pending {
+                        stamp,
+                        since,
+                        immediate,
+                    },
+                );
             }
         }
     }
@@ -161,7 +179,13 @@ impl Intake {
     fn next_due(&self, pending: &HashMap<PathBuf, Pending>) -> Option<Instant> {
         pending
             .values()
-            .map(|p| if p.immediate { Instant::now() } else { p.since + self.settle })
+            .map(|p| {
+                if p.immediate {
+                    Instant::now()
+                } else {
+                    p.since + self.settle
+                }
+            })
             .min()
     }
 
@@ -183,7 +207,10 @@ impl Intake {
                             ev.kind,
                             EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
                         );
-                        let paths = if matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::Both))) {
+                        let paths = if matches!(
+                            ev.kind,
+                            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+                        ) {
                             ev.paths.into_iter().skip(1).collect()
                         } else {
                             ev.paths
@@ -228,14 +255,18 @@ impl Intake {
                         }
                     }
                     Ok(None) => debug!(path = %path.display(), "job file gone (claimed elsewhere)"),
-                    Err(e) => warn!(path = %path.display(), error = %e, "cannot claim job file; will retry at the next sweep"),
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "cannot claim job file; will retry at the next sweep")
+                    }
                 }
                 // Keep up with events while draining a large batch.
                 while let Ok(sig) = rx.try_recv() {
                     self.handle(&mut pending, sig);
                 }
             }
-            let wake = self.next_due(&pending).map_or(next_sweep, |d| d.min(next_sweep));
+            let wake = self
+                .next_due(&pending)
+                .map_or(next_sweep, |d| d.min(next_sweep));
             tokio::select! {
                 _ = stop.cancelled() => return,
                 sig = rx.recv() => {

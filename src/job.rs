@@ -218,7 +218,10 @@ fn check_keys(p: &mut Problems, field: &str, obj: &Map<String, Value>, allowed: 
             } else {
                 format!("{field}.{k}")
             };
-            p.add(&name, format!("unknown field (expected one of: {})", allowed.join(", ")));
+            p.add(
+                &name,
+                format!("unknown field (expected one of: {})", allowed.join(", ")),
+            );
         }
     }
 }
@@ -281,7 +284,10 @@ fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) ->
                 }
             },
             None => {
-                p.add("server", format!("no server named {name:?} in the configuration"));
+                p.add(
+                    "server",
+                    format!("no server named {name:?} in the configuration"),
+                );
                 None
             }
         },
@@ -289,7 +295,10 @@ fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) ->
         Some(other) => {
             p.add(
                 "server",
-                format!("must be an object or a configured server's name, found {}", kind(other)),
+                format!(
+                    "must be an object or a configured server's name, found {}",
+                    kind(other)
+                ),
             );
             None
         }
@@ -319,12 +328,18 @@ fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) ->
             "skip" => IfExists::Skip,
             "fail" => IfExists::Fail,
             _ => {
-                p.add("if_exists", format!("{s:?} is not one of overwrite, skip, fail"));
+                p.add(
+                    "if_exists",
+                    format!("{s:?} is not one of overwrite, skip, fail"),
+                );
                 IfExists::Overwrite
             }
         },
         Some(other) => {
-            p.add("if_exists", format!("must be a string, found {}", kind(other)));
+            p.add(
+                "if_exists",
+                format!("must be a string, found {}", kind(other)),
+            );
             IfExists::Overwrite
         }
     };
@@ -335,7 +350,10 @@ fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) ->
             "size" => Verify::Size,
             "download" => Verify::Download,
             _ => {
-                p.add("verify", format!("{s:?} is not one of auto, size, download"));
+                p.add(
+                    "verify",
+                    format!("{s:?} is not one of auto, size, download"),
+                );
                 Verify::Auto
             }
         },
@@ -359,7 +377,10 @@ fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) ->
             let remote_dir = get_str(p, f, "file", "server_path", true);
             let name = match get_str(p, f, "file", "remote_name", false) {
                 Some(n) if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." => {
-                    p.add("file.remote_name", "must be a plain file name without / or \\");
+                    p.add(
+                        "file.remote_name",
+                        "must be a plain file name without / or \\",
+                    );
                     None
                 }
                 Some(n) => Some(n.to_string()),
@@ -413,7 +434,15 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         p,
         "server",
         s,
-        &["host", "port", "login", "password", "tls", "ca_file", "insecure_skip_verify"],
+        &[
+            "host",
+            "port",
+            "login",
+            "password",
+            "tls",
+            "ca_file",
+            "insecure_skip_verify",
+        ],
     );
     let host = get_str(p, s, "server", "host", true);
     if host == Some("") {
@@ -433,12 +462,18 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         Some(Value::String(t)) => match t.trim().parse::<u16>().ok().filter(|n| *n > 0) {
             Some(n) => Some(n),
             None => {
-                p.add("server.port", format!("{t:?} is not a port number (1-65535)"));
+                p.add(
+                    "server.port",
+                    format!("{t:?} is not a port number (1-65535)"),
+                );
                 None
             }
         },
         Some(other) => {
-            p.add("server.port", format!("must be a number or a string, found {}", kind(other)));
+            p.add(
+                "server.port",
+                format!("must be a number or a string, found {}", kind(other)),
+            );
             None
         }
     };
@@ -514,11 +549,23 @@ mod tests {
         )
         .unwrap_err();
         let all = errs.join("\n");
-        assert!(all.contains("entries[1].server.host: must be a string"), "{all}");
-        assert!(all.contains("entries[1].server.port: \"abc\" is not a port"), "{all}");
+        assert!(
+            all.contains("entries[1].server.host: must be a string"),
+            "{all}"
+        );
+        assert!(
+            all.contains("entries[1].server.port: \"abc\" is not a port"),
+            "{all}"
+        );
         assert!(all.contains("entries[1].extra: unknown field"), "{all}");
-        assert!(all.contains("entries[2].file.local_path: contains a line break"), "{all}");
-        assert!(all.contains("entries[2].file.server_path: contains a line break"), "{all}");
+        assert!(
+            all.contains("entries[2].file.local_path: contains a line break"),
+            "{all}"
+        );
+        assert!(
+            all.contains("entries[2].file.server_path: contains a line break"),
+            "{all}"
+        );
         assert!(!all.contains("entries[0]"), "{all}");
     }
 

@@ -15,10 +15,16 @@ pub fn init(format: LogFormat, level: &str) -> Result<()> {
     // suppaftp traces every command it sends, PASS included: never let it below warn.
     let filter = EnvFilter::try_new(format!("{level},suppaftp=warn"))
         .map_err(|e| anyhow!("--log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let res = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
     res.map_err(|e| anyhow!("cannot install the logger: {e}"))
 }

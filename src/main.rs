@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ftpdrop", version, about = "Upload files named by JSON job files to FTP/FTPS servers, verified and crash-safe")]
+#[command(
+    name = "ftpdrop",
+    version,
+    about = "Upload files named by JSON job files to FTP/FTPS servers, verified and crash-safe"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,10 +84,17 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let results = runtime()?.block_on(ftpdrop::once(config))?;
             let mut ok = true;
             for (job, state) in &results {
-                println!("{job}: {}", serde_json::to_value(state)?.as_str().unwrap_or("?"));
+                println!(
+                    "{job}: {}",
+                    serde_json::to_value(state)?.as_str().unwrap_or("?")
+                );
                 ok &= *state == JobState::Done;
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Validate { config, files } => {
             let config = match &config {
@@ -103,7 +114,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::CheckConfig { config } => {
             let cfg = Config::load(config.as_deref())?;

@@ -91,7 +91,12 @@ impl Drop for Lease {
 }
 
 impl Pool {
-    pub fn new(max_connections: usize, per_server: usize, timeouts: Timeouts, idle_timeout: Duration) -> Arc<Pool> {
+    pub fn new(
+        max_connections: usize,
+        per_server: usize,
+        timeouts: Timeouts,
+        idle_timeout: Duration,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             global: Arc::new(Semaphore::new(max_connections)),
             global_waiters: AtomicUsize::new(0),
@@ -135,7 +140,10 @@ impl Pool {
     pub fn reap_idle(&self) {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
         for slot in slots {
-            slot.idle.lock().unwrap().retain(|i| i.since.elapsed() < self.idle_timeout);
+            slot.idle
+                .lock()
+                .unwrap()
+                .retain(|i| i.since.elapsed() < self.idle_timeout);
         }
     }
 
@@ -159,7 +167,12 @@ impl Pool {
     pub async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
         let key = spec.key();
         let slot = self.slot(&key);
-        let in_use = slot.in_use.clone().acquire_owned().await.expect("semaphore never closed");
+        let in_use = slot
+            .in_use
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
 
         loop {
             let idle = slot.idle.lock().unwrap().pop();

@@ -152,7 +152,11 @@ impl Receipt {
             self.state = JobState::Running;
             return;
         }
-        let failed = self.entries.iter().filter(|e| e.state == EntryState::Failed).count();
+        let failed = self
+            .entries
+            .iter()
+            .filter(|e| e.state == EntryState::Failed)
+            .count();
         self.state = if failed == 0 {
             JobState::Done
         } else if failed == self.entries.len() {
@@ -164,8 +168,10 @@ impl Receipt {
     }
 
     pub fn load(path: &Path) -> Result<Receipt> {
-        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_slice(&text).with_context(|| format!("{} is not a receipt", path.display()))
+        let text =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a receipt", path.display()))
     }
 }
 
@@ -181,7 +187,10 @@ pub struct JobPaths {
 impl JobPaths {
     pub fn for_claimed(job_file: &Path) -> JobPaths {
         let dir = job_file.parent().unwrap_or(Path::new("."));
-        let file = job_file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let file = job_file
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
         let name = file.strip_suffix(".json").unwrap_or(&file).to_string();
         JobPaths {
             receipt: dir.join(format!("{name}.report.json")),
@@ -197,7 +206,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
+        path.file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default()
     ));
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -224,6 +235,10 @@ pub struct ReportHandle {
     receipt: Mutex<Receipt>,
     journal: Mutex<Option<std::fs::File>>,
     dirty: Notify,
+    /// One receipt write at a time: two writers would share the temp file.
+    writing: tokio::sync::Mutex<()>,
+    /// Tells the write loop to end after its current write.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl ReportHandle {
@@ -239,6 +254,8 @@ impl ReportHandle {
             receipt: Mutex::new(receipt),
             journal: Mutex::new(Some(journal)),
             dirty: Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -252,7 +269,11 @@ impl ReportHandle {
             let Ok(l) = serde_json::from_str::<JournalLine>(line) else {
                 continue;
             };
-            if let Some(slot) = receipt.entries.iter_mut().find(|e| e.index == l.entry.index) {
+            if let Some(slot) = receipt
+                .entries
+                .iter_mut()
+                .find(|e| e.index == l.entry.index)
+            {
                 *slot = l.entry;
             }
         }
@@ -263,13 +284,23 @@ impl ReportHandle {
     }
 
     pub fn entry(&self, index: usize) -> EntryReport {
-        self.receipt.lock().unwrap().entries.iter().find(|e| e.index == index).cloned().expect("entry index")
+        self.receipt
+            .lock()
+            .unwrap()
+            .entries
+            .iter()
+            .find(|e| e.index == index)
+            .cloned()
+            .expect("entry index")
     }
 
     /// Records a change to one entry: journal first, receipt rewrite soon after.
     pub fn update(&self, entry: EntryReport) {
         if let Some(f) = self.journal.lock().unwrap().as_mut() {
-            let mut line = serde_json::to_vec(&JournalLine { entry: entry.clone() }).unwrap_or_default();
+            let mut line = serde_json::to_vec(&JournalLine {
+                entry: entry.clone(),
+            })
+            .unwrap_or_default();
             line.push(b'\n');
             if let Err(e) = f.write_all(&line) {
                 tracing::warn!(job = %self.paths.name, error = %e, "cannot append to the journal");
@@ -287,6 +318,7 @@ impl ReportHandle {
 
     /// Writes the receipt now, retrying until it succeeds (disk full, permissions).
     pub async fn flush(&self) {
+        let _one_at_a_time = self.writing.lock().await;
         let mut delay = Duration::from_millis(200);
         loop {
             let bytes = {
@@ -304,7 +336,9 @@ impl ReportHandle {
                     self.paths.receipt.display(),
                     delay
                 ),
-                Err(e) => tracing::error!(job = %self.paths.name, error = %e, "receipt writer task failed"),
+                Err(e) => {
+                    tracing::error!(job = %self.paths.name, error = %e, "receipt writer task failed")
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
@@ -313,11 +347,21 @@ impl ReportHandle {
 
     /// Rewrites the receipt whenever it changed, at most every `interval`.
     pub async fn write_loop(self: Arc<Self>, interval: Duration) {
-        loop {
+        use std::sync::atomic::Ordering;
+        while !self.closed.load(Ordering::SeqCst) {
             self.dirty.notified().await;
+            if self.closed.load(Ordering::SeqCst) {
+                break;
+            }
             self.flush().await;
             tokio::time::sleep(interval).await;
         }
+    }
+
+    /// Ends the write loop (the caller writes the last receipt itself).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.dirty.notify_one();
     }
 
     /// Settles the job state, writes the final receipt and drops the journal.

@@ -67,7 +67,9 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
                 ReportHandle::replay(&mut r, &paths.journal);
                 recovered = Some(r);
             }
-            Err(e) => warn!(job = %job_name, error = %format!("{e:#}"), "unreadable receipt; starting the job afresh"),
+            Err(e) => {
+                warn!(job = %job_name, error = %format!("{e:#}"), "unreadable receipt; starting the job afresh")
+            }
         }
     }
 
@@ -128,7 +130,8 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
             async move { run_entry(ctx, &report, &job_name, entry).await }
         })
         .await;
-    writer.abort();
+    report.close();
+    let _ = writer.await;
 
     if ctx.cancel.is_cancelled() {
         report.flush().await;
@@ -137,7 +140,11 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
     }
     let state = report.finish().await;
     let r = report.snapshot();
-    let done = r.entries.iter().filter(|e| e.state != EntryState::Failed).count();
+    let done = r
+        .entries
+        .iter()
+        .filter(|e| e.state != EntryState::Failed)
+        .count();
     info!(job = %job_name, state = ?state, done, failed = r.entries.len() - done, "job finished");
     state
 }
@@ -182,7 +189,11 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
         rep.elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(out) => {
-                rep.state = if out.skipped { EntryState::Skipped } else { EntryState::Done };
+                rep.state = if out.skipped {
+                    EntryState::Skipped
+                } else {
+                    EntryState::Done
+                };
                 rep.bytes = Some(out.bytes);
                 rep.sha256 = out.sha256;
                 rep.verification = out.verification;
@@ -213,7 +224,10 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
                 if give_up {
                     rep.state = EntryState::Failed;
                     if fault.kind != FaultKind::Permanent {
-                        rep.error = Some(format!("gave up after {attempt} attempts: {}", fault.message));
+                        rep.error = Some(format!(
+                            "gave up after {attempt} attempts: {}",
+                            fault.message
+                        ));
                     }
                     warn!(
                         job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,

@@ -46,15 +46,21 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore> {
         .with_context(|| format!("ca_file {} is not a PEM certificate bundle", path.display()))?;
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(anyhow!("ca_file {} holds no usable certificate", path.display()));
+        return Err(anyhow!(
+            "ca_file {} holds no usable certificate",
+            path.display()
+        ));
     }
     Ok(store)
 }
 
 /// Builds (once) and hands out TLS client configs.
+/// (CA file, skip verification) → config.
+type ConfigCache = HashMap<(Option<PathBuf>, bool), Arc<ClientConfig>>;
+
 #[derive(Default)]
 pub struct TlsConfigs {
-    cache: Mutex<HashMap<(Option<PathBuf>, bool), Arc<ClientConfig>>>,
+    cache: Mutex<ConfigCache>,
 }
 
 impl TlsConfigs {
@@ -106,7 +112,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -115,7 +126,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -74,15 +74,12 @@ fn local_stamp(entry: &Entry) -> Result<Stamp, Fault> {
     Ok(Stamp::of(&meta))
 }
 
+/// Resolves to the file's SHA-256 and the number of bytes read.
+type ReaderTask = tokio::task::JoinHandle<std::io::Result<(String, u64)>>;
+
 /// Reads the local file on a blocking thread, hashing all of it and sending
 /// the part from `offset` on. Returns the SHA-256 and the bytes read.
-fn spawn_reader(
-    path: PathBuf,
-    offset: u64,
-) -> (
-    mpsc::Receiver<Vec<u8>>,
-    tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
-) {
+fn spawn_reader(path: PathBuf, offset: u64) -> (mpsc::Receiver<Vec<u8>>, ReaderTask) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let handle = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
         let mut f = std::fs::File::open(&path)?;
@@ -150,17 +147,17 @@ pub async fn attempt(
 
     // An earlier run may have renamed the temp file and died before recording it.
     if memory.publishing && !source_changed {
-        if session.size(&temp_path).await?.is_none() {
-            if session.size(&final_path).await? == Some(stamp.size) {
-                let sha = hash_local(&entry.local_path).await?;
-                return Ok(Outcome {
-                    bytes: stamp.size,
-                    sha256: Some(sha),
-                    verification: vec!["size".into()],
-                    skipped: false,
-                    resumed_from: stamp.size,
-                });
-            }
+        if session.size(&temp_path).await?.is_none()
+            && session.size(&final_path).await? == Some(stamp.size)
+        {
+            let sha = hash_local(&entry.local_path).await?;
+            return Ok(Outcome {
+                bytes: stamp.size,
+                sha256: Some(sha),
+                verification: vec!["size".into()],
+                skipped: false,
+                resumed_from: stamp.size,
+            });
         }
         memory.publishing = false;
     }
@@ -239,7 +236,12 @@ pub async fn attempt(
 }
 
 /// Streams the file from `offset` to `temp_path`; returns (sha256, bytes read).
-async fn send(session: &mut Session, entry: &Entry, temp_path: &str, offset: u64) -> Result<(String, u64), Fault> {
+async fn send(
+    session: &mut Session,
+    entry: &Entry,
+    temp_path: &str,
+    offset: u64,
+) -> Result<(String, u64), Fault> {
     let data_timeout = session.data_timeout();
     let (mut rx, reader) = spawn_reader(entry.local_path.clone(), offset);
     let mut upload = session.store(temp_path, offset > 0).await?;
@@ -281,7 +283,12 @@ async fn send(session: &mut Session, entry: &Entry, temp_path: &str, offset: u64
 
 /// Renames the temp file over the final name. Some servers refuse to rename
 /// onto an existing file; with `overwrite` the old file is deleted first.
-async fn publish(session: &mut Session, temp: &str, fin: &str, policy: IfExists) -> Result<(), Fault> {
+async fn publish(
+    session: &mut Session,
+    temp: &str,
+    fin: &str,
+    policy: IfExists,
+) -> Result<(), Fault> {
     match session.rename(temp, fin).await {
         Ok(()) => Ok(()),
         Err(f) if f.is_permanent() && policy == IfExists::Overwrite && !session.broken => {

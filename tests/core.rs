@@ -99,7 +99,10 @@ async fn wait_receipt(checked: &Path, job: &str, limit: Duration) -> Receipt {
                 return r;
             }
         }
-        assert!(Instant::now() < deadline, "no final receipt for {job} within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no final receipt for {job} within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -121,7 +124,11 @@ fn entry(srv: &FtpServer, local: &Path, server_path: &str) -> Value {
 }
 
 fn no_temp_files(srv: &FtpServer) {
-    let left: Vec<String> = srv.files().into_iter().filter(|f| f.contains(".ftpdrop-")).collect();
+    let left: Vec<String> = srv
+        .files()
+        .into_iter()
+        .filter(|f| f.contains(".ftpdrop-"))
+        .collect();
     assert!(left.is_empty(), "temp files left on the server: {left:?}");
 }
 
@@ -131,21 +138,33 @@ async fn seed_format_job_with_string_port_end_to_end() {
     let (dir, cfg) = Daemon::prepare();
     let d = Daemon::start(dir, cfg);
     let local = d.local("file.dwg", b"seed job payload");
-    d.drop_job("seed", &json!([entry(&srv, &local, "LocalPath/subfolder1")]));
+    d.drop_job(
+        "seed",
+        &json!([entry(&srv, &local, "LocalPath/subfolder1")]),
+    );
     let r = d.receipt("seed").await;
     assert_eq!(r.state, JobState::Done, "{r:#?}");
     let e = &r.entries[0];
     assert_eq!(e.state, EntryState::Done);
     assert_eq!(e.remote_path, "LocalPath/subfolder1/file.dwg");
     assert_eq!(e.bytes, Some(16));
-    assert_eq!(e.sha256.as_deref(), Some(support::sha256_bytes(b"seed job payload").as_str()));
+    assert_eq!(
+        e.sha256.as_deref(),
+        Some(support::sha256_bytes(b"seed job payload").as_str())
+    );
     assert!(e.verification.contains(&"size".to_string()));
     assert_eq!(e.attempts, 1);
-    assert_eq!(std::fs::read(srv.path("LocalPath/subfolder1/file.dwg")).unwrap(), b"seed job payload");
+    assert_eq!(
+        std::fs::read(srv.path("LocalPath/subfolder1/file.dwg")).unwrap(),
+        b"seed job payload"
+    );
     // The job file itself moved to checked/.
     assert!(d.checked.join("seed.json").exists());
     assert!(!d.inbox.join("seed.json").exists());
-    assert!(!d.checked.join("seed.journal").exists(), "journal removed after the final receipt");
+    assert!(
+        !d.checked.join("seed.journal").exists(),
+        "journal removed after the final receipt"
+    );
     no_temp_files(&srv);
     d.stop().await;
 }
@@ -165,22 +184,39 @@ async fn nested_dirs_cyrillic_names_and_session_reuse() {
         entry(&srv, &d.local("we#ird %name [1].txt", b"odd"), "/abs/dir"),
     ];
     for i in 0..7 {
-        entries.push(entry(&srv, &d.local(&format!("many/{i}.txt"), format!("file {i}").as_bytes()), "many"));
+        entries.push(entry(
+            &srv,
+            &d.local(&format!("many/{i}.txt"), format!("file {i}").as_bytes()),
+            "many",
+        ));
     }
     d.drop_job("nested", &Value::Array(entries));
     let r = d.receipt("nested").await;
     assert_eq!(r.state, JobState::Done, "{r:#?}");
-    assert_eq!(std::fs::read(srv.path("one/two/three/four/a.bin")).unwrap(), support::random_bytes(10_000, 1));
+    assert_eq!(
+        std::fs::read(srv.path("one/two/three/four/a.bin")).unwrap(),
+        support::random_bytes(10_000, 1)
+    );
     assert_eq!(
         std::fs::read_to_string(srv.path("Отчёты/2024 год/План отчёт 2024.txt")).unwrap(),
         "Отчёт за 2024 год\n"
     );
-    assert_eq!(std::fs::read(srv.path("abs/dir/we#ird %name [1].txt")).unwrap(), b"odd");
+    assert_eq!(
+        std::fs::read(srv.path("abs/dir/we#ird %name [1].txt")).unwrap(),
+        b"odd"
+    );
     for i in 0..7 {
-        assert_eq!(std::fs::read_to_string(srv.path(&format!("many/{i}.txt"))).unwrap(), format!("file {i}"));
+        assert_eq!(
+            std::fs::read_to_string(srv.path(&format!("many/{i}.txt"))).unwrap(),
+            format!("file {i}")
+        );
     }
     // Ten entries, one connection allowed: one login, reused.
-    assert_eq!(srv.count_logins(), 1, "a logged-in session is reused for the next entry");
+    assert_eq!(
+        srv.count_logins(),
+        1,
+        "a logged-in session is reused for the next entry"
+    );
     no_temp_files(&srv);
     d.stop().await;
 }
@@ -196,7 +232,10 @@ async fn fifty_mib_file_arrives_byte_identical() {
     let r = d.receipt("big").await;
     assert_eq!(r.state, JobState::Done, "{r:#?}");
     support::assert_same_file(&big, srv.path("big/big.bin"));
-    assert_eq!(r.entries[0].sha256.as_deref(), Some(support::sha256_file(&big).as_str()));
+    assert_eq!(
+        r.entries[0].sha256.as_deref(),
+        Some(support::sha256_file(&big).as_str())
+    );
     no_temp_files(&srv);
     d.stop().await;
 }
@@ -223,7 +262,11 @@ async fn invalid_jobs_get_receipts_naming_every_problem() {
 
     let r = d.receipt("malformed").await;
     assert_eq!(r.state, JobState::Invalid);
-    assert!(r.problems[0].starts_with("not valid JSON"), "{:?}", r.problems);
+    assert!(
+        r.problems[0].starts_with("not valid JSON"),
+        "{:?}",
+        r.problems
+    );
 
     let r = d.receipt("types").await;
     assert_eq!(r.state, JobState::Invalid);
@@ -239,7 +282,10 @@ async fn invalid_jobs_get_receipts_naming_every_problem() {
 
     let r = d.receipt("crlf").await;
     assert_eq!(r.state, JobState::Invalid);
-    assert_eq!(r.problems, vec!["entries[0].file.server_path: contains a line break"]);
+    assert_eq!(
+        r.problems,
+        vec!["entries[0].file.server_path: contains a line break"]
+    );
 
     let r = d.receipt("empty").await;
     assert_eq!(r.state, JobState::Invalid);
@@ -271,11 +317,21 @@ async fn missing_local_file_beside_good_entries_gives_partial() {
     assert_eq!(r.entries[0].state, EntryState::Done);
     assert_eq!(r.entries[3].state, EntryState::Done);
     assert_eq!(r.entries[1].state, EntryState::Failed);
-    assert_eq!(r.entries[1].attempts, 1, "a missing file is permanent: no retry");
+    assert_eq!(
+        r.entries[1].attempts, 1,
+        "a missing file is permanent: no retry"
+    );
     let err = r.entries[1].error.as_deref().unwrap();
-    assert!(err.contains("entries[1].file.local_path: no such file"), "{err}");
+    assert!(
+        err.contains("entries[1].file.local_path: no such file"),
+        "{err}"
+    );
     assert_eq!(r.entries[2].state, EntryState::Failed);
-    assert!(r.entries[2].error.as_deref().unwrap().contains("is a directory"));
+    assert!(r.entries[2]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("is a directory"));
     assert_eq!(std::fs::read(srv.path("p/good1.txt")).unwrap(), b"one");
     assert_eq!(std::fs::read(srv.path("p/good2.txt")).unwrap(), b"two");
     d.stop().await;
@@ -310,11 +366,18 @@ async fn job_waiting_at_startup_and_job_written_slowly() {
     let inbox = cfg.inbox.clone();
     let local = dir.path().join("local/early.txt");
     support::write_file(&local, b"early bird");
-    std::fs::write(inbox.join("early.json"), serde_json::to_vec(&json!([entry(&srv, &local, "early")])).unwrap()).unwrap();
+    std::fs::write(
+        inbox.join("early.json"),
+        serde_json::to_vec(&json!([entry(&srv, &local, "early")])).unwrap(),
+    )
+    .unwrap();
     let d = Daemon::start(dir, cfg);
     let r = d.receipt("early").await;
     assert_eq!(r.state, JobState::Done, "{r:#?}");
-    assert_eq!(std::fs::read(srv.path("early/early.txt")).unwrap(), b"early bird");
+    assert_eq!(
+        std::fs::read(srv.path("early/early.txt")).unwrap(),
+        b"early bird"
+    );
 
     // A producer that writes its job in pieces, pausing shorter than the settle interval.
     let slow_local = d.local("slow.txt", b"slow");
@@ -353,7 +416,11 @@ async fn if_exists_skip_and_fail_and_overwrite() {
     assert_eq!(r.state, JobState::Partial, "{r:#?}");
     assert_eq!(r.entries[0].state, EntryState::Skipped);
     assert_eq!(r.entries[1].state, EntryState::Failed);
-    assert!(r.entries[1].error.as_deref().unwrap().contains("already exists"));
+    assert!(r.entries[1]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("already exists"));
     assert_eq!(r.entries[2].state, EntryState::Done);
     assert_eq!(std::fs::read(srv.path("e/keep.txt")).unwrap(), b"old");
     assert_eq!(std::fs::read(srv.path("e/fail.txt")).unwrap(), b"old");
@@ -382,13 +449,23 @@ async fn once_exit_codes_and_no_password_in_logs() {
     std::fs::create_dir_all(base.join("files")).unwrap();
     let local = base.join("data/ok.txt");
     support::write_file(&local, b"ok");
-    let write_job = |name: &str, v: Value| std::fs::write(base.join("files").join(name), serde_json::to_vec(&v).unwrap()).unwrap();
+    let write_job = |name: &str, v: Value| {
+        std::fs::write(
+            base.join("files").join(name),
+            serde_json::to_vec(&v).unwrap(),
+        )
+        .unwrap()
+    };
     write_job("good.json", json!([entry(&srv, &local, "once")]));
     // Backdate so `once` needs no settle wait.
     std::thread::sleep(Duration::from_millis(400));
 
     // With no config file at all, and the most verbose logs.
-    let out = run_bin(vec!["once".into(), "--log-level".into(), "trace".into()], base.clone()).await;
+    let out = run_bin(
+        vec!["once".into(), "--log-level".into(), "trace".into()],
+        base.clone(),
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "once failed: {stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "good: done");
@@ -400,13 +477,26 @@ async fn once_exit_codes_and_no_password_in_logs() {
     write_job("bad.json", json!([bad]));
     std::thread::sleep(Duration::from_millis(400));
     let out = run_bin(
-        vec!["once".into(), "--log-level".into(), "trace".into(), "--log-format".into(), "json".into()],
+        vec![
+            "once".into(),
+            "--log-level".into(),
+            "trace".into(),
+            "--log-format".into(),
+            "json".into(),
+        ],
         base.clone(),
     )
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "a failed job makes once exit 1: {stderr}");
-    assert!(!stderr.contains("An0ther-Secret"), "password in logs: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed job makes once exit 1: {stderr}"
+    );
+    assert!(
+        !stderr.contains("An0ther-Secret"),
+        "password in logs: {stderr}"
+    );
     let receipt = std::fs::read_to_string(base.join("checked/bad.report.json")).unwrap();
     assert!(!receipt.contains("An0ther-Secret"));
     // JSON logs carry the stable field names.
@@ -416,7 +506,10 @@ async fn once_exit_codes_and_no_password_in_logs() {
         .find(|v| v["message"] == "entry failed")
         .expect("an 'entry failed' JSON log line");
     for field in ["job", "entry", "server", "remote_path", "attempt", "error"] {
-        assert!(!failed_line[field].is_null(), "field {field} missing in {failed_line}");
+        assert!(
+            !failed_line[field].is_null(),
+            "field {field} missing in {failed_line}"
+        );
     }
 }
 
@@ -432,18 +525,45 @@ async fn validate_exit_codes() {
     let bad = base.join("bad.json");
     std::fs::write(&bad, br#"[{"server": {"host": "h", "login": "u"}, "file": {"local_path": "/nonexistent/x", "server_path": "a\nb"}}]"#).unwrap();
 
-    let out = run_bin(vec!["validate".into(), good.to_string_lossy().into()], base.clone()).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = run_bin(vec!["validate".into(), good.to_string_lossy().into(), bad.to_string_lossy().into()], base.clone()).await;
+    let out = run_bin(
+        vec!["validate".into(), good.to_string_lossy().into()],
+        base.clone(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run_bin(
+        vec![
+            "validate".into(),
+            good.to_string_lossy().into(),
+            bad.to_string_lossy().into(),
+        ],
+        base.clone(),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("entries[0].file.server_path: contains a line break"), "{stdout}");
+    assert!(
+        stdout.contains("entries[0].file.server_path: contains a line break"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("Pw-123456"));
 
     // check-config names an unknown key.
     let cfg = base.join("cfg.json");
     std::fs::write(&cfg, br#"{"max_conections": 3}"#).unwrap();
-    let out = run_bin(vec!["check-config".into(), "--config".into(), cfg.to_string_lossy().into()], base.clone()).await;
+    let out = run_bin(
+        vec![
+            "check-config".into(),
+            "--config".into(),
+            cfg.to_string_lossy().into(),
+        ],
+        base.clone(),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
 }

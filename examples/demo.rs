@@ -1,0 +1,101 @@
+//! A newcomer's first run: an embedded FTP server, the daemon, one job.
+//!
+//! `cargo run --release --example demo` starts an in-process libunftp server
+//! on a temporary folder, runs the ftpdrop daemon on temporary `files/` and
+//! `checked/`, drops a job in the seeds' format (a Cyrillic file name into a
+//! nested directory), waits for the receipt, prints it, and shows where the
+//! file landed. No FTP server to install.
+
+#[path = "../tests/support/ftpserver.rs"]
+#[allow(dead_code)]
+mod ftpserver;
+
+use anyhow::{bail, Context, Result};
+use ftpdrop::{Config, Receipt};
+use std::time::{Duration, Instant};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    ftpdrop::logging::init(ftpdrop::logging::LogFormat::Text, "info")?;
+    let server = ftpserver::FtpServer::start().await;
+    println!(
+        "FTP server:   ftp://{}@{} serving {}",
+        server.user,
+        server.addr,
+        server.root.display()
+    );
+
+    let work = tempfile::tempdir()?;
+    let cfg = Config {
+        inbox: work.path().join("files"),
+        checked: work.path().join("checked"),
+        ..Config::default()
+    };
+    std::fs::create_dir_all(&cfg.inbox)?;
+    std::fs::create_dir_all(&cfg.checked)?;
+    println!("inbox:        {}", cfg.inbox.display());
+    println!("checked:      {}", cfg.checked.display());
+
+    let local = work.path().join("out").join("План отчёт 2024.txt");
+    std::fs::create_dir_all(local.parent().unwrap())?;
+    std::fs::write(
+        &local,
+        "Квартальный отчёт: всё загружено и проверено.\n".repeat(1000),
+    )?;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let checked = cfg.checked.clone();
+    let inbox = cfg.inbox.clone();
+    let daemon = tokio::spawn(ftpdrop::run(cfg, async {
+        let _ = stop_rx.await;
+    }));
+
+    // The seeds' job format: port as a string, server_path a remote directory.
+    let job = serde_json::json!([{
+        "server": {
+            "host": "127.0.0.1",
+            "port": server.addr.port().to_string(),
+            "login": server.user,
+            "password": server.password
+        },
+        "file": {
+            "local_path": local.to_string_lossy(),
+            "server_path": "Отчёты/2024/квартал-4"
+        }
+    }]);
+    // Producers should write a temporary name and rename it in, as here.
+    let tmp = inbox.join(".demo.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&job)?)?;
+    std::fs::rename(&tmp, inbox.join("demo.json"))?;
+    println!("\ndropped job:  {}\n", inbox.join("demo.json").display());
+
+    let receipt_path = checked.join("demo.report.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = Receipt::load(&receipt_path) {
+            if r.state.is_final() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no final receipt after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(());
+    daemon.await.context("daemon task")??;
+
+    println!("\nreceipt ({}):", receipt_path.display());
+    println!("{}", std::fs::read_to_string(&receipt_path)?);
+    let landed = server.path("Отчёты/2024/квартал-4/План отчёт 2024.txt");
+    let same = std::fs::read(&landed).ok() == Some(std::fs::read(&local)?);
+    println!(
+        "the file landed at {} ({})",
+        landed.display(),
+        if same { "byte-identical" } else { "DIFFERENT" }
+    );
+    if !same {
+        bail!("uploaded file differs from the local one");
+    }
+    Ok(())
+}

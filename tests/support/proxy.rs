@@ -1,0 +1,704 @@
+//! Fault-injecting TCP proxy for plain (non-TLS) FTP.
+//!
+//! The control connection is forwarded line by line. `227` (PASV) and `229` (EPSV) replies are
+//! rewritten to point at a fresh proxy listener on `127.0.0.1:<ephemeral>` which forwards to the
+//! server's real data port, so data connections pass through the proxy too (also for clients that
+//! use the control connection's IP with the PASV port). Client->server data bytes go through the
+//! fault logic; server->client data (LIST, RETR) is passed through untouched.
+//!
+//! Faults are set at runtime through [`Faults`] (reachable from a [`FaultProxy`] by deref, or
+//! shared with other tasks via [`FaultProxy::faults`]). "Abruptly closed" means TCP RST
+//! (`SO_LINGER` 0), which the peers see as `ECONNRESET`, never as a clean EOF.
+//!
+//! Data faults apply to *upload* data connections only: a data connection claims a fault when the
+//! first client->server byte arrives, so LIST/RETR connections never consume one. An upload that
+//! ends before reaching the byte limit still consumes its fault.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long a rewritten PASV/EPSV listener waits for the client's data connection.
+const DATA_ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stalled data connection is held before it is reset.
+const STALL_HOLD: Duration = Duration::from_secs(300);
+
+/// A running proxy. Dropping it stops accepting and resets every connection it carries.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    pub upstream: SocketAddr,
+    faults: Arc<Faults>,
+    accept_task: JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataFault {
+    /// Forward `n` bytes, then reset both sides.
+    Cut(u64),
+    /// Forward `n` bytes, then close the server side cleanly (FIN) and swallow the rest of the
+    /// client's data, so the client sees a normal end of transfer.
+    Truncate(u64),
+    /// Forward `n` bytes, then stop reading (client writes block); reset after a long hold.
+    Stall(u64),
+}
+
+impl DataFault {
+    fn limit(self) -> u64 {
+        match self {
+            DataFault::Cut(n) | DataFault::Truncate(n) | DataFault::Stall(n) => n,
+        }
+    }
+}
+
+/// Shared, runtime-mutable fault settings and counters of a [`FaultProxy`].
+#[derive(Debug)]
+pub struct Faults {
+    /// Pending data faults, consumed in order by upload data connections: (fault, remaining times).
+    data_faults: Mutex<Vec<(DataFault, u32)>>,
+    ctrl_cut_after: AtomicU32,
+    ctrl_cut_times: AtomicU32,
+    /// (uppercase verb, remaining times)
+    ctrl_cut_verbs: Mutex<Vec<(String, u32)>>,
+    refuse: AtomicBool,
+    data_bytes: AtomicU64,
+    control_conns: AtomicUsize,
+    data_conns: AtomicUsize,
+    data_faults_fired: AtomicUsize,
+    control_cuts_fired: AtomicUsize,
+    commands: Mutex<Vec<String>>,
+    /// Bumped by `kill_all`; every connection resets when it changes (or the sender is dropped).
+    kill: watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            data_faults: Mutex::new(Vec::new()),
+            ctrl_cut_after: AtomicU32::new(0),
+            ctrl_cut_times: AtomicU32::new(0),
+            ctrl_cut_verbs: Mutex::new(Vec::new()),
+            refuse: AtomicBool::new(false),
+            data_bytes: AtomicU64::new(0),
+            control_conns: AtomicUsize::new(0),
+            data_conns: AtomicUsize::new(0),
+            data_faults_fired: AtomicUsize::new(0),
+            control_cuts_fired: AtomicUsize::new(0),
+            commands: Mutex::new(Vec::new()),
+            kill: watch::channel(0).0,
+        }
+    }
+}
+
+impl Faults {
+    fn set_data_fault(&self, fault: DataFault, times: u32) {
+        let mut faults = self.data_faults.lock().unwrap();
+        faults.retain(|(f, _)| std::mem::discriminant(f) != std::mem::discriminant(&fault));
+        if times > 0 {
+            faults.push((fault, times));
+        }
+    }
+
+    /// The next `times` upload data connections are reset (both sides, RST) after `bytes`
+    /// client->server bytes were forwarded (`bytes` = 0: reset on the first byte). The server sees
+    /// at most `bytes` bytes and answers the STOR with `426`. Replaces an earlier setting.
+    pub fn cut_data_after(&self, bytes: u64, times: u32) {
+        self.set_data_fault(DataFault::Cut(bytes), times);
+    }
+
+    /// The next `times` upload data connections are silently truncated: after `bytes` bytes the
+    /// server side gets a clean EOF (so the server stores a short file and answers `226`), and the
+    /// rest of the client's data is read and discarded, so the client believes the upload worked.
+    pub fn truncate_data_after(&self, bytes: u64, times: u32) {
+        self.set_data_fault(DataFault::Truncate(bytes), times);
+    }
+
+    /// The next `times` upload data connections stop moving after `bytes` bytes: the proxy stops
+    /// reading, so the client's writes block. The connection is reset after 5 minutes, on
+    /// [`Faults::kill_all`], or when the proxy is dropped. For client timeout tests.
+    pub fn stall_data_after(&self, bytes: u64, times: u32) {
+        self.set_data_fault(DataFault::Stall(bytes), times);
+    }
+
+    /// Clear all pending data faults.
+    pub fn clear_data_faults(&self) {
+        self.data_faults.lock().unwrap().clear();
+    }
+
+    /// For the next `times` control connections: forward `n` client commands normally (their
+    /// replies arrive), then reset both sides when the client sends command `n + 1` (which is
+    /// recorded in `commands_seen` but not forwarded).
+    pub fn cut_control_after_commands(&self, n: u32, times: u32) {
+        self.ctrl_cut_after.store(n, Ordering::SeqCst);
+        self.ctrl_cut_times.store(times, Ordering::SeqCst);
+    }
+
+    /// The next `times` client commands with this verb (e.g. `"STOR"`, `"RNTO"`, `"SIZE"`; case
+    /// insensitive), on any control connection, are not forwarded: both sides are reset instead.
+    pub fn cut_control_on_command(&self, verb: &str, times: u32) {
+        let verb = verb.to_ascii_uppercase();
+        let mut verbs = self.ctrl_cut_verbs.lock().unwrap();
+        verbs.retain(|(v, _)| *v != verb);
+        if times > 0 {
+            verbs.push((verb, times));
+        }
+    }
+
+    /// When on, every accepted control connection is reset immediately (server down/reset).
+    /// Connections already established are not affected (see [`Faults::kill_all`]).
+    pub fn refuse_connections(&self, on: bool) {
+        self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Reset every connection (control and data) the proxy currently carries.
+    pub fn kill_all(&self) {
+        self.kill.send_modify(|g| *g += 1);
+    }
+
+    /// Total client->server data bytes forwarded to the server, over all data connections.
+    pub fn data_bytes_forwarded(&self) -> u64 {
+        self.data_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Control connections accepted, including ones reset because of `refuse_connections`.
+    pub fn control_connections(&self) -> usize {
+        self.control_conns.load(Ordering::SeqCst)
+    }
+
+    /// Data connections accepted on rewritten PASV/EPSV ports.
+    pub fn data_connections(&self) -> usize {
+        self.data_conns.load(Ordering::SeqCst)
+    }
+
+    /// How many data faults (cut/truncate/stall) actually triggered.
+    pub fn data_faults_fired(&self) -> usize {
+        self.data_faults_fired.load(Ordering::SeqCst)
+    }
+
+    /// How many control connections were cut by `cut_control_after_commands`/`cut_control_on_command`.
+    pub fn control_cuts_fired(&self) -> usize {
+        self.control_cuts_fired.load(Ordering::SeqCst)
+    }
+
+    /// Client control commands seen on all connections, in order, without CRLF, with the PASS
+    /// argument replaced by `****`. Includes a command that triggered a control cut.
+    pub fn commands_seen(&self) -> Vec<String> {
+        self.commands.lock().unwrap().clone()
+    }
+
+    /// Commands seen whose verb is `verb` (case insensitive), e.g. `commands_with_verb("STOR")`.
+    pub fn commands_with_verb(&self, verb: &str) -> Vec<String> {
+        self.commands
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| command_verb(c).eq_ignore_ascii_case(verb))
+            .cloned()
+            .collect()
+    }
+
+    fn claim_data_fault(&self) -> Option<DataFault> {
+        let mut faults = self.data_faults.lock().unwrap();
+        let (fault, times) = faults.first_mut()?;
+        let fault = *fault;
+        *times -= 1;
+        if *times == 0 {
+            faults.remove(0);
+        }
+        Some(fault)
+    }
+
+    fn claim_ctrl_cut(&self) -> Option<u32> {
+        self.ctrl_cut_times
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1))
+            .ok()
+            .map(|_| self.ctrl_cut_after.load(Ordering::SeqCst))
+    }
+
+    fn claim_verb_cut(&self, verb: &str) -> bool {
+        let mut verbs = self.ctrl_cut_verbs.lock().unwrap();
+        let Some(pos) = verbs.iter().position(|(v, _)| v.eq_ignore_ascii_case(verb)) else {
+            return false;
+        };
+        verbs[pos].1 -= 1;
+        if verbs[pos].1 == 0 {
+            verbs.remove(pos);
+        }
+        true
+    }
+
+    fn record_command(&self, line: &str) {
+        let masked = if command_verb(line).eq_ignore_ascii_case("PASS") {
+            format!("{} ****", &line[..4])
+        } else {
+            line.to_string()
+        };
+        self.commands.lock().unwrap().push(masked);
+    }
+}
+
+fn command_verb(line: &str) -> &str {
+    line.split(' ').next().unwrap_or("")
+}
+
+impl FaultProxy {
+    /// Start a proxy on `127.0.0.1:<ephemeral>` forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy listener");
+        let addr = listener.local_addr().expect("proxy local addr");
+        let faults = Arc::new(Faults::default());
+        let accept_task = tokio::spawn(accept_loop(listener, upstream, faults.clone()));
+        FaultProxy {
+            addr,
+            upstream,
+            faults,
+            accept_task,
+        }
+    }
+
+    /// The shared fault settings/counters, e.g. to flip faults from another task.
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
+}
+
+impl Deref for FaultProxy {
+    type Target = Faults;
+
+    fn deref(&self) -> &Faults {
+        &self.faults
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+        self.faults.kill_all();
+    }
+}
+
+/// Reset (RST) the sockets when they are closed.
+#[allow(deprecated)] // `set_linger` is deprecated because a non-zero linger blocks on drop; zero does not.
+fn set_reset_on_close(sockets: &[&TcpStream]) {
+    for s in sockets {
+        let _ = s.set_linger(Some(Duration::ZERO));
+    }
+}
+
+async fn accept_loop(listener: TcpListener, upstream: SocketAddr, faults: Arc<Faults>) {
+    loop {
+        match listener.accept().await {
+            Ok((client, _)) => {
+                faults.control_conns.fetch_add(1, Ordering::SeqCst);
+                if faults.refuse.load(Ordering::SeqCst) {
+                    set_reset_on_close(&[&client]);
+                    drop(client);
+                    continue;
+                }
+                let kill = faults.kill.subscribe();
+                tokio::spawn(handle_control(client, upstream, faults.clone(), kill));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Peer closed cleanly: EOF was passed on, let the other direction finish.
+    Done,
+    /// Fault, kill or I/O error (e.g. a peer reset): `drive` closes both sockets with RST.
+    Reset,
+}
+
+async fn handle_control(
+    client: TcpStream,
+    upstream: SocketAddr,
+    faults: Arc<Faults>,
+    kill: watch::Receiver<u64>,
+) {
+    let server =
+        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(upstream)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                set_reset_on_close(&[&client]);
+                return;
+            }
+        };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let cut_after = faults.claim_ctrl_cut();
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let upstream_ip = upstream.ip();
+    let (f1, f2, k1) = (faults.clone(), faults, kill.clone());
+    drive(
+        cr,
+        cw,
+        sr,
+        sw,
+        move |r, w| Box::pin(control_up(r, w, f1, k1, cut_after)),
+        move |r, w| Box::pin(control_down(r, w, f2, kill, upstream_ip)),
+    )
+    .await;
+}
+
+/// Run both directions until each has finished cleanly, or until either reports `Reset`; then, for
+/// a reset, close both sockets with RST. The halves are owned here (the pumps only borrow them) so
+/// that no write half sends a FIN on drop before the reset.
+async fn drive(
+    mut cr: OwnedReadHalf,
+    mut cw: OwnedWriteHalf,
+    mut sr: OwnedReadHalf,
+    mut sw: OwnedWriteHalf,
+    up: impl for<'a> FnOnce(&'a mut OwnedReadHalf, &'a mut OwnedWriteHalf) -> BoxFut<'a>,
+    down: impl for<'a> FnOnce(&'a mut OwnedReadHalf, &'a mut OwnedWriteHalf) -> BoxFut<'a>,
+) {
+    let reset = {
+        let up = up(&mut cr, &mut sw);
+        let down = down(&mut sr, &mut cw);
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            if up_done && down_done {
+                break false;
+            }
+            tokio::select! {
+                end = &mut up, if !up_done => {
+                    if end == End::Reset { break true; }
+                    up_done = true;
+                }
+                end = &mut down, if !down_done => {
+                    if end == End::Reset { break true; }
+                    down_done = true;
+                }
+            }
+        }
+    };
+    if reset {
+        set_reset_on_close(&[cr.as_ref(), sr.as_ref()]);
+        cw.forget();
+        sw.forget();
+    }
+}
+
+type BoxFut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = End> + Send + 'a>>;
+
+/// Client -> server control direction.
+async fn control_up(
+    cr: &mut OwnedReadHalf,
+    sw: &mut OwnedWriteHalf,
+    faults: Arc<Faults>,
+    mut kill: watch::Receiver<u64>,
+    cut_after: Option<u32>,
+) -> End {
+    let mut reader = BufReader::new(cr);
+    let mut buf = Vec::with_capacity(256);
+    let mut count: u32 = 0;
+    loop {
+        buf.clear();
+        let n = tokio::select! {
+            r = reader.read_until(b'\n', &mut buf) => r,
+            _ = kill.changed() => break End::Reset,
+        };
+        let n = match n {
+            Ok(0) => {
+                let _ = sw.shutdown().await;
+                break End::Done;
+            }
+            Err(_) => break End::Reset,
+            Ok(n) => n,
+        };
+        let line = String::from_utf8_lossy(&buf[..n]);
+        let line = line.trim_end_matches(['\r', '\n']);
+        faults.record_command(line);
+        let verb_cut = faults.claim_verb_cut(command_verb(line));
+        let count_cut = cut_after.is_some_and(|limit| count >= limit);
+        if verb_cut || count_cut {
+            faults.control_cuts_fired.fetch_add(1, Ordering::SeqCst);
+            break End::Reset;
+        }
+        count += 1;
+        if sw.write_all(&buf[..n]).await.is_err() {
+            break End::Reset;
+        }
+    }
+}
+
+/// Server -> client control direction; rewrites PASV/EPSV replies.
+async fn control_down(
+    sr: &mut OwnedReadHalf,
+    cw: &mut OwnedWriteHalf,
+    faults: Arc<Faults>,
+    mut kill: watch::Receiver<u64>,
+    upstream_ip: IpAddr,
+) -> End {
+    let mut reader = BufReader::new(sr);
+    let mut buf = Vec::with_capacity(256);
+    // Code of the multi-line reply we are inside, if any.
+    let mut multi: Option<[u8; 3]> = None;
+    loop {
+        buf.clear();
+        let n = tokio::select! {
+            r = reader.read_until(b'\n', &mut buf) => r,
+            _ = kill.changed() => break End::Reset,
+        };
+        let n = match n {
+            Ok(0) => {
+                let _ = cw.shutdown().await;
+                break End::Done;
+            }
+            Err(_) => break End::Reset,
+            Ok(n) => n,
+        };
+        let line = &buf[..n];
+        let mut out: Option<Vec<u8>> = None;
+        match multi {
+            Some(code) => {
+                if line.len() >= 4 && line[..3] == code && line[3] == b' ' {
+                    multi = None;
+                }
+            }
+            None => {
+                let is_code = line.len() >= 4 && line[..3].iter().all(u8::is_ascii_digit);
+                if is_code && line[3] == b'-' {
+                    multi = Some([line[0], line[1], line[2]]);
+                } else if is_code && line[3] == b' ' {
+                    let text = String::from_utf8_lossy(line).into_owned();
+                    if text.starts_with("227 ") {
+                        out = rewrite_pasv(&text, upstream_ip, &faults).await;
+                    } else if text.starts_with("229 ") {
+                        out = rewrite_epsv(&text, upstream_ip, &faults).await;
+                    }
+                }
+            }
+        }
+        let bytes = out.as_deref().unwrap_or(line);
+        if cw.write_all(bytes).await.is_err() {
+            break End::Reset;
+        }
+    }
+}
+
+/// Find `h1,h2,h3,h4,p1,p2` in a 227 reply.
+fn parse_pasv(text: &str) -> Option<(std::ops::Range<usize>, SocketAddr)> {
+    let bytes = text.as_bytes();
+    let mut i = 4;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b',') {
+                i += 1;
+            }
+            let nums: Vec<&str> = text[start..i].split(',').collect();
+            if nums.len() == 6 {
+                let n: Option<Vec<u8>> = nums.iter().map(|s| s.parse::<u8>().ok()).collect();
+                let n = n?;
+                let ip = Ipv4Addr::new(n[0], n[1], n[2], n[3]);
+                let port = u16::from(n[4]) * 256 + u16::from(n[5]);
+                return Some((start..i, SocketAddr::new(IpAddr::V4(ip), port)));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+async fn rewrite_pasv(text: &str, upstream_ip: IpAddr, faults: &Arc<Faults>) -> Option<Vec<u8>> {
+    let (range, mut target) = parse_pasv(text)?;
+    if target.ip().is_unspecified() {
+        target.set_ip(upstream_ip);
+    }
+    let port = open_data_relay(target, faults.clone()).await?;
+    let replacement = format!("127,0,0,1,{},{}", port >> 8, port & 0xff);
+    Some(
+        format!(
+            "{}{}{}",
+            &text[..range.start],
+            replacement,
+            &text[range.end..]
+        )
+        .into_bytes(),
+    )
+}
+
+/// Find the port in `(|||port|)` (any delimiter) of a 229 reply.
+fn parse_epsv(text: &str) -> Option<(std::ops::Range<usize>, u16)> {
+    let open = text.find('(')?;
+    let rest = &text[open + 1..];
+    let d = rest.chars().next()?;
+    let prefix: String = [d, d, d].iter().collect();
+    if !rest.starts_with(&prefix) {
+        return None;
+    }
+    let start = open + 1 + prefix.len();
+    let len = text[start..].find(d)?;
+    let port = text[start..start + len].parse().ok()?;
+    Some((start..start + len, port))
+}
+
+async fn rewrite_epsv(text: &str, upstream_ip: IpAddr, faults: &Arc<Faults>) -> Option<Vec<u8>> {
+    let (range, port) = parse_epsv(text)?;
+    let local = open_data_relay(SocketAddr::new(upstream_ip, port), faults.clone()).await?;
+    Some(format!("{}{}{}", &text[..range.start], local, &text[range.end..]).into_bytes())
+}
+
+/// Listen on 127.0.0.1:<ephemeral> for one data connection and relay it to `target`.
+async fn open_data_relay(target: SocketAddr, faults: Arc<Faults>) -> Option<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.ok()?;
+    let port = listener.local_addr().ok()?.port();
+    let mut kill = faults.kill.subscribe();
+    tokio::spawn(async move {
+        let accepted = tokio::select! {
+            r = tokio::time::timeout(DATA_ACCEPT_TIMEOUT, listener.accept()) => r,
+            _ = kill.changed() => return,
+        };
+        let Ok(Ok((client, _))) = accepted else {
+            return;
+        };
+        drop(listener);
+        faults.data_conns.fetch_add(1, Ordering::SeqCst);
+        let server =
+            match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(target)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    set_reset_on_close(&[&client]);
+                    return;
+                }
+            };
+        relay_data(client, server, faults, kill).await;
+    });
+    Some(port)
+}
+
+async fn relay_data(
+    client: TcpStream,
+    server: TcpStream,
+    faults: Arc<Faults>,
+    kill: watch::Receiver<u64>,
+) {
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let k1 = kill.clone();
+    drive(
+        cr,
+        cw,
+        sr,
+        sw,
+        move |r, w| Box::pin(data_up(r, w, faults, k1)),
+        move |r, w| Box::pin(data_down(r, w, kill)),
+    )
+    .await;
+}
+
+/// Client -> server data direction, with the fault logic.
+async fn data_up(
+    cr: &mut OwnedReadHalf,
+    sw: &mut OwnedWriteHalf,
+    faults: Arc<Faults>,
+    mut kill: watch::Receiver<u64>,
+) -> End {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut fault: Option<DataFault> = None;
+    let mut claimed = false;
+    let mut sent: u64 = 0;
+    'outer: loop {
+        let n = tokio::select! {
+            r = cr.read(&mut buf) => r,
+            _ = kill.changed() => break End::Reset,
+        };
+        let n = match n {
+            Ok(0) => {
+                let _ = sw.shutdown().await;
+                break End::Done;
+            }
+            Err(_) => break End::Reset,
+            Ok(n) => n,
+        };
+        if !claimed {
+            claimed = true;
+            fault = faults.claim_data_fault();
+        }
+        let mut to_send = n;
+        let mut fire = false;
+        if let Some(f) = fault {
+            let remaining = f.limit().saturating_sub(sent);
+            if n as u64 >= remaining {
+                to_send = remaining as usize;
+                fire = true;
+            }
+        }
+        if to_send > 0 {
+            if sw.write_all(&buf[..to_send]).await.is_err() {
+                break End::Reset;
+            }
+            sent += to_send as u64;
+            faults
+                .data_bytes
+                .fetch_add(to_send as u64, Ordering::SeqCst);
+        }
+        if !fire {
+            continue;
+        }
+        faults.data_faults_fired.fetch_add(1, Ordering::SeqCst);
+        match fault {
+            Some(DataFault::Truncate(_)) => {
+                // Clean EOF towards the server, then swallow whatever the client still sends.
+                let _ = sw.shutdown().await;
+                loop {
+                    let r = tokio::select! {
+                        r = cr.read(&mut buf) => r,
+                        _ = kill.changed() => break 'outer End::Reset,
+                    };
+                    if !matches!(r, Ok(n) if n > 0) {
+                        break 'outer End::Done;
+                    }
+                }
+            }
+            Some(DataFault::Stall(_)) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(STALL_HOLD) => {}
+                    _ = kill.changed() => {}
+                }
+                break End::Reset;
+            }
+            _ => break End::Reset,
+        }
+    }
+}
+
+/// Server -> client data direction (LIST/RETR), passed through.
+async fn data_down(
+    sr: &mut OwnedReadHalf,
+    cw: &mut OwnedWriteHalf,
+    mut kill: watch::Receiver<u64>,
+) -> End {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = sr.read(&mut buf) => r,
+            _ = kill.changed() => break End::Reset,
+        };
+        match n {
+            Ok(0) => {
+                let _ = cw.shutdown().await;
+                break End::Done;
+            }
+            Err(_) => break End::Reset,
+            Ok(n) => {
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    break End::Reset;
+                }
+            }
+        }
+    }
+}
