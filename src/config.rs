@@ -165,6 +165,18 @@ impl ServerDef {
     }
 }
 
+/// JSON has no comments; keys starting with `//` serve as comments and are dropped.
+fn strip_comments(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|k, _| !k.starts_with("//"));
+            map.values_mut().for_each(strip_comments);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_comments),
+        _ => {}
+    }
+}
+
 impl Config {
     /// Reads a config file; `None` gives the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config> {
@@ -173,7 +185,10 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                serde_json::from_str(&text)
+                let mut value: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("config file {} is not valid JSON", p.display()))?;
+                strip_comments(&mut value);
+                serde_json::from_value(value)
                     .with_context(|| format!("config file {} is invalid", p.display()))?
             }
         };
@@ -258,6 +273,16 @@ mod tests {
     fn unknown_key_is_named() {
         let err = serde_json::from_str::<Config>(r#"{"max_conections": 3}"#).unwrap_err();
         assert!(err.to_string().contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        strip_comments(&mut v);
+        let cfg: Config = serde_json::from_value(v).unwrap();
+        assert!(cfg.servers.contains_key("backup"));
     }
 
     #[test]
