@@ -68,7 +68,11 @@ impl Fault {
             FtpError::ConnectionError(io) => {
                 (FaultKind::Transient, format!("connection error: {io}"))
             }
-            FtpError::SecureError(msg) => (classify_tls(msg), format!("TLS error: {msg}")),
+            FtpError::SecureError(msg) => {
+                // suppaftp wraps its own error's text again: "Secure error: ...".
+                let msg = msg.trim_start_matches("Secure error: ");
+                (classify_tls(msg), format!("TLS error: {msg}"))
+            }
             FtpError::UnexpectedResponse(resp) => {
                 let text = String::from_utf8_lossy(&resp.body).trim().to_string();
                 let code = code_of(resp);
@@ -129,9 +133,33 @@ fn is_too_many(text: &str) -> bool {
     t.contains("too many") || t.contains("maximum number") || t.contains("connection limit")
 }
 
+/// Does a refusal say that the server talks only over TLS? vsftpd: `530
+/// Non-anonymous sessions must use encryption.`; pure-ftpd: `421 Sorry,
+/// cleartext sessions are not accepted on this server.`; proftpd: `550 SSL/TLS
+/// required on the control channel`.
+pub fn demands_tls(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("must use encryption")
+        || t.contains("cleartext sessions")
+        || t.contains("tls required")
+        || t.contains("ssl/tls required")
+        || t.contains("ssl required")
+        || t.contains("tls is required")
+        || t.contains("policy requires ssl")
+}
+
 fn classify_reply(code: u32, text: &str) -> FaultKind {
     if (code == 421 || code == 530) && is_too_many(text) {
         return FaultKind::TooManyConnections;
+    }
+    if demands_tls(text) {
+        // Asking again without TLS gets the same answer.
+        return FaultKind::Permanent;
+    }
+    // vsftpd's "522 SSL connection failed: session reuse required" (or a
+    // data connection's failed handshake): a fresh session may well succeed.
+    if code == 522 && text.to_ascii_lowercase().contains("ssl") {
+        return FaultKind::Transient;
     }
     match code {
         400..=499 => FaultKind::Transient,
@@ -143,7 +171,15 @@ fn classify_reply(code: u32, text: &str) -> FaultKind {
 /// during the handshake may not.
 fn classify_tls(msg: &str) -> FaultKind {
     let m = msg.to_ascii_lowercase();
-    if m.contains("certificate") || m.contains("unknownissuer") || m.contains("notvalidforname") {
+    if m.contains("certificate")
+        || m.contains("unknownissuer")
+        || m.contains("notvalidforname")
+        || m.contains("invalid dns name")
+        // No TLS version or cipher in common: the same next time.
+        || m.contains("protocolversion")
+        || m.contains("handshakefailure")
+        || m.contains("peerincompatible")
+    {
         FaultKind::Permanent
     } else {
         FaultKind::Transient
@@ -194,6 +230,41 @@ mod tests {
         assert_eq!(
             Fault::from_ftp("x", &reply(530, "530 Sorry, the maximum number of clients (2) from your host are already connected.")).kind,
             FaultKind::TooManyConnections
+        );
+        assert_eq!(
+            Fault::from_ftp(
+                "x",
+                &reply(530, "530 Non-anonymous sessions must use encryption.")
+            )
+            .kind,
+            FaultKind::Permanent
+        );
+        assert_eq!(
+            Fault::from_ftp(
+                "x",
+                &reply(
+                    421,
+                    "421 Sorry, cleartext sessions are not accepted on this server."
+                )
+            )
+            .kind,
+            FaultKind::Permanent
+        );
+        assert_eq!(
+            Fault::from_ftp(
+                "x",
+                &reply(522, "522 SSL connection failed: session reuse required")
+            )
+            .kind,
+            FaultKind::Transient
+        );
+        assert_eq!(
+            Fault::from_ftp(
+                "x",
+                &FtpError::SecureError("invalid peer certificate: UnknownIssuer".into())
+            )
+            .kind,
+            FaultKind::Permanent
         );
         let io =
             FtpError::ConnectionError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));

@@ -10,23 +10,31 @@ use crate::config::TlsMode;
 use crate::fault::{Fault, FaultKind};
 use crate::job::ServerSpec;
 use crate::secret::{scrub, Secret};
+use crate::tls::SessionCache;
+use crate::tls::{FtpsConnector, FtpsStream};
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use suppaftp::tokio::{
-    AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream, TransferStream,
-};
+use suppaftp::tokio::{ImplAsyncFtpStream, TransferStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, FtpResult, Mode, Status};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 
-type Ftp = ImplAsyncFtpStream<AsyncRustlsStream>;
+type Ftp = ImplAsyncFtpStream<FtpsStream>;
 
 /// An open upload: write bytes to it, then pass it to [`Session::finish`].
-pub type Upload = TransferStream<AsyncRustlsStream>;
+pub type Upload = TransferStream<FtpsStream>;
+
+/// How long to wait, at the end of a TLS 1.3 upload, for the server's fresh
+/// session tickets to arrive on the data connection (see [`Session::finish`]).
+const TICKET_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -97,6 +105,12 @@ pub struct Session {
     pub last_used: Instant,
     /// The reply of the last MKD the server refused, to explain a later STOR failure.
     last_mkd_refusal: Option<String>,
+    /// This control connection's TLS session, resumed by its data connections.
+    tls_cache: Option<Arc<SessionCache>>,
+    /// Cleared when the server sent no TLS 1.3 ticket on a data connection: no point waiting again.
+    tickets_on_data: bool,
+    /// The algorithm last chosen with `OPTS HASH`, so it is sent once per session.
+    hash_algo: Option<String>,
 }
 
 /// Runs one FTP operation under a timeout and turns its error into a [`Fault`].
@@ -113,7 +127,12 @@ async fn timed<T>(
             let mut fault = Fault::from_ftp(&what, &e);
             fault.message = scrub(&fault.message, &[password]);
             // A reply leaves the control connection in step; anything else may not.
-            if !matches!(e, FtpError::UnexpectedResponse(_)) || Fault::reply_code(&e) == Some(421) {
+            // After 421, and after vsftpd's "522 SSL connection failed", the server hangs up.
+            let code = Fault::reply_code(&e);
+            if !matches!(e, FtpError::UnexpectedResponse(_))
+                || code == Some(421)
+                || (code == Some(522) && fault.message.to_ascii_lowercase().contains("ssl"))
+            {
                 *broken = true;
             }
             Err(fault)
@@ -160,41 +179,105 @@ impl Session {
         timeouts: Timeouts,
     ) -> Result<Session, Fault> {
         let server = spec.to_string();
-        let mut broken = false;
-        let addr = tokio::time::timeout(
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(
             timeouts.connect,
             tokio::net::lookup_host((spec.host.as_str(), spec.port)),
         )
         .await
         .map_err(|_| Fault::transient(format!("resolve {}: timed out", spec.host)))?
         .map_err(|e| Fault::transient(format!("resolve {}: {e}", spec.host)))?
-        .next()
-        .ok_or_else(|| Fault::transient(format!("resolve {}: no address", spec.host)))?;
+        .collect();
+        if addrs.is_empty() {
+            return Err(Fault::transient(format!(
+                "resolve {}: no address",
+                spec.host
+            )));
+        }
+        // A name can resolve to several addresses (`localhost` to ::1 and
+        // 127.0.0.1); a server often listens on only one of them.
+        let mut last = None;
+        for addr in addrs {
+            match Session::connect_to(spec, &server, addr, tls.clone(), timeouts).await {
+                Ok(s) => return Ok(s),
+                Err(mut f)
+                    if spec.tls == TlsMode::None && crate::fault::demands_tls(&f.message) =>
+                {
+                    f.message
+                        .push_str(" (the server requires TLS: set \"tls\": \"explicit\")");
+                    return Err(f);
+                }
+                // Only a failure to reach this address is worth trying the next one.
+                Err(f)
+                    if f.kind == FaultKind::Transient
+                        && f.code.is_none()
+                        && !f.message.contains("TLS") =>
+                {
+                    last = Some(f)
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        Err(last.expect("at least one address was tried"))
+    }
 
-        let connector = || {
-            tls.clone().map(|cfg| {
-                AsyncRustlsConnector::from(suppaftp::tokio_rustls::TlsConnector::from(cfg))
-            })
+    async fn connect_to(
+        spec: &ServerSpec,
+        server: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeouts: Timeouts,
+    ) -> Result<Session, Fault> {
+        let mut broken = false;
+        // Each control connection gets its own TLS session cache: its data
+        // connections must resume its session, not another connection's.
+        let (tls, tls_cache) = match (&tls, spec.tls) {
+            (Some(base), TlsMode::Explicit | TlsMode::Implicit) => {
+                let (cfg, cache) = crate::tls::for_session(base);
+                (Some(cfg), Some(cache))
+            }
+            _ => (None, None),
         };
+        let connector = || tls.clone().map(FtpsConnector::new);
         let mut ftp: Ftp = match spec.tls {
             TlsMode::Implicit => {
                 let Some(conn) = connector() else {
                     return Err(Fault::permanent("implicit TLS without a TLS configuration"));
                 };
-                timed(
+                let mut ftp = timed(
                     &mut broken,
                     &spec.password,
                     timeouts.connect,
                     format!("connect {server} (implicit TLS)"),
                     Ftp::connect_secure_implicit(addr, conn, &spec.host),
                 )
-                .await?
+                .await
+                .map_err(|f| tls_hint(f, spec))?;
+                // suppaftp leaves data connections unprotected in implicit
+                // mode; servers that force TLS on data refuse them, and
+                // suppaftp would start TLS on them anyway. Ask for PROT P.
+                for cmd in ["PBSZ 0", "PROT P"] {
+                    let r = timed(
+                        &mut broken,
+                        &spec.password,
+                        timeouts.command,
+                        cmd,
+                        ftp.custom_command(cmd, &[Status::CommandOk]),
+                    )
+                    .await;
+                    match r {
+                        Ok(_) => {}
+                        // Some implicit servers protect data by default and do not know PROT.
+                        Err(f) if !broken => tracing::debug!(server, error = %f, "refused"),
+                        Err(f) => return Err(f),
+                    }
+                }
+                ftp
             }
             _ => {
                 let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
                     .await
                     .map_err(|_| Fault::transient(format!("connect {server}: timed out")))?
-                    .map_err(|e| Fault::transient(format!("connect {server}: {e}")))?;
+                    .map_err(|e| Fault::transient(format!("connect {server} ({addr}): {e}")))?;
                 let _ = stream.set_nodelay(true);
                 let ftp = timed(
                     &mut broken,
@@ -215,7 +298,8 @@ impl Session {
                         format!("AUTH TLS with {server}"),
                         ftp.into_secure(conn, &spec.host),
                     )
-                    .await?
+                    .await
+                    .map_err(|f| tls_hint(f, spec))?
                 } else {
                     ftp
                 }
@@ -239,8 +323,11 @@ impl Session {
             broken: false,
             last_used: Instant::now(),
             last_mkd_refusal: None,
+            tls_cache,
+            tickets_on_data: true,
+            hash_algo: None,
         };
-        session.login(spec, &server).await?;
+        session.login(spec, server).await?;
         Ok(session)
     }
 
@@ -255,27 +342,36 @@ impl Session {
         )
         .await;
         if let Err(mut f) = login {
-            if f.kind == FaultKind::Permanent && f.message.contains(" 530") {
-                f.message.push_str(" (check login and password)");
-            }
-            if f.kind == FaultKind::Permanent
-                && spec.tls == TlsMode::None
-                && f.message.to_ascii_lowercase().contains("tls")
+            if !crate::fault::demands_tls(&f.message)
+                && f.kind == FaultKind::Permanent
+                && f.message.contains(" 530")
             {
-                f.message
-                    .push_str(" (the server requires TLS: set \"tls\": \"explicit\")");
+                f.message.push_str(" (check login and password)");
             }
             return Err(f);
         }
         // An odd or failing FEAT means "features unknown", never a failed login.
-        if let Ok(feat) = timed(&mut self.broken, &self.password, t, "FEAT", self.ftp.feat()).await
-        {
-            self.features = Features::parse(&feat);
-        }
-        if self.broken {
-            return Err(Fault::transient(format!(
-                "{server}: connection lost after FEAT"
-            )));
+        // suppaftp reads the whole FEAT reply before parsing it, so a reply it
+        // cannot parse (feature lines not indented, say) leaves the connection in step.
+        match tokio::time::timeout(t, self.ftp.feat()).await {
+            Ok(Ok(feat)) => self.features = Features::parse(&feat),
+            Ok(Err(FtpError::UnexpectedResponse(r))) => {
+                tracing::debug!(server, reply = %String::from_utf8_lossy(&r.body).trim(), "FEAT refused; features unknown");
+            }
+            Ok(Err(FtpError::BadResponse)) => {
+                tracing::debug!(server, "FEAT reply not understood; features unknown");
+            }
+            Ok(Err(e)) => {
+                self.broken = true;
+                return Err(Fault::from_ftp(format!("FEAT on {server}"), &e));
+            }
+            Err(_) => {
+                self.broken = true;
+                return Err(Fault::transient(format!(
+                    "FEAT on {server}: no reply within {} s",
+                    t.as_secs()
+                )));
+            }
         }
         if self.features.utf8 {
             let _ = timed(
@@ -424,8 +520,33 @@ impl Session {
         }
     }
 
+    /// Opens an upload that continues `path` at byte `offset` (a resume):
+    /// `REST offset` then `STOR` where FEAT lists `REST STREAM`, else `APPE`.
+    ///
+    /// REST names the offset, where APPE means "wherever the file ends now",
+    /// which is wrong while the server still writes a dead connection's last
+    /// bytes. pure-ftpd truncates the file where a REST+STOR write ends, which
+    /// does no harm here: a resumed write runs to the end of the file.
+    pub async fn store_at(&mut self, path: &str, offset: u64) -> Result<Upload, Fault> {
+        if offset == 0 {
+            return self.store(path, false).await;
+        }
+        if self.features.rest_stream {
+            let rest = self
+                .custom(format!("REST {offset}"), &[Status::RequestFilePending])
+                .await;
+            match rest {
+                Ok(_) => return self.store(path, false).await,
+                Err(f) if self.broken => return Err(f),
+                Err(f) => tracing::debug!(error = %f, "REST refused; resuming with APPE"),
+            }
+        }
+        self.store(path, true).await
+    }
+
     /// Closes the data connection and reads the server's verdict on the transfer.
-    pub async fn finish(&mut self, upload: Upload, path: &str) -> Result<(), Fault> {
+    pub async fn finish(&mut self, mut upload: Upload, path: &str) -> Result<(), Fault> {
+        self.collect_tickets(&mut upload).await;
         timed(
             &mut self.broken,
             &self.password,
@@ -434,6 +555,42 @@ impl Session {
             upload.finish(),
         )
         .await
+    }
+
+    /// Reads the TLS 1.3 session tickets the server sent on an upload's data
+    /// connection, so that the next data connection has one to resume with.
+    ///
+    /// A TLS 1.3 ticket is good for one resumption, and OpenSSL servers send
+    /// two on the control connection, so with `require_ssl_reuse` (vsftpd)
+    /// the third upload of a session would fail with `522 session reuse
+    /// required`. The server sends new tickets on every data connection, but
+    /// rustls only takes them in while reading, and an upload never reads.
+    async fn collect_tickets(&mut self, upload: &mut Upload) {
+        let Some(cache) = self.tls_cache.clone() else {
+            return;
+        };
+        if !self.tickets_on_data || !cache.is_tls13() || cache.tickets() >= 2 {
+            return;
+        }
+        let before = cache.received();
+        let wait = std::future::poll_fn(|cx| {
+            let mut byte = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut byte);
+            // An upload's data connection carries nothing to us but TLS
+            // records; reading processes them and then waits for more.
+            match Pin::new(&mut *upload).poll_read(cx, &mut buf) {
+                Poll::Pending if cache.received() == before => Poll::Pending,
+                _ => Poll::Ready(()),
+            }
+        });
+        let got =
+            tokio::time::timeout(TICKET_WAIT, wait).await.is_ok() && cache.received() > before;
+        if !got {
+            tracing::debug!(
+                "no TLS session ticket on the data connection; not waiting for them again"
+            );
+            self.tickets_on_data = false;
+        }
     }
 
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
@@ -484,6 +641,99 @@ impl Session {
         .await?;
         Ok(String::from_utf8_lossy(&resp.body).trim().to_string())
     }
+
+    /// Chooses the algorithm of later `HASH` commands (`OPTS HASH SHA-256`).
+    pub async fn select_hash(&mut self, algo: &str) -> Result<(), Fault> {
+        if self.hash_algo.as_deref() == Some(algo) {
+            return Ok(());
+        }
+        self.custom(format!("OPTS HASH {algo}"), &[Status::CommandOk])
+            .await?;
+        self.hash_algo = Some(algo.to_string());
+        Ok(())
+    }
+
+    /// Sends a hash command (`HASH`, `XSHA256`, `XMD5`, ...) for `path` and
+    /// returns the last line of the reply, which carries the digest.
+    pub async fn hash_command(&mut self, command: &str, path: &str) -> Result<String, Fault> {
+        let reply = self
+            .custom(
+                format!("{command} {path}"),
+                &[
+                    Status::File,
+                    Status::RequestedFileActionOk,
+                    Status::CommandOk,
+                ],
+            )
+            .await?;
+        Ok(reply.lines().last().unwrap_or("").trim().to_string())
+    }
+
+    /// Reads `path` back over a data connection; returns its SHA-256 and size.
+    pub async fn download_sha256(&mut self, path: &str) -> Result<(String, u64), Fault> {
+        let t = self.timeouts.command;
+        let mut stream = timed(
+            &mut self.broken,
+            &self.password,
+            t,
+            format!("RETR {path}"),
+            self.ftp.retr_as_stream(path),
+        )
+        .await?;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match tokio::time::timeout(self.timeouts.data, stream.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => {
+                    hasher.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Ok(Err(e)) => {
+                    self.broken = true;
+                    return Err(Fault::transient(format!("reading back {path}: {e}")));
+                }
+                Err(_) => {
+                    self.broken = true;
+                    return Err(Fault::transient(format!(
+                        "reading back {path}: no progress for {} s",
+                        self.timeouts.data.as_secs()
+                    )));
+                }
+            }
+        }
+        timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.data,
+            format!("finishing download of {path}"),
+            stream.finish(),
+        )
+        .await?;
+        Ok((hex::encode(hasher.finalize()), total))
+    }
+}
+
+/// Adds what to do about a certificate the client refused.
+fn tls_hint(mut f: Fault, spec: &ServerSpec) -> Fault {
+    let m = f.message.to_ascii_lowercase();
+    if m.contains("unknownissuer") || m.contains("unknown issuer") {
+        f.message.push_str(if spec.ca_file.is_some() {
+            " (the server's certificate is not signed by a CA in ca_file)"
+        } else {
+            " (the server's certificate is not signed by a CA this system trusts: set \"ca_file\" to the CA's PEM file)"
+        });
+    } else if m.contains("not valid for name") || m.contains("notvalidforname") {
+        f.message.push_str(&format!(
+            " (the server's certificate does not name {:?}: connect with a host name it lists)",
+            spec.host
+        ));
+    } else if m.contains("expired") {
+        f.message
+            .push_str(" (the server's certificate has expired)");
+    }
+    f
 }
 
 /// `a//b/` → `a/b`; keeps a leading `/`.

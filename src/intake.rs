@@ -328,4 +328,27 @@ mod tests {
         assert_eq!(got, checked.join("a-1.json"));
         assert_eq!(claim(&inbox.join("a.json"), &checked).unwrap(), None);
     }
+
+    /// A job file seen by the watcher or a sweep that is gone when its settle
+    /// time is over (taken back, or claimed by another instance) is dropped
+    /// from the pending set, not claimed and not retried.
+    #[test]
+    fn ready_forgets_files_that_vanished_while_settling() {
+        let d = tempfile::tempdir().unwrap();
+        let intake = Intake {
+            inbox: d.path().to_path_buf(),
+            checked: d.path().join("checked"),
+            settle: Duration::ZERO,
+            sweep: Duration::from_secs(1),
+        };
+        let mut pending = HashMap::new();
+        let (gone, stays) = (d.path().join("gone.json"), d.path().join("stays.json"));
+        std::fs::write(&gone, "[]").unwrap();
+        std::fs::write(&stays, "[]").unwrap();
+        intake.observe(&mut pending, &gone, false);
+        intake.observe(&mut pending, &stays, false);
+        std::fs::remove_file(&gone).unwrap();
+        assert_eq!(intake.ready(&mut pending), vec![stays.clone()]);
+        assert!(!pending.contains_key(&gone));
+    }
 }

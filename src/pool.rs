@@ -23,6 +23,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Idle sessions older than this get a NOOP before reuse: servers close idle control connections.
 const PROBE_AFTER: Duration = Duration::from_secs(15);
+/// A server's lowered limit is raised by one again after this long without a
+/// "too many connections": the refusal may have come from other clients' load.
+const RAISE_LIMIT_AFTER: Duration = Duration::from_secs(60);
 
 struct Idle {
     session: Session,
@@ -36,6 +39,8 @@ struct Slot {
     in_use: Arc<Semaphore>,
     /// The server's current limit; lowered when it says "too many connections".
     limit: AtomicUsize,
+    /// When the limit was last lowered or raised again.
+    limit_changed: Mutex<Instant>,
     idle: Mutex<Vec<Idle>>,
     dirs: DirCache,
 }
@@ -117,6 +122,7 @@ impl Pool {
                 Arc::new(Slot {
                     in_use: Arc::new(Semaphore::new(self.per_server)),
                     limit: AtomicUsize::new(self.per_server),
+                    limit_changed: Mutex::new(Instant::now()),
                     idle: Mutex::new(Vec::new()),
                     dirs: DirCache::default(),
                 })
@@ -163,10 +169,26 @@ impl Pool {
         self.slot(key).limit.load(Ordering::SeqCst)
     }
 
+    /// Gives a server whose limit was lowered one more connection, if it has
+    /// not refused one for a while; if it still cannot take it, it says so
+    /// and the limit goes down again.
+    fn maybe_raise_limit(&self, key: &ServerKey, slot: &Slot) {
+        let mut changed = slot.limit_changed.lock().unwrap();
+        let cur = slot.limit.load(Ordering::SeqCst);
+        if cur >= self.per_server || changed.elapsed() < RAISE_LIMIT_AFTER {
+            return;
+        }
+        *changed = Instant::now();
+        slot.limit.store(cur + 1, Ordering::SeqCst);
+        slot.in_use.add_permits(1);
+        tracing::info!(server = %key, limit = cur + 1, "no refusals for a while; raising the server's connection limit");
+    }
+
     /// Lends a logged-in session for `spec`, connecting if none is idle.
     pub async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
         let key = spec.key();
         let slot = self.slot(&key);
+        self.maybe_raise_limit(&key, &slot);
         let in_use = slot
             .in_use
             .clone()
@@ -229,11 +251,16 @@ impl Pool {
             Err(f) => {
                 if f.kind == FaultKind::TooManyConnections {
                     // Remember the server's real limit: one fewer than we had in use.
-                    let cur = slot.limit.load(Ordering::SeqCst);
-                    if cur > 1 {
-                        slot.limit.store(cur - 1, Ordering::SeqCst);
+                    // The permit this attempt holds is the one that goes.
+                    let lowered =
+                        slot.limit
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                (c > 1).then(|| c - 1)
+                            });
+                    if let Ok(prev) = lowered {
+                        *slot.limit_changed.lock().unwrap() = Instant::now();
                         in_use.forget();
-                        tracing::warn!(server = %key, limit = cur - 1, "server refused a connection as too many; lowering its limit");
+                        tracing::warn!(server = %key, limit = prev - 1, "server refused a connection as too many; lowering its limit");
                     }
                 }
                 Err(f)

@@ -239,6 +239,10 @@ pub struct ReportHandle {
     writing: tokio::sync::Mutex<()>,
     /// Tells the write loop to end after its current write.
     closed: std::sync::atomic::AtomicBool,
+    /// Wakes the write loop from its pause between writes when the job ends:
+    /// the job's task awaits the loop, so sitting out the pause would add the
+    /// whole interval to every job (200 ms each, minutes for 2,000 jobs).
+    closing: Notify,
 }
 
 impl ReportHandle {
@@ -256,6 +260,7 @@ impl ReportHandle {
             dirty: Notify::new(),
             writing: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            closing: Notify::new(),
         }))
     }
 
@@ -354,7 +359,11 @@ impl ReportHandle {
                 break;
             }
             self.flush().await;
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                // `notify_one` keeps a permit, so a close during the flush is not missed.
+                _ = self.closing.notified() => break,
+            }
         }
     }
 
@@ -362,6 +371,7 @@ impl ReportHandle {
     pub fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.dirty.notify_one();
+        self.closing.notify_one();
     }
 
     /// Settles the job state, writes the final receipt and drops the journal.

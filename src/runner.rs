@@ -169,9 +169,10 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
             let dirs = lease.dirs().clone();
             let rep_for_journal = rep.clone();
             transfer::attempt(lease.session(), &dirs, job_name, entry, &mut memory, |m| {
-                let mut r = rep_for_journal;
+                // Also records this attempt: a restart resumes only if attempts > 0.
+                let mut r = rep_for_journal.clone();
                 r.source = m.source;
-                r.publishing = true;
+                r.publishing = m.publishing;
                 report.update(r);
             })
             .await
@@ -180,6 +181,10 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
             r = work => r,
             _ = ctx.cancel.cancelled() => {
                 rep.source = memory.source;
+                // Cancelled between "about to rename" and its reply, the final
+                // file may already be ours: keep the flag, or the next start
+                // would upload and publish the file a second time.
+                rep.publishing = memory.publishing;
                 report.update(rep);
                 return;
             }

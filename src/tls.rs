@@ -1,18 +1,30 @@
 //! TLS client configuration for FTPS: trust roots, per-server CA files and
 //! the explicit opt-out of verification.
 //!
-//! One `ClientConfig` is built per (CA file, verification) pair and shared by
-//! every session that uses it. Sharing matters beyond speed: rustls keeps its
-//! TLS session cache in the config, and servers such as vsftpd with
-//! `require_ssl_reuse=YES` accept a data connection only if it resumes the
-//! control connection's TLS session.
+//! One `ClientConfig` is built per (CA file, verification) pair. Each FTP
+//! session then gets its own copy of it with its own [`SessionCache`]:
+//! servers such as vsftpd with `require_ssl_reuse=YES` (and proftpd's
+//! mod_tls by default) accept a data connection only if it resumes the TLS
+//! session of *its own* control connection, so tickets must not leak from one
+//! control connection to another's data connections.
+//!
+//! TLS 1.3 makes this harder than 1.2. A TLS 1.2 session can be resumed any
+//! number of times, but a TLS 1.3 ticket is single-use, and OpenSSL-based
+//! servers hand out only two on the control connection. Each data connection
+//! gets fresh tickets from the server, but a client only sees them if it reads
+//! from the connection, which an upload never does; [`SessionCache`] counts
+//! the tickets so that `ftp` can read them off the data connection before
+//! closing it (see `Session::finish`).
 
 use anyhow::{anyhow, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::collections::HashMap;
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -90,6 +102,86 @@ impl TlsConfigs {
     }
 }
 
+/// Gives one control connection its own copy of `base` with its own session cache.
+pub fn for_session(base: &Arc<ClientConfig>) -> (Arc<ClientConfig>, Arc<SessionCache>) {
+    let cache = Arc::new(SessionCache::default());
+    let mut cfg = (**base).clone();
+    cfg.resumption = Resumption::store(cache.clone());
+    (Arc::new(cfg), cache)
+}
+
+/// TLS 1.3 tickets kept at most; servers usually send one or two at a time.
+const MAX_TICKETS: usize = 8;
+
+/// The TLS session state of one control connection and its data connections.
+/// It serves one server name, so names are not looked at.
+#[derive(Debug, Default)]
+pub struct SessionCache {
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    kx_hint: Option<NamedGroup>,
+    tls12: Option<Tls12ClientSessionValue>,
+    tls13: VecDeque<Tls13ClientSessionValue>,
+    /// TLS 1.3 tickets received so far, ever.
+    tls13_received: u64,
+}
+
+impl SessionCache {
+    /// Whether the server speaks TLS 1.3 with tickets to this session.
+    pub fn is_tls13(&self) -> bool {
+        self.state.lock().unwrap().tls13_received > 0
+    }
+
+    /// TLS 1.3 tickets ready for the next data connections.
+    pub fn tickets(&self) -> usize {
+        self.state.lock().unwrap().tls13.len()
+    }
+
+    /// A counter that moves each time a TLS 1.3 ticket arrives.
+    pub fn received(&self) -> u64 {
+        self.state.lock().unwrap().tls13_received
+    }
+}
+
+impl ClientSessionStore for SessionCache {
+    fn set_kx_hint(&self, _: ServerName<'static>, group: NamedGroup) {
+        self.state.lock().unwrap().kx_hint = Some(group);
+    }
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        self.state.lock().unwrap().kx_hint
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.state.lock().unwrap().tls12 = Some(value);
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.state.lock().unwrap().tls12.clone()
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        self.state.lock().unwrap().tls12 = None;
+    }
+
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        let mut st = self.state.lock().unwrap();
+        if st.tls13.len() == MAX_TICKETS {
+            st.tls13.pop_front();
+        }
+        st.tls13.push_back(value);
+        st.tls13_received += 1;
+    }
+
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        // The newest ticket is the least likely to have expired.
+        self.state.lock().unwrap().tls13.pop_back()
+    }
+}
+
 /// Accepts any certificate; only reachable through `insecure_skip_verify`.
 #[derive(Debug)]
 struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
@@ -136,5 +228,132 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS stream under every FTPS control and data connection.
+///
+/// tokio-rustls accepts a write into rustls' buffer and reports it written
+/// even when the socket could not take the TLS record yet (a full socket, or
+/// tokio's cooperative budget running out); the record goes out on the next
+/// write or flush. suppaftp never flushes after a command, so a command could
+/// sit in that buffer while we wait for its reply: an FTPS session that hung
+/// until the command timeout now and then (seen on vsftpd, `STOR` never
+/// arriving). This wrapper flushes after every write and, above all, before
+/// every read, so whoever waits for a reply also pushes the request out.
+#[derive(Debug)]
+pub struct FtpsStream {
+    inner: suppaftp::tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl FtpsStream {
+    /// This connection's rustls state (negotiated version, for one).
+    pub fn connection(&self) -> &rustls::ClientConnection {
+        self.inner.get_ref().1
+    }
+}
+
+impl tokio::io::AsyncRead for FtpsStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let inner = std::pin::Pin::new(&mut self.inner);
+        if let std::task::Poll::Ready(Err(e)) = tokio::io::AsyncWrite::poll_flush(inner, cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for FtpsStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            // Best effort; what stays buffered goes out at the next read.
+            let _ = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl suppaftp::tokio::TokioTlsStream for FtpsStream {
+    type InnerStream = suppaftp::tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+    fn tcp_stream(self) -> suppaftp::FtpResult<tokio::net::TcpStream> {
+        Ok(self.inner.into_inner().0)
+    }
+
+    fn get_ref(&self) -> &tokio::net::TcpStream {
+        self.inner.get_ref().0
+    }
+
+    fn mut_ref(&mut self) -> &mut Self::InnerStream {
+        &mut self.inner
+    }
+}
+
+/// Starts TLS on FTPS control and data connections, as [`FtpsStream`]s.
+#[derive(Clone)]
+pub struct FtpsConnector(suppaftp::tokio_rustls::TlsConnector);
+
+impl FtpsConnector {
+    pub fn new(config: Arc<ClientConfig>) -> FtpsConnector {
+        FtpsConnector(suppaftp::tokio_rustls::TlsConnector::from(config))
+    }
+}
+
+impl std::fmt::Debug for FtpsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FtpsConnector")
+    }
+}
+
+type ConnectFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = suppaftp::FtpResult<FtpsStream>> + Send + 'a>,
+>;
+
+// The trait is declared with `#[async_trait]`; this is the signature it expands to.
+impl suppaftp::tokio::AsyncTlsConnector for FtpsConnector {
+    type Stream = FtpsStream;
+
+    fn connect<'a, 'b, 'c>(
+        &'a self,
+        domain: &'b str,
+        stream: tokio::net::TcpStream,
+    ) -> ConnectFuture<'c>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move {
+            let name = ServerName::try_from(domain.to_string())
+                .map_err(|e| suppaftp::FtpError::SecureError(e.to_string()))?;
+            self.0
+                .connect(name, stream)
+                .await
+                .map(|inner| FtpsStream { inner })
+                .map_err(|e| suppaftp::FtpError::SecureError(e.to_string()))
+        })
     }
 }

@@ -126,15 +126,20 @@ fn spawn_reader(path: PathBuf, offset: u64) -> (mpsc::Receiver<Vec<u8>>, ReaderT
     (rx, handle)
 }
 
-/// Runs one attempt. `on_publish` is called just before the rename so the
-/// caller can journal it; `memory` is updated for the next attempt.
+/// Runs one attempt; `memory` is updated for the next attempt.
+///
+/// `journal` is called before each step that changes the server: just
+/// before the first byte goes to the temp file and just before the rename.
+/// The caller must make `memory` durable there, because a `kill -9` right
+/// after that step leaves the server in a state only `memory` explains: a
+/// temp file to resume (not restart), or a final file that is already ours.
 pub async fn attempt(
     session: &mut Session,
     dirs: &DirCache,
     job: &str,
     entry: &Entry,
     memory: &mut Memory,
-    on_publish: impl FnOnce(&Memory),
+    mut journal: impl FnMut(&Memory),
 ) -> Result<Outcome, Fault> {
     let stamp = local_stamp(entry)?;
     let dir = normalize_dir(&entry.server_path);
@@ -190,13 +195,19 @@ pub async fn attempt(
         }
     }
     memory.may_have_temp = true;
+    // Recorded before the temp file exists: a restarted daemon then knows to
+    // look for it (and resume), and knows which version of the local file it
+    // holds (so that a file changed while we were down is sent afresh).
+    journal(memory);
 
     let (sha, sent_total) = send(session, entry, &temp_path, offset).await?;
 
     let after = local_stamp(entry)?;
     if after != stamp || sent_total != stamp.size {
         // Never publish a mix of two versions; the next attempt starts over.
-        memory.source = Some(after);
+        // `memory.source` stays the stamp the temp file was started from, so
+        // the next attempt (or a restarted daemon) sees `source_changed` and
+        // deletes the temp file instead of resuming from its mixed bytes.
         return Err(Fault::transient(format!(
             "entries[{}].file.local_path changed during upload ({} -> {} bytes); will start over",
             entry.index, stamp.size, after.size
@@ -212,9 +223,11 @@ pub async fn attempt(
         )));
     }
     let mut verification = vec!["size".to_string()];
+    verification
+        .extend(crate::verify::temp_file(session, entry, &temp_path, stamp.size, &sha).await?);
 
     memory.publishing = true;
-    on_publish(memory);
+    journal(memory);
     publish(session, &temp_path, &final_path, entry.if_exists).await?;
 
     let have = session.size(&final_path).await?;
@@ -244,41 +257,93 @@ async fn send(
 ) -> Result<(String, u64), Fault> {
     let data_timeout = session.data_timeout();
     let (mut rx, reader) = spawn_reader(entry.local_path.clone(), offset);
-    let mut upload = session.store(temp_path, offset > 0).await?;
-    let mut write_err = None;
-    while let Some(chunk) = rx.recv().await {
-        match tokio::time::timeout(data_timeout, upload.write_all(&chunk)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                write_err = Some(Fault::transient(format!("sending {temp_path}: {e}")));
-                break;
-            }
-            Err(_) => {
-                write_err = Some(Fault::transient(format!(
-                    "sending {temp_path}: no progress for {} s",
-                    data_timeout.as_secs()
-                )));
-                break;
+    // The data connection is open and the server's verdict on it not yet read.
+    let mut verdict_pending = false;
+    let result = async {
+        let mut upload = open_upload(session, temp_path, offset).await?;
+        verdict_pending = true;
+        let mut write_err = None;
+        while let Some(chunk) = rx.recv().await {
+            match tokio::time::timeout(data_timeout, upload.write_all(&chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    write_err = Some(Fault::transient(format!("sending {temp_path}: {e}")));
+                    break;
+                }
+                Err(_) => {
+                    write_err = Some(Fault::transient(format!(
+                        "sending {temp_path}: no progress for {} s",
+                        data_timeout.as_secs()
+                    )));
+                    break;
+                }
             }
         }
+        drop(rx);
+        let read = reader
+            .await
+            .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
+        if let Some(f) = write_err {
+            return Err(f);
+        }
+        let (sha, total) = read.map_err(|e| {
+            Fault::permanent(format!(
+                "entries[{}].file.local_path: read error: {e}: {}",
+                entry.index,
+                entry.local_path.display()
+            ))
+        })?;
+        // `finish` reads the verdict, or marks the session broken if it cannot.
+        verdict_pending = false;
+        session.finish(upload, temp_path).await?;
+        Ok((sha, total))
     }
-    drop(rx);
-    let read = reader
-        .await
-        .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
-    if let Some(f) = write_err {
+    .await;
+    if result.is_err() && (verdict_pending || offset > 0) {
+        // Do not reuse the session: a data connection dropped before its
+        // verdict leaves that reply unread on the control connection, and a
+        // server may keep a REST offset until a transfer succeeds (libunftp
+        // does), which would misplace the next upload on this session.
         session.broken = true;
-        return Err(f);
     }
-    let (sha, total) = read.map_err(|e| {
-        Fault::permanent(format!(
-            "entries[{}].file.local_path: read error: {e}: {}",
-            entry.index,
-            entry.local_path.display()
-        ))
-    })?;
-    session.finish(upload, temp_path).await?;
-    Ok((sha, total))
+    result
+}
+
+/// Opens the upload to `temp_path`, continuing at `offset` when it is not 0.
+///
+/// A resume names its offset (`REST n`, then `STOR`) rather than using APPE,
+/// which means "at the end, wherever that is now". After a crash or a dropped
+/// connection the server may still be writing the dead connection's last
+/// bytes into the temp file, so the file can grow between our SIZE and the
+/// APPE, and APPE would put every byte that follows at the wrong offset: a
+/// corrupt file of exactly the right size (the SIGKILL test in
+/// `tests/faults.rs` caught this). With REST the late writer and the new one
+/// write the same bytes at the same offsets. vsftpd, pure-ftpd, proftpd and
+/// pyftpdlib all accept REST before EPSV and STOR. APPE remains the fallback
+/// for servers that do not advertise REST STREAM or refuse REST.
+// This is protocol detail that belongs in `Session` (a `store_at(path, offset)`).
+async fn open_upload(
+    session: &mut Session,
+    temp_path: &str,
+    offset: u64,
+) -> Result<crate::ftp::Upload, Fault> {
+    if offset == 0 {
+        return session.store(temp_path, false).await;
+    }
+    if session.features.rest_stream {
+        let rest = session
+            .custom(
+                format!("REST {offset}"),
+                &[suppaftp::Status::RequestFilePending],
+            )
+            .await;
+        match rest {
+            Ok(_) => return session.store(temp_path, false).await,
+            Err(f) if session.broken => return Err(f),
+            Err(f) => tracing::debug!(error = %f, "REST refused; resuming with APPE"),
+        }
+    }
+    session.store(temp_path, true).await
 }
 
 /// Renames the temp file over the final name. Some servers refuse to rename

@@ -89,7 +89,9 @@ def pid_alive(pid):
         return False
 
 
-def cmd_wait(host, port, timeout, pid=None):
+def cmd_wait(host, port, timeout, pid=None, tls=None):
+    """Waits for the 220 greeting; with tls="tls", after a TLS handshake
+    (implicit FTPS; the certificate is not checked here)."""
     deadline = time.monotonic() + float(timeout)
     last = "no attempt"
     while time.monotonic() < deadline:
@@ -98,6 +100,11 @@ def cmd_wait(host, port, timeout, pid=None):
             break
         try:
             with socket.create_connection((host, int(port)), timeout=3) as s:
+                if tls == "tls":
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    s = ctx.wrap_socket(s, server_hostname=host)
                 f = s.makefile("rb")
                 line = f.readline().decode("utf-8", "replace").rstrip("\r\n")
                 if line.startswith("220"):

@@ -29,7 +29,8 @@ DEB_PKGS=(pure-ftpd proftpd-core)
 
 # name:ENVPREFIX of every instance started by `start`.
 SERVERS=(vsftpd:VSFTPD vsftpd-tls:VSFTPDTLS vsftpd-limited:VSFTPDLIMITED
-         pureftpd:PUREFTPD proftpd:PROFTPD pyftpdlib:PYFTPDLIB)
+         vsftpd-tls12:VSFTPDTLS12 vsftpd-implicit:VSFTPDIMPLICIT
+         pureftpd:PUREFTPD proftpd:PROFTPD pyftpdlib:PYFTPDLIB pyquirks:PYQUIRKS)
 # pure-ftpd caps its client limit at half its passive range size.
 PASV_RANGE_SIZE=128
 
@@ -204,7 +205,17 @@ gen_tls() {
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
             -days 3650 -sha256 -extfile server.ext -out server.pem >/dev/null 2>&1
         cat server.pem ca.pem >server-chain.pem
-        chmod 600 ca.key server.key
+        # Same CA, but only for the name "localhost" (no IP address): given
+        # to pure-ftpd, so that connecting to 127.0.0.1 fails the name check.
+        openssl req -newkey rsa:2048 -nodes -keyout localhost-only.key -out server.csr \
+            -subj "/CN=localhost" >/dev/null 2>&1
+        printf '%s\n' "basicConstraints=CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=serverAuth" \
+            "subjectAltName=DNS:localhost" >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -days 3650 -sha256 -extfile server.ext -out localhost-only.pem >/dev/null 2>&1
+        chmod 600 ca.key server.key localhost-only.key
         rm -f server.csr server.ext
     ) || die "openssl failed to create test certificates"
 }
@@ -421,9 +432,13 @@ cmd_start() {
 
     # --- vsftpd (plain, TLS, limited) ---
     local vs; vs="$(command -v vsftpd || echo /usr/sbin/vsftpd)"
-    for name in vsftpd vsftpd-tls vsftpd-limited; do
+    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-tls12 vsftpd-implicit; do
         mkdir -p "$DIR/$name/empty"; chmod 755 "$DIR/$name/empty"
     done
+    local tls_opts=(ssl_enable=YES allow_anon_ssl=NO
+        force_local_logins_ssl=YES force_local_data_ssl=YES require_ssl_reuse=YES
+        ssl_sslv2=NO ssl_sslv3=NO ssl_tlsv1=YES ssl_ciphers=HIGH debug_ssl=YES
+        "rsa_cert_file=$DIR/tls/server.pem" "rsa_private_key_file=$DIR/tls/server.key")
     write_vsftpd vsftpd "${PORT[vsftpd]}" "${PLO[vsftpd]}" "${PHI[vsftpd]}"
     write_vsftpd vsftpd-tls "${PORT[vsftpd-tls]}" "${PLO[vsftpd-tls]}" "${PHI[vsftpd-tls]}" \
         ssl_enable=YES implicit_ssl=NO allow_anon_ssl=NO \
@@ -432,9 +447,20 @@ cmd_start() {
         "rsa_cert_file=$DIR/tls/server.pem" "rsa_private_key_file=$DIR/tls/server.key"
     write_vsftpd vsftpd-limited "${PORT[vsftpd-limited]}" "${PLO[vsftpd-limited]}" \
         "${PHI[vsftpd-limited]}" max_per_ip=2
-    for name in vsftpd vsftpd-tls vsftpd-limited; do
+    # vsftpd 3.0.3 has no option for the TLS version; OpenSSL's own config
+    # (read at SSL init, found through OPENSSL_CONF) caps it at TLS 1.2.
+    write_vsftpd vsftpd-tls12 "${PORT[vsftpd-tls12]}" "${PLO[vsftpd-tls12]}" \
+        "${PHI[vsftpd-tls12]}" implicit_ssl=NO "${tls_opts[@]}"
+    printf '%s\n' "openssl_conf = ftpdrop_conf" "[ftpdrop_conf]" "ssl_conf = ftpdrop_ssl" \
+        "[ftpdrop_ssl]" "system_default = ftpdrop_tls" "[ftpdrop_tls]" \
+        "MaxProtocol = TLSv1.2" >"$DIR/vsftpd-tls12/etc/openssl.cnf"
+    write_vsftpd vsftpd-implicit "${PORT[vsftpd-implicit]}" "${PLO[vsftpd-implicit]}" \
+        "${PHI[vsftpd-implicit]}" implicit_ssl=YES "${tls_opts[@]}"
+    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-implicit; do
         launch "$name" "$vs" "$DIR/$name/etc/vsftpd.conf"
     done
+    launch vsftpd-tls12 env "OPENSSL_CONF=$DIR/vsftpd-tls12/etc/openssl.cnf" \
+        "$vs" "$DIR/vsftpd-tls12/etc/vsftpd.conf"
 
     # --- pure-ftpd (virtual user in puredb, explicit TLS optional) ---
     write_pureftpd_users
@@ -445,7 +471,7 @@ cmd_start() {
         -p "${PLO[pureftpd]}:${PHI[pureftpd]}" -P 127.0.0.1 \
         -g "$DIR/pureftpd/run/pure-ftpd.pid" \
         -O "clf:$DIR/pureftpd/log/transfer.log" \
-        -Y 1 -2 "$DIR/tls/server.pem,$DIR/tls/server.key"
+        -Y 1 -2 "$DIR/tls/localhost-only.pem,$DIR/tls/localhost-only.key"
 
     # --- proftpd (virtual user via AuthUserFile, mod_digest) ---
     write_proftpd "${PORT[proftpd]}" "${PLO[proftpd]}" "${PHI[proftpd]}"
@@ -462,12 +488,19 @@ cmd_start() {
         -n 127.0.0.1 -r "${PLO[pyftpdlib]}-${PHI[pyftpdlib]}" \
         -u "$TEST_USER" -P "$TEST_PASS" -D
 
+    # --- pyftpdlib with per-login quirks (see quirky_ftpd.py) ---
+    launch pyquirks "$PKG_DIR/pyvenv/bin/python" "$SCRIPT_DIR/quirky_ftpd.py" \
+        127.0.0.1 "${PORT[pyquirks]}" "$DIR/pyquirks/root" "$TEST_PASS" \
+        "${PLO[pyquirks]}" "${PHI[pyquirks]}"
+
     # --- wait for greetings ---
     local failed=()
     for entry in "${SERVERS[@]}"; do
         name="${entry%%:*}"
+        local wait_tls=""
+        [ "$name" = vsftpd-implicit ] && wait_tls=tls
         if ! "$py" "$SCRIPT_DIR/ftptool.py" wait 127.0.0.1 "${PORT[$name]}" 30 \
-                "$(cat "$DIR/$name/run/pid")" >"$DIR/$name/log/greeting.txt" 2>&1; then
+                "$(cat "$DIR/$name/run/pid")" $wait_tls >"$DIR/$name/log/greeting.txt" 2>&1; then
             failed+=("$name")
         fi
     done
@@ -489,7 +522,11 @@ cmd_start() {
             name="${entry%%:*}"; prefix="FTPDROP_${entry##*:}"
             echo "${prefix}_HOST=127.0.0.1"
             echo "${prefix}_PORT=${PORT[$name]}"
-            echo "${prefix}_USER=$TEST_USER"
+            if [ "$name" = pyquirks ]; then
+                echo "${prefix}_USER=q"  # + "-quirk-quirk..." (see quirky_ftpd.py)
+            else
+                echo "${prefix}_USER=$TEST_USER"
+            fi
             echo "${prefix}_PASS=$TEST_PASS"
             echo "${prefix}_ROOT=$DIR/$name/root"
             echo "${prefix}_PASV_MIN=${PLO[$name]}"
@@ -498,7 +535,10 @@ cmd_start() {
         done
         echo "FTPDROP_VSFTPDTLS_TLS=explicit-required"
         echo "FTPDROP_VSFTPDLIMITED_MAX_PER_IP=2"
+        echo "FTPDROP_VSFTPDTLS12_TLS=explicit-required-max-tls1.2"
+        echo "FTPDROP_VSFTPDIMPLICIT_TLS=implicit-required"
         echo "FTPDROP_PUREFTPD_TLS=explicit-optional"
+        echo "FTPDROP_PUREFTPD_TLS_NAMES=localhost"
         echo "FTPDROP_PUREFTPD_CHEAP_HASH=${FTPDROP_PUREFTPD_CHEAP_HASH:-0}"
     } >"$env"
     mv "$env" "$DIR/servers.env"
@@ -569,7 +609,8 @@ cmd_status() {
             port="$(grep "^FTPDROP_${entry##*:}_PORT=" "$DIR/servers.env" 2>/dev/null \
                 | cut -d= -f2 || true)"
         if pid="$(pid_of "$name")" && [ -n "$port" ] && \
-           "$py" "$SCRIPT_DIR/ftptool.py" wait 127.0.0.1 "$port" 3 >/dev/null 2>&1; then
+           "$py" "$SCRIPT_DIR/ftptool.py" wait 127.0.0.1 "$port" 3 "" \
+               "$([ "$name" = vsftpd-implicit ] && echo tls)" >/dev/null 2>&1; then
             printf '%-15s up    pid %-7s port %s\n' "$name" "$pid" "$port"
         else
             printf '%-15s down\n' "$name"

@@ -24,7 +24,8 @@ set -a
 set +a
 
 SERVERS=(vsftpd:VSFTPD vsftpd-tls:VSFTPDTLS vsftpd-limited:VSFTPDLIMITED
-         pureftpd:PUREFTPD proftpd:PROFTPD pyftpdlib:PYFTPDLIB)
+         vsftpd-tls12:VSFTPDTLS12 vsftpd-implicit:VSFTPDIMPLICIT
+         pureftpd:PUREFTPD proftpd:PROFTPD pyftpdlib:PYFTPDLIB pyquirks:PYQUIRKS)
 NAME="План отчёт.txt"
 REL="smoke/вложенная/dir2"
 WORK="$(mktemp -d)"
@@ -39,19 +40,27 @@ for entry in "${SERVERS[@]}"; do
     host="${!host}"; port="${!port}"; user="${!user}"; pass="${!pass}"; root="${!root}"
     tls=()
     cafile=()
-    if [ "$name" = vsftpd-tls ]; then
-        tls=(--ssl-reqd --cacert "$FTPDROP_TLS_CA")
-        cafile=("$FTPDROP_TLS_CA")
-    fi
+    scheme=ftp
+    case "$name" in
+        vsftpd-tls|vsftpd-tls12)
+            tls=(--ssl-reqd --cacert "$FTPDROP_TLS_CA")
+            cafile=("$FTPDROP_TLS_CA") ;;
+        vsftpd-implicit)
+            # ftptool.py speaks explicit TLS only: no FEAT/quirks files here.
+            tls=(--cacert "$FTPDROP_TLS_CA")
+            scheme=ftps ;;
+    esac
     # FEAT (after login) + quirks, informational.
-    "$PY" "$SCRIPT_DIR/ftptool.py" feat "$host" "$port" "$user" "$pass" "${cafile[@]}" \
-        >"$DIR/$name/feat.txt" 2>&1 || true
-    "$PY" "$SCRIPT_DIR/ftptool.py" quirks "$host" "$port" "$user" "$pass" "$root" \
-        "${cafile[@]}" >"$DIR/$name/quirks.txt" 2>&1 || true
+    if [ "$scheme" = ftp ]; then
+        "$PY" "$SCRIPT_DIR/ftptool.py" feat "$host" "$port" "$user" "$pass" "${cafile[@]}" \
+            >"$DIR/$name/feat.txt" 2>&1 || true
+        "$PY" "$SCRIPT_DIR/ftptool.py" quirks "$host" "$port" "$user" "$pass" "$root" \
+            "${cafile[@]}" >"$DIR/$name/quirks.txt" 2>&1 || true
+    fi
 
     rc=0
     curl -sS --max-time 60 --ftp-create-dirs "${tls[@]}" --user "$user:$pass" \
-        -T "$WORK/payload" "ftp://$host:$port/$URLPATH" >"$DIR/$name/smoke-curl.log" 2>&1 || rc=$?
+        -T "$WORK/payload" "$scheme://$host:$port/$URLPATH" >"$DIR/$name/smoke-curl.log" 2>&1 || rc=$?
     target="$root/$REL/$NAME"
     if [ "$rc" != 0 ]; then
         echo "FAIL $name: curl exit $rc: $(tr '\n' ' ' <"$DIR/$name/smoke-curl.log")"

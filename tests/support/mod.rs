@@ -2,11 +2,13 @@
 //!
 //! - [`ftpserver::FtpServer`]: in-process libunftp server on 127.0.0.1 (user `alice`).
 //! - [`proxy::FaultProxy`]: FTP-aware TCP proxy that cuts/truncates/stalls connections on demand.
+//! - [`replies::ReplyProxy`]: control-connection proxy that answers chosen commands with canned replies.
 //! - File helpers below: deterministic pseudo-random content, streamed to disk, and digests.
 #![allow(dead_code)]
 
 pub mod ftpserver;
 pub mod proxy;
+pub mod replies;
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};

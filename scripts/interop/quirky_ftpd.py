@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""pyftpdlib with server quirks chosen per login, for ftpdrop's interop tests.
+
+Every user name that starts with "q" is accepted with the configured password;
+the dash-separated words after it turn quirks on for that session, e.g.
+`q-noepsv-pasvnat`. All users share one root directory.
+
+  noepsv    EPSV answers 502 (and FEAT does not list it): clients must use PASV
+  pasvnat   PASV advertises 10.255.255.1, an address nobody can reach
+  nofeat    FEAT answers 502
+  badfeat   FEAT lines are not indented (RFC 2389 says they must be)
+  nornto    RNTO onto an existing file answers 550 (as IIS and others do)
+  xsha256 xsha1 xmd5 xcrc
+            FEAT lists only these hash commands; replies are `250 <HEX>`
+  hash      FEAT lists `HASH SHA-1*;MD5;CRC32` (no SHA-256); `OPTS HASH` works
+  corrupt   the first upload to each path gets one byte flipped after it is
+            stored (size unchanged): only a hash or a read-back notices
+
+Usage: quirky_ftpd.py HOST PORT ROOT PASSWORD PASV_MIN PASV_MAX
+"""
+
+import hashlib
+import os
+import sys
+import threading
+import zlib
+
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+
+HOST, PORT, ROOT, PASSWORD, PASV_MIN, PASV_MAX = sys.argv[1:7]
+UNROUTABLE = "10.255.255.1"
+X_COMMANDS = {
+    "XSHA256": ("sha256", "xsha256"),
+    "XSHA1": ("sha1", "xsha1"),
+    "XMD5": ("md5", "xmd5"),
+    "XCRC": ("crc32", "xcrc"),
+}
+HASH_ALGOS = {"SHA-1": "sha1", "MD5": "md5", "CRC32": "crc32"}
+
+_corrupted = set()
+_corrupted_lock = threading.Lock()
+
+
+def digest(path, algo):
+    if algo == "crc32":
+        crc = 0
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                crc = zlib.crc32(block, crc)
+        return "%08x" % (crc & 0xFFFFFFFF)
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class QuirkAuthorizer(DummyAuthorizer):
+    def validate_authentication(self, username, password, handler):
+        if username.startswith("q") and not self.has_user(username):
+            self.add_user(username, PASSWORD, ROOT, perm="elradfmwMT")
+        return super().validate_authentication(username, password, handler)
+
+
+proto = dict(FTPHandler.proto_cmds)
+for _cmd in list(X_COMMANDS) + ["HASH"]:
+    proto[_cmd] = dict(perm="r", auth=True, arg=True, help=f"Syntax: {_cmd} <SP> file-name.")
+
+
+class QuirkHandler(FTPHandler):
+    proto_cmds = proto
+    quirks = frozenset()
+    hash_algo = "SHA-1"
+
+    def on_login(self, username):
+        self.quirks = frozenset(username.split("-")[1:])
+        if "pasvnat" in self.quirks:
+            self.masquerade_address = UNROUTABLE
+
+    def ftp_EPSV(self, line):
+        if "noepsv" in self.quirks:
+            self.respond("502 EPSV not implemented.")
+            return
+        super().ftp_EPSV(line)
+
+    def ftp_FEAT(self, line):
+        if "nofeat" in self.quirks:
+            self.respond("502 Command not implemented.")
+            return
+        feats = ["TVFS", "UTF8", "EPRT", "MDTM", "SIZE", "REST STREAM"]
+        if "noepsv" not in self.quirks:
+            feats.append("EPSV")
+        for cmd, (_, quirk) in X_COMMANDS.items():
+            if quirk in self.quirks:
+                feats.append(cmd)
+        if "hash" in self.quirks:
+            feats.append("HASH SHA-1*;MD5;CRC32")
+        indent = "" if "badfeat" in self.quirks else " "
+        self.push("211-Features supported:\r\n")
+        self.push("".join(f"{indent}{f}\r\n" for f in sorted(feats)))
+        self.respond("211 End FEAT.")
+
+    def ftp_OPTS(self, line):
+        if line.upper().startswith("HASH") and "hash" in self.quirks:
+            algo = line[4:].strip().upper()
+            if not algo:
+                self.respond(f"200 {self.hash_algo}")
+            elif algo in HASH_ALGOS:
+                self.hash_algo = algo
+                self.respond(f"200 {algo}")
+            else:
+                self.respond("501 Unknown algorithm, current selection not changed.")
+            return
+        super().ftp_OPTS(line)
+
+    def _x_hash(self, cmd, path):
+        algo, quirk = X_COMMANDS[cmd]
+        if quirk not in self.quirks:
+            self.respond(f'500 Command "{cmd}" not understood.')
+            return
+        if not os.path.isfile(path):
+            self.respond("550 No such file.")
+            return
+        self.respond("250 " + digest(path, algo).upper())
+
+    def ftp_XSHA256(self, path):
+        self._x_hash("XSHA256", path)
+
+    def ftp_XSHA1(self, path):
+        self._x_hash("XSHA1", path)
+
+    def ftp_XMD5(self, path):
+        self._x_hash("XMD5", path)
+
+    def ftp_XCRC(self, path):
+        self._x_hash("XCRC", path)
+
+    def ftp_HASH(self, path):
+        if "hash" not in self.quirks:
+            self.respond('500 Command "HASH" not understood.')
+            return
+        if not os.path.isfile(path):
+            self.respond("550 No such file.")
+            return
+        size = os.path.getsize(path)
+        hexd = digest(path, HASH_ALGOS[self.hash_algo])
+        self.respond(f"213 {self.hash_algo} 0-{size} {hexd} {self.fs.fs2ftp(path)}")
+
+    def ftp_RNTO(self, path):
+        if "nornto" in self.quirks and self._rnfr and os.path.exists(path):
+            self._rnfr = None
+            self.respond("550 Cannot rename: the target exists.")
+            return
+        return super().ftp_RNTO(path)
+
+    def on_file_received(self, file):
+        if "corrupt" not in self.quirks:
+            return
+        with _corrupted_lock:
+            if file in _corrupted:
+                return
+            _corrupted.add(file)
+        size = os.path.getsize(file)
+        if size == 0:
+            return
+        with open(file, "r+b") as f:
+            f.seek(size // 2)
+            b = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([b[0] ^ 0xFF]))
+
+
+def main():
+    authorizer = QuirkAuthorizer()
+    QuirkHandler.authorizer = authorizer
+    QuirkHandler.passive_ports = range(int(PASV_MIN), int(PASV_MAX) + 1)
+    QuirkHandler.banner = "ftpdrop interop pyftpdlib-quirks ready"
+    QuirkHandler.permit_foreign_addresses = False
+    server = FTPServer((HOST, int(PORT)), QuirkHandler)
+    server.max_cons = 256
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1525 @@
+//! Interop: ftpdrop against real FTP servers, with every assertion made on the
+//! bytes in the server's root directory.
+//!
+//! The servers (vsftpd, pure-ftpd, proftpd, pyftpdlib, and variants: vsftpd
+//! with TLS 1.3 / TLS 1.2 / implicit TLS / a per-IP limit, pyftpdlib with
+//! quirks) are started by `scripts/interop/servers.sh start`, which writes
+//! `target/interop/servers.env` (another path: `FTPDROP_INTEROP_ENV`). The
+//! in-process libunftp server of `tests/support` runs the same matrix always.
+//!
+//! Without servers.env the real-server tests are skipped with a message that
+//! names them, unless `CI` is set or `FTPDROP_INTEROP_REQUIRED=1`: then they
+//! fail. Every test adds its results to `target/interop/compat.md`, a
+//! server × feature table written from what actually happened.
+//!
+//! Each run works under a fresh directory (`it-<time>-<pid>/`) on every server,
+//! because the servers outlive the test process, and removes it afterwards.
+
+mod support;
+
+use ftpdrop::config::TlsMode;
+use ftpdrop::ftp::{Session, Timeouts};
+use ftpdrop::job::ServerSpec;
+use ftpdrop::report::{EntryReport, EntryState, JobState, Receipt};
+use ftpdrop::secret::Secret;
+use ftpdrop::Config;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use support::ftpserver::FtpServer;
+use support::proxy::FaultProxy;
+
+const MIB: u64 = 1024 * 1024;
+const BIG: u64 = 100 * MIB;
+const BIG_SEED: u64 = 0xB16;
+
+// ---------------------------------------------------------------- setup ---
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn env_path() -> PathBuf {
+    std::env::var_os("FTPDROP_INTEROP_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("target/interop/servers.env"))
+}
+
+/// servers.env, parsed; `None` when there is none.
+fn servers_env() -> Option<&'static HashMap<String, String>> {
+    static ENV: OnceLock<Option<HashMap<String, String>>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let text = std::fs::read_to_string(env_path()).ok()?;
+        Some(
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        )
+    })
+    .as_ref()
+}
+
+/// The servers of a test, or `None` (after saying so) when they are not there.
+fn require_servers(test: &str, servers: &[&str]) -> Option<&'static HashMap<String, String>> {
+    if let Some(env) = servers_env() {
+        return Some(env);
+    }
+    let required = std::env::var_os("CI").is_some()
+        || std::env::var("FTPDROP_INTEROP_REQUIRED").as_deref() == Ok("1");
+    let msg = format!(
+        "{} not found: interop test `{test}` cannot run against {}. Start the servers with \
+         `sudo bash scripts/interop/servers.sh install && sudo FTPDROP_PUREFTPD_CHEAP_HASH=1 bash \
+         scripts/interop/servers.sh start`",
+        env_path().display(),
+        servers.join(", ")
+    );
+    if required {
+        panic!("{msg} (CI or FTPDROP_INTEROP_REQUIRED=1: interop servers are required)");
+    }
+    // Straight to stderr: libtest captures eprintln! of passing tests, and a
+    // skip must be seen.
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED: {msg}");
+    for s in servers {
+        record("Skipped", "not run (no servers.env)", s, None, "");
+    }
+    write_compat();
+    None
+}
+
+/// This run's directory name on every server.
+fn run_id() -> &'static str {
+    static RUN: OnceLock<String> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        format!("it-{}-{}", t.as_secs(), std::process::id())
+    })
+}
+
+/// Everything ftpdrop logs, for the tests that look for a warning.
+fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        struct Sink;
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                logs().lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // FTPDROP_INTEROP_LOG=ftpdrop=debug,suppaftp=trace for protocol traces.
+        let filter =
+            std::env::var("FTPDROP_INTEROP_LOG").unwrap_or_else(|_| "ftpdrop=info".to_string());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(|| Sink)
+            .try_init();
+    });
+    LOGS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+/// The 100 MiB file, made once and kept under target/ across runs.
+fn big_file() -> PathBuf {
+    static BIG_PATH: OnceLock<PathBuf> = OnceLock::new();
+    BIG_PATH
+        .get_or_init(|| {
+            let p = manifest_dir().join("target/interop-work/big-100MiB.bin");
+            let ok = std::fs::metadata(&p).is_ok_and(|m| m.len() == BIG);
+            if !ok {
+                support::write_random_file(&p, BIG, BIG_SEED);
+            }
+            p
+        })
+        .clone()
+}
+
+// -------------------------------------------------------------- servers ---
+
+/// One server as a job names it, and where its files land on disk.
+#[derive(Clone, Debug)]
+struct Target {
+    /// Column name in the compatibility table.
+    name: String,
+    host: String,
+    port: u16,
+    user: String,
+    pass: String,
+    root: PathBuf,
+    tls: &'static str,
+    ca: Option<PathBuf>,
+    insecure: bool,
+    /// The server offers a hash command: every upload must be checked by it.
+    hashes: bool,
+}
+
+impl Target {
+    fn from_env(env: &HashMap<String, String>, prefix: &str, name: &str) -> Target {
+        let get = |k: &str| {
+            env.get(&format!("FTPDROP_{prefix}_{k}"))
+                .unwrap_or_else(|| panic!("servers.env has no FTPDROP_{prefix}_{k}"))
+                .clone()
+        };
+        Target {
+            name: name.to_string(),
+            host: get("HOST"),
+            port: get("PORT").parse().unwrap(),
+            user: get("USER"),
+            pass: get("PASS"),
+            root: PathBuf::from(get("ROOT")),
+            tls: "none",
+            ca: None,
+            insecure: false,
+            hashes: prefix == "PROFTPD",
+        }
+    }
+
+    fn libunftp(srv: &FtpServer) -> Target {
+        Target {
+            name: "libunftp".into(),
+            host: "127.0.0.1".into(),
+            port: srv.addr.port(),
+            user: srv.user.clone(),
+            pass: srv.password.clone(),
+            root: srv.root.clone(),
+            tls: "none",
+            ca: None,
+            insecure: false,
+            hashes: false,
+        }
+    }
+
+    fn tls(mut self, mode: &'static str, ca: Option<&str>) -> Target {
+        self.tls = mode;
+        self.ca = ca.map(PathBuf::from);
+        self
+    }
+
+    fn server_json(&self) -> Value {
+        let mut v = json!({
+            "host": self.host,
+            "port": self.port.to_string(),
+            "login": self.user,
+            "password": self.pass,
+        });
+        if self.tls != "none" {
+            v["tls"] = json!(self.tls);
+        }
+        if let Some(ca) = &self.ca {
+            v["ca_file"] = json!(ca);
+        }
+        if self.insecure {
+            v["insecure_skip_verify"] = json!(true);
+        }
+        v
+    }
+
+    fn entry(&self, local: &Path, server_path: &str) -> Value {
+        json!({
+            "server": self.server_json(),
+            "file": {"local_path": local.to_string_lossy(), "server_path": server_path}
+        })
+    }
+
+    /// This run's directory for `scenario`, as a job names it and on disk.
+    fn dir(&self, scenario: &str) -> (String, PathBuf) {
+        let rel = format!("{}/{scenario}", run_id());
+        let disk = self.root.join(&rel);
+        (rel, disk)
+    }
+
+    fn spec(&self) -> ServerSpec {
+        ServerSpec {
+            host: self.host.clone(),
+            port: self.port,
+            login: self.user.clone(),
+            password: Secret::new(self.pass.clone()),
+            tls: match self.tls {
+                "explicit" => TlsMode::Explicit,
+                "implicit" => TlsMode::Implicit,
+                _ => TlsMode::None,
+            },
+            ca_file: self.ca.clone(),
+            insecure_skip_verify: self.insecure,
+        }
+    }
+
+    /// Makes a directory on the server's disk as if the FTP user had.
+    fn make_dir_on_disk(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let meta = std::fs::metadata(&self.root).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let mut p = dir.to_path_buf();
+        while p.starts_with(&self.root) && p != self.root {
+            let _ = std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid()));
+            if !p.pop() {
+                break;
+            }
+        }
+    }
+
+    fn cleanup(&self) {
+        let _ = std::fs::remove_dir_all(self.root.join(run_id()));
+    }
+}
+
+fn real_targets(env: &HashMap<String, String>) -> Vec<Target> {
+    vec![
+        Target::from_env(env, "VSFTPD", "vsftpd"),
+        Target::from_env(env, "PUREFTPD", "pure-ftpd"),
+        Target::from_env(env, "PROFTPD", "proftpd"),
+        Target::from_env(env, "PYFTPDLIB", "pyftpdlib"),
+    ]
+}
+
+// ----------------------------------------------------------------- jobs ---
+
+/// Local files and a config whose inbox/checked live in one temp dir.
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Work {
+        Work {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn local(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.path().join("local").join(rel);
+        support::write_file(&p, bytes);
+        p
+    }
+
+    /// Runs one job through `ftpdrop::once` and returns its receipt.
+    async fn run(
+        &self,
+        job: &str,
+        entries: Vec<Value>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Receipt {
+        let base = self.dir.path().join(format!("daemon-{job}"));
+        let mut cfg = Config {
+            inbox: base.join("files"),
+            checked: base.join("checked"),
+            settle_ms: 0,
+            connect_timeout_secs: 10,
+            command_timeout_secs: 30,
+            data_timeout_secs: 60,
+            ..Config::default()
+        };
+        cfg.retry.max_attempts = 5;
+        cfg.retry.initial_backoff_ms = 100;
+        cfg.retry.max_backoff_ms = 1000;
+        tweak(&mut cfg);
+        std::fs::create_dir_all(&cfg.inbox).unwrap();
+        std::fs::create_dir_all(&cfg.checked).unwrap();
+        std::fs::write(
+            cfg.inbox.join(format!("{job}.json")),
+            serde_json::to_vec_pretty(&Value::Array(entries)).unwrap(),
+        )
+        .unwrap();
+        let checked = cfg.checked.clone();
+        let states = tokio::time::timeout(Duration::from_secs(240), ftpdrop::once(cfg))
+            .await
+            .unwrap_or_else(|_| panic!("job {job} did not finish within 240 s"))
+            .unwrap();
+        assert_eq!(states.len(), 1, "{states:?}");
+        Receipt::load(&checked.join(format!("{job}.report.json"))).unwrap()
+    }
+}
+
+type Outcome = Result<String, String>;
+
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+fn brief(r: &Receipt) -> String {
+    r.entries
+        .iter()
+        .filter(|e| e.state != EntryState::Done)
+        .take(3)
+        .map(|e| {
+            format!(
+                "{} {:?} after {} attempts: {:?}",
+                e.remote_path, e.state, e.attempts, e.error
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn all_done(r: &Receipt) -> Result<(), String> {
+    ensure(r.state == JobState::Done, || {
+        format!("job {:?}, expected done: {}", r.state, brief(r))
+    })
+}
+
+/// Done, and where the server can hash, checked by its hash too.
+fn all_done_on(t: &Target, r: &Receipt) -> Result<(), String> {
+    all_done(r)?;
+    if t.hashes {
+        let unhashed: Vec<&str> = r
+            .entries
+            .iter()
+            .filter(|e| !e.verification.iter().any(|v| v != "size"))
+            .map(|e| e.remote_path.as_str())
+            .collect();
+        ensure(unhashed.is_empty(), || {
+            format!("not checked by the server's hash: {unhashed:?}")
+        })?;
+    }
+    Ok(())
+}
+
+/// ftpdrop's log lines about `remote_path` that contain `what`.
+fn log_lines(remote_path: &str, what: &str) -> Vec<String> {
+    log_text()
+        .lines()
+        .filter(|l| l.contains(&format!("remote_path={remote_path} ")) && l.contains(what))
+        .map(str::to_string)
+        .collect()
+}
+
+fn same_bytes(path: &Path, want: &[u8]) -> Result<(), String> {
+    match std::fs::read(path) {
+        Ok(got) if got == want => Ok(()),
+        Ok(got) => Err(format!(
+            "{}: {} bytes on the server, expected {} (content differs)",
+            path.display(),
+            got.len(),
+            want.len()
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn no_temp_files(dir: &Path) -> Result<(), String> {
+    let mut left = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().starts_with(".ftpdrop-") {
+                left.push(p.display().to_string());
+            }
+        }
+    }
+    ensure(left.is_empty(), || format!("temp files left: {left:?}"))
+}
+
+/// What the receipt says was verified, e.g. "size+sha256".
+fn verified(e: &EntryReport) -> String {
+    e.verification.join("+")
+}
+
+// ---------------------------------------------------------- the results ---
+
+#[derive(Clone, Debug)]
+struct Row {
+    section: String,
+    feature: String,
+    server: String,
+    /// `None`: not run.
+    ok: Option<bool>,
+    note: String,
+}
+
+fn results() -> &'static Mutex<Vec<Row>> {
+    static R: OnceLock<Mutex<Vec<Row>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn record(section: &str, feature: &str, server: &str, ok: Option<bool>, note: &str) {
+    results().lock().unwrap().push(Row {
+        section: section.into(),
+        feature: feature.into(),
+        server: server.into(),
+        ok,
+        note: note.replace('|', "\\|").replace('\n', " "),
+    });
+}
+
+fn quirks() -> &'static Mutex<BTreeMap<String, Vec<String>>> {
+    static Q: OnceLock<Mutex<BTreeMap<String, Vec<String>>>> = OnceLock::new();
+    Q.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+fn note_quirk(server: &str, quirk: impl Into<String>) {
+    quirks()
+        .lock()
+        .unwrap()
+        .entry(server.to_string())
+        .or_default()
+        .push(quirk.into());
+}
+
+/// Runs a scenario, records it, and returns its failure, if any.
+async fn scenario(
+    section: &str,
+    feature: &str,
+    server: &str,
+    fut: impl std::future::Future<Output = Outcome>,
+) -> Option<String> {
+    let t = Instant::now();
+    let out = fut.await;
+    let secs = t.elapsed().as_secs_f64();
+    match out {
+        Ok(note) => {
+            eprintln!("ok   [{section}] {feature} @ {server} ({secs:.1} s) {note}");
+            record(section, feature, server, Some(true), &note);
+            None
+        }
+        Err(why) => {
+            eprintln!("FAIL [{section}] {feature} @ {server} ({secs:.1} s): {why}");
+            record(section, feature, server, Some(false), &why);
+            Some(format!("{feature} @ {server}: {why}"))
+        }
+    }
+}
+
+const MATRIX_SERVERS: [&str; 5] = ["vsftpd", "pure-ftpd", "proftpd", "pyftpdlib", "libunftp"];
+
+/// Rewrites target/interop/compat.md from every result recorded so far.
+fn write_compat() {
+    let rows = results().lock().unwrap().clone();
+    let quirks = quirks().lock().unwrap().clone();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "<!-- written by `cargo test --test interop`; run {} -->\n",
+        run_id()
+    );
+    let cell = |r: &Row| match r.ok {
+        Some(true) if r.note.is_empty() => "pass".to_string(),
+        Some(true) => format!("pass: {}", r.note),
+        Some(false) => format!("**FAIL**: {}", r.note),
+        None => "not run".to_string(),
+    };
+
+    // The matrix: feature × server.
+    let matrix: Vec<&Row> = rows.iter().filter(|r| r.section == "Matrix").collect();
+    if !matrix.is_empty() {
+        let _ = writeln!(md, "### Uploads (server × scenario)\n");
+        let _ = writeln!(md, "| scenario | {} |", MATRIX_SERVERS.join(" | "));
+        let _ = writeln!(md, "| --- |{}", " --- |".repeat(MATRIX_SERVERS.len()));
+        let mut features: Vec<&str> = Vec::new();
+        for r in &matrix {
+            if !features.contains(&r.feature.as_str()) {
+                features.push(&r.feature);
+            }
+        }
+        for f in features {
+            let cells: Vec<String> = MATRIX_SERVERS
+                .iter()
+                .map(|s| {
+                    matrix
+                        .iter()
+                        .find(|r| r.feature == f && r.server == *s)
+                        .map(|r| cell(r))
+                        .unwrap_or_else(|| "not run".into())
+                })
+                .collect();
+            let _ = writeln!(md, "| {f} | {} |", cells.join(" | "));
+        }
+        md.push('\n');
+    }
+    for section in ["TLS", "Connection limits", "Quirks", "Skipped"] {
+        let list: Vec<&Row> = rows.iter().filter(|r| r.section == section).collect();
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "### {section}\n\n| check | server | result |\n| --- | --- | --- |"
+        );
+        for r in list {
+            let _ = writeln!(md, "| {} | {} | {} |", r.feature, r.server, cell(r));
+        }
+        md.push('\n');
+    }
+    if !quirks.is_empty() {
+        let _ = writeln!(md, "### Detected quirks\n");
+        for (server, list) in &quirks {
+            let _ = writeln!(md, "- **{server}**: {}", list.join("; "));
+        }
+    }
+    let path = manifest_dir().join("target/interop/compat.md");
+    let _ = std::fs::create_dir_all(path.parent().unwrap());
+    let tmp = path.with_extension("md.tmp");
+    if let Ok(mut f) = std::fs::File::create(&tmp) {
+        let _ = f.write_all(md.as_bytes());
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+fn finish(failures: Vec<Option<String>>) {
+    write_compat();
+    let failures: Vec<String> = failures.into_iter().flatten().collect();
+    if !failures.is_empty() {
+        // ftpdrop's log of the whole process, for the post-mortem.
+        let path = manifest_dir().join("target/interop/interop-log.txt");
+        let _ = std::fs::write(&path, log_text());
+        let _ = writeln!(std::io::stderr(), "ftpdrop's log: {}", path.display());
+    }
+    assert!(failures.is_empty(), "failed:\n{}", failures.join("\n"));
+}
+
+// ------------------------------------------------------- the scenarios ---
+
+async fn nested_mkdir(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("nested");
+    let body = b"nested payload\n".to_vec();
+    let local = w.local("n.txt", &body);
+    let r = w
+        .run(
+            "nested",
+            vec![t.entry(&local, &format!("{rel}/a/b/c/d"))],
+            |_| {},
+        )
+        .await;
+    all_done_on(t, &r)?;
+    same_bytes(&disk.join("a/b/c/d/n.txt"), &body)?;
+    no_temp_files(&disk)?;
+    Ok(String::new())
+}
+
+async fn existing_dir(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("existing");
+    t.make_dir_on_disk(&disk.join("already/there"));
+    let one = w.local("one.txt", b"into an existing dir");
+    let two = w.local("two.txt", b"below an existing dir");
+    let r = w
+        .run(
+            "existing",
+            vec![
+                t.entry(&one, &format!("{rel}/already/there")),
+                t.entry(&two, &format!("{rel}/already/there/new")),
+            ],
+            |_| {},
+        )
+        .await;
+    all_done_on(t, &r)?;
+    same_bytes(&disk.join("already/there/one.txt"), b"into an existing dir")?;
+    same_bytes(
+        &disk.join("already/there/new/two.txt"),
+        b"below an existing dir",
+    )?;
+    Ok(String::new())
+}
+
+async fn overwrite(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("overwrite");
+    let versions: [&[u8]; 3] = [
+        b"version one\n",
+        b"version two, which is longer than the first\n",
+        b"v3\n",
+    ];
+    for (i, body) in versions.iter().enumerate() {
+        let local = w.local(&format!("v{i}/same.txt"), body);
+        let r = w
+            .run(
+                &format!("overwrite{i}"),
+                vec![t.entry(&local, &rel)],
+                |_| {},
+            )
+            .await;
+        all_done_on(t, &r)?;
+        same_bytes(&disk.join("same.txt"), body)
+            .map_err(|e| format!("after upload {}: {e}", i + 1))?;
+    }
+    no_temp_files(&disk)?;
+    Ok(String::new())
+}
+
+const ODD_NAMES: [&str; 4] = [
+    "План отчёт 2024.txt",
+    "📦 emoji ✓.bin",
+    "we#ird %name [1].txt",
+    "100% [draft] #2 ü.txt",
+];
+
+async fn unicode_names(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("names");
+    let sub = "Отчёты/2024 год/#%[x] 📁";
+    let mut entries = Vec::new();
+    for (i, name) in ODD_NAMES.iter().enumerate() {
+        let local = w.local(
+            &format!("{i}/{name}"),
+            format!("content of {name}").as_bytes(),
+        );
+        entries.push(t.entry(&local, &format!("{rel}/{sub}")));
+    }
+    let r = w.run("names", entries, |_| {}).await;
+    all_done_on(t, &r)?;
+    for name in ODD_NAMES {
+        same_bytes(
+            &disk.join(sub).join(name),
+            format!("content of {name}").as_bytes(),
+        )?;
+    }
+    Ok(String::new())
+}
+
+async fn big_upload(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("big");
+    let local = big_file();
+    let started = Instant::now();
+    let r = w.run("big", vec![t.entry(&local, &rel)], |_| {}).await;
+    let secs = started.elapsed().as_secs_f64();
+    all_done_on(t, &r)?;
+    let remote = disk.join("big-100MiB.bin");
+    let got = std::fs::metadata(&remote).map(|m| m.len()).unwrap_or(0);
+    ensure(got == BIG, || format!("{} bytes on the server", got))?;
+    support::assert_same_file(&local, &remote);
+    let e = &r.entries[0];
+    let note = format!(
+        "{:.0} MiB/s, verified {}",
+        BIG as f64 / MIB as f64 / secs,
+        verified(e)
+    );
+    let _ = std::fs::remove_file(&remote);
+    Ok(note)
+}
+
+async fn many_small(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("many");
+    let mut entries = Vec::new();
+    let mut bodies = Vec::new();
+    for i in 0..200u64 {
+        let body = support::random_bytes(200 + (i as usize * 37) % 3000, 1000 + i);
+        let local = w.local(&format!("many/f{i:03}.bin"), &body);
+        entries.push(t.entry(&local, &format!("{rel}/d{}", i % 4)));
+        bodies.push(body);
+    }
+    let started = Instant::now();
+    let r = w
+        .run("many", entries, |c| {
+            c.max_connections = 8;
+            c.max_connections_per_server = 8;
+        })
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    all_done_on(t, &r)?;
+    for (i, body) in bodies.iter().enumerate() {
+        same_bytes(&disk.join(format!("d{}/f{i:03}.bin", i % 4)), body)?;
+    }
+    no_temp_files(&disk)?;
+    let retried = r.entries.iter().filter(|e| e.attempts > 1).count();
+    Ok(format!("{secs:.1} s, {retried} retried"))
+}
+
+async fn resume_after_cut(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("resume");
+    // The cut comes late enough that, whatever the socket buffers held and
+    // the reset threw away (up to ~10 MiB on loopback), the server has
+    // written a good part of the file: there is something to resume.
+    let size = 24 * MIB as usize;
+    let body = support::random_bytes(size, 77);
+    let local = w.local("resume.bin", &body);
+    let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await;
+    proxy.cut_data_after(16 * MIB, 1);
+    let mut via = t.clone();
+    via.port = proxy.addr.port();
+    let r = w
+        .run("resume", vec![via.entry(&local, &rel)], |c| {
+            // As by default: the server gets time to close the partial file.
+            c.retry.initial_backoff_ms = 500;
+        })
+        .await;
+    all_done_on(t, &r)?;
+    same_bytes(&disk.join("resume.bin"), &body)?;
+    let e = &r.entries[0];
+    ensure(proxy.data_faults_fired() == 1, || {
+        "the cut did not happen".into()
+    })?;
+    ensure(e.attempts >= 2, || {
+        format!("{} attempt(s) for a cut upload", e.attempts)
+    })?;
+    let resumed: Vec<u64> = log_lines(&e.remote_path, "entry uploaded")
+        .iter()
+        .filter_map(|l| l.split("resumed_from=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    let from = resumed.last().copied().unwrap_or(0);
+    // Either way of continuing counts: `REST n` + STOR, or APPE.
+    let rest = proxy
+        .commands_with_verb("REST")
+        .into_iter()
+        .any(|c| c.trim() != "REST 0");
+    let appe = !proxy.commands_with_verb("APPE").is_empty();
+    ensure(from > 0 && (rest || appe), || {
+        format!(
+            "restarted from zero instead of resuming (resumed_from {from}; commands: {:?})",
+            proxy.commands_seen()
+        )
+    })?;
+    Ok(format!(
+        "resumed at byte {from} of {size} with {}, {} attempts",
+        if rest { "REST+STOR" } else { "APPE" },
+        e.attempts
+    ))
+}
+
+async fn download_verify(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("readback");
+    let body = support::random_bytes(MIB as usize + 17, 5);
+    let local = w.local("readback.bin", &body);
+    let mut entry = t.entry(&local, &rel);
+    entry["verify"] = json!("download");
+    let r = w.run("readback", vec![entry], |_| {}).await;
+    all_done_on(t, &r)?;
+    same_bytes(&disk.join("readback.bin"), &body)?;
+    let e = &r.entries[0];
+    ensure(e.verification.iter().any(|v| v == "download"), || {
+        format!("verification {:?} lacks download", e.verification)
+    })?;
+    Ok(verified(e))
+}
+
+async fn server_hash(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("hash");
+    let body = support::random_bytes(300_000, 9);
+    let local = w.local("hashed.bin", &body);
+    let r = w.run("hash", vec![t.entry(&local, &rel)], |_| {}).await;
+    all_done_on(t, &r)?;
+    same_bytes(&disk.join("hashed.bin"), &body)?;
+    let e = &r.entries[0];
+    let hashes: Vec<&String> = e.verification.iter().filter(|v| *v != "size").collect();
+    Ok(if hashes.is_empty() {
+        "none offered: size only".into()
+    } else {
+        format!("{} checked", verified(e))
+    })
+}
+
+/// Logs in with ftpdrop's own Session and writes down what it finds.
+async fn probe_quirks(t: &Target) {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        command: Duration::from_secs(20),
+        data: Duration::from_secs(20),
+    };
+    let tls = if t.tls == "none" {
+        None
+    } else {
+        ftpdrop::tls::TlsConfigs::default()
+            .get(t.ca.as_deref(), t.insecure)
+            .ok()
+    };
+    let mut s = match Session::connect(&t.spec(), tls, timeouts).await {
+        Ok(s) => s,
+        Err(e) => {
+            note_quirk(&t.name, format!("probe login failed: {e}"));
+            return;
+        }
+    };
+    let f = s.features.clone();
+    let mut feat = Vec::new();
+    for (on, name) in [
+        (f.utf8, "UTF8"),
+        (f.size, "SIZE"),
+        (f.rest_stream, "REST STREAM"),
+        (f.mlst, "MLST"),
+        (f.epsv, "EPSV"),
+    ] {
+        if on {
+            feat.push(name.to_string());
+        }
+    }
+    if !f.hash_commands.is_empty() {
+        feat.push(format!(
+            "hash: {}{}",
+            f.hash_commands.join(","),
+            if f.hash_algos.is_empty() {
+                String::new()
+            } else {
+                format!(" (HASH {})", f.hash_algos.join(";"))
+            }
+        ));
+    }
+    note_quirk(&t.name, format!("FEAT: {}", feat.join(", ")));
+    let reply = |r: Result<String, ftpdrop::fault::Fault>| match r {
+        Ok(text) => text,
+        Err(e) => e
+            .message
+            .split_once("server replied ")
+            .map(|(_, r)| r.to_string())
+            .unwrap_or(e.message),
+    };
+    let opts = reply(
+        s.custom("OPTS UTF8 ON".into(), &[suppaftp::Status::CommandOk])
+            .await,
+    );
+    if !opts.starts_with("200") {
+        note_quirk(&t.name, format!("`OPTS UTF8 ON` → `{opts}` (ignored)"));
+    }
+    let (rel, _) = t.dir("probe");
+    let dirs = ftpdrop::ftp::DirCache::default();
+    if s.mkdir_p(&rel, &dirs).await.is_ok() {
+        let again = reply(
+            s.custom(format!("MKD {rel}"), &[suppaftp::Status::PathCreated])
+                .await,
+        );
+        note_quirk(&t.name, format!("MKD of an existing dir → `{again}`"));
+    }
+    let mlsd = reply(
+        s.custom("MLST /".into(), &[suppaftp::Status::RequestedFileActionOk])
+            .await,
+    );
+    if !mlsd.starts_with("250") {
+        note_quirk(
+            &t.name,
+            format!("`MLST /` → `{}`", mlsd.lines().next().unwrap_or("")),
+        );
+    }
+    s.quit().await;
+}
+
+/// Every upload scenario against one server.
+async fn matrix(t: &Target, with_proxy: bool) -> Vec<Option<String>> {
+    let _ = logs();
+    let mut failures = vec![
+        scenario("Matrix", "nested mkdir (a/b/c/d)", &t.name, nested_mkdir(t)).await,
+        scenario(
+            "Matrix",
+            "directory already exists (550 on MKD)",
+            &t.name,
+            existing_dir(t),
+        )
+        .await,
+        scenario(
+            "Matrix",
+            "overwrite existing file (longer, then shorter)",
+            &t.name,
+            overwrite(t),
+        )
+        .await,
+        scenario(
+            "Matrix",
+            "Cyrillic, emoji, space, # % [ in names",
+            &t.name,
+            unicode_names(t),
+        )
+        .await,
+        scenario("Matrix", "100 MiB file", &t.name, big_upload(t)).await,
+        scenario(
+            "Matrix",
+            "200 small files, max_connections 8",
+            &t.name,
+            many_small(t),
+        )
+        .await,
+        scenario(
+            "Matrix",
+            "server-side hash of the temp file",
+            &t.name,
+            server_hash(t),
+        )
+        .await,
+        scenario(
+            "Matrix",
+            "verify: download (read back)",
+            &t.name,
+            download_verify(t),
+        )
+        .await,
+    ];
+    if with_proxy {
+        failures.push(
+            scenario(
+                "Matrix",
+                "resume after a cut data connection",
+                &t.name,
+                resume_after_cut(t),
+            )
+            .await,
+        );
+    }
+    probe_quirks(t).await;
+    if failures.iter().all(Option::is_none) {
+        t.cleanup();
+    }
+    failures
+}
+
+// ------------------------------------------------------------ the tests ---
+
+fn real(name: &str, prefix: &str) -> Option<Target> {
+    let env = require_servers(&format!("matrix_{name}"), &[name])?;
+    Some(Target::from_env(env, prefix, name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_vsftpd() {
+    let Some(t) = real("vsftpd", "VSFTPD") else {
+        return;
+    };
+    finish(matrix(&t, true).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_pureftpd() {
+    let Some(t) = real("pure-ftpd", "PUREFTPD") else {
+        return;
+    };
+    if servers_env()
+        .and_then(|e| e.get("FTPDROP_PUREFTPD_CHEAP_HASH"))
+        .map(String::as_str)
+        != Some("1")
+    {
+        eprintln!(
+            "note: pure-ftpd runs with its default argon2 password hash (~3 s per login); \
+             start the servers with FTPDROP_PUREFTPD_CHEAP_HASH=1 for a faster suite"
+        );
+    }
+    finish(matrix(&t, true).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_proftpd() {
+    let Some(t) = real("proftpd", "PROFTPD") else {
+        return;
+    };
+    finish(matrix(&t, true).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_pyftpdlib() {
+    let Some(t) = real("pyftpdlib", "PYFTPDLIB") else {
+        return;
+    };
+    finish(matrix(&t, true).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_libunftp() {
+    let srv = FtpServer::start().await;
+    let t = Target::libunftp(&srv);
+    finish(matrix(&t, true).await);
+}
+
+/// Lines a vsftpd log gained since `from` bytes.
+fn log_since(path: &Path, from: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).into_owned()
+}
+
+fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Many uploads over few TLS sessions: each session's data connections must
+/// resume its TLS session (require_ssl_reuse=YES) time after time.
+async fn tls_reuse(t: &Target, log: &Path, version: &str) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir(&format!("tls-{}", t.name));
+    let mut entries = Vec::new();
+    let mut bodies = Vec::new();
+    for i in 0..24u64 {
+        let body = support::random_bytes(1000 + i as usize * 501, 300 + i);
+        entries.push(t.entry(&w.local(&format!("t/f{i}.bin"), &body), &rel));
+        bodies.push(body);
+    }
+    let big = support::random_bytes(5 * MIB as usize, 301);
+    entries.push(t.entry(&w.local("t/big.bin", &big), &rel));
+    let before = log_len(log);
+    let r = w
+        .run("tls", entries, |c| c.max_connections_per_server = 2)
+        .await;
+    all_done(&r)?;
+    for (i, body) in bodies.iter().enumerate() {
+        same_bytes(&disk.join(format!("f{i}.bin")), body)?;
+    }
+    same_bytes(&disk.join("big.bin"), &big)?;
+    let retried: Vec<String> = r
+        .entries
+        .iter()
+        .filter(|e| e.attempts > 1)
+        .map(|e| {
+            format!(
+                "{}: {:?}",
+                e.remote_path,
+                log_lines(&e.remote_path, "attempt failed")
+            )
+        })
+        .collect();
+    ensure(retried.is_empty(), || format!("retries: {retried:?}"))?;
+    let new = log_since(log, before);
+    let reused = new
+        .lines()
+        .filter(|l| l.contains(&format!("SSL version: {version}")) && l.contains(", reused,"))
+        .count();
+    ensure(!new.contains("session reuse required"), || {
+        "the server refused a data connection: session reuse required".into()
+    })?;
+    ensure(reused >= 25, || {
+        format!("the server log shows {reused} resumed {version} data connections, expected 25")
+    })?;
+    Ok(format!(
+        "{reused} data connections resumed the {version} session, 2 sessions"
+    ))
+}
+
+async fn expect_failure(
+    t: &Target,
+    job: &str,
+    must_contain: &[&str],
+    tweak: impl FnOnce(&mut Value),
+) -> Outcome {
+    let w = Work::new();
+    let (rel, _) = t.dir(job);
+    let local = w.local("x.txt", b"never arrives");
+    let mut entry = t.entry(&local, &rel);
+    tweak(&mut entry);
+    let started = Instant::now();
+    let r = w.run(job, vec![entry], |_| {}).await;
+    let e = &r.entries[0];
+    ensure(e.state == EntryState::Failed, || {
+        format!("entry {:?}, expected failed", e.state)
+    })?;
+    ensure(e.attempts == 1, || {
+        format!(
+            "{} attempts: a permanent fault must not be retried ({:?})",
+            e.attempts, e.error
+        )
+    })?;
+    let err = e.error.clone().unwrap_or_default();
+    for want in must_contain {
+        ensure(err.contains(want), || {
+            format!("error lacks {want:?}: {err}")
+        })?;
+    }
+    ensure(!err.contains(&t.pass), || {
+        "the error shows the password".into()
+    })?;
+    Ok(format!(
+        "failed at once ({:.1} s): `{err}`",
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls() {
+    let servers = [
+        "vsftpd-tls",
+        "vsftpd-tls12",
+        "vsftpd-implicit",
+        "pure-ftpd (TLS)",
+    ];
+    let Some(env) = require_servers("tls", &servers) else {
+        return;
+    };
+    let _ = logs();
+    let ca = env.get("FTPDROP_TLS_CA").cloned();
+    let ca = ca.as_deref();
+    let v13 = Target::from_env(env, "VSFTPDTLS", "vsftpd-tls").tls("explicit", ca);
+    let v12 = Target::from_env(env, "VSFTPDTLS12", "vsftpd-tls12").tls("explicit", ca);
+    let imp = Target::from_env(env, "VSFTPDIMPLICIT", "vsftpd-implicit").tls("implicit", ca);
+    let mut pure = Target::from_env(env, "PUREFTPD", "pure-ftpd").tls("explicit", ca);
+    pure.host = "localhost".into();
+    let log =
+        |prefix: &str| PathBuf::from(&env[&format!("FTPDROP_{prefix}_LOG")]).join("vsftpd.log");
+    let mut failures = vec![
+        scenario(
+            "TLS",
+            "explicit TLS 1.3, require_ssl_reuse, 25 uploads over 2 sessions",
+            "vsftpd-tls",
+            tls_reuse(&v13, &log("VSFTPDTLS"), "TLSv1.3"),
+        )
+        .await,
+        scenario(
+            "TLS",
+            "explicit TLS 1.2, require_ssl_reuse, 25 uploads over 2 sessions",
+            "vsftpd-tls12",
+            tls_reuse(&v12, &log("VSFTPDTLS12"), "TLSv1.2"),
+        )
+        .await,
+        scenario(
+            "TLS",
+            "implicit TLS, require_ssl_reuse, 25 uploads over 2 sessions",
+            "vsftpd-implicit",
+            tls_reuse(&imp, &log("VSFTPDIMPLICIT"), "TLSv1.3"),
+        )
+        .await,
+    ];
+    failures.push(
+        scenario(
+            "TLS",
+            "explicit TLS, cert for `localhost`, ca_file",
+            "pure-ftpd",
+            async {
+                let w = Work::new();
+                let (rel, disk) = pure.dir("tls-pure");
+                let body = support::random_bytes(2 * MIB as usize, 41);
+                let local = w.local("p.bin", &body);
+                let r = w
+                    .run("tlspure", vec![pure.entry(&local, &rel)], |_| {})
+                    .await;
+                all_done(&r)?;
+                same_bytes(&disk.join("p.bin"), &body)?;
+                Ok("host `localhost`".into())
+            },
+        )
+        .await,
+    );
+    let mut untrusted = v13.clone();
+    untrusted.ca = None;
+    failures.push(
+        scenario(
+            "TLS",
+            "untrusted certificate (no ca_file: system roots)",
+            "vsftpd-tls",
+            expect_failure(
+                &untrusted,
+                "untrusted",
+                &["UnknownIssuer", "ca_file"],
+                |_| {},
+            ),
+        )
+        .await,
+    );
+    let mut wrong_name = pure.clone();
+    wrong_name.host = "127.0.0.1".into();
+    failures.push(
+        scenario(
+            "TLS",
+            "wrong host name (127.0.0.1, cert only for localhost)",
+            "pure-ftpd",
+            expect_failure(
+                &wrong_name,
+                "wrongname",
+                &["not valid for name", "127.0.0.1"],
+                |_| {},
+            ),
+        )
+        .await,
+    );
+    let mut plain = v13.clone();
+    plain.tls = "none";
+    plain.ca = None;
+    failures.push(
+        scenario(
+            "TLS",
+            "plain FTP to a TLS-only server",
+            "vsftpd-tls",
+            expect_failure(&plain, "plain", &["requires TLS"], |_| {}),
+        )
+        .await,
+    );
+    let mut insecure = v13.clone();
+    insecure.ca = None;
+    insecure.insecure = true;
+    failures.push(
+        scenario(
+            "TLS",
+            "insecure_skip_verify (untrusted cert accepted, warned)",
+            "vsftpd-tls",
+            async {
+                let w = Work::new();
+                let (rel, disk) = insecure.dir("insecure");
+                let local = w.local("i.txt", b"no verification");
+                let r = w
+                    .run("insecure", vec![insecure.entry(&local, &rel)], |_| {})
+                    .await;
+                all_done(&r)?;
+                same_bytes(&disk.join("i.txt"), b"no verification")?;
+                let warned = log_text().lines().any(|l| {
+                    l.contains("WARN")
+                        && l.contains("verification is OFF")
+                        && l.contains(&format!(":{}", insecure.port))
+                });
+                ensure(warned, || "no warning logged".into())?;
+                Ok("warning logged at connect".into())
+            },
+        )
+        .await,
+    );
+    for t in [&v13, &v12, &imp, &pure] {
+        if failures.iter().all(Option::is_none) {
+            t.cleanup();
+        }
+    }
+    finish(failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_is_back_pressure() {
+    let Some(env) = require_servers("connection_limit_is_back_pressure", &["vsftpd-limited"])
+    else {
+        return;
+    };
+    let _ = logs();
+    let t = Target::from_env(env, "VSFTPDLIMITED", "vsftpd-limited");
+    let failure = scenario(
+        "Connection limits",
+        "max_per_ip=2 while ftpdrop allows 8: 421 is back-pressure",
+        "vsftpd-limited",
+        async {
+            let w = Work::new();
+            let (rel, disk) = t.dir("limited");
+            let mut entries = Vec::new();
+            let mut bodies = Vec::new();
+            for i in 0..40u64 {
+                let body = support::random_bytes(500 + i as usize * 97, 500 + i);
+                entries.push(t.entry(&w.local(&format!("l/f{i}.bin"), &body), &rel));
+                bodies.push(body);
+            }
+            let r = w
+                .run("limited", entries, |c| {
+                    c.max_connections = 8;
+                    c.max_connections_per_server = 8;
+                    c.retry.max_attempts = 2;
+                })
+                .await;
+            all_done(&r)?;
+            for (i, body) in bodies.iter().enumerate() {
+                same_bytes(&disk.join(format!("f{i}.bin")), body)?;
+            }
+            let port = format!(":{}", t.port);
+            let lowered = log_text()
+                .lines()
+                .filter(|l| l.contains("lowering its limit") && l.contains(&port))
+                .count();
+            ensure(lowered > 0, || {
+                "the server never refused a connection".into()
+            })?;
+            let failed = r
+                .entries
+                .iter()
+                .filter(|e| e.state == EntryState::Failed)
+                .count();
+            Ok(format!(
+                "40 files done, {failed} failed; limit lowered {lowered} times (8 → {})",
+                8usize.saturating_sub(lowered).max(1)
+            ))
+        },
+    )
+    .await;
+    if failure.is_none() {
+        t.cleanup();
+    }
+    finish(vec![failure]);
+}
+
+/// pyftpdlib with one quirk (or a few) per login: see scripts/interop/quirky_ftpd.py.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quirks_are_detected_not_configured() {
+    let Some(env) = require_servers("quirks_are_detected_not_configured", &["pyftpdlib-quirks"])
+    else {
+        return;
+    };
+    let _ = logs();
+    let base = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
+    let as_user = |quirks: &str| {
+        let mut t = base.clone();
+        t.user = format!("q-{quirks}");
+        t.name = format!("pyftpdlib `{}`", t.user);
+        t
+    };
+    // One upload per quirk; `check` looks at the receipt entry.
+    async fn one(
+        t: &Target,
+        job: &str,
+        verify: Option<&str>,
+        check: impl FnOnce(&EntryReport) -> Result<String, String>,
+    ) -> Outcome {
+        let w = Work::new();
+        let (rel, disk) = t.dir(job);
+        let body = support::random_bytes(256 * 1024 + 3, job.len() as u64);
+        let local = w.local("q.bin", &body);
+        let mut entry = t.entry(&local, &rel);
+        if let Some(v) = verify {
+            entry["verify"] = json!(v);
+        }
+        let r = w.run(job, vec![entry], |_| {}).await;
+        all_done(&r)?;
+        same_bytes(&disk.join("q.bin"), &body)?;
+        check(&r.entries[0])
+    }
+    let has = |e: &EntryReport, v: &str| e.verification.iter().any(|x| x == v);
+    let mut failures = Vec::new();
+
+    let t = as_user("noepsv");
+    failures.push(
+        scenario(
+            "Quirks",
+            "EPSV refused (502) → PASV",
+            &t.name,
+            one(&t, "noepsv", None, |_| Ok(String::new())),
+        )
+        .await,
+    );
+    let t = as_user("noepsv-pasvnat");
+    failures.push(
+        scenario(
+            "Quirks",
+            "PASV advertises an unroutable 10.255.255.1 → control address used",
+            &t.name,
+            one(&t, "pasvnat", None, |_| Ok(String::new())),
+        )
+        .await,
+    );
+    for (quirk, what) in [
+        ("nofeat", "FEAT refused (502)"),
+        ("badfeat", "FEAT lines not indented"),
+    ] {
+        let t = as_user(quirk);
+        failures.push(
+            scenario(
+                "Quirks",
+                &format!("{what} → features unknown"),
+                &t.name,
+                one(&t, quirk, None, |e| {
+                    ensure(e.verification == ["size"], || {
+                        format!("verification {:?}", e.verification)
+                    })?;
+                    Ok("size check only".into())
+                }),
+            )
+            .await,
+        );
+    }
+    let t = as_user("nornto");
+    failures.push(
+        scenario(
+            "Quirks",
+            "RNTO onto an existing file refused (550) → DELE, RNTO",
+            &t.name,
+            async {
+                let w = Work::new();
+                let (rel, disk) = t.dir("nornto");
+                for (i, body) in [&b"first version"[..], &b"second version, replacing it"[..]]
+                    .iter()
+                    .enumerate()
+                {
+                    let local = w.local(&format!("{i}/r.txt"), body);
+                    let r = w
+                        .run(&format!("nornto{i}"), vec![t.entry(&local, &rel)], |_| {})
+                        .await;
+                    all_done(&r)?;
+                    same_bytes(&disk.join("r.txt"), body)?;
+                }
+                no_temp_files(&disk)?;
+                Ok(String::new())
+            },
+        )
+        .await,
+    );
+    for (quirk, algo) in [
+        ("xsha256", "sha256"),
+        ("xsha1", "sha1"),
+        ("xmd5", "md5"),
+        ("xcrc", "crc32"),
+        ("hash", "sha1"),
+    ] {
+        let t = as_user(quirk);
+        let what = if quirk == "hash" {
+            "only `HASH SHA-1*;MD5;CRC32` offered → HASH with SHA-1".to_string()
+        } else {
+            format!("only {} offered → {algo} checked", quirk.to_uppercase())
+        };
+        failures.push(
+            scenario(
+                "Quirks",
+                &what,
+                &t.name,
+                one(&t, quirk, None, |e| {
+                    ensure(has(e, algo), || {
+                        format!("verification {:?} lacks {algo}", e.verification)
+                    })?;
+                    Ok(verified(e))
+                }),
+            )
+            .await,
+        );
+    }
+    let t = as_user("xsha256-corrupt");
+    failures.push(
+        scenario(
+            "Quirks",
+            "server damages the stored file → hash mismatch → sent again from scratch",
+            &t.name,
+            one(&t, "corrupt-hash", None, |e| {
+                ensure(e.attempts == 2, || {
+                    format!("{} attempts, expected 2", e.attempts)
+                })?;
+                ensure(has(e, "sha256"), || {
+                    format!("verification {:?}", e.verification)
+                })?;
+                Ok(format!("{} attempts", e.attempts))
+            }),
+        )
+        .await,
+    );
+    let t = as_user("corrupt");
+    failures.push(
+        scenario(
+            "Quirks",
+            "no hash command, file damaged, verify: download → read-back catches it",
+            &t.name,
+            one(&t, "corrupt-download", Some("download"), |e| {
+                ensure(e.attempts == 2, || {
+                    format!("{} attempts, expected 2", e.attempts)
+                })?;
+                ensure(has(e, "download"), || {
+                    format!("verification {:?}", e.verification)
+                })?;
+                Ok(format!("{} attempts", e.attempts))
+            }),
+        )
+        .await,
+    );
+    if failures.iter().all(Option::is_none) {
+        base.cleanup();
+    }
+    finish(failures);
+}
+
+/// The real-server table rows exist even where a server is not installed.
+#[test]
+fn env_file_is_parsed_or_skipped_loudly() {
+    if let Some(env) = servers_env() {
+        for t in real_targets(env) {
+            assert!(t.port > 0 && t.root.is_absolute(), "{t:?}");
+        }
+    } else {
+        let _ = require_servers(
+            "env_file_is_parsed_or_skipped_loudly",
+            &["vsftpd", "pure-ftpd", "proftpd", "pyftpdlib"],
+        );
+    }
+}
