@@ -53,10 +53,34 @@ fn read_job(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the job file: {e}"))
 }
 
+/// An exclusive advisory lock on the claimed job file, or `None` if another process holds it.
+fn lock_job(job_file: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let f = std::fs::File::open(job_file)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Runs the job whose file is already in `checked/`. Returns its state; `Running` means interrupted.
 pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
     let paths = JobPaths::for_claimed(job_file);
     let job_name = paths.name.clone();
+
+    // Instances sharing `checked/` all see an interrupted job at startup;
+    // the lock lets exactly one of them resume it. Held until this returns.
+    let _lock = match lock_job(job_file) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            info!(job = %job_name, "job is being run by another instance; leaving it");
+            return JobState::Running;
+        }
+        Err(e) => {
+            warn!(job = %job_name, error = %e, "cannot open the claimed job file");
+            return JobState::Running;
+        }
+    };
 
     // A receipt left by an earlier run tells what is already done.
     let mut recovered = None;

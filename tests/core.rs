@@ -567,3 +567,33 @@ async fn validate_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_locked_by_another_instance_is_left_alone() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let local = dir.path().join("local/shared.txt");
+    support::write_file(&local, b"shared");
+    // A job already claimed (as by another instance) with no final receipt.
+    let claimed = cfg.checked.join("shared.json");
+    std::fs::write(
+        &claimed,
+        serde_json::to_vec(&json!([entry(&srv, &local, "sh")])).unwrap(),
+    )
+    .unwrap();
+    let other_instance = std::fs::File::open(&claimed).unwrap();
+    other_instance.lock().unwrap();
+
+    let results = ftpdrop::once(cfg.clone()).await.unwrap();
+    assert_eq!(results, vec![("shared".to_string(), JobState::Running)]);
+    assert!(
+        srv.files().is_empty(),
+        "a locked job must not be uploaded: {:?}",
+        srv.files()
+    );
+
+    drop(other_instance);
+    let results = ftpdrop::once(cfg).await.unwrap();
+    assert_eq!(results, vec![("shared".to_string(), JobState::Done)]);
+    assert_eq!(std::fs::read(srv.path("sh/shared.txt")).unwrap(), b"shared");
+}
