@@ -179,6 +179,7 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
         source: rep.source,
         may_have_temp: rep.attempts > 0,
         publishing: rep.publishing,
+        no_resume: false,
     };
     let started = Instant::now();
     let mut counted = 0u32;

@@ -42,6 +42,9 @@ pub struct Memory {
     pub may_have_temp: bool,
     /// An earlier attempt was about to rename; the final file may be ours.
     pub publishing: bool,
+    /// The server refused to resume (proftpd without `AllowStoreRestart`
+    /// answers 451 to both REST+STOR and APPE): upload from zero instead.
+    pub no_resume: bool,
 }
 
 /// The deterministic temp name of an entry.
@@ -189,7 +192,9 @@ pub async fn attempt(
     let mut offset = 0;
     if memory.may_have_temp {
         match session.size(&temp_path).await? {
-            Some(have) if !source_changed && have <= stamp.size => offset = have,
+            Some(have) if !source_changed && !memory.no_resume && have <= stamp.size => {
+                offset = have
+            }
             Some(_) => session.delete(&temp_path).await?,
             None => {}
         }
@@ -200,7 +205,13 @@ pub async fn attempt(
     // holds (so that a file changed while we were down is sent afresh).
     journal(memory);
 
-    let (sha, sent_total) = send(session, entry, &temp_path, offset).await?;
+    let (sha, sent_total) = match send(session, entry, &temp_path, offset).await {
+        Err(f) if offset > 0 && refused_resume(&f) => {
+            memory.no_resume = true;
+            return Err(f.context("the server refused to resume; the next attempt starts over"));
+        }
+        other => other?,
+    };
 
     let after = local_stamp(entry)?;
     if after != stamp || sent_total != stamp.size {
@@ -260,7 +271,7 @@ async fn send(
     // The data connection is open and the server's verdict on it not yet read.
     let mut verdict_pending = false;
     let result = async {
-        let mut upload = open_upload(session, temp_path, offset).await?;
+        let mut upload = session.store_at(temp_path, offset).await?;
         verdict_pending = true;
         let mut write_err = None;
         while let Some(chunk) = rx.recv().await {
@@ -309,41 +320,12 @@ async fn send(
     result
 }
 
-/// Opens the upload to `temp_path`, continuing at `offset` when it is not 0.
-///
-/// A resume names its offset (`REST n`, then `STOR`) rather than using APPE,
-/// which means "at the end, wherever that is now". After a crash or a dropped
-/// connection the server may still be writing the dead connection's last
-/// bytes into the temp file, so the file can grow between our SIZE and the
-/// APPE, and APPE would put every byte that follows at the wrong offset: a
-/// corrupt file of exactly the right size (the SIGKILL test in
-/// `tests/faults.rs` caught this). With REST the late writer and the new one
-/// write the same bytes at the same offsets. vsftpd, pure-ftpd, proftpd and
-/// pyftpdlib all accept REST before EPSV and STOR. APPE remains the fallback
-/// for servers that do not advertise REST STREAM or refuse REST.
-// This is protocol detail that belongs in `Session` (a `store_at(path, offset)`).
-async fn open_upload(
-    session: &mut Session,
-    temp_path: &str,
-    offset: u64,
-) -> Result<crate::ftp::Upload, Fault> {
-    if offset == 0 {
-        return session.store(temp_path, false).await;
-    }
-    if session.features.rest_stream {
-        let rest = session
-            .custom(
-                format!("REST {offset}"),
-                &[suppaftp::Status::RequestFilePending],
-            )
-            .await;
-        match rest {
-            Ok(_) => return session.store(temp_path, false).await,
-            Err(f) if session.broken => return Err(f),
-            Err(f) => tracing::debug!(error = %f, "REST refused; resuming with APPE"),
-        }
-    }
-    session.store(temp_path, true).await
+/// A reply refusing REST, or STOR/APPE after it, as opposed to a broken connection.
+fn refused_resume(f: &Fault) -> bool {
+    f.code.is_some_and(|c| c >= 400)
+        && ["REST ", "STOR ", "APPE "]
+            .iter()
+            .any(|v| f.message.starts_with(v))
 }
 
 /// Renames the temp file over the final name. Some servers refuse to rename

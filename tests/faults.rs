@@ -1420,3 +1420,47 @@ async fn two_thousand_jobs_at_once() {
         srv.count_connections()
     );
 }
+
+/// proftpd without `AllowStoreRestart` answers 451 to both REST+STOR and APPE. A 4xx is
+/// transient, so without care every retry would try to resume again and the entry would fail
+/// after `max_attempts`. After such a refusal the next attempt starts over from byte 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_resume_starts_over_instead_of_failing() {
+    const SIZE: u64 = 8 * MIB;
+    let srv = FtpServer::start().await;
+    let cutter = FaultProxy::start(srv.addr).await;
+    // Client -> replies (refuses resuming) -> cutter (cuts the first data connection) -> server.
+    let refuser = ReplyProxy::start(cutter.addr).await;
+    refuser.inject("REST", "", "451 Restart not permitted", 5);
+    refuser.inject("APPE", "", "451 Append not permitted", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = base_config(dir.path());
+    let local = dir.path().join("data/noresume.bin");
+    support::write_random_file(&local, SIZE, 11);
+    cutter.cut_data_after(3 * MIB, 1);
+    let d = Daemon::start(&cfg);
+    drop_job(
+        &cfg.inbox,
+        "noresume",
+        &json!([entry(refuser.addr, &srv, &local, "nr")]),
+    );
+    let r = wait_receipt(&cfg.checked, "noresume", Duration::from_secs(60)).await;
+    d.stop().await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert_eq!(
+        r.entries[0].attempts, 3,
+        "cut, refused resume, fresh upload"
+    );
+    assert_eq!(
+        refuser.injected().len(),
+        2,
+        "REST and APPE were each refused once"
+    );
+    assert_eq!(
+        uploads(&cutter, "nr/"),
+        (2, 0),
+        "the third attempt uploads from byte 0"
+    );
+    support::assert_same_file(&local, srv.path("nr/noresume.bin"));
+    no_temp_files(&srv);
+}
