@@ -12,8 +12,9 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `level` is a level (`info`) or a filter (`ftpdrop=debug`).
 pub fn init(format: LogFormat, level: &str) -> Result<()> {
-    // suppaftp traces every command it sends, PASS included: never let it below warn.
-    let filter = EnvFilter::try_new(format!("{level},suppaftp=warn"))
+    // suppaftp traces every command it sends, PASS included, and logs parse
+    // trouble we already handle (an odd FEAT) as errors: our own logs say what matters.
+    let filter = EnvFilter::try_new(format!("{level},suppaftp=off"))
         .map_err(|e| anyhow!("--log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
