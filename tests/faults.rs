@@ -780,7 +780,10 @@ async fn wrong_credentials_permanent_no_retry_storm() {
     assert!(r.entries.iter().all(|e| e.attempts == 1), "{r:#?}");
     let conns = proxy.control_connections() - 1;
     assert_eq!(conns, 0, "a login refused moments ago is not tried again");
-    assert!(r.entries.iter().all(|e| e.error.as_deref().unwrap().contains("530")));
+    assert!(r
+        .entries
+        .iter()
+        .all(|e| e.error.as_deref().unwrap().contains("530")));
     assert_eq!(srv.count_logins(), 0);
     assert!(srv.files().is_empty());
 }
