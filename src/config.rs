@@ -55,6 +55,12 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Idle logged-in sessions are closed after this long.
     pub idle_session_secs: u64,
+    /// Files at least this big go over several connections at once, one
+    /// segment each, where the server allows it (see `segment`); 0 turns
+    /// segmented uploads off.
+    pub segment_threshold_bytes: u64,
+    /// Most connections one segmented upload uses, the first included; 0 or 1 turns them off.
+    pub max_segments: usize,
     /// Servers that job files may name instead of carrying credentials.
     pub servers: BTreeMap<String, ServerDef>,
 }
@@ -118,6 +124,8 @@ impl Default for Config {
             retry: RetryConfig::default(),
             shutdown_grace_secs: 30,
             idle_session_secs: 60,
+            segment_threshold_bytes: 64 * 1024 * 1024,
+            max_segments: 4,
             servers: BTreeMap::new(),
         }
     }
@@ -267,6 +275,8 @@ mod tests {
         assert_eq!(cfg.max_connections, 8);
         assert_eq!(cfg.max_connections_per_server, 4);
         assert_eq!(cfg.inbox, PathBuf::from("files"));
+        assert_eq!(cfg.segment_threshold_bytes, 64 * 1024 * 1024);
+        assert_eq!(cfg.max_segments, 4);
     }
 
     #[test]

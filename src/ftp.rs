@@ -544,6 +544,18 @@ impl Session {
         self.store(path, true).await
     }
 
+    /// Opens an upload that writes `path` from byte `offset` on, exactly
+    /// there: `REST offset` + `STOR`, and an error if REST is refused. Never
+    /// APPE, which writes wherever the file ends now: right for a resume,
+    /// wrong for one segment among several. Offset 0 is a plain STOR.
+    pub async fn store_exact(&mut self, path: &str, offset: u64) -> Result<Upload, Fault> {
+        if offset > 0 {
+            self.custom(format!("REST {offset}"), &[Status::RequestFilePending])
+                .await?;
+        }
+        self.store(path, false).await
+    }
+
     /// Closes the data connection and reads the server's verdict on the transfer.
     pub async fn finish(&mut self, mut upload: Upload, path: &str) -> Result<(), Fault> {
         self.collect_tickets(&mut upload).await;

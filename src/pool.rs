@@ -16,7 +16,7 @@ use crate::ftp::{DirCache, Session, Timeouts};
 use crate::job::{ServerKey, ServerSpec};
 use crate::tls::TlsConfigs;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,7 +48,14 @@ struct Slot {
     /// at once instead of each costing the server a failed login (3-4 s on
     /// vsftpd and pure-ftpd).
     refused_login: Mutex<Option<(Instant, [u8; 32], Fault)>>,
+    /// Whether the server takes segmented uploads (see `segment`): one of
+    /// the `SEGMENTS_*` values, learnt once per server by a probe.
+    segments: AtomicU8,
 }
+
+const SEGMENTS_UNKNOWN: u8 = 0;
+const SEGMENTS_YES: u8 = 1;
+const SEGMENTS_NO: u8 = 2;
 
 /// How long a refused login is remembered.
 const REMEMBER_REFUSED_LOGIN: Duration = Duration::from_secs(60);
@@ -86,6 +93,25 @@ impl Lease {
 
     pub fn dirs(&self) -> &DirCache {
         &self.slot.dirs
+    }
+
+    /// What the probe found about segmented uploads to this server; `None`: not probed yet.
+    pub fn segments_ok(&self) -> Option<bool> {
+        match self.slot.segments.load(Ordering::SeqCst) {
+            SEGMENTS_YES => Some(true),
+            SEGMENTS_NO => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Remembers the probe's verdict; true if this call was the first to
+    /// record one (so that it is logged once per server).
+    pub fn set_segments_ok(&self, ok: bool) -> bool {
+        let v = if ok { SEGMENTS_YES } else { SEGMENTS_NO };
+        self.slot
+            .segments
+            .compare_exchange(SEGMENTS_UNKNOWN, v, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
     }
 }
 
@@ -139,6 +165,7 @@ impl Pool {
                     idle: Mutex::new(Vec::new()),
                     dirs: DirCache::default(),
                     refused_login: Mutex::new(None),
+                    segments: AtomicU8::new(SEGMENTS_UNKNOWN),
                 })
             })
             .clone()
@@ -217,19 +244,8 @@ impl Pool {
             .await
             .expect("semaphore never closed");
 
-        loop {
-            let idle = slot.idle.lock().unwrap().pop();
-            let Some(mut idle) = idle else { break };
-            if idle.since.elapsed() >= PROBE_AFTER && !idle.session.noop().await {
-                continue;
-            }
-            return Ok(Lease {
-                session: Some(idle.session),
-                global: Some(idle.global),
-                _in_use: in_use,
-                slot,
-                pool: self.clone(),
-            });
+        if let Some(idle) = Self::take_idle(&slot).await {
+            return Ok(self.lease(idle.session, idle.global, in_use, slot));
         }
 
         let global = loop {
@@ -245,6 +261,70 @@ impl Pool {
             break p.expect("semaphore never closed");
         };
 
+        self.connect(spec, &key, slot, in_use, global).await
+    }
+
+    /// Lends one more session for `spec` only if that needs no waiting: a
+    /// free per-server and global permit (closing another server's idle
+    /// session if that makes room). It may still connect and log in.
+    /// `None` when the limits are reached or the connection failed; the
+    /// caller then does with what it has.
+    pub async fn try_acquire(self: &Arc<Self>, spec: &ServerSpec) -> Option<Lease> {
+        let key = spec.key();
+        let slot = self.slot(&key);
+        let in_use = slot.in_use.clone().try_acquire_owned().ok()?;
+        if let Some(idle) = Self::take_idle(&slot).await {
+            return Some(self.lease(idle.session, idle.global, in_use, slot));
+        }
+        let global = match self.global.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if self.evict_one() => self.global.clone().try_acquire_owned().ok()?,
+            Err(_) => return None,
+        };
+        match self.connect(spec, &key, slot, in_use, global).await {
+            Ok(lease) => Some(lease),
+            Err(f) => {
+                tracing::debug!(server = %key, error = %f, "no extra session");
+                None
+            }
+        }
+    }
+
+    /// An idle session of this server that still answers, if any.
+    async fn take_idle(slot: &Slot) -> Option<Idle> {
+        loop {
+            let mut idle = slot.idle.lock().unwrap().pop()?;
+            if idle.since.elapsed() < PROBE_AFTER || idle.session.noop().await {
+                return Some(idle);
+            }
+        }
+    }
+
+    fn lease(
+        self: &Arc<Self>,
+        session: Session,
+        global: OwnedSemaphorePermit,
+        in_use: OwnedSemaphorePermit,
+        slot: Arc<Slot>,
+    ) -> Lease {
+        Lease {
+            session: Some(session),
+            global: Some(global),
+            _in_use: in_use,
+            slot,
+            pool: self.clone(),
+        }
+    }
+
+    /// Connects a new session under permits already held.
+    async fn connect(
+        self: &Arc<Self>,
+        spec: &ServerSpec,
+        key: &ServerKey,
+        slot: Arc<Slot>,
+        in_use: OwnedSemaphorePermit,
+        global: OwnedSemaphorePermit,
+    ) -> Result<Lease, Fault> {
         let tls = match spec.tls {
             crate::config::TlsMode::None => None,
             _ => {
@@ -262,13 +342,7 @@ impl Pool {
             }
         };
         match Session::connect(spec, tls, self.timeouts).await {
-            Ok(session) => Ok(Lease {
-                session: Some(session),
-                global: Some(global),
-                _in_use: in_use,
-                slot,
-                pool: self.clone(),
-            }),
+            Ok(session) => Ok(self.lease(session, global, in_use, slot)),
             Err(f) => {
                 if f.kind == FaultKind::Permanent && f.code == Some(530) {
                     *slot.refused_login.lock().unwrap() =

@@ -85,6 +85,13 @@ pub struct EntryReport {
     /// Set just before the rename that publishes; lets a restart settle by size.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub publishing: bool,
+    /// Set just before a segmented upload starts: its temp file has holes
+    /// until every segment is in, so a restart deletes it instead of resuming at its SIZE.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub segmented: bool,
+    /// Connections the upload used when it went in segments (absent for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<usize>,
 }
 
 impl EntryReport {
@@ -103,6 +110,8 @@ impl EntryReport {
             error: None,
             source: None,
             publishing: false,
+            segmented: false,
+            segments: None,
         }
     }
 }

@@ -180,7 +180,9 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
         may_have_temp: rep.attempts > 0,
         publishing: rep.publishing,
         no_resume: false,
+        segmented: rep.segmented,
     };
+    let policy = crate::segment::Policy::from_config(&ctx.config);
     let started = Instant::now();
     let mut counted = 0u32;
     let mut backpressure = 0u32;
@@ -191,15 +193,23 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
         let attempt = rep.attempts;
         let work = async {
             let mut lease = ctx.pool.acquire(&entry.server).await?;
-            let dirs = lease.dirs().clone();
             let rep_for_journal = rep.clone();
-            transfer::attempt(lease.session(), &dirs, job_name, entry, &mut memory, |m| {
-                // Also records this attempt: a restart resumes only if attempts > 0.
-                let mut r = rep_for_journal.clone();
-                r.source = m.source;
-                r.publishing = m.publishing;
-                report.update(r);
-            })
+            transfer::attempt(
+                &mut lease,
+                &ctx.pool,
+                &policy,
+                job_name,
+                entry,
+                &mut memory,
+                |m| {
+                    // Also records this attempt: a restart resumes only if attempts > 0.
+                    let mut r = rep_for_journal.clone();
+                    r.source = m.source;
+                    r.publishing = m.publishing;
+                    r.segmented = m.segmented;
+                    report.update(r);
+                },
+            )
             .await
         };
         let result = tokio::select! {
@@ -210,12 +220,14 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
                 // file may already be ours: keep the flag, or the next start
                 // would upload and publish the file a second time.
                 rep.publishing = memory.publishing;
+                rep.segmented = memory.segmented;
                 report.update(rep);
                 return;
             }
         };
         rep.source = memory.source;
         rep.publishing = memory.publishing;
+        rep.segmented = memory.segmented;
         rep.elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(out) => {
@@ -229,10 +241,12 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
                 rep.verification = out.verification;
                 rep.error = None;
                 rep.publishing = false;
+                rep.segmented = false;
+                rep.segments = (out.segments > 1).then_some(out.segments);
                 info!(
                     job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
                     bytes = out.bytes, elapsed_ms = rep.elapsed_ms, attempt,
-                    resumed_from = out.resumed_from, skipped = out.skipped,
+                    resumed_from = out.resumed_from, skipped = out.skipped, segments = out.segments,
                     "entry uploaded"
                 );
                 report.update(rep);

@@ -5,22 +5,28 @@
 //! file under the final name. The temporary name is derived from (job,
 //! entry, final path): unique per entry and the same after a restart, so a
 //! retry or a restarted daemon finds its own partial upload and continues it
-//! with APPE instead of starting from zero.
+//! at the server's SIZE instead of starting from zero. A big file may go in
+//! segments over several sessions at once (see [`crate::segment`]); the
+//! checks and the rename after it are the same.
 
 use crate::fault::Fault;
-use crate::ftp::{normalize_dir, DirCache, Session};
+use crate::ftp::{normalize_dir, Session, Upload};
 use crate::job::{join_remote, Entry, IfExists};
+use crate::pool::{Lease, Pool};
 use crate::report::Stamp;
+use crate::segment;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Bytes per local read; large reads keep syscalls and channel hops few.
-const CHUNK: usize = 512 * 1024;
+pub(crate) const CHUNK: usize = 512 * 1024;
 /// Chunks read ahead of the network: bounds memory at about 2.5 MiB per upload.
-const READ_AHEAD: usize = 4;
+pub(crate) const READ_AHEAD: usize = 4;
 
 /// What a finished attempt achieved.
 #[derive(Debug, Clone)]
@@ -31,6 +37,8 @@ pub struct Outcome {
     pub skipped: bool,
     /// Bytes the server already had and that were not sent again.
     pub resumed_from: u64,
+    /// Connections the bytes went over (1 unless the upload was segmented).
+    pub segments: usize,
 }
 
 /// What the scheduler remembers about an entry between attempts (and restarts).
@@ -45,6 +53,9 @@ pub struct Memory {
     /// The server refused to resume (proftpd without `AllowStoreRestart`
     /// answers 451 to both REST+STOR and APPE): upload from zero instead.
     pub no_resume: bool,
+    /// The temp file was (being) written in segments: it may have holes, so
+    /// its SIZE says nothing about what is there; it is deleted, not resumed.
+    pub segmented: bool,
 }
 
 /// The deterministic temp name of an entry.
@@ -136,14 +147,19 @@ fn spawn_reader(path: PathBuf, offset: u64) -> (mpsc::Receiver<Vec<u8>>, ReaderT
 /// The caller must make `memory` durable there, because a `kill -9` right
 /// after that step leaves the server in a state only `memory` explains: a
 /// temp file to resume (not restart), or a final file that is already ours.
+///
+/// `lease` carries the session; `pool` and `policy` let a big file borrow
+/// more sessions of the same server for a segmented upload.
 pub async fn attempt(
-    session: &mut Session,
-    dirs: &DirCache,
+    lease: &mut Lease,
+    pool: &Arc<Pool>,
+    policy: &segment::Policy,
     job: &str,
     entry: &Entry,
     memory: &mut Memory,
     mut journal: impl FnMut(&Memory),
 ) -> Result<Outcome, Fault> {
+    let dirs = lease.dirs().clone();
     let stamp = local_stamp(entry)?;
     let dir = normalize_dir(&entry.server_path);
     let final_path = join_remote(&dir, &entry.remote_name);
@@ -155,8 +171,8 @@ pub async fn attempt(
 
     // An earlier run may have renamed the temp file and died before recording it.
     if memory.publishing && !source_changed {
-        if session.size(&temp_path).await?.is_none()
-            && session.size(&final_path).await? == Some(stamp.size)
+        if lease.session().size(&temp_path).await?.is_none()
+            && lease.session().size(&final_path).await? == Some(stamp.size)
         {
             let sha = hash_local(&entry.local_path).await?;
             return Ok(Outcome {
@@ -165,15 +181,16 @@ pub async fn attempt(
                 verification: vec!["size".into()],
                 skipped: false,
                 resumed_from: stamp.size,
+                segments: 1,
             });
         }
         memory.publishing = false;
     }
 
-    session.mkdir_p(&dir, dirs).await?;
+    lease.session().mkdir_p(&dir, &dirs).await?;
 
     if entry.if_exists != IfExists::Overwrite {
-        if let Some(existing) = session.size(&final_path).await? {
+        if let Some(existing) = lease.session().size(&final_path).await? {
             if entry.if_exists == IfExists::Skip {
                 return Ok(Outcome {
                     bytes: existing,
@@ -181,6 +198,7 @@ pub async fn attempt(
                     verification: Vec::new(),
                     skipped: true,
                     resumed_from: 0,
+                    segments: 1,
                 });
             }
             return Err(Fault::permanent(format!(
@@ -191,21 +209,45 @@ pub async fn attempt(
 
     let mut offset = 0;
     if memory.may_have_temp {
-        match session.size(&temp_path).await? {
-            Some(have) if !source_changed && !memory.no_resume && have <= stamp.size => {
+        match lease.session().size(&temp_path).await? {
+            Some(have)
+                if !source_changed
+                    && !memory.no_resume
+                    && !memory.segmented
+                    && have <= stamp.size =>
+            {
                 offset = have
             }
-            Some(_) => session.delete(&temp_path).await?,
+            // Deleted rather than truncated by the next STOR: a dead
+            // connection's last bytes may still be on their way to it, and
+            // then they go to the deleted file, not to the new one.
+            Some(_) => lease.session().delete(&temp_path).await?,
             None => {}
         }
     }
+    let mut extra = if offset == 0 {
+        segment::prepare(lease, pool, &entry.server, policy, &dir, stamp.size).await?
+    } else {
+        Vec::new()
+    };
     memory.may_have_temp = true;
+    memory.segmented = !extra.is_empty();
     // Recorded before the temp file exists: a restarted daemon then knows to
-    // look for it (and resume), and knows which version of the local file it
-    // holds (so that a file changed while we were down is sent afresh).
+    // look for it (and resume, or delete it if it was segmented), and knows
+    // which version of the local file it holds (so that a file changed while
+    // we were down is sent afresh).
     journal(memory);
 
-    let (sha, sent_total) = match send(session, entry, &temp_path, offset).await {
+    let segments = 1 + extra.len();
+    let sent = if extra.is_empty() {
+        send(lease.session(), entry, &temp_path, offset).await
+    } else {
+        segment::send(lease.session(), &mut extra, entry, &temp_path, stamp.size).await
+    };
+    // The extra sessions go back to the pool (or are closed if broken) now.
+    drop(extra);
+    let session = lease.session();
+    let (sha, sent_total) = match sent {
         Err(f) if offset > 0 && refused_resume(&f) => {
             memory.no_resume = true;
             return Err(f.context("the server refused to resume; the next attempt starts over"));
@@ -256,6 +298,7 @@ pub async fn attempt(
         verification,
         skipped: false,
         resumed_from: offset,
+        segments,
     })
 }
 
@@ -273,23 +316,9 @@ async fn send(
     let result = async {
         let mut upload = session.store_at(temp_path, offset).await?;
         verdict_pending = true;
-        let mut write_err = None;
-        while let Some(chunk) = rx.recv().await {
-            match tokio::time::timeout(data_timeout, upload.write_all(&chunk)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    write_err = Some(Fault::transient(format!("sending {temp_path}: {e}")));
-                    break;
-                }
-                Err(_) => {
-                    write_err = Some(Fault::transient(format!(
-                        "sending {temp_path}: no progress for {} s",
-                        data_timeout.as_secs()
-                    )));
-                    break;
-                }
-            }
-        }
+        let write_err = pump(&mut upload, &mut rx, data_timeout, temp_path)
+            .await
+            .err();
         drop(rx);
         let read = reader
             .await
@@ -318,6 +347,29 @@ async fn send(
         session.broken = true;
     }
     result
+}
+
+/// Writes every chunk from `rx` to `upload`; an error if the data connection
+/// fails or makes no progress for `data_timeout`.
+pub(crate) async fn pump(
+    upload: &mut Upload,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    data_timeout: Duration,
+    temp_path: &str,
+) -> Result<(), Fault> {
+    while let Some(chunk) = rx.recv().await {
+        match tokio::time::timeout(data_timeout, upload.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Fault::transient(format!("sending {temp_path}: {e}"))),
+            Err(_) => {
+                return Err(Fault::transient(format!(
+                    "sending {temp_path}: no progress for {} s",
+                    data_timeout.as_secs()
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A reply refusing REST, or STOR/APPE after it, as opposed to a broken connection.

@@ -30,6 +30,7 @@ DEB_PKGS=(pure-ftpd proftpd-core)
 # name:ENVPREFIX of every instance started by `start`.
 SERVERS=(vsftpd:VSFTPD vsftpd-tls:VSFTPDTLS vsftpd-limited:VSFTPDLIMITED
          vsftpd-tls12:VSFTPDTLS12 vsftpd-implicit:VSFTPDIMPLICIT
+         vsftpd-throttled:VSFTPDTHROTTLED
          pureftpd:PUREFTPD proftpd:PROFTPD pyftpdlib:PYFTPDLIB pyquirks:PYQUIRKS)
 # pure-ftpd caps its client limit at half its passive range size.
 PASV_RANGE_SIZE=128
@@ -432,14 +433,18 @@ cmd_start() {
 
     # --- vsftpd (plain, TLS, limited) ---
     local vs; vs="$(command -v vsftpd || echo /usr/sbin/vsftpd)"
-    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-tls12 vsftpd-implicit; do
+    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-tls12 vsftpd-implicit vsftpd-throttled; do
         mkdir -p "$DIR/$name/empty"; chmod 755 "$DIR/$name/empty"
     done
     local tls_opts=(ssl_enable=YES allow_anon_ssl=NO
         force_local_logins_ssl=YES force_local_data_ssl=YES require_ssl_reuse=YES
         ssl_sslv2=NO ssl_sslv3=NO ssl_tlsv1=YES ssl_ciphers=HIGH debug_ssl=YES
         "rsa_cert_file=$DIR/tls/server.pem" "rsa_private_key_file=$DIR/tls/server.key")
-    write_vsftpd vsftpd "${PORT[vsftpd]}" "${PLO[vsftpd]}" "${PHI[vsftpd]}"
+    # lock_upload_files=NO lets several connections write one file at once
+    # (segmented uploads); the other instances keep vsftpd's default, which
+    # makes a second upload to a file wait for the first.
+    write_vsftpd vsftpd "${PORT[vsftpd]}" "${PLO[vsftpd]}" "${PHI[vsftpd]}" \
+        lock_upload_files=NO
     write_vsftpd vsftpd-tls "${PORT[vsftpd-tls]}" "${PLO[vsftpd-tls]}" "${PHI[vsftpd-tls]}" \
         ssl_enable=YES implicit_ssl=NO allow_anon_ssl=NO \
         force_local_logins_ssl=YES force_local_data_ssl=YES require_ssl_reuse=YES \
@@ -456,7 +461,11 @@ cmd_start() {
         "MaxProtocol = TLSv1.2" >"$DIR/vsftpd-tls12/etc/openssl.cnf"
     write_vsftpd vsftpd-implicit "${PORT[vsftpd-implicit]}" "${PLO[vsftpd-implicit]}" \
         "${PHI[vsftpd-implicit]}" implicit_ssl=YES "${tls_opts[@]}"
-    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-implicit; do
+    # 20 MB/s per connection, like a WAN link or a hosting plan's cap: for
+    # bench/segmented.sh (segmented uploads against single-stream clients).
+    write_vsftpd vsftpd-throttled "${PORT[vsftpd-throttled]}" "${PLO[vsftpd-throttled]}" \
+        "${PHI[vsftpd-throttled]}" lock_upload_files=NO local_max_rate=20000000
+    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-implicit vsftpd-throttled; do
         launch "$name" "$vs" "$DIR/$name/etc/vsftpd.conf"
     done
     launch vsftpd-tls12 env "OPENSSL_CONF=$DIR/vsftpd-tls12/etc/openssl.cnf" \
@@ -537,6 +546,7 @@ cmd_start() {
         echo "FTPDROP_VSFTPDLIMITED_MAX_PER_IP=2"
         echo "FTPDROP_VSFTPDTLS12_TLS=explicit-required-max-tls1.2"
         echo "FTPDROP_VSFTPDIMPLICIT_TLS=implicit-required"
+        echo "FTPDROP_VSFTPDTHROTTLED_MAX_RATE=20000000"
         echo "FTPDROP_PUREFTPD_TLS=explicit-optional"
         echo "FTPDROP_PUREFTPD_TLS_NAMES=localhost"
         echo "FTPDROP_PUREFTPD_CHEAP_HASH=${FTPDROP_PUREFTPD_CHEAP_HASH:-0}"
