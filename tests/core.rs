@@ -240,6 +240,42 @@ async fn fifty_mib_file_arrives_byte_identical() {
     d.stop().await;
 }
 
+/// libunftp cuts a file at the offset of a REST+STOR write: the segment probe
+/// finds that, and a file over the segment threshold goes in one stream, intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_file_goes_single_stream_where_the_segment_probe_fails() {
+    let srv = FtpServer::start().await;
+    let proxy = support::proxy::FaultProxy::start(srv.addr).await;
+    let (dir, cfg) = Daemon::prepare();
+    assert_eq!(cfg.segment_threshold_bytes, 64 * 1024 * 1024);
+    let d = Daemon::start(dir, cfg);
+    let big = d.dir.path().join("local/big70.bin");
+    support::write_random_file(&big, 70 * 1024 * 1024, 70);
+    let mut e = entry(&srv, &big, "big70");
+    e["server"]["port"] = json!(proxy.addr.port().to_string());
+    d.drop_job("big70", &json!([e]));
+    let r = d.receipt("big70").await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert_eq!(r.entries[0].segments, None, "no segments: {r:#?}");
+    support::assert_same_file(&big, srv.path("big70/big70.bin"));
+    // The probe ran (its REST 8 beyond the end, its REST 4 inside the file)
+    // and the file itself went in one plain STOR.
+    let rests = proxy.commands_with_verb("REST");
+    assert!(
+        rests.iter().any(|c| c == "REST 8") && rests.iter().any(|c| c == "REST 4"),
+        "{rests:?}"
+    );
+    let stors: Vec<String> = proxy
+        .commands_with_verb("STOR")
+        .into_iter()
+        .filter(|c| c.ends_with(".part"))
+        .collect();
+    assert_eq!(stors.len(), 1, "{stors:?}");
+    assert_eq!(rests.len(), 2, "no REST for the file itself: {rests:?}");
+    no_temp_files(&srv);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_jobs_get_receipts_naming_every_problem() {
     let srv = FtpServer::start().await;

@@ -547,7 +547,13 @@ fn write_compat() {
         }
         md.push('\n');
     }
-    for section in ["TLS", "Connection limits", "Quirks", "Skipped"] {
+    for section in [
+        "TLS",
+        "Connection limits",
+        "Segmented uploads",
+        "Quirks",
+        "Skipped",
+    ] {
         let list: Vec<&Row> = rows.iter().filter(|r| r.section == section).collect();
         if list.is_empty() {
             continue;
@@ -1092,6 +1098,197 @@ async fn tls_reuse(t: &Target, log: &Path, version: &str) -> Outcome {
     Ok(format!(
         "{reused} data connections resumed the {version} session, 2 sessions"
     ))
+}
+
+/// The probe's verdict on `t` as ftpdrop logged it: `Some(true)` segments,
+/// `Some(false)` single stream (with the reason), `None` not logged.
+fn probe_verdict(t: &Target) -> Option<(bool, String)> {
+    let server = format!("server={}", t.spec());
+    log_text()
+        .lines()
+        .filter(|l| l.contains(&server) && l.contains("ftpdrop::segment"))
+        .find_map(|l| {
+            if l.contains("go in segments") {
+                Some((true, String::new()))
+            } else if l.contains("single stream") {
+                let why = l.split("reason=").nth(1).unwrap_or(l);
+                Some((false, why.trim().to_string()))
+            } else {
+                None
+            }
+        })
+}
+
+/// Uploads in the vsftpd log (`OK UPLOAD` lines) to a temp file in `rel`.
+fn temp_uploads_logged(log: &str, rel: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("OK UPLOAD") && l.contains(&format!("{rel}/.ftpdrop-")))
+        .filter(|l| l.contains(".part"))
+        .count()
+}
+
+/// The 100 MiB file to a server: in segments if `segments`, else in one
+/// stream; byte-identical either way. `log`: the vsftpd log, which must show
+/// one upload per segment.
+async fn segmented_big(t: &Target, segments: bool, log: Option<PathBuf>) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("segmented");
+    let local = big_file();
+    let before = log.as_deref().map_or(0, log_len);
+    let started = Instant::now();
+    let r = w
+        .run("segmented", vec![t.entry(&local, &rel)], |_| {})
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    all_done_on(t, &r)?;
+    let remote = disk.join("big-100MiB.bin");
+    support::assert_same_file(&local, &remote);
+    no_temp_files(&disk)?;
+    let e = &r.entries[0];
+    let verdict = probe_verdict(t);
+    let used = e.segments.unwrap_or(1);
+    let note = if segments {
+        ensure(used > 1, || {
+            format!("one stream; the probe said {verdict:?}")
+        })?;
+        ensure(verdict == Some((true, String::new())), || {
+            format!("probe verdict {verdict:?}")
+        })?;
+        if let Some(log) = &log {
+            let n = temp_uploads_logged(&log_since(log, before), &rel);
+            ensure(n == used, || {
+                format!("the server logged {n} uploads to the temp file for {used} segments")
+            })?;
+        }
+        format!("{used} segments, {secs:.1} s")
+    } else {
+        ensure(e.segments.is_none(), || format!("{used} segments"))?;
+        let Some((false, why)) = verdict else {
+            return Err(format!("probe verdict {verdict:?}, expected single stream"));
+        };
+        format!("single stream ({why}), {secs:.1} s")
+    };
+    let _ = std::fs::remove_file(&remote);
+    Ok(note)
+}
+
+/// Two segments' data connections are reset after 10 MiB (in one attempt
+/// or in two, as the segments' first bytes race): each such attempt fails,
+/// the next one deletes the temp file with its holes (never resumes it) and
+/// sends the file again in segments.
+async fn segmented_cut(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("segmented-cut");
+    let local = big_file();
+    let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await;
+    // A data connection claims a fault at its first byte: the probe's three
+    // 4-byte uploads claim (and never reach) the first three, then two of
+    // the segments are cut.
+    proxy.cut_data_after(10 * MIB, 5);
+    let mut via = t.clone();
+    via.port = proxy.addr.port();
+    let r = w
+        .run("segcut", vec![via.entry(&local, &rel)], |c| {
+            c.retry.initial_backoff_ms = 500;
+        })
+        .await;
+    all_done(&r)?;
+    support::assert_same_file(&local, &disk.join("big-100MiB.bin"));
+    no_temp_files(&disk)?;
+    let e = &r.entries[0];
+    ensure(proxy.data_faults_fired() == 2, || {
+        format!("{} cuts happened, expected 2", proxy.data_faults_fired())
+    })?;
+    ensure(e.attempts >= 2, || format!("{} attempt(s)", e.attempts))?;
+    ensure(e.segments.unwrap_or(1) > 1, || {
+        "the retry was not segmented".into()
+    })?;
+    let dele = proxy
+        .commands_with_verb("DELE")
+        .into_iter()
+        .filter(|c| c.ends_with(".part"))
+        .count();
+    ensure(dele >= 1, || {
+        format!(
+            "the cut temp file was not deleted before the retry: {:?}",
+            proxy.commands_seen()
+        )
+    })?;
+    let _ = std::fs::remove_file(disk.join("big-100MiB.bin"));
+    Ok(format!(
+        "2 segments cut, {} attempts, {} segments at the end",
+        e.attempts,
+        e.segments.unwrap_or(1)
+    ))
+}
+
+/// Segmented uploads where the server keeps parallel REST+STOR writes, a
+/// single stream where the probe finds it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn segmented_upload_where_the_probe_allows() {
+    let servers = ["vsftpd", "pure-ftpd", "proftpd", "pyftpdlib", "vsftpd-tls"];
+    let Some(env) = require_servers("segmented_upload_where_the_probe_allows", &servers) else {
+        return;
+    };
+    let _ = logs();
+    let ca = env.get("FTPDROP_TLS_CA").cloned();
+    let vs = Target::from_env(env, "VSFTPD", "vsftpd");
+    let pure = Target::from_env(env, "PUREFTPD", "pure-ftpd");
+    let pro = Target::from_env(env, "PROFTPD", "proftpd");
+    let py = Target::from_env(env, "PYFTPDLIB", "pyftpdlib");
+    let locked = Target::from_env(env, "VSFTPDTLS", "vsftpd-tls").tls("explicit", ca.as_deref());
+    let vs_log = PathBuf::from(&env["FTPDROP_VSFTPD_LOG"]).join("vsftpd.log");
+    let failures = vec![
+        scenario(
+            "Segmented uploads",
+            "100 MiB in segments (lock_upload_files=NO)",
+            "vsftpd",
+            segmented_big(&vs, true, Some(vs_log)),
+        )
+        .await,
+        scenario(
+            "Segmented uploads",
+            "two segments' data connections cut: retried in segments",
+            "vsftpd",
+            segmented_cut(&vs),
+        )
+        .await,
+        scenario(
+            "Segmented uploads",
+            "100 MiB: probe says single stream",
+            "pure-ftpd",
+            segmented_big(&pure, false, None),
+        )
+        .await,
+        scenario(
+            "Segmented uploads",
+            "100 MiB: probe says single stream",
+            "proftpd",
+            segmented_big(&pro, false, None),
+        )
+        .await,
+        scenario(
+            "Segmented uploads",
+            "100 MiB: probe says single stream",
+            "pyftpdlib",
+            segmented_big(&py, false, None),
+        )
+        .await,
+        scenario(
+            "Segmented uploads",
+            "100 MiB, TLS, default lock_upload_files: probe says single stream",
+            "vsftpd-tls",
+            segmented_big(&locked, false, None),
+        )
+        .await,
+    ];
+    for t in [&vs, &pure, &pro, &py, &locked] {
+        if failures.iter().all(Option::is_none) {
+            t.cleanup();
+        }
+    }
+    finish(failures);
 }
 
 async fn expect_failure(
