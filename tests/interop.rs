@@ -1194,7 +1194,7 @@ async fn segmented_cut(t: &Target) -> Outcome {
         })
         .await;
     all_done(&r)?;
-    support::assert_same_file(&local, &disk.join("big-100MiB.bin"));
+    support::assert_same_file(&local, disk.join("big-100MiB.bin"));
     no_temp_files(&disk)?;
     let e = &r.entries[0];
     ensure(proxy.data_faults_fired() == 2, || {
