@@ -281,7 +281,8 @@ def cmd_report(results_dir, out):
     w("Wall time is `/usr/bin/time` %e (seconds, 10 ms resolution), median over the runs that "
       "uploaded everything correctly (n ok / n); RSS is the median peak RSS (%M). "
       "`ratio` = tool median / best peer median (lftp, rclone, curl; < 1 is faster than the best peer). "
-      "CPU = median user+sys seconds of the client process.")
+      "CPU = median user+sys seconds of the client process. load1 = median 1-minute load average "
+      "after the runs (the machine has 2 cores and is shared).")
     w("")
     med = {}
     for key in order:
@@ -301,19 +302,20 @@ def cmd_report(results_dir, out):
                 "rss": statistics.median(rss) / 1024 if rss else None,
                 "rss_max": max(rss) / 1024 if rss else None,
                 "cpu": statistics.median(cpu) if cpu else None,
+                "load": statistics.median(float(r["load1"]) for r in rs),
             }
             med[(section, workload, server, tool)] = stats[tool]
         peers = [s["med"] for t, s in stats.items() if is_peer(t) and s["med"] is not None]
         best = min(peers) if peers else None
         w(f"## {section}: {workload} on {server}")
         w("")
-        w("| tool | median s | min–max s | ratio to best peer | peak RSS MiB (median / max) | CPU s | ok |")
-        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        w("| tool | median s | min–max s | ratio to best peer | peak RSS MiB (median / max) | CPU s | ok | load1 |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for tool in tools:
             s = stats[tool]
             ratio = s["med"] / best if (best and s["med"] is not None) else None
             w(f"| {tool} | {fmt(s['med'])} | {fmt(s['min'])}–{fmt(s['max'])} | {fmt(ratio)} | "
-              f"{fmt(s['rss'], 1)} / {fmt(s['rss_max'], 1)} | {fmt(s['cpu'])} | {s['ok']}/{s['n']} |")
+              f"{fmt(s['rss'], 1)} / {fmt(s['rss_max'], 1)} | {fmt(s['cpu'])} | {s['ok']}/{s['n']} | {s['load']:.1f} |")
         w("")
         counts = []
         for tool in tools:
@@ -393,8 +395,8 @@ def cmd_report(results_dir, out):
     l1 = g("pureftpd", "W1", "pureftpd", "lftp -P1")
     if fp and l1:
         w(f"| pure-ftpd (argon2 hash) W1 never slower than lftp -P1 | ftpdrop median {fmt(fp['med'])} s "
-          f"(worst {fmt(fp['max'])}) vs lftp -P1 median {fmt(l1['med'])} s (best {fmt(l1['min'])}) | "
-          f"{'yes' if fp['max'] <= l1['min'] else ('median only' if fp['med'] <= l1['med'] else 'NO')} |")
+          f"(worst {fmt(fp['max'])}; {fp['ok']}/{fp['n']} runs complete) vs lftp -P1 median {fmt(l1['med'])} s (best {fmt(l1['min'])}) | "
+          f"{'yes' if fp['max'] <= l1['min'] and fp['ok'] == fp['n'] else ('median only' if fp['med'] <= l1['med'] else 'NO')} |")
     w("")
     text = "\n".join(lines) + "\n"
     with open(out, "w") as f:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # ftpdrop vs lftp, rclone and curl on real FTP servers on loopback (issue 5).
 #
-#   bash bench/compare.sh                 # full run (~20 min on 2 cores)
-#   BENCH_QUICK=1 bash bench/compare.sh   # smoke run (~3 min): small sizes, fewer runs
+#   bash bench/compare.sh                 # full run (~6 min on 2 cores, plus the first build)
+#   BENCH_QUICK=1 bash bench/compare.sh   # smoke run (~1.5 min): small sizes, fewer runs
 #
 # Writes bench/results/latest.md (tables) and bench/results/latest/ (raw.csv,
-# latency.json, command counts, profiles). Workloads, logs and ftpdrop state
-# live under target/bench-work/; servers under target/bench-servers/.
+# latency.json, command counts, profiles). Workloads (target/bench-data/),
+# per-run logs (target/bench-work/logs/) and ftpdrop state (target/bench-work/)
+# stay under target/; servers run under target/bench-servers/.
 # Must run as root (servers.sh creates a user and the servers chroot).
 #
 # Knobs (environment):
@@ -16,10 +17,13 @@
 #   BENCH_W1_SIZE=4096      W1 file size, bytes
 #   BENCH_W2_BYTES=1073741824  W2 file size
 #   BENCH_LAT_JOBS=20       warm jobs for intake latency (plus one cold)
-#   BENCH_10K_ENTRIES=10000 entries of the big-job RSS run (tiny files)
+#   BENCH_10K_ENTRIES=10000 entries of the big-job RSS run (64-byte files)
+#   BENCH_10K_RUNS=3        runs of it
+#   BENCH_REV=HEAD          commit to build (from a clean snapshot); "worktree" = the work tree
 #   BENCH_CONNS=8           connections for ftpdrop, lftp -P, rclone --transfers
 #   BENCH_SECTIONS="main pureftpd latency rss10k profile"   which parts to run
 #   BENCH_SERVERS_DIR=target/bench-servers
+#   BENCH_RESULTS_DIR=bench/results   where latest.md and latest/ go
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,11 +35,11 @@ QUICK="${BENCH_QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
     RUNS="${BENCH_RUNS:-2}"; PURE_RUNS="${BENCH_PURE_RUNS:-1}"
     W1_FILES="${BENCH_W1_FILES:-200}"; W2_BYTES="${BENCH_W2_BYTES:-$((64 << 20))}"
-    LAT_JOBS="${BENCH_LAT_JOBS:-5}"; N10K="${BENCH_10K_ENTRIES:-2000}"
+    LAT_JOBS="${BENCH_LAT_JOBS:-5}"; N10K="${BENCH_10K_ENTRIES:-2000}"; RUNS_10K="${BENCH_10K_RUNS:-1}"
 else
     RUNS="${BENCH_RUNS:-5}"; PURE_RUNS="${BENCH_PURE_RUNS:-5}"
     W1_FILES="${BENCH_W1_FILES:-1000}"; W2_BYTES="${BENCH_W2_BYTES:-$((1 << 30))}"
-    LAT_JOBS="${BENCH_LAT_JOBS:-20}"; N10K="${BENCH_10K_ENTRIES:-10000}"
+    LAT_JOBS="${BENCH_LAT_JOBS:-20}"; N10K="${BENCH_10K_ENTRIES:-10000}"; RUNS_10K="${BENCH_10K_RUNS:-3}"
 fi
 W1_DIRS="${BENCH_W1_DIRS:-10}"
 W1_SIZE="${BENCH_W1_SIZE:-4096}"
@@ -45,7 +49,7 @@ SRV_DIR="${BENCH_SERVERS_DIR:-$REPO/target/bench-servers}"
 
 WORK="$REPO/target/bench-work"
 DATA="$REPO/target/bench-data"
-RES_DIR="$SCRIPT_DIR/results"
+RES_DIR="${BENCH_RESULTS_DIR:-$SCRIPT_DIR/results}"
 OUT="$RES_DIR/latest"
 BIN="$REPO/target/bench/release/ftpdrop"
 
@@ -137,17 +141,19 @@ if [ ! -f "$W2_FILE" ] || [ "$(stat -c %s "$W2_FILE")" != "$W2_BYTES" ]; then
     head -c "$W2_BYTES" /dev/urandom >"$W2_FILE.tmp" && mv "$W2_FILE.tmp" "$W2_FILE"
 fi
 
-rm -rf "$OUT"; mkdir -p "$OUT/cmds" "$OUT/logs"
+# Per-run logs are large (a line per uploaded file): they stay under target/.
+LOGS="$WORK/logs"
+rm -rf "$OUT" "$LOGS"; mkdir -p "$OUT/cmds" "$LOGS"
 RAW="$OUT/raw.csv"
 echo "section,workload,server,tool,run,wall_s,maxrss_kb,user_s,sys_s,rc,ok,load1" >"$RAW"
 
 # ftpdrop needs one config and a fresh inbox per run.
-ftpdrop_state() {  # ftpdrop_state DIR -> writes DIR/cfg.json, empty DIR/files DIR/checked
-    local d="$1"
+ftpdrop_state() {  # ftpdrop_state DIR [CONNS] -> writes DIR/cfg.json, empty DIR/files DIR/checked
+    local d="$1" c="${2:-$CONNS}"
     rm -rf "$d"; mkdir -p "$d/files" "$d/checked"
     cat >"$d/cfg.json" <<EOF
 {"inbox": "$d/files", "checked": "$d/checked",
- "max_connections": $CONNS, "max_connections_per_server": $CONNS,
+ "max_connections": $c, "max_connections_per_server": $c,
  "max_concurrent_jobs": 1}
 EOF
 }
@@ -166,8 +172,10 @@ clean_root() { find "$ROOT" -mindepth 1 -delete; sync; }
 make_cmd() {
     local tool="$1" wl="$2" st="$WORK/state"
     case "$tool:$wl" in
-        ftpdrop:*)
-            ftpdrop_state "$st"
+        ftpdrop:*|ftpdrop\ c=*:*)
+            local c="$CONNS"
+            [[ "$tool" == "ftpdrop c="* ]] && c="${tool#ftpdrop c=}"
+            ftpdrop_state "$st" "$c"
             cp "$WORK/job-$wl-$SRV.json" "$st/files/job.json"
             touch -d '-1 min' "$st/files/job.json"  # settled: `once` claims it at once
             CMD=("$BIN" once --config "$st/cfg.json") ;;
@@ -194,7 +202,7 @@ run_case() {
     local tag="$section-$wl-$SRVNAME-${tool// /_}-$run"
     clean_root
     make_cmd "$tool" "$wl"
-    local tf="$OUT/logs/$tag.time" lf="$OUT/logs/$tag.log" off0=0 off1 rc=0
+    local tf="$LOGS/$tag.time" lf="$LOGS/$tag.log" off0=0 off1 rc=0
     [ -f "$SLOG/vsftpd.log" ] && off0="$(stat -c %s "$SLOG/vsftpd.log")"
     /usr/bin/time -f "%e %M %U %S" -o "$tf" -- "${CMD[@]}" >"$lf" 2>&1 || rc=$?
     local wall rss us ss ok=1
@@ -269,7 +277,9 @@ fi
 if has pureftpd; then
     prepare_server PUREFTPD pureftpd
     log "pureftpd: W1 with the argon2 login hash, $PURE_RUNS runs each"
-    alternate pureftpd W1 "$PURE_RUNS" ftpdrop "lftp -P1" "lftp -P$CONNS"
+    # "ftpdrop c=1": the same binary with max_connections 1, i.e. what a pool
+    # that does not open logins in parallel could reach at best.
+    alternate pureftpd W1 "$PURE_RUNS" ftpdrop "lftp -P1" "lftp -P$CONNS" "ftpdrop c=1"
 fi
 
 # ---------------------------------------------------------- latency ---
@@ -280,13 +290,13 @@ if has latency; then
     st="$WORK/latency"; ftpdrop_state "$st"; mkdir -p "$st/staging" "$st/src"
     log "latency: ftpdrop run, $LAT_JOBS warm jobs + 1 cold"
     "$BIN" run --config "$st/cfg.json" --log-format json --log-level debug \
-        2>"$OUT/logs/latency-daemon.log" >/dev/null &
+        2>"$LOGS/latency-daemon.log" >/dev/null &
     DAEMON_PID=$!
     for _ in $(seq 1 100); do
-        grep -q 'watching for job files' "$OUT/logs/latency-daemon.log" 2>/dev/null && break
+        grep -q 'watching for job files' "$LOGS/latency-daemon.log" 2>/dev/null && break
         sleep 0.05
     done
-    $TOOL latency "$st/staging" "$st/files" "$ROOT/lat" "$st/src" "$OUT/logs/latency-daemon.log" \
+    $TOOL latency "$st/staging" "$st/files" "$ROOT/lat" "$st/src" "$LOGS/latency-daemon.log" \
         "$OUT/latency.json" "$LAT_JOBS" "$H" "$P" "$U" "$PW"
     kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=
 fi
@@ -300,18 +310,20 @@ if has rss10k; then
         rm -rf "$W10K"; $TOOL gen-files "$W10K" "$N10K" 100 64; touch "$W10K.done"
     fi
     $TOOL job "$WORK/job-10k.json" "$W10K" w10k "$H" "$P" "$U" "$PW"
-    clean_root
-    ftpdrop_state "$WORK/state"
-    cp "$WORK/job-10k.json" "$WORK/state/files/job.json"; touch -d '-1 min' "$WORK/state/files/job.json"
-    log "rss10k: one job of $N10K entries ($(stat -c %s "$WORK/job-10k.json") B job file)"
-    rc=0
-    /usr/bin/time -f "%e %M %U %S" -o "$OUT/logs/rss10k.time" -- \
-        "$BIN" once --config "$WORK/state/cfg.json" >"$OUT/logs/rss10k.log" 2>&1 || rc=$?
-    read -r wall rss us ss < <(tail -n1 "$OUT/logs/rss10k.time")
-    ok=1; $TOOL tree-check "$ROOT/w10k" "$N10K" $((N10K * 64)) 2>>"$OUT/logs/rss10k.log" || ok=0
-    [ "$rc" = 0 ] || ok=0
-    echo "rss10k,${N10K}x64B,vsftpd,ftpdrop,1,$wall,$rss,$us,$ss,$rc,$ok,$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
-    log "rss10k: ${wall}s ${rss}KiB rc=$rc ok=$ok"
+    log "rss10k: one job of $N10K entries ($(stat -c %s "$WORK/job-10k.json") B job file), $RUNS_10K runs"
+    for run in $(seq 1 "$RUNS_10K"); do
+        clean_root
+        ftpdrop_state "$WORK/state"
+        cp "$WORK/job-10k.json" "$WORK/state/files/job.json"; touch -d '-1 min' "$WORK/state/files/job.json"
+        rc=0
+        /usr/bin/time -f "%e %M %U %S" -o "$LOGS/rss10k-$run.time" -- \
+            "$BIN" once --config "$WORK/state/cfg.json" >"$LOGS/rss10k-$run.log" 2>&1 || rc=$?
+        read -r wall rss us ss < <(tail -n1 "$LOGS/rss10k-$run.time")
+        ok=1; $TOOL tree-check "$ROOT/w10k" "$N10K" $((N10K * 64)) 2>>"$LOGS/rss10k-$run.log" || ok=0
+        [ "$rc" = 0 ] || ok=0
+        echo "rss10k,${N10K}x64B,vsftpd,ftpdrop,$run,$wall,$rss,$us,$ss,$rc,$ok,$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        log "rss10k run $run: ${wall}s ${rss}KiB rc=$rc ok=$ok"
+    done
 fi
 
 # ---------------------------------------------------------- profile ---
