@@ -51,6 +51,12 @@ struct Slot {
     /// Whether the server takes segmented uploads (see `segment`): one of
     /// the `SEGMENTS_*` values, learnt once per server by a probe.
     segments: AtomicU8,
+    /// One login at a time per server. A login can cost seconds of server
+    /// CPU (pure-ftpd's default password hash), and a session returned while
+    /// an entry waits serves it sooner than a login of its own would.
+    login_gate: Arc<Semaphore>,
+    /// Signalled when a session goes back to `idle`.
+    returned: tokio::sync::Notify,
 }
 
 const SEGMENTS_UNKNOWN: u8 = 0;
@@ -131,7 +137,20 @@ impl Drop for Lease {
             global,
             since: Instant::now(),
         });
+        self.slot.returned.notify_one();
     }
+}
+
+/// The remembered refusal of this very login, if it is recent.
+fn refused_before(slot: &Slot, spec: &ServerSpec) -> Result<(), Fault> {
+    if let Some((when, digest, fault)) = slot.refused_login.lock().unwrap().as_ref() {
+        if when.elapsed() < REMEMBER_REFUSED_LOGIN && *digest == password_digest(spec) {
+            return Err(fault
+                .clone()
+                .context("not tried again: this login was refused moments ago"));
+        }
+    }
+    Ok(())
 }
 
 impl Pool {
@@ -165,6 +184,8 @@ impl Pool {
                     idle: Mutex::new(Vec::new()),
                     dirs: DirCache::default(),
                     refused_login: Mutex::new(None),
+                    login_gate: Arc::new(Semaphore::new(1)),
+                    returned: tokio::sync::Notify::new(),
                     segments: AtomicU8::new(SEGMENTS_UNKNOWN),
                 })
             })
@@ -229,13 +250,7 @@ impl Pool {
     pub async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
         let key = spec.key();
         let slot = self.slot(&key);
-        if let Some((when, digest, fault)) = slot.refused_login.lock().unwrap().as_ref() {
-            if when.elapsed() < REMEMBER_REFUSED_LOGIN && *digest == password_digest(spec) {
-                return Err(fault
-                    .clone()
-                    .context("not tried again: this login was refused moments ago"));
-            }
-        }
+        refused_before(&slot, spec)?;
         self.maybe_raise_limit(&key, &slot);
         let in_use = slot
             .in_use
@@ -244,9 +259,20 @@ impl Pool {
             .await
             .expect("semaphore never closed");
 
+        let gate = loop {
+            if let Some(idle) = Self::take_idle(&slot).await {
+                return Ok(self.lease(idle.session, idle.global, in_use, slot));
+            }
+            tokio::select! {
+                g = slot.login_gate.clone().acquire_owned() => break g.expect("semaphore never closed"),
+                _ = slot.returned.notified() => {}
+            }
+        };
         if let Some(idle) = Self::take_idle(&slot).await {
             return Ok(self.lease(idle.session, idle.global, in_use, slot));
         }
+        // The login before ours may have been refused while we waited.
+        refused_before(&slot, spec)?;
 
         let global = loop {
             if let Ok(p) = self.global.clone().try_acquire_owned() {
@@ -261,7 +287,9 @@ impl Pool {
             break p.expect("semaphore never closed");
         };
 
-        self.connect(spec, &key, slot, in_use, global).await
+        let lease = self.connect(spec, &key, slot, in_use, global).await;
+        drop(gate);
+        lease
     }
 
     /// Lends one more session for `spec` only if that needs no waiting: a

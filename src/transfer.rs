@@ -93,45 +93,41 @@ type ReaderTask = tokio::task::JoinHandle<std::io::Result<(String, u64)>>;
 
 /// Reads the local file on a blocking thread, hashing all of it and sending
 /// the part from `offset` on. Returns the SHA-256 and the bytes read.
-fn spawn_reader(path: PathBuf, offset: u64) -> (mpsc::Receiver<Vec<u8>>, ReaderTask) {
+///
+/// Chunks are sized to what is left of the `expected` size (plus one byte, so
+/// that a file that grew is noticed), between 8 KiB and [`CHUNK`], and read
+/// into fresh capacity without zero-filling it first: for thousands of small
+/// files, zeroing and faulting in 512 KiB buffers was a tenth of the CPU.
+fn spawn_reader(
+    path: PathBuf,
+    offset: u64,
+    expected: u64,
+) -> (mpsc::Receiver<Vec<u8>>, ReaderTask) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let handle = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
         let mut f = std::fs::File::open(&path)?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
-        // The server already has [0, offset): hash it without sending it.
-        let mut buf = vec![0u8; CHUNK];
-        while total < offset {
-            let want = ((offset - total) as usize).min(CHUNK);
-            let n = f.read(&mut buf[..want])?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n as u64;
+        if offset > 0 {
+            // The server already has [0, offset): hash it without sending it.
+            let mut head = (&mut f).take(offset);
+            total = std::io::copy(&mut head, &mut hasher)?;
+            f.seek(SeekFrom::Start(total))?;
         }
-        f.seek(SeekFrom::Start(total))?;
         loop {
-            let mut chunk = vec![0u8; CHUNK];
-            let mut filled = 0;
-            while filled < CHUNK {
-                let n = f.read(&mut chunk[filled..])?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
+            let want = (expected.saturating_sub(total) + 1).clamp(8 * 1024, CHUNK as u64);
+            let mut chunk = Vec::with_capacity(want as usize);
+            let filled = (&mut f).take(want).read_to_end(&mut chunk)?;
             if filled == 0 {
                 break;
             }
-            chunk.truncate(filled);
             hasher.update(&chunk);
             total += filled as u64;
             if tx.blocking_send(chunk).is_err() {
                 // The uploader gave up; its error is the one to report.
                 break;
             }
-            if filled < CHUNK {
+            if (filled as u64) < want {
                 break;
             }
         }
@@ -240,7 +236,7 @@ pub async fn attempt(
 
     let segments = 1 + extra.len();
     let sent = if extra.is_empty() {
-        send(lease.session(), entry, &temp_path, offset).await
+        send(lease.session(), entry, &temp_path, offset, stamp.size).await
     } else {
         segment::send(lease.session(), &mut extra, entry, &temp_path, stamp.size).await
     };
@@ -308,9 +304,10 @@ async fn send(
     entry: &Entry,
     temp_path: &str,
     offset: u64,
+    expected: u64,
 ) -> Result<(String, u64), Fault> {
     let data_timeout = session.data_timeout();
-    let (mut rx, reader) = spawn_reader(entry.local_path.clone(), offset);
+    let (mut rx, reader) = spawn_reader(entry.local_path.clone(), offset, expected);
     // The data connection is open and the server's verdict on it not yet read.
     let mut verdict_pending = false;
     let result = async {
