@@ -294,7 +294,8 @@ impl Pool {
 
     /// Lends one more session for `spec` only if that needs no waiting: a
     /// free per-server and global permit (closing another server's idle
-    /// session if that makes room). It may still connect and log in.
+    /// session if that makes room), and no other login to this server under
+    /// way. It may still connect and log in.
     /// `None` when the limits are reached or the connection failed; the
     /// caller then does with what it has.
     pub async fn try_acquire(self: &Arc<Self>, spec: &ServerSpec) -> Option<Lease> {
@@ -304,12 +305,15 @@ impl Pool {
         if let Some(idle) = Self::take_idle(&slot).await {
             return Some(self.lease(idle.session, idle.global, in_use, slot));
         }
+        let gate = slot.login_gate.clone().try_acquire_owned().ok()?;
         let global = match self.global.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) if self.evict_one() => self.global.clone().try_acquire_owned().ok()?,
             Err(_) => return None,
         };
-        match self.connect(spec, &key, slot, in_use, global).await {
+        let lease = self.connect(spec, &key, slot, in_use, global).await;
+        drop(gate);
+        match lease {
             Ok(lease) => Some(lease),
             Err(f) => {
                 tracing::debug!(server = %key, error = %f, "no extra session");

@@ -108,14 +108,12 @@ pub async fn prepare(
         }
         return Ok(Vec::new());
     }
+    // Before the probe, one extra session is enough: a login can cost
+    // seconds of server CPU (pure-ftpd), not worth it for a "no".
     let mut extra = Vec::new();
-    while extra.len() + 1 < wanted {
-        match pool.try_acquire(spec).await {
-            Some(l) => extra.push(l),
-            None => break,
-        }
-    }
-    if extra.is_empty() || lease.segments_ok() == Some(true) {
+    let probed = lease.segments_ok() == Some(true);
+    borrow(pool, spec, &mut extra, if probed { wanted } else { 2 }).await;
+    if extra.is_empty() || probed {
         return Ok(extra);
     }
     match probe(lease.session(), extra[0].session(), dir).await {
@@ -126,6 +124,7 @@ pub async fn prepare(
                     "the server keeps parallel REST+STOR writes: big files go in segments"
                 );
             }
+            borrow(pool, spec, &mut extra, wanted).await;
             Ok(extra)
         }
         Ok(Probe::SingleStream(why)) => {
@@ -139,6 +138,16 @@ pub async fn prepare(
             // Inconclusive (the extra session broke): ask again next time.
             tracing::debug!(server = %spec, error = %f, "segment probe inconclusive");
             Ok(Vec::new())
+        }
+    }
+}
+
+/// Adds free sessions to `extra` until there are `total` with the lease's own.
+async fn borrow(pool: &Arc<Pool>, spec: &ServerSpec, extra: &mut Vec<Lease>, total: usize) {
+    while extra.len() + 1 < total {
+        match pool.try_acquire(spec).await {
+            Some(l) => extra.push(l),
+            None => break,
         }
     }
 }
