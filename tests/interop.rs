@@ -276,6 +276,18 @@ impl Target {
     fn cleanup(&self) {
         let _ = std::fs::remove_dir_all(self.root.join(run_id()));
     }
+
+    /// Like [`Target::dir`], under a directory of the segmented-upload test's
+    /// own: the matrix tests remove theirs while it still runs.
+    fn seg_dir(&self, scenario: &str) -> (String, PathBuf) {
+        let rel = format!("{}-seg/{scenario}", run_id());
+        let disk = self.root.join(&rel);
+        (rel, disk)
+    }
+
+    fn seg_cleanup(&self) {
+        let _ = std::fs::remove_dir_all(self.root.join(format!("{}-seg", run_id())));
+    }
 }
 
 fn real_targets(env: &HashMap<String, String>) -> Vec<Target> {
@@ -1132,7 +1144,7 @@ fn temp_uploads_logged(log: &str, rel: &str) -> usize {
 /// one upload per segment.
 async fn segmented_big(t: &Target, segments: bool, log: Option<PathBuf>) -> Outcome {
     let w = Work::new();
-    let (rel, disk) = t.dir("segmented");
+    let (rel, disk) = t.seg_dir("segmented");
     let local = big_file();
     let before = log.as_deref().map_or(0, log_len);
     let started = Instant::now();
@@ -1178,7 +1190,7 @@ async fn segmented_big(t: &Target, segments: bool, log: Option<PathBuf>) -> Outc
 /// sends the file again in segments.
 async fn segmented_cut(t: &Target) -> Outcome {
     let w = Work::new();
-    let (rel, disk) = t.dir("segmented-cut");
+    let (rel, disk) = t.seg_dir("segmented-cut");
     let local = big_file();
     let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
     let proxy = FaultProxy::start(upstream).await;
@@ -1285,7 +1297,7 @@ async fn segmented_upload_where_the_probe_allows() {
     ];
     for t in [&vs, &pure, &pro, &py, &locked] {
         if failures.iter().all(Option::is_none) {
-            t.cleanup();
+            t.seg_cleanup();
         }
     }
     finish(failures);
