@@ -1209,8 +1209,11 @@ async fn segmented_cut(t: &Target) -> Outcome {
     support::assert_same_file(&local, disk.join("big-100MiB.bin"));
     no_temp_files(&disk)?;
     let e = &r.entries[0];
-    ensure(proxy.data_faults_fired() == 2, || {
-        format!("{} cuts happened, expected 2", proxy.data_faults_fired())
+    // Once one segment is cut the attempt stops the others, so the second
+    // claimed fault may never reach its 10 MiB: one or two cuts.
+    let cuts = proxy.data_faults_fired();
+    ensure((1..=2).contains(&cuts), || {
+        format!("{cuts} cuts happened, expected 1 or 2")
     })?;
     ensure(e.attempts >= 2, || format!("{} attempt(s)", e.attempts))?;
     ensure(e.segments.unwrap_or(1) > 1, || {
@@ -1502,8 +1505,11 @@ async fn connection_limit_is_back_pressure() {
             let (rel, disk) = t.dir("limited");
             let mut entries = Vec::new();
             let mut bodies = Vec::new();
+            // Big enough that a session is still busy when the next entry
+            // wants one: with one login at a time per server, tiny files
+            // would finish over two connections and never meet the limit.
             for i in 0..40u64 {
-                let body = support::random_bytes(500 + i as usize * 97, 500 + i);
+                let body = support::random_bytes((2 << 20) + i as usize * 97, 500 + i);
                 entries.push(t.entry(&w.local(&format!("l/f{i}.bin"), &body), &rel));
                 bodies.push(body);
             }
