@@ -105,6 +105,8 @@ pub struct Session {
     pub last_used: Instant,
     /// The reply of the last MKD the server refused, to explain a later STOR failure.
     last_mkd_refusal: Option<String>,
+    /// The pool's count of this server's open sessions; released with the session.
+    pub(crate) counted: Option<tokio::sync::OwnedSemaphorePermit>,
     /// This control connection's TLS session, resumed by its data connections.
     tls_cache: Option<Arc<SessionCache>>,
     /// Cleared when the server sent no TLS 1.3 ticket on a data connection: no point waiting again.
@@ -323,6 +325,7 @@ impl Session {
             broken: false,
             last_used: Instant::now(),
             last_mkd_refusal: None,
+            counted: None,
             tls_cache,
             tickets_on_data: true,
             hash_algo: None,
