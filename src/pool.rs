@@ -283,22 +283,29 @@ impl Pool {
             .await
             .expect("semaphore never closed");
 
-        let queued = Instant::now();
         let gate = loop {
             if let Some(idle) = Self::take_idle(&slot).await {
                 return Ok(self.lease(idle.session, idle.global, in_use, slot));
             }
-            let turn = async {
-                tokio::time::sleep_until((queued + slot.patience()).into()).await;
-                slot.login_gate.clone().acquire_owned().await
-            };
             tokio::select! {
-                g = turn => break g.expect("semaphore never closed"),
+                g = slot.login_gate.clone().acquire_owned() => break g.expect("semaphore never closed"),
                 _ = slot.returned.notified() => {}
             }
         };
-        if let Some(idle) = Self::take_idle(&slot).await {
-            return Ok(self.lease(idle.session, idle.global, in_use, slot));
+        // Our turn to log in. While this server has sessions open, one of them
+        // usually comes back before a new login would complete: wait that long.
+        let deadline = Instant::now() + slot.patience();
+        loop {
+            if let Some(idle) = Self::take_idle(&slot).await {
+                return Ok(self.lease(idle.session, idle.global, in_use, slot));
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = slot.returned.notified() => {}
+            }
         }
         // The login before ours may have been refused while we waited.
         refused_before(&slot, spec)?;
