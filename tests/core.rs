@@ -21,25 +21,10 @@ struct Daemon {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-fn test_config(base: &Path) -> Config {
-    let mut cfg = Config {
-        inbox: base.join("files"),
-        checked: base.join("checked"),
-        settle_ms: 100,
-        sweep_interval_ms: 500,
-        ..Config::default()
-    };
-    cfg.retry.initial_backoff_ms = 50;
-    cfg.retry.max_backoff_ms = 200;
-    std::fs::create_dir_all(&cfg.inbox).unwrap();
-    std::fs::create_dir_all(&cfg.checked).unwrap();
-    cfg
-}
-
 impl Daemon {
     fn prepare() -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = test_config(dir.path());
+        let cfg = support::daemon_config(dir.path());
         (dir, cfg)
     }
 
@@ -86,24 +71,7 @@ impl Daemon {
     }
 
     async fn receipt(&self, job: &str) -> Receipt {
-        wait_receipt(&self.checked, job, Duration::from_secs(60)).await
-    }
-}
-
-async fn wait_receipt(checked: &Path, job: &str, limit: Duration) -> Receipt {
-    let path = checked.join(format!("{job}.report.json"));
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(r) = Receipt::load(&path) {
-            if r.state.is_final() {
-                return r;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no final receipt for {job} within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        support::wait_receipt(&self.checked, job, Duration::from_secs(60)).await
     }
 }
 

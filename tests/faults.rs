@@ -27,22 +27,6 @@ const MIB: u64 = 1024 * 1024;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Fast settle and retries so that tests spend their time on the faults, not on waiting.
-fn base_config(base: &Path) -> Config {
-    let mut cfg = Config {
-        inbox: base.join("files"),
-        checked: base.join("checked"),
-        settle_ms: 100,
-        sweep_interval_ms: 500,
-        ..Config::default()
-    };
-    cfg.retry.initial_backoff_ms = 50;
-    cfg.retry.max_backoff_ms = 200;
-    std::fs::create_dir_all(&cfg.inbox).unwrap();
-    std::fs::create_dir_all(&cfg.checked).unwrap();
-    cfg
-}
-
 /// `ftpdrop::run` in-process, stopped through its shutdown future.
 struct Daemon {
     stop: Option<oneshot::Sender<()>>,
@@ -97,26 +81,7 @@ fn entry(addr: SocketAddr, srv: &FtpServer, local: &Path, server_path: &str) -> 
     })
 }
 
-fn receipt_now(checked: &Path, job: &str) -> Option<Receipt> {
-    Receipt::load(&checked.join(format!("{job}.report.json"))).ok()
-}
-
-async fn wait_receipt(checked: &Path, job: &str, limit: Duration) -> Receipt {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(r) = receipt_now(checked, job) {
-            if r.state.is_final() {
-                return r;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no final receipt for {job} within {limit:?}: {:#?}",
-            receipt_now(checked, job)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::{receipt_now, wait_receipt};
 
 /// Polls `cond` until it holds; panics with `what` (and `context()`) after `limit`.
 async fn wait_for(
@@ -438,7 +403,7 @@ async fn connection_cut_mid_transfer_resumes_from_server_offset() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/cut.bin");
     support::write_random_file(&local, SIZE, 2);
     proxy.cut_data_after(CUT, 1);
@@ -481,7 +446,7 @@ async fn silent_truncation_is_caught_by_the_size_check_and_resumed() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/short.bin");
     support::write_random_file(&local, SIZE, 3);
     proxy.truncate_data_after(3 * MIB, 1);
@@ -518,7 +483,7 @@ async fn control_cut_at_rename_is_retried_without_a_second_upload() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/rn.bin");
     support::write_random_file(&local, SIZE, 4);
     proxy.cut_control_on_command("RNTO", 1);
@@ -554,7 +519,7 @@ async fn dry_run_commands(local: &Path, server_path: &str) -> Vec<String> {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let d = Daemon::start(&cfg);
     drop_job(
         &cfg.inbox,
@@ -588,7 +553,7 @@ async fn connection_lost_after_rename_settles_without_second_upload() {
 
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     // Forward everything up to and including RNTO (its 250 reply arrives), cut on the next command.
     proxy.cut_control_after_commands(rnto as u32 + 1, 1);
     let d = Daemon::start(&cfg);
@@ -619,7 +584,7 @@ async fn crash_between_rename_and_receipt_settles_by_size_without_upload() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/pub.bin");
     let content = support::random_bytes(1_000_000, 10);
     support::write_file(&local, &content);
@@ -718,7 +683,7 @@ fn file_identity(p: &Path) -> (u64, std::time::SystemTime) {
 async fn server_down_at_start_up_later() {
     let addr = support::free_local_addr();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = base_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
     cfg.retry.initial_backoff_ms = 200;
     cfg.retry.max_backoff_ms = 800;
     cfg.retry.max_attempts = 30;
@@ -761,7 +726,7 @@ async fn wrong_credentials_permanent_no_retry_storm() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/x.txt");
     support::write_file(&local, b"x");
     let mut e = entry(proxy.addr, &srv, &local, "w");
@@ -803,7 +768,7 @@ async fn transient_faults_back_off_and_give_up_after_max_attempts() {
     let proxy = FaultProxy::start(srv.addr).await;
     proxy.refuse_connections(true);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = base_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
     cfg.retry.max_attempts = 3;
     cfg.retry.initial_backoff_ms = 200;
     cfg.retry.max_backoff_ms = 1000;
@@ -835,7 +800,7 @@ async fn transient_4xx_replies_are_retried_permanent_5xx_fail_fast() {
     let srv = FtpServer::start().await;
     let proxy = ReplyProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let cases = [
         (
             421,
@@ -913,7 +878,7 @@ async fn local_file_rewritten_during_upload_is_never_published_as_a_mix() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/mix.bin");
     support::write_random_file(&local, SIZE, 11);
 
@@ -973,7 +938,7 @@ async fn local_file_changed_while_upload_stalled_starts_over() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = base_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
     cfg.data_timeout_secs = 1;
     let local = dir.path().join("data/grow.bin");
     support::write_random_file(&local, SIZE, 13);
@@ -1036,7 +1001,7 @@ async fn graceful_shutdown_honours_grace_and_next_start_resumes() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = base_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
     cfg.shutdown_grace_secs = 1;
     cfg.data_timeout_secs = 60;
     let local = dir.path().join("data/g.bin");
@@ -1110,7 +1075,7 @@ async fn shutdown_right_after_rename_does_not_publish_twice() {
     let srv = FtpServer::start().await;
     let proxy = ReplyProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = base_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
     cfg.shutdown_grace_secs = 1;
     let local = dir.path().join("data/p.bin");
     support::write_random_file(&local, SIZE, 16);
@@ -1158,7 +1123,7 @@ async fn shutdown_right_after_rename_does_not_publish_twice() {
 async fn receipt_write_failure_is_retried_and_does_not_block_other_jobs() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let squat = cfg.checked.join(".blocked.report.json.tmp");
     std::fs::create_dir_all(squat.join("x")).unwrap();
     let a = dir.path().join("data/a.txt");
@@ -1198,7 +1163,7 @@ async fn receipt_write_failure_is_retried_and_does_not_block_other_jobs() {
 async fn job_file_vanishing_before_claim_does_not_stop_intake() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = base_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
     cfg.settle_ms = 500;
     let local = dir.path().join("data/v.txt");
     support::write_file(&local, b"v");
@@ -1233,7 +1198,7 @@ async fn job_file_vanishing_before_claim_does_not_stop_intake() {
 async fn job_the_watcher_cannot_see_is_found_by_the_sweep() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = base_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
     cfg.sweep_interval_ms = 300;
     let local = dir.path().join("data/s.txt");
     support::write_file(&local, b"swept");
@@ -1445,7 +1410,7 @@ async fn refused_resume_starts_over_instead_of_failing() {
     refuser.inject("REST", "", "451 Restart not permitted", 5);
     refuser.inject("APPE", "", "451 Append not permitted", 5);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(dir.path());
+    let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/noresume.bin");
     support::write_random_file(&local, SIZE, 11);
     cutter.cut_data_after(3 * MIB, 1);

@@ -171,3 +171,43 @@ impl XorShift {
         }
     }
 }
+
+/// Daemon settings for tests: folders under `base` (created), fast settle
+/// and retries, so that tests spend their time on what they test.
+pub fn daemon_config(base: &Path) -> ftpdrop::Config {
+    let mut cfg = ftpdrop::Config {
+        inbox: base.join("files"),
+        checked: base.join("checked"),
+        settle_ms: 100,
+        sweep_interval_ms: 500,
+        ..ftpdrop::Config::default()
+    };
+    cfg.retry.initial_backoff_ms = 50;
+    cfg.retry.max_backoff_ms = 200;
+    std::fs::create_dir_all(&cfg.inbox).unwrap();
+    std::fs::create_dir_all(&cfg.checked).unwrap();
+    cfg
+}
+
+/// The job's receipt as it is on disk now, if there is one.
+pub fn receipt_now(checked: &Path, job: &str) -> Option<ftpdrop::Receipt> {
+    ftpdrop::Receipt::load(&checked.join(format!("{job}.report.json"))).ok()
+}
+
+/// Waits for the job's receipt to reach a final state; panics after `limit`.
+pub async fn wait_receipt(checked: &Path, job: &str, limit: Duration) -> ftpdrop::Receipt {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(r) = receipt_now(checked, job) {
+            if r.state.is_final() {
+                return r;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no final receipt for {job} within {limit:?}: {:#?}",
+            receipt_now(checked, job)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
