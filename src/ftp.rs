@@ -107,6 +107,10 @@ pub struct Session {
     last_mkd_refusal: Option<String>,
     /// The pool's count of this server's open sessions; released with the session.
     pub(crate) counted: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Data connections opened and not yet finished. Non-zero when a task was
+    /// cancelled mid-transfer (shutdown): the control connection then owes a
+    /// reply, so the session must not be reused.
+    open_transfers: usize,
     /// This control connection's TLS session, resumed by its data connections.
     tls_cache: Option<Arc<SessionCache>>,
     /// Cleared when the server sent no TLS 1.3 ticket on a data connection: no point waiting again.
@@ -326,6 +330,7 @@ impl Session {
             last_used: Instant::now(),
             last_mkd_refusal: None,
             counted: None,
+            open_transfers: 0,
             tls_cache,
             tickets_on_data: true,
             hash_algo: None,
@@ -501,7 +506,10 @@ impl Session {
                 .await
             };
             match r {
-                Ok(up) => return Ok(up),
+                Ok(up) => {
+                    self.open_transfers += 1;
+                    return Ok(up);
+                }
                 Err(f)
                     if self.epsv
                         && !self.broken
@@ -562,14 +570,22 @@ impl Session {
     /// Closes the data connection and reads the server's verdict on the transfer.
     pub async fn finish(&mut self, mut upload: Upload, path: &str) -> Result<(), Fault> {
         self.collect_tickets(&mut upload).await;
-        timed(
+        let verdict = timed(
             &mut self.broken,
             &self.password,
             self.timeouts.data,
             format!("finishing upload of {path}"),
             upload.finish(),
         )
-        .await
+        .await;
+        // Read, or the session is marked broken: either way nothing is owed.
+        self.open_transfers = self.open_transfers.saturating_sub(1);
+        verdict
+    }
+
+    /// Is a data connection of this session still open (its task was cancelled)?
+    pub fn mid_transfer(&self) -> bool {
+        self.open_transfers > 0
     }
 
     /// Reads the TLS 1.3 session tickets the server sent on an upload's data
@@ -695,6 +711,7 @@ impl Session {
             self.ftp.retr_as_stream(path),
         )
         .await?;
+        self.open_transfers += 1;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
@@ -726,6 +743,7 @@ impl Session {
             stream.finish(),
         )
         .await?;
+        self.open_transfers -= 1;
         Ok((hex::encode(hasher.finalize()), total))
     }
 }

@@ -172,7 +172,10 @@ impl Drop for Lease {
         let (Some(mut session), Some(global)) = (self.session.take(), self.global.take()) else {
             return;
         };
-        if session.broken || self.pool.global_waiters.load(Ordering::SeqCst) > 0 {
+        if session.broken
+            || session.mid_transfer()
+            || self.pool.global_waiters.load(Ordering::SeqCst) > 0
+        {
             // Closing frees the global permit for whoever waits for it.
             drop(global);
             return;
