@@ -91,15 +91,6 @@ fn entry(srv: &FtpServer, local: &Path, server_path: &str) -> Value {
     })
 }
 
-fn no_temp_files(srv: &FtpServer) {
-    let left: Vec<String> = srv
-        .files()
-        .into_iter()
-        .filter(|f| f.contains(".ftpdrop-"))
-        .collect();
-    assert!(left.is_empty(), "temp files left on the server: {left:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_format_job_with_string_port_end_to_end() {
     let srv = FtpServer::start().await;
@@ -133,7 +124,7 @@ async fn seed_format_job_with_string_port_end_to_end() {
         !d.checked.join("seed.journal").exists(),
         "journal removed after the final receipt"
     );
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
     d.stop().await;
 }
 
@@ -185,7 +176,7 @@ async fn nested_dirs_cyrillic_names_and_session_reuse() {
         1,
         "a logged-in session is reused for the next entry"
     );
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
     d.stop().await;
 }
 
@@ -204,7 +195,7 @@ async fn fifty_mib_file_arrives_byte_identical() {
         r.entries[0].sha256.as_deref(),
         Some(support::sha256_file(&big).as_str())
     );
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
     d.stop().await;
 }
 
@@ -240,7 +231,7 @@ async fn big_file_goes_single_stream_where_the_segment_probe_fails() {
         .collect();
     assert_eq!(stors.len(), 1, "{stors:?}");
     assert_eq!(rests.len(), 2, "no REST for the file itself: {rests:?}");
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
     d.stop().await;
 }
 

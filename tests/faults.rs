@@ -114,15 +114,6 @@ fn temp_size(dir: &Path) -> u64 {
     temp_in(dir).map_or(0, |(_, n)| n)
 }
 
-fn no_temp_files(srv: &FtpServer) {
-    let left: Vec<String> = srv
-        .files()
-        .into_iter()
-        .filter(|f| f.contains(".ftpdrop-"))
-        .collect();
-    assert!(left.is_empty(), "temp files left on the server: {left:?}");
-}
-
 /// Commands of `verb` seen by the proxy whose argument mentions `needle` (e.g. a directory).
 fn cmds(proxy: &FaultProxy, verb: &str, needle: &str) -> usize {
     proxy
@@ -363,7 +354,7 @@ async fn sigkill_during_large_upload_resumes_and_publishes_once() {
         Some(support::sha256_file(&local).as_str()),
         "the hash covers the bytes sent before the kills too"
     );
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
     assert!(!checked.join("big.journal").exists());
     assert_eq!(
         proxy.commands_with_verb("RNTO").len(),
@@ -435,7 +426,7 @@ async fn connection_cut_mid_transfer_resumes_from_server_offset() {
         "the retry did not send again what the server had: {sent}"
     );
     assert_eq!(proxy.commands_with_verb("RNTO").len(), 1);
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 /// The server silently receives only 3 MiB of 8 and says "226 OK": the size check of the temp
@@ -510,7 +501,7 @@ async fn control_cut_at_rename_is_retried_without_a_second_upload() {
         SIZE,
         "the complete temp file was not sent again"
     );
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 /// The commands one fresh daemon sends to upload `local` into `server_path` on a fresh libunftp
@@ -663,7 +654,7 @@ async fn crash_between_rename_and_receipt_settles_by_size_without_upload() {
     );
     assert_eq!(cmds(&proxy, "RNFR", "crash-c"), 1, "crash-c: renamed once");
     assert_eq!(proxy.data_bytes_forwarded(), 0, "no job re-sent its bytes");
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 /// Inode and mtime: a re-upload or a second rename would change one of them.
@@ -862,7 +853,7 @@ async fn transient_4xx_replies_are_retried_permanent_5xx_fail_fast() {
             assert!(!remote.exists());
         }
     }
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -926,7 +917,7 @@ async fn local_file_rewritten_during_upload_is_never_published_as_a_mix() {
         "(fresh, resumed): started over, never resumed onto mixed bytes"
     );
     assert_eq!(proxy.commands_with_verb("RNTO").len(), 1);
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 /// The upload stalls (data timeout 1 s); meanwhile the producer rewrites the start of the file
@@ -984,7 +975,7 @@ async fn local_file_changed_while_upload_stalled_starts_over() {
         "the stale temp file was deleted"
     );
     assert_eq!(proxy.commands_with_verb("RNTO").len(), 1);
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1063,7 +1054,7 @@ async fn graceful_shutdown_honours_grace_and_next_start_resumes() {
         "(fresh, resumed): resumed after the restart"
     );
     assert_eq!(cmds(&proxy, "RNTO", "grace/"), 1);
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 /// Shutdown lands just after the rename, while the size check that follows it waits for its reply
@@ -1112,7 +1103,7 @@ async fn shutdown_right_after_rename_does_not_publish_twice() {
         "not uploaded again"
     );
     assert_eq!(proxy.commands_with_verb("RNTO").len(), 1, "published once");
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }
 
 /// The receipt of one job cannot be written (a directory squats on its temp file name, so every
@@ -1438,5 +1429,5 @@ async fn refused_resume_starts_over_instead_of_failing() {
         "the third attempt uploads from byte 0"
     );
     support::assert_same_file(&local, srv.path("nr/noresume.bin"));
-    no_temp_files(&srv);
+    srv.assert_no_temp_files();
 }

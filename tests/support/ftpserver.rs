@@ -153,6 +153,16 @@ impl FtpServer {
         self.counters.connections.load(Ordering::SeqCst)
     }
 
+    /// Panics if an ftpdrop temp or probe file (`.ftpdrop-*`) is left anywhere below `root`.
+    pub fn assert_no_temp_files(&self) {
+        let left: Vec<String> = self
+            .files()
+            .into_iter()
+            .filter(|f| f.contains(".ftpdrop-"))
+            .collect();
+        assert!(left.is_empty(), "temp files left on the server: {left:?}");
+    }
+
     /// Sorted relative paths (with `/`) of all regular files below `root`.
     pub fn files(&self) -> Vec<String> {
         let mut out = Vec::new();
