@@ -61,6 +61,10 @@ pub struct Config {
     pub segment_threshold_bytes: u64,
     /// Most connections one segmented upload uses, the first included; 0 or 1 turns them off.
     pub max_segments: usize,
+    /// How long a big file goes in one stream before it may be split; it is
+    /// split only if the rest would then take over 2 s at the rate so far.
+    /// 0: split at once, without measuring.
+    pub segment_after_ms: u64,
     /// Servers that job files may name instead of carrying credentials.
     pub servers: BTreeMap<String, ServerDef>,
 }
@@ -126,6 +130,7 @@ impl Default for Config {
             idle_session_secs: 60,
             segment_threshold_bytes: 64 * 1024 * 1024,
             max_segments: 4,
+            segment_after_ms: 1000,
             servers: BTreeMap::new(),
         }
     }

@@ -98,6 +98,8 @@ pub struct Session {
     timeouts: Timeouts,
     /// Cleared the first time the server refuses EPSV; PASV is used from then on.
     epsv: bool,
+    /// New temp files are created with APPE until the server refuses it (see [`Session::store_at`]).
+    create_with_appe: bool,
     /// Kept only to scrub it from server replies that echo it.
     password: Secret,
     /// Set when the control connection can no longer be trusted to be in sync.
@@ -325,6 +327,7 @@ impl Session {
             features: Features::default(),
             timeouts,
             epsv: true,
+            create_with_appe: true,
             password: spec.password.clone(),
             broken: false,
             last_used: Instant::now(),
@@ -520,6 +523,11 @@ impl Session {
                     self.ftp.set_mode(Mode::Passive);
                 }
                 Err(mut f) => {
+                    if append && !self.broken && f.code.is_some_and(|c| c >= 400) {
+                        // A server that refuses APPE once (proftpd without
+                        // AllowStoreRestart) refuses it every time.
+                        self.create_with_appe = false;
+                    }
                     if f.is_permanent() {
                         if let Some(mkd) = self.last_mkd_refusal.take() {
                             f.message = format!("{} (earlier, {mkd})", f.message);
@@ -538,8 +546,26 @@ impl Session {
     /// which is wrong while the server still writes a dead connection's last
     /// bytes. pure-ftpd truncates the file where a REST+STOR write ends, which
     /// does no harm here: a resumed write runs to the end of the file.
+    ///
+    /// At offset 0 (a new temp file) the file is created with APPE, not STOR.
+    /// A STOR truncates the file it opens, and on ext4 truncating a file to
+    /// zero makes its close start writeback of everything written to it
+    /// (`auto_da_alloc`): vsftpd on ext4 spends a tenth of its CPU on that
+    /// for small files, and holds the `226` of a 1 GiB upload until the
+    /// writeback is under way. APPE creates the file without truncating it.
+    /// If a stale temp file was there after all, the appended bytes make it
+    /// too big, the size check after the upload says so, and the next
+    /// attempt deletes it. A server that refuses APPE gets STOR from then on.
     pub async fn store_at(&mut self, path: &str, offset: u64) -> Result<Upload, Fault> {
         if offset == 0 {
+            if self.create_with_appe {
+                match self.store(path, true).await {
+                    Err(f) if !self.create_with_appe => {
+                        tracing::debug!(error = %f, "APPE refused; creating files with STOR");
+                    }
+                    other => return other,
+                }
+            }
             return self.store(path, false).await;
         }
         if self.features.rest_stream {

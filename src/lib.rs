@@ -9,6 +9,7 @@
 //! - [`runner`]: one claimed job: entries run concurrently, retries with backoff.
 //! - [`pool`]: logged-in sessions reused per server; global and per-server limits.
 //! - [`transfer`]: one attempt at one entry: temp name, resume, verify, rename.
+//! - [`source`]: the local file: its bytes onto a data connection (sendfile where it can), its SHA-256 beside.
 //! - [`segment`]: a big file over several connections at once, on servers a probe found able.
 //! - [`verify`]: server-side digests (HASH, XSHA256, XMD5, ...) and read-back of the temp file.
 //! - [`ftp`]: one FTP/FTPS session; every protocol detail lives here.
@@ -31,6 +32,7 @@ pub mod report;
 pub mod runner;
 pub mod secret;
 pub mod segment;
+pub mod source;
 pub mod tls;
 pub mod transfer;
 pub mod verify;

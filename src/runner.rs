@@ -130,6 +130,10 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
             info!(job = %job_name, "resuming interrupted job");
         }
     }
+    // The run's identity, kept across restarts by the receipt: temp file
+    // names derive from it, so a job dropped again under the same name (its
+    // old receipt deleted) never meets the old run's temp files.
+    let run = format!("{job_name}@{}", receipt.claimed_at);
     let report = match ReportHandle::open(paths.clone(), receipt) {
         Ok(r) => r,
         Err(e) => {
@@ -151,7 +155,8 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
         .for_each_concurrent(width, |entry| {
             let report = report.clone();
             let job_name = job_name.clone();
-            async move { run_entry(ctx, &report, &job_name, entry).await }
+            let run = run.clone();
+            async move { run_entry(ctx, &report, &job_name, &run, entry).await }
         })
         .await;
     report.close();
@@ -173,7 +178,13 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
     state
 }
 
-async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry: &Entry) {
+async fn run_entry(
+    ctx: &Ctx,
+    report: &Arc<ReportHandle>,
+    job_name: &str,
+    run: &str,
+    entry: &Entry,
+) {
     let mut rep = report.entry(entry.index);
     let mut memory = Memory {
         source: rep.source,
@@ -198,7 +209,7 @@ async fn run_entry(ctx: &Ctx, report: &Arc<ReportHandle>, job_name: &str, entry:
                 &mut lease,
                 &ctx.pool,
                 &policy,
-                job_name,
+                run,
                 entry,
                 &mut memory,
                 |m| {

@@ -1,46 +1,52 @@
-//! Segmented upload of a big file: several sessions of one server each write
-//! one byte range of the same temp file (`REST offset` + `STOR`), at once.
+//! Segmented upload of a big file: once one stream proves slow, the rest of
+//! the file goes over several sessions of the same server at once, each
+//! writing one byte range of the same temp file (`REST offset` + `STOR`).
 //!
 //! One connection is often capped well below the link (a server's per
 //! session rate limit, TCP window over a long path); N connections carry up
-//! to N times as much. It is only safe on a server that keeps every byte
-//! each connection wrote, which FTP does not promise: pure-ftpd truncates
-//! the file where a REST+STOR write ends, libunftp truncates it at the REST
-//! offset, proftpd refuses REST beyond the end of the file, and vsftpd by
-//! default (`lock_upload_files=YES`) locks the file for a whole upload, so a
-//! second connection waits for the first. So each server is probed once
-//! ([`probe`]) with a tiny file, in the order the real upload uses; anything
-//! unexpected means "single stream" for that server.
+//! to N times as much. Where one connection already runs at disk or CPU
+//! speed (a server next door), more connections only compete for the same
+//! CPU: on the 2-core benchmark machine, four segments made a 1 GiB upload
+//! to vsftpd on loopback 25 % slower than one stream. So a big file starts
+//! as a single stream, like any other, and is split only when, after
+//! `segment_after_ms`, the rest would still take more than [`WORTH_SPLITTING`]
+//! at the rate so far.
 //!
-//! The order that makes it correct: a STOR at offset 0 truncates the file
-//! when it opens (vsftpd truncates only then: `REST 0` is no different), so
-//! segment 0 is opened first, and the others only once the server has
-//! confirmed it with its `150`, which comes after the truncation. They then
-//! write at their offsets, beyond the file's end, while segment 0 writes
-//! from the start. The probe checks each of those steps: a write beyond the
-//! end is kept, the offset-0 STOR opened before it does not cut it off when
-//! it writes and closes later, and a REST write that ends inside the file
+//! It is only safe on a server that keeps every byte each connection wrote,
+//! which FTP does not promise: pure-ftpd truncates the file where a REST+STOR
+//! write ends, libunftp truncates it at the REST offset, proftpd refuses REST
+//! beyond the end of the file, and vsftpd by default (`lock_upload_files=YES`)
+//! locks the file for a whole upload, so a second connection waits for the
+//! first. So each server is probed once ([`probe`]) with a tiny file, the
+//! first time a split is worth it; anything unexpected means "single stream"
+//! for that server.
+//!
+//! The split: the stream stops at a boundary (it takes its ranges from a
+//! [`Cut`], so it ends exactly there), its upload is closed, and the temp
+//! file's SIZE must then be exactly that boundary: the file was created by
+//! this upload and holds nothing else. The rest is cut into ranges, one per
+//! session (the first session's included), each written with `REST` at its
+//! offset, beyond the end of the file but for the first; the probe checked
+//! that a server keeps such writes, and that a write ending inside the file
 //! does not truncate the rest.
 //!
 //! SHA-256 cannot be combined from slices, so a separate reader hashes the
-//! whole file while the segments go out. Any segment failing fails the
-//! attempt; the temp file may then have holes, so the next attempt deletes
-//! it (`Memory::segmented`) instead of resuming at its SIZE.
+//! whole file while the bytes go out. Any segment failing fails the attempt;
+//! the temp file may then have holes, so the next attempt deletes it
+//! (`Memory::segmented`, journaled before the first segment writes) instead
+//! of resuming at its SIZE.
 
 use crate::config::Config;
 use crate::fault::Fault;
 use crate::ftp::{Session, Upload};
 use crate::job::{join_remote, Entry, ServerSpec};
 use crate::pool::{Lease, Pool};
-use crate::transfer::{pump, CHUNK, READ_AHEAD};
+use crate::source::{self, Cut, Local, CHUNK};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 /// No segment is smaller than this: below it a connection's setup costs
 /// more than the parallelism gains.
@@ -56,13 +62,21 @@ pub struct Policy {
     /// Files at least this big are segmented; 0: never.
     pub threshold: u64,
     pub max_segments: usize,
+    /// How long a big file goes in one stream before a split is considered.
+    pub after: Duration,
 }
+
+/// A stream is split only if, at its rate so far, the rest of the file
+/// would take longer than this: a split costs a close, a SIZE and new data
+/// connections, and more connections help only a slow stream.
+pub const WORTH_SPLITTING: Duration = Duration::from_secs(2);
 
 impl Policy {
     pub fn from_config(cfg: &Config) -> Policy {
         Policy {
             threshold: cfg.segment_threshold_bytes,
             max_segments: cfg.max_segments,
+            after: Duration::from_millis(cfg.segment_after_ms),
         }
     }
 
@@ -75,69 +89,136 @@ impl Policy {
     }
 }
 
-/// `[start, end)` of each of up to `n` segments of a `size`-byte file; the
-/// boundaries fall on read-chunk multiples and no range is empty.
-pub fn ranges(size: u64, n: usize) -> Vec<(u64, u64)> {
+/// `[start, end)` of each of up to `n` segments of the bytes from `from` to
+/// `size`; inner boundaries fall on read-chunk multiples, no range is empty.
+pub fn ranges(from: u64, size: u64, n: usize) -> Vec<(u64, u64)> {
     let chunk = CHUNK as u64;
-    let per = size.div_ceil(n.max(1) as u64).div_ceil(chunk).max(1) * chunk;
+    let per = (size - from)
+        .div_ceil(n.max(1) as u64)
+        .div_ceil(chunk)
+        .max(1)
+        * chunk;
     (0..n as u64)
-        .map(|i| ((i * per).min(size), ((i + 1) * per).min(size)))
+        .map(|i| {
+            let b = |k: u64| {
+                if k == 0 {
+                    from
+                } else {
+                    (from + k * per).next_multiple_of(chunk).min(size)
+                }
+            };
+            (b(i), b(i + 1))
+        })
         .filter(|(a, b)| b > a)
         .collect()
 }
 
-/// Decides whether this upload goes in segments and returns the extra
-/// sessions for segments 1.. (empty: a single stream). Takes only sessions
-/// that are free now, and probes the server the first time. An error only
-/// when the lease's own session broke.
-pub async fn prepare(
-    lease: &mut Lease,
-    pool: &Arc<Pool>,
-    spec: &ServerSpec,
-    policy: &Policy,
-    dir: &str,
-    size: u64,
-) -> Result<Vec<Lease>, Fault> {
-    let wanted = policy.segments_for(size);
-    if wanted < 2 || lease.segments_ok() == Some(false) {
-        return Ok(Vec::new());
+/// Is `size` big enough, and the server not known to refuse, for this
+/// upload to be split if it proves slow?
+pub fn may_split(lease: &mut Lease, spec: &ServerSpec, policy: &Policy, size: u64) -> bool {
+    if policy.segments_for(size) < 2 || lease.segments_ok() == Some(false) {
+        return false;
     }
     if !lease.session().features.rest_stream {
         if lease.set_segments_ok(false) {
             tracing::info!(server = %spec, "FEAT lists no REST STREAM: big files go in a single stream");
         }
-        return Ok(Vec::new());
+        return false;
     }
-    // Before the probe, one extra session is enough: a login can cost
-    // seconds of server CPU (pure-ftpd), not worth it for a "no".
+    true
+}
+
+/// Waits until the stream behind `cut` proves slow, then borrows up to
+/// `wanted - 1` free sessions (probing the server the first time) and
+/// returns them; empty: do not split. Runs as a task of its own, so that a
+/// probe under way always completes (and deletes its file) even when the
+/// stream finishes first and nobody waits for the answer any more.
+fn spawn_splitter(
+    pool: Arc<Pool>,
+    spec: ServerSpec,
+    policy: Policy,
+    dir: String,
+    size: u64,
+    cut: Arc<Cut>,
+) -> tokio::task::JoinHandle<Vec<Lease>> {
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        loop {
+            if policy.after.is_zero() {
+                break;
+            }
+            tokio::time::sleep(policy.after).await;
+            let done = cut.taken();
+            if done >= size {
+                return Vec::new();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let rate = done as f64 / secs.max(1e-3);
+            let left = (size - done) as f64 / rate.max(1.0);
+            if left > WORTH_SPLITTING.as_secs_f64() {
+                tracing::debug!(server = %spec, rate_mib_s = rate / 1048576.0, left_s = left, "slow stream: splitting the rest");
+                break;
+            }
+        }
+        let remaining = size - cut.taken();
+        let wanted = policy
+            .segments_for(size)
+            .min((remaining / MIN_SEGMENT).max(1) as usize);
+        if wanted < 2 {
+            return Vec::new();
+        }
+        borrow_probed(&pool, &spec, &dir, wanted).await
+    })
+}
+
+/// Up to `wanted - 1` free sessions of a server whose probe says yes;
+/// probes it (with two of them) the first time.
+async fn borrow_probed(
+    pool: &Arc<Pool>,
+    spec: &ServerSpec,
+    dir: &str,
+    wanted: usize,
+) -> Vec<Lease> {
     let mut extra = Vec::new();
-    let probed = lease.segments_ok() == Some(true);
-    borrow(pool, spec, &mut extra, if probed { wanted } else { 2 }).await;
-    if extra.is_empty() || probed {
-        return Ok(extra);
+    borrow(pool, spec, &mut extra, 2).await;
+    let Some(first) = extra.first() else {
+        return extra;
+    };
+    match first.segments_ok() {
+        Some(true) => {
+            borrow(pool, spec, &mut extra, wanted).await;
+            return extra;
+        }
+        Some(false) => return Vec::new(),
+        None => {}
     }
-    match probe(lease.session(), extra[0].session(), dir).await {
+    // Two sessions besides the stream's own: a probe writes with two.
+    borrow(pool, spec, &mut extra, 3).await;
+    if extra.len() < 2 {
+        return Vec::new();
+    }
+    let (a, b) = extra.split_at_mut(1);
+    match probe(a[0].session(), b[0].session(), dir).await {
         Ok(Probe::Segments) => {
-            if lease.set_segments_ok(true) {
+            if extra[0].set_segments_ok(true) {
                 tracing::info!(
                     server = %spec,
                     "the server keeps parallel REST+STOR writes: big files go in segments"
                 );
             }
             borrow(pool, spec, &mut extra, wanted).await;
-            Ok(extra)
+            extra
         }
         Ok(Probe::SingleStream(why)) => {
-            if lease.set_segments_ok(false) {
+            if extra[0].set_segments_ok(false) {
                 tracing::info!(server = %spec, reason = %why, "big files go in a single stream");
             }
-            Ok(Vec::new())
+            Vec::new()
         }
-        Err(f) if lease.session().broken => Err(f),
         Err(f) => {
-            // Inconclusive (the extra session broke): ask again next time.
+            // Inconclusive (a session broke): ask again next time.
             tracing::debug!(server = %spec, error = %f, "segment probe inconclusive");
-            Ok(Vec::new())
+            Vec::new()
         }
     }
 }
@@ -265,48 +346,181 @@ async fn put(s: &mut Session, mut up: Upload, path: &str, bytes: &[u8]) -> Resul
     s.finish(up, path).await
 }
 
-/// Uploads the local file to `temp` in segments: segment 0 over `primary`,
-/// the others over `extra`, all at once. Returns the SHA-256 of the whole
-/// file and the bytes read, like `transfer::send`. On failure every session
-/// involved is marked broken: their transfers were cut off mid-way.
+/// What a big file's upload did.
+pub struct Sent {
+    pub sha256: String,
+    /// Bytes in the local file, as the hasher read them.
+    pub total: u64,
+    /// Connections the bytes went over.
+    pub segments: usize,
+}
+
+/// Uploads a file of `size` bytes to the new temp file `temp`: one stream,
+/// split into segments if it proves slow (see the module docs).
+/// `on_split` is called before the first segment writes beyond the end of
+/// the file: from then on the temp file may have holes.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
-    primary: &mut Session,
-    extra: &mut [Lease],
+    lease: &mut Lease,
+    pool: &Arc<Pool>,
+    policy: &Policy,
     entry: &Entry,
+    dir: &str,
     temp: &str,
     size: u64,
-) -> Result<(String, u64), Fault> {
-    let ranges = ranges(size, 1 + extra.len());
-    tracing::debug!(remote_path = %temp, segments = ranges.len(), "segmented upload");
+    on_split: impl FnOnce(),
+) -> Result<Sent, Fault> {
     let stop = Arc::new(AtomicBool::new(false));
-    let hasher = spawn_hasher(entry.local_path.clone(), stop.clone());
-    let sent = async {
-        // Opened before any other segment: this STOR truncates the file.
-        let first = primary.store_exact(temp, 0).await?;
-        let zero = segment(primary, Some(first), entry, temp, ranges[0]);
+    let hasher = source::spawn_hasher(entry.local_path.clone(), stop.clone());
+    let sent = stream_then_split(lease, pool, policy, entry, dir, temp, size, on_split).await;
+    let segments = match sent {
+        Ok(n) => n,
+        Err(f) => {
+            stop.store(true, Ordering::SeqCst);
+            return Err(f);
+        }
+    };
+    let (sha256, total) = hasher
+        .await
+        .map_err(|e| Fault::transient(format!("hash task: {e}")))?
+        .map_err(|e| {
+            Fault::permanent(format!(
+                "entries[{}].file.local_path: read error: {e}: {}",
+                entry.index,
+                entry.local_path.display()
+            ))
+        })?;
+    Ok(Sent {
+        sha256,
+        total,
+        segments,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_then_split(
+    lease: &mut Lease,
+    pool: &Arc<Pool>,
+    policy: &Policy,
+    entry: &Entry,
+    dir: &str,
+    temp: &str,
+    size: u64,
+    on_split: impl FnOnce(),
+) -> Result<usize, Fault> {
+    let timeout = lease.session().data_timeout();
+    let local = Local {
+        index: entry.index,
+        path: &entry.local_path,
+        remote: temp,
+    };
+    let cut = Arc::new(Cut::new(0, size));
+    let mut splitter = spawn_splitter(
+        pool.clone(),
+        entry.server.clone(),
+        *policy,
+        dir.to_string(),
+        size,
+        cut.clone(),
+    );
+    // With `segment_after_ms` 0 the split is decided before the first
+    // byte, and the segments cover the whole file.
+    if policy.after.is_zero() {
+        let extra = (&mut splitter).await.unwrap_or_default();
+        if !extra.is_empty() {
+            on_split();
+            return segments(lease, extra, entry, temp, 0, size).await;
+        }
+    }
+    let mut upload = lease.session().store_at(temp, 0).await?;
+    let (sent, extra) = {
+        let sending = source::send_range(&mut upload, 0, &cut, timeout, local);
+        tokio::pin!(sending);
+        tokio::select! {
+            r = &mut sending => (r, Vec::new()),
+            extra = &mut splitter, if !policy.after.is_zero() => {
+                let extra = extra.unwrap_or_default();
+                if !extra.is_empty() {
+                    cut.stop();
+                }
+                (sending.await, extra)
+            }
+        }
+    };
+    // A probe under way finishes on its own; its sessions go back to the pool.
+    drop(splitter);
+    let sent = match sent {
+        Ok(n) => n,
+        Err(f) => {
+            // The data connection died before its verdict was read.
+            lease.session().broken = true;
+            return Err(f);
+        }
+    };
+    lease.session().finish(upload, temp).await?;
+    if extra.is_empty() || sent >= size || sent < cut.stop() {
+        // No split (or the file ended early: the caller sees the size).
+        return Ok(1);
+    }
+
+    on_split();
+    match lease.session().size(temp).await? {
+        Some(n) if n == sent => {}
+        other => {
+            return Err(Fault::transient(format!(
+                "{temp} has {} bytes after the first {sent} were sent: something else wrote to it; will start over",
+                other.map_or("no".to_string(), |n| n.to_string())
+            )))
+        }
+    }
+    segments(lease, extra, entry, temp, sent, size).await
+}
+
+/// Sends `[from, size)` in segments over the lease's session and `extra`;
+/// returns how many segments. From 0, the first segment is a plain STOR,
+/// which truncates the file when it opens (vsftpd truncates then, and REST 0
+/// is no different), so it is opened before any other segment, and the
+/// others only once the server has confirmed it with its `150`. From
+/// further on, every segment is a `REST` + `STOR`, which truncates nothing.
+async fn segments(
+    lease: &mut Lease,
+    mut extra: Vec<Lease>,
+    entry: &Entry,
+    temp: &str,
+    from: u64,
+    size: u64,
+) -> Result<usize, Fault> {
+    let ranges = ranges(from, size, 1 + extra.len());
+    extra.truncate(ranges.len() - 1);
+    tracing::debug!(remote_path = %temp, from, segments = ranges.len(), "segmented upload");
+    let written = async {
+        let primary = lease.session();
+        let opened = if from == 0 {
+            Some(primary.store_exact(temp, 0).await?)
+        } else {
+            None
+        };
+        let first = segment(primary, opened, entry, temp, ranges[0]);
         let rest = extra
             .iter_mut()
             .zip(&ranges[1..])
             .map(|(l, &r)| segment(l.session(), None, entry, temp, r));
-        futures_util::future::try_join_all(std::iter::once(zero).chain(rest)).await
+        futures_util::future::try_join_all(std::iter::once(first).chain(rest)).await
     }
     .await;
-    if let Err(f) = sent {
-        stop.store(true, Ordering::SeqCst);
-        primary.broken = true;
+    if let Err(f) = written {
+        // The others' transfers were cut off mid-way.
+        lease.session().broken = true;
         for l in extra.iter_mut() {
             l.session().broken = true;
         }
         return Err(f);
     }
-    hasher
-        .await
-        .map_err(|e| Fault::transient(format!("hash task: {e}")))?
-        .map_err(|e| read_error(entry, e))
+    Ok(ranges.len())
 }
 
 /// One segment: `range` of the local file to the same offset of `temp`.
-/// `opened` is segment 0's upload, opened by the caller.
+/// `opened`: its upload, if the caller opened it already.
 async fn segment(
     s: &mut Session,
     opened: Option<Upload>,
@@ -318,92 +532,27 @@ async fn segment(
         Some(u) => u,
         None => s.store_exact(temp, start).await?,
     };
-    let (mut rx, reader) = spawn_range_reader(entry.local_path.clone(), start, end);
-    let written = pump(&mut up, &mut rx, s.data_timeout(), temp).await;
-    drop(rx);
-    let read = reader
-        .await
-        .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
-    written?;
-    let n = read.map_err(|e| read_error(entry, e))?;
+    let local = Local {
+        index: entry.index,
+        path: &entry.local_path,
+        remote: temp,
+    };
+    let n = source::send_range(
+        &mut up,
+        start,
+        &Arc::new(Cut::new(start, end)),
+        s.data_timeout(),
+        local,
+    )
+    .await?;
     if n != end - start {
+        s.finish(up, temp).await?;
         return Err(Fault::transient(format!(
             "entries[{}].file.local_path changed during upload: bytes {start}..{end} are not there; will start over",
             entry.index
         )));
     }
     s.finish(up, temp).await
-}
-
-fn read_error(entry: &Entry, e: std::io::Error) -> Fault {
-    Fault::permanent(format!(
-        "entries[{}].file.local_path: read error: {e}: {}",
-        entry.index,
-        entry.local_path.display()
-    ))
-}
-
-/// Reads `[start, end)` of the file on a blocking thread, chunk by chunk,
-/// a few chunks ahead of the network. Resolves to the bytes read.
-fn spawn_range_reader(
-    path: PathBuf,
-    start: u64,
-    end: u64,
-) -> (
-    mpsc::Receiver<Vec<u8>>,
-    tokio::task::JoinHandle<std::io::Result<u64>>,
-) {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
-    let handle = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(start))?;
-        let mut pos = start;
-        while pos < end {
-            let want = ((end - pos) as usize).min(CHUNK);
-            let mut chunk = vec![0u8; want];
-            let mut filled = 0;
-            while filled < want {
-                let n = f.read(&mut chunk[filled..])?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
-                break;
-            }
-            chunk.truncate(filled);
-            pos += filled as u64;
-            if tx.blocking_send(chunk).is_err() || filled < want {
-                break;
-            }
-        }
-        Ok(pos - start)
-    });
-    (rx, handle)
-}
-
-/// Hashes the whole file on a blocking thread; resolves to its SHA-256 and
-/// size. Stops early (with a meaningless result) once `stop` is set.
-fn spawn_hasher(
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<std::io::Result<(String, u64)>> {
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            total += n as u64;
-        }
-        Ok((hex::encode(h.finalize()), total))
-    })
 }
 
 #[cfg(test)]
@@ -417,6 +566,7 @@ mod tests {
         let p = Policy {
             threshold: 64 * MIB,
             max_segments: 4,
+            after: Duration::ZERO,
         };
         assert_eq!(p.segments_for(63 * MIB), 1);
         assert_eq!(p.segments_for(64 * MIB), 4);
@@ -424,33 +574,39 @@ mod tests {
         let small = Policy {
             threshold: MIB,
             max_segments: 8,
+            after: Duration::ZERO,
         };
         assert_eq!(small.segments_for(MIB), 1, "segments of at least 8 MiB");
         assert_eq!(small.segments_for(20 * MIB), 2);
         let off = Policy {
             threshold: 0,
             max_segments: 4,
+            after: Duration::ZERO,
         };
         assert_eq!(off.segments_for(100 * MIB), 1);
         let one = Policy {
             threshold: MIB,
             max_segments: 1,
+            after: Duration::ZERO,
         };
         assert_eq!(one.segments_for(100 * MIB), 1);
     }
 
     #[test]
     fn ranges_cover_the_file_once_on_chunk_boundaries() {
-        for (size, n) in [
-            (100 * MIB, 4),
-            (100 * MIB + 17, 4),
-            (64 * MIB, 3),
-            (5, 4),
-            (CHUNK as u64 * 3, 4),
+        for (from, size, n) in [
+            (0, 100 * MIB, 4),
+            (0, 100 * MIB + 17, 4),
+            (0, 64 * MIB, 3),
+            (0, 5, 4),
+            (0, CHUNK as u64 * 3, 4),
+            (20 * MIB, 400 * MIB, 4),
+            (20 * MIB + 4096, 400 * MIB + 17, 4),
+            (MIB + 1, MIB + 2, 4),
         ] {
-            let r = ranges(size, n);
-            assert!(!r.is_empty() && r.len() <= n, "{size} {n}: {r:?}");
-            assert_eq!(r[0].0, 0);
+            let r = ranges(from, size, n);
+            assert!(!r.is_empty() && r.len() <= n, "{from} {size} {n}: {r:?}");
+            assert_eq!(r[0].0, from);
             assert_eq!(r.last().unwrap().1, size);
             for w in r.windows(2) {
                 assert_eq!(w[0].1, w[1].0, "{r:?}");
@@ -459,5 +615,9 @@ mod tests {
                 assert!(b > a && b % CHUNK as u64 == 0, "{r:?}");
             }
         }
+        // The rest of a 400 MiB file split four ways after 20 MiB: even shares.
+        let r = ranges(20 * MIB, 400 * MIB, 4);
+        assert_eq!(r.len(), 4);
+        assert!(r.iter().all(|(a, b)| b - a == 95 * MIB), "{r:?}");
     }
 }

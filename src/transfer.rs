@@ -2,31 +2,24 @@
 //!
 //! The bytes go to a temporary name in the target directory, are checked,
 //! and only then renamed to the final name, so no reader ever sees a partial
-//! file under the final name. The temporary name is derived from (job,
-//! entry, final path): unique per entry and the same after a restart, so a
-//! retry or a restarted daemon finds its own partial upload and continues it
-//! at the server's SIZE instead of starting from zero. A big file may go in
-//! segments over several sessions at once (see [`crate::segment`]); the
-//! checks and the rename after it are the same.
+//! file under the final name. The temporary name is derived from (run,
+//! entry, final path), where the run is the job and the time it was claimed
+//! (kept in the receipt): unique per entry and the same after a restart, so
+//! a retry or a restarted daemon finds its own partial upload and continues
+//! it at the server's SIZE instead of starting from zero, and a temp file is
+//! never one this run did not create. A big file may go in segments over
+//! several sessions at once (see [`crate::segment`]); the checks and the
+//! rename after it are the same.
 
 use crate::fault::Fault;
-use crate::ftp::{normalize_dir, Session, Upload};
+use crate::ftp::{normalize_dir, Session};
 use crate::job::{join_remote, Entry, IfExists};
 use crate::pool::{Lease, Pool};
 use crate::report::Stamp;
 use crate::segment;
+use crate::source;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
-
-/// Bytes per local read; large reads keep syscalls and channel hops few.
-pub(crate) const CHUNK: usize = 512 * 1024;
-/// Chunks read ahead of the network: bounds memory at about 2.5 MiB per upload.
-pub(crate) const READ_AHEAD: usize = 4;
 
 /// What a finished attempt achieved.
 #[derive(Debug, Clone)]
@@ -58,10 +51,10 @@ pub struct Memory {
     pub segmented: bool,
 }
 
-/// The deterministic temp name of an entry.
-pub fn temp_name(job: &str, entry: &Entry) -> String {
+/// The deterministic temp name of an entry in a run (`job@claimed_at`).
+pub fn temp_name(run: &str, entry: &Entry) -> String {
     let mut h = Sha256::new();
-    h.update(job.as_bytes());
+    h.update(run.as_bytes());
     h.update([0]);
     h.update(entry.index.to_le_bytes());
     h.update([0]);
@@ -88,58 +81,11 @@ fn local_stamp(entry: &Entry) -> Result<Stamp, Fault> {
     Ok(Stamp::of(&meta))
 }
 
-/// Resolves to the file's SHA-256 and the number of bytes read.
-type ReaderTask = tokio::task::JoinHandle<std::io::Result<(String, u64)>>;
-
-/// Reads the local file on a blocking thread, hashing all of it and sending
-/// the part from `offset` on. Returns the SHA-256 and the bytes read.
-///
-/// Chunks are sized to what is left of the `expected` size (plus one byte, so
-/// that a file that grew is noticed), between 8 KiB and [`CHUNK`], and read
-/// into fresh capacity without zero-filling it first: for thousands of small
-/// files, zeroing and faulting in 512 KiB buffers was a tenth of the CPU.
-fn spawn_reader(
-    path: PathBuf,
-    offset: u64,
-    expected: u64,
-) -> (mpsc::Receiver<Vec<u8>>, ReaderTask) {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
-    let handle = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-        let mut f = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let mut total = 0u64;
-        if offset > 0 {
-            // The server already has [0, offset): hash it without sending it.
-            let mut head = (&mut f).take(offset);
-            total = std::io::copy(&mut head, &mut hasher)?;
-            f.seek(SeekFrom::Start(total))?;
-        }
-        loop {
-            let want = (expected.saturating_sub(total) + 1).clamp(8 * 1024, CHUNK as u64);
-            let mut chunk = Vec::with_capacity(want as usize);
-            let filled = (&mut f).take(want).read_to_end(&mut chunk)?;
-            if filled == 0 {
-                break;
-            }
-            hasher.update(&chunk);
-            total += filled as u64;
-            if tx.blocking_send(chunk).is_err() {
-                // The uploader gave up; its error is the one to report.
-                break;
-            }
-            if (filled as u64) < want {
-                break;
-            }
-        }
-        Ok((hex::encode(hasher.finalize()), total))
-    });
-    (rx, handle)
-}
-
 /// Runs one attempt; `memory` is updated for the next attempt.
 ///
 /// `journal` is called before each step that changes the server: just
-/// before the first byte goes to the temp file and just before the rename.
+/// before the first byte goes to the temp file, before a big file's
+/// segments write beyond the end of it, and just before the rename.
 /// The caller must make `memory` durable there, because a `kill -9` right
 /// after that step leaves the server in a state only `memory` explains: a
 /// temp file to resume (not restart), or a final file that is already ours.
@@ -150,7 +96,7 @@ pub async fn attempt(
     lease: &mut Lease,
     pool: &Arc<Pool>,
     policy: &segment::Policy,
-    job: &str,
+    run: &str,
     entry: &Entry,
     memory: &mut Memory,
     mut journal: impl FnMut(&Memory),
@@ -159,7 +105,7 @@ pub async fn attempt(
     let stamp = local_stamp(entry)?;
     let dir = normalize_dir(&entry.server_path);
     let final_path = join_remote(&dir, &entry.remote_name);
-    let temp_path = join_remote(&dir, &temp_name(job, entry));
+    let temp_path = join_remote(&dir, &temp_name(run, entry));
 
     // The local file changed since the first attempt: what the server has is stale.
     let source_changed = memory.source.is_some_and(|s| s != stamp);
@@ -170,7 +116,7 @@ pub async fn attempt(
         if lease.session().size(&temp_path).await?.is_none()
             && lease.session().size(&final_path).await? == Some(stamp.size)
         {
-            let sha = hash_local(&entry.local_path).await?;
+            let sha = crate::source::hash_file(&entry.local_path).await?;
             return Ok(Outcome {
                 bytes: stamp.size,
                 sha256: Some(sha),
@@ -221,27 +167,42 @@ pub async fn attempt(
             None => {}
         }
     }
-    let mut extra = if offset == 0 {
-        segment::prepare(lease, pool, &entry.server, policy, &dir, stamp.size).await?
-    } else {
-        Vec::new()
-    };
     memory.may_have_temp = true;
-    memory.segmented = !extra.is_empty();
+    // A temp file that may have had holes was deleted above.
+    memory.segmented = false;
     // Recorded before the temp file exists: a restarted daemon then knows to
     // look for it (and resume, or delete it if it was segmented), and knows
     // which version of the local file it holds (so that a file changed while
     // we were down is sent afresh).
     journal(memory);
 
-    let segments = 1 + extra.len();
-    let sent = if extra.is_empty() {
-        send(lease.session(), entry, &temp_path, offset, stamp.size).await
-    } else {
-        segment::send(lease.session(), &mut extra, entry, &temp_path, stamp.size).await
-    };
-    // The extra sessions go back to the pool (or are closed if broken) now.
-    drop(extra);
+    let (sent, segments) =
+        if offset == 0 && segment::may_split(lease, &entry.server, policy, stamp.size) {
+            let mut split = |m: &mut Memory| {
+                m.segmented = true;
+                journal(m);
+            };
+            let r = segment::send(
+                lease,
+                pool,
+                policy,
+                entry,
+                &dir,
+                &temp_path,
+                stamp.size,
+                || split(memory),
+            )
+            .await;
+            match r {
+                Ok(s) => (Ok((s.sha256, s.total)), s.segments),
+                Err(f) => (Err(f), 1),
+            }
+        } else {
+            (
+                send(lease.session(), entry, &temp_path, offset, stamp.size).await,
+                1,
+            )
+        };
     let session = lease.session();
     let (sha, sent_total) = match sent {
         Err(f) if offset > 0 && refused_resume(&f) => {
@@ -298,7 +259,7 @@ pub async fn attempt(
     })
 }
 
-/// Streams the file from `offset` to `temp_path`; returns (sha256, bytes read).
+/// Streams the file from `offset` to `temp_path`; returns (sha256, bytes in the file).
 async fn send(
     session: &mut Session,
     entry: &Entry,
@@ -306,34 +267,28 @@ async fn send(
     offset: u64,
     expected: u64,
 ) -> Result<(String, u64), Fault> {
-    let data_timeout = session.data_timeout();
-    let (mut rx, reader) = spawn_reader(entry.local_path.clone(), offset, expected);
+    let timeout = session.data_timeout();
+    let local = source::Local {
+        index: entry.index,
+        path: &entry.local_path,
+        remote: temp_path,
+    };
+    // A small file is read while the STOR is negotiated.
+    let prefetch = source::is_small(offset, expected)
+        .then(|| source::prefetch(entry.local_path.clone(), expected));
     // The data connection is open and the server's verdict on it not yet read.
     let mut verdict_pending = false;
     let result = async {
         let mut upload = session.store_at(temp_path, offset).await?;
         verdict_pending = true;
-        let write_err = pump(&mut upload, &mut rx, data_timeout, temp_path)
-            .await
-            .err();
-        drop(rx);
-        let read = reader
-            .await
-            .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
-        if let Some(f) = write_err {
-            return Err(f);
-        }
-        let (sha, total) = read.map_err(|e| {
-            Fault::permanent(format!(
-                "entries[{}].file.local_path: read error: {e}: {}",
-                entry.index,
-                entry.local_path.display()
-            ))
-        })?;
+        let sent = match prefetch {
+            Some(p) => p.send(&mut upload, timeout, local).await?,
+            None => source::send_hashed(&mut upload, offset, expected, timeout, local).await?,
+        };
         // `finish` reads the verdict, or marks the session broken if it cannot.
         verdict_pending = false;
         session.finish(upload, temp_path).await?;
-        Ok((sha, total))
+        Ok(sent)
     }
     .await;
     if result.is_err() && (verdict_pending || offset > 0) {
@@ -344,29 +299,6 @@ async fn send(
         session.broken = true;
     }
     result
-}
-
-/// Writes every chunk from `rx` to `upload`; an error if the data connection
-/// fails or makes no progress for `data_timeout`.
-pub(crate) async fn pump(
-    upload: &mut Upload,
-    rx: &mut mpsc::Receiver<Vec<u8>>,
-    data_timeout: Duration,
-    temp_path: &str,
-) -> Result<(), Fault> {
-    while let Some(chunk) = rx.recv().await {
-        match tokio::time::timeout(data_timeout, upload.write_all(&chunk)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Fault::transient(format!("sending {temp_path}: {e}"))),
-            Err(_) => {
-                return Err(Fault::transient(format!(
-                    "sending {temp_path}: no progress for {} s",
-                    data_timeout.as_secs()
-                )))
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A reply refusing REST, or STOR/APPE after it, as opposed to a broken connection.
@@ -396,17 +328,4 @@ async fn publish(
         }
         Err(f) => Err(f),
     }
-}
-
-async fn hash_local(path: &Path) -> Result<String, Fault> {
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(&p)?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h)?;
-        Ok(hex::encode(h.finalize()))
-    })
-    .await
-    .map_err(|e| Fault::transient(format!("hash task: {e}")))?
-    .map_err(|e| Fault::permanent(format!("reading {}: {e}", path.display())))
 }

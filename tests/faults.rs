@@ -124,18 +124,25 @@ fn cmds(proxy: &FaultProxy, verb: &str, needle: &str) -> usize {
 }
 
 /// Upload commands for paths containing `needle`, from the proxy's command log: (fresh, resumed).
-/// A STOR after `REST n` with n > 0 resumes, and so does an APPE; a plain STOR starts at byte 0.
+/// A STOR or APPE after `REST n` with n > 0 resumes, and so does an APPE to
+/// a path uploaded before (and not deleted since); a plain STOR, or the APPE
+/// that creates a new temp file, starts at byte 0.
 /// The segment probe's uploads (`.ftpdrop-probe-*`, for files of 64 MiB and more) are not counted.
 fn uploads(proxy: &FaultProxy, needle: &str) -> (usize, usize) {
     let (mut fresh, mut resumed) = (0, 0);
     let mut rest = 0u64;
+    let mut seen = std::collections::HashSet::new();
     for c in proxy.commands_seen() {
         let (verb, arg) = c.split_once(' ').unwrap_or((c.as_str(), ""));
         match verb.to_ascii_uppercase().as_str() {
             "REST" => rest = arg.trim().parse().unwrap_or(0),
+            "DELE" => {
+                seen.remove(arg);
+            }
             "STOR" | "APPE" if arg.contains(".ftpdrop-probe-") => rest = 0,
             "STOR" | "APPE" if arg.contains(needle) => {
-                if verb.eq_ignore_ascii_case("APPE") || rest > 0 {
+                let again = !seen.insert(arg.to_string());
+                if rest > 0 || (verb.eq_ignore_ascii_case("APPE") && again) {
                     resumed += 1;
                 } else {
                     fresh += 1;
@@ -611,7 +618,8 @@ async fn crash_between_rename_and_receipt_settles_by_size_without_upload() {
         )
         .unwrap();
         if job == "crash-c" {
-            let temp = ftpdrop::transfer::temp_name(job, &parsed.entries[0]);
+            let run = format!("{job}@{}", receipt.claimed_at);
+            let temp = ftpdrop::transfer::temp_name(&run, &parsed.entries[0]);
             support::write_file(srv.path(&format!("{job}/{temp}")), &content);
         } else {
             let fin = srv.path(&format!("{job}/pub.bin"));
@@ -785,7 +793,8 @@ async fn transient_faults_back_off_and_give_up_after_max_attempts() {
 }
 
 /// Canned replies to STOR, one per entry: every 4xx the issue names is retried and succeeds;
-/// 550 and 553 fail at once with the server's words, without a second STOR.
+/// 550 and 553 fail at once with the server's words, without a second STOR. The server also
+/// refuses APPE (as proftpd does without AllowStoreRestart), so new files are created with STOR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_4xx_replies_are_retried_permanent_5xx_fail_fast() {
     let srv = FtpServer::start().await;
@@ -817,17 +826,23 @@ async fn transient_4xx_replies_are_retried_permanent_5xx_fail_fast() {
         entries.push(entry(proxy.addr, &srv, &local, &format!("c{code}")));
         proxy.inject("STOR", &format!("c{code}/"), reply, 1);
     }
+    proxy.inject(
+        "APPE",
+        "",
+        "451 Append/Restart not permitted, try again",
+        100,
+    );
     let d = Daemon::start(&cfg);
     drop_job(&cfg.inbox, "codes", &Value::Array(entries));
     let r = wait_receipt(&cfg.checked, "codes", Duration::from_secs(60)).await;
     d.stop().await;
     assert_eq!(r.state, JobState::Partial, "{r:#?}");
-    assert_eq!(
-        proxy.injected().len(),
-        cases.len(),
-        "{:?}",
-        proxy.injected()
-    );
+    let stor_replies = proxy
+        .injected()
+        .iter()
+        .filter(|(c, _)| c.starts_with("STOR "))
+        .count();
+    assert_eq!(stor_replies, cases.len(), "{:?}", proxy.injected());
     for (i, (code, _, transient)) in cases.iter().enumerate() {
         let e = &r.entries[i];
         let stors = proxy
@@ -1098,7 +1113,7 @@ async fn shutdown_right_after_rename_does_not_publish_twice() {
     assert_eq!(r.entries[0].attempts, 2);
     support::assert_same_file(&local, srv.path("pubsd/p.bin"));
     assert_eq!(
-        proxy.commands_with_verb("STOR").len(),
+        proxy.commands_with_verb("STOR").len() + proxy.commands_with_verb("APPE").len(),
         1,
         "not uploaded again"
     );
@@ -1399,7 +1414,10 @@ async fn refused_resume_starts_over_instead_of_failing() {
     // Client -> replies (refuses resuming) -> cutter (cuts the first data connection) -> server.
     let refuser = ReplyProxy::start(cutter.addr).await;
     refuser.inject("REST", "", "451 Restart not permitted", 5);
-    refuser.inject("APPE", "", "451 Append not permitted", 5);
+    // As proftpd without AllowStoreRestart: an APPE that creates the temp file is
+    // accepted (the first attempt's, and the third's after the DELE), the one that
+    // would append to it (the second attempt's resume) is refused.
+    refuser.inject_after("APPE", "", "451 Append/Restart not permitted", 1, 1);
     let dir = tempfile::tempdir().unwrap();
     let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/noresume.bin");
@@ -1418,11 +1436,14 @@ async fn refused_resume_starts_over_instead_of_failing() {
         r.entries[0].attempts, 3,
         "cut, refused resume, fresh upload"
     );
-    assert_eq!(
-        refuser.injected().len(),
-        2,
-        "REST and APPE were each refused once"
-    );
+    // The second attempt's REST and APPE (resuming) are refused; the third
+    // deletes the temp file and creates it afresh.
+    let injected: Vec<String> = refuser
+        .injected()
+        .into_iter()
+        .map(|(c, _)| c.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(injected, ["REST", "APPE"], "{:?}", refuser.injected());
     assert_eq!(
         uploads(&cutter, "nr/"),
         (2, 0),

@@ -1141,15 +1141,27 @@ fn temp_uploads_logged(log: &str, rel: &str) -> usize {
 
 /// The 100 MiB file to a server: in segments if `segments`, else in one
 /// stream; byte-identical either way. `log`: the vsftpd log, which must show
-/// one upload per segment.
-async fn segmented_big(t: &Target, segments: bool, log: Option<PathBuf>) -> Outcome {
+/// one upload per segment (and before them the stream's, when it was split
+/// only once it proved slow).
+/// `after_ms`: `segment_after_ms` (None: the default, a split only once the
+/// stream proves slow).
+async fn segmented_big(
+    t: &Target,
+    segments: bool,
+    log: Option<PathBuf>,
+    after_ms: Option<u64>,
+) -> Outcome {
     let w = Work::new();
     let (rel, disk) = t.seg_dir("segmented");
     let local = big_file();
     let before = log.as_deref().map_or(0, log_len);
     let started = Instant::now();
     let r = w
-        .run("segmented", vec![t.entry(&local, &rel)], |_| {})
+        .run("segmented", vec![t.entry(&local, &rel)], |c| {
+            if let Some(ms) = after_ms {
+                c.segment_after_ms = ms;
+            }
+        })
         .await;
     let secs = started.elapsed().as_secs_f64();
     all_done_on(t, &r)?;
@@ -1167,9 +1179,14 @@ async fn segmented_big(t: &Target, segments: bool, log: Option<PathBuf>) -> Outc
             format!("probe verdict {verdict:?}")
         })?;
         if let Some(log) = &log {
+            // Split from the start: one upload per segment. Split once
+            // slow: the stream's own upload, then one per segment.
+            let first = usize::from(after_ms != Some(0));
             let n = temp_uploads_logged(&log_since(log, before), &rel);
-            ensure(n == used, || {
-                format!("the server logged {n} uploads to the temp file for {used} segments")
+            ensure(n == first + used, || {
+                format!(
+                    "the server logged {n} uploads to the temp file for {first} first stream(s) and {used} segments"
+                )
             })?;
         }
         format!("{used} segments, {secs:.1} s")
@@ -1203,6 +1220,7 @@ async fn segmented_cut(t: &Target) -> Outcome {
     let r = w
         .run("segcut", vec![via.entry(&local, &rel)], |c| {
             c.retry.initial_backoff_ms = 500;
+            c.segment_after_ms = 0;
         })
         .await;
     all_done(&r)?;
@@ -1242,7 +1260,14 @@ async fn segmented_cut(t: &Target) -> Outcome {
 /// single stream where the probe finds it does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn segmented_upload_where_the_probe_allows() {
-    let servers = ["vsftpd", "pure-ftpd", "proftpd", "pyftpdlib", "vsftpd-tls"];
+    let servers = [
+        "vsftpd",
+        "vsftpd-throttled",
+        "pure-ftpd",
+        "proftpd",
+        "pyftpdlib",
+        "vsftpd-tls",
+    ];
     let Some(env) = require_servers("segmented_upload_where_the_probe_allows", &servers) else {
         return;
     };
@@ -1254,12 +1279,21 @@ async fn segmented_upload_where_the_probe_allows() {
     let py = Target::from_env(env, "PYFTPDLIB", "pyftpdlib");
     let locked = Target::from_env(env, "VSFTPDTLS", "vsftpd-tls").tls("explicit", ca.as_deref());
     let vs_log = PathBuf::from(&env["FTPDROP_VSFTPD_LOG"]).join("vsftpd.log");
+    let slow = Target::from_env(env, "VSFTPDTHROTTLED", "vsftpd-throttled");
+    let slow_log = PathBuf::from(&env["FTPDROP_VSFTPDTHROTTLED_LOG"]).join("vsftpd.log");
     let failures = vec![
         scenario(
             "Segmented uploads",
-            "100 MiB in segments (lock_upload_files=NO)",
+            "100 MiB in segments (lock_upload_files=NO), split from the start",
             "vsftpd",
-            segmented_big(&vs, true, Some(vs_log)),
+            segmented_big(&vs, true, Some(vs_log), Some(0)),
+        )
+        .await,
+        scenario(
+            "Segmented uploads",
+            "100 MiB, 20 MB/s per connection: one stream, split once it proves slow",
+            "vsftpd-throttled",
+            segmented_big(&slow, true, Some(slow_log), None),
         )
         .await,
         scenario(
@@ -1273,32 +1307,32 @@ async fn segmented_upload_where_the_probe_allows() {
             "Segmented uploads",
             "100 MiB: probe says single stream",
             "pure-ftpd",
-            segmented_big(&pure, false, None),
+            segmented_big(&pure, false, None, Some(0)),
         )
         .await,
         scenario(
             "Segmented uploads",
             "100 MiB: probe says single stream",
             "proftpd",
-            segmented_big(&pro, false, None),
+            segmented_big(&pro, false, None, Some(0)),
         )
         .await,
         scenario(
             "Segmented uploads",
             "100 MiB: probe says single stream",
             "pyftpdlib",
-            segmented_big(&py, false, None),
+            segmented_big(&py, false, None, Some(0)),
         )
         .await,
         scenario(
             "Segmented uploads",
             "100 MiB, TLS, default lock_upload_files: probe says single stream",
             "vsftpd-tls",
-            segmented_big(&locked, false, None),
+            segmented_big(&locked, false, None, Some(0)),
         )
         .await,
     ];
-    for t in [&vs, &pure, &pro, &py, &locked] {
+    for t in [&vs, &slow, &pure, &pro, &py, &locked] {
         if failures.iter().all(Option::is_none) {
             t.seg_cleanup();
         }
@@ -1506,10 +1540,11 @@ async fn connection_limit_is_back_pressure() {
             let mut entries = Vec::new();
             let mut bodies = Vec::new();
             // Big enough that a session is still busy when the next entry
-            // wants one: with one login at a time per server, tiny files
-            // would finish over two connections and never meet the limit.
+            // wants one: with one login at a time per server, small files
+            // (2 MiB took 5 ms with sendfile) could finish over two
+            // connections and never meet the limit.
             for i in 0..40u64 {
-                let body = support::random_bytes((2 << 20) + i as usize * 97, 500 + i);
+                let body = support::random_bytes((8 << 20) + i as usize * 97, 500 + i);
                 entries.push(t.entry(&w.local(&format!("l/f{i}.bin"), &body), &rel));
                 bodies.push(body);
             }
@@ -1538,7 +1573,7 @@ async fn connection_limit_is_back_pressure() {
                 .filter(|e| e.state == EntryState::Failed)
                 .count();
             Ok(format!(
-                "40 files done, {failed} failed; limit lowered {lowered} times (8 → {})",
+                "40 × 8 MiB done, {failed} failed; limit lowered {lowered} times (8 → {})",
                 8usize.saturating_sub(lowered).max(1)
             ))
         },

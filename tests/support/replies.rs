@@ -47,6 +47,8 @@ struct Rule {
     verb: String,
     arg_contains: String,
     action: Action,
+    /// Matching commands still to let through before the rule applies.
+    skip: u32,
     times: u32,
 }
 
@@ -80,6 +82,14 @@ impl ReplyProxy {
         self.add_rule(verb, arg_contains, Action::Reply(reply.to_string()), times);
     }
 
+    /// Like [`ReplyProxy::inject`], but the first `skip` matching commands are forwarded
+    /// (e.g. proftpd without AllowStoreRestart accepts the APPE that creates a file and
+    /// refuses the ones that would append to it).
+    pub fn inject_after(&self, verb: &str, arg_contains: &str, reply: &str, skip: u32, times: u32) {
+        self.add_rule(verb, arg_contains, Action::Reply(reply.to_string()), times);
+        self.state.rules.lock().unwrap().last_mut().unwrap().skip = skip;
+    }
+
     /// The next `times` matching commands are forwarded only after `delay`.
     pub fn hold(&self, verb: &str, arg_contains: &str, delay: std::time::Duration, times: u32) {
         self.add_rule(verb, arg_contains, Action::Hold(delay), times);
@@ -90,6 +100,7 @@ impl ReplyProxy {
             verb: verb.to_ascii_uppercase(),
             arg_contains: arg_contains.to_string(),
             action,
+            skip: 0,
             times,
         });
     }
@@ -143,6 +154,10 @@ impl State {
         let pos = rules
             .iter()
             .position(|r| r.verb.eq_ignore_ascii_case(verb) && arg.contains(&r.arg_contains))?;
+        if rules[pos].skip > 0 {
+            rules[pos].skip -= 1;
+            return None;
+        }
         let action = rules[pos].action.clone();
         rules[pos].times -= 1;
         if rules[pos].times == 0 {

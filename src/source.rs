@@ -1,0 +1,389 @@
+//! The local side of an upload: getting a file's bytes onto a data
+//! connection, and its SHA-256 for the receipt and the server-side check.
+//!
+//! A file of a chunk or less is read and hashed in one go on a blocking
+//! thread, already while the STOR is negotiated. A bigger file is hashed by
+//! a thread of its own that reads the file independently, so hashing (about
+//! 2 GB/s with SHA-NI, half the CPU of a loopback upload) runs beside the
+//! sending instead of in front of it; the bytes go out with `sendfile(2)` on
+//! a plain connection on Linux (no copy through user space), and through a
+//! reader thread a few chunks ahead of the network otherwise (FTPS, other
+//! systems). The two reads see the same file: a file that changes during the
+//! upload changes its size or mtime, and the caller then starts over.
+
+use crate::fault::Fault;
+use crate::ftp::Upload;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Bytes per local read; large reads keep syscalls and channel hops few.
+pub(crate) const CHUNK: usize = 512 * 1024;
+/// Chunks read ahead of the network: bounds memory at about 2.5 MiB per upload.
+pub(crate) const READ_AHEAD: usize = 4;
+
+/// What the caller needs to name a failure: the entry and its local file.
+#[derive(Clone, Copy)]
+pub struct Local<'a> {
+    pub index: usize,
+    pub path: &'a Path,
+    /// The remote (temp) path being written, for network errors.
+    pub remote: &'a str,
+}
+
+impl Local<'_> {
+    fn read_error(&self, e: std::io::Error) -> Fault {
+        Fault::permanent(format!(
+            "entries[{}].file.local_path: read error: {e}: {}",
+            self.index,
+            self.path.display()
+        ))
+    }
+
+    fn send_error(&self, e: std::io::Error) -> Fault {
+        Fault::transient(format!("sending {}: {e}", self.remote))
+    }
+
+    fn stalled(&self, timeout: Duration) -> Fault {
+        Fault::transient(format!(
+            "sending {}: no progress for {} s",
+            self.remote,
+            timeout.as_secs()
+        ))
+    }
+}
+
+/// How far one stream sends: up to a limit that a splitter may lower while
+/// it runs (see [`crate::segment`]). The sender takes its next range under
+/// the lock, so a new limit never cuts a range already on its way: the
+/// stream ends exactly at [`Cut::stop`]'s answer.
+#[derive(Debug)]
+pub struct Cut(Mutex<CutState>);
+
+#[derive(Debug)]
+struct CutState {
+    /// Everything before this has been handed to the sender.
+    taken: u64,
+    limit: u64,
+}
+
+impl Cut {
+    pub fn new(start: u64, limit: u64) -> Cut {
+        Cut(Mutex::new(CutState {
+            taken: start,
+            limit,
+        }))
+    }
+
+    /// The sender at `pos` may send this many bytes now (at most `max`).
+    fn take(&self, pos: u64, max: usize) -> usize {
+        let mut c = self.0.lock().unwrap();
+        let n = c.limit.saturating_sub(pos).min(max as u64);
+        c.taken = c.taken.max(pos + n);
+        n as usize
+    }
+
+    /// Bytes handed to the sender so far (its progress, give or take a call).
+    pub fn taken(&self) -> u64 {
+        self.0.lock().unwrap().taken
+    }
+
+    /// Ends the stream after what it has taken; returns where it ends.
+    pub fn stop(&self) -> u64 {
+        let mut c = self.0.lock().unwrap();
+        c.limit = c.taken;
+        c.limit
+    }
+}
+
+/// A small file, read and hashed while the upload is being opened.
+pub struct Prefetch {
+    rx: mpsc::Receiver<Vec<u8>>,
+    task: tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
+}
+
+/// Does a file of `expected` bytes, sent from `offset`, go as one prefetched chunk?
+pub fn is_small(offset: u64, expected: u64) -> bool {
+    offset == 0 && expected <= (CHUNK as u64 - 1)
+}
+
+/// Starts reading and hashing a small file (see [`is_small`]).
+///
+/// One byte more than `expected` is asked for, so that a file that grew is
+/// noticed; chunks are sized to what is left, without zero-filling them
+/// first: for thousands of small files, zeroing and faulting in full-size
+/// buffers was a tenth of the CPU.
+pub fn prefetch(path: PathBuf, expected: u64) -> Prefetch {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
+    let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+        let mut f = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        loop {
+            let want = (expected.saturating_sub(total) + 1).clamp(8 * 1024, CHUNK as u64);
+            let mut chunk = Vec::with_capacity(want as usize);
+            let filled = (&mut f).take(want).read_to_end(&mut chunk)?;
+            if filled == 0 {
+                break;
+            }
+            hasher.update(&chunk);
+            total += filled as u64;
+            if tx.blocking_send(chunk).is_err() || (filled as u64) < want {
+                // Either the uploader gave up (its error is the one to
+                // report), or this was the end of the file.
+                break;
+            }
+        }
+        Ok((hex::encode(hasher.finalize()), total))
+    });
+    Prefetch { rx, task }
+}
+
+impl Prefetch {
+    /// Sends the prefetched bytes; resolves to (SHA-256, bytes in the file).
+    pub async fn send(
+        mut self,
+        upload: &mut Upload,
+        timeout: Duration,
+        local: Local<'_>,
+    ) -> Result<(String, u64), Fault> {
+        let written = pump(upload, &mut self.rx, timeout, local).await;
+        drop(self.rx);
+        let read = self
+            .task
+            .await
+            .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
+        written?;
+        read.map_err(|e| local.read_error(e))
+    }
+}
+
+/// Sends `[offset, expected)` of a file while another thread hashes all of
+/// it; resolves to (SHA-256, bytes in the file). A file that turns out
+/// shorter than `expected` sends what it has: the caller compares sizes.
+pub async fn send_hashed(
+    upload: &mut Upload,
+    offset: u64,
+    expected: u64,
+    timeout: Duration,
+    local: Local<'_>,
+) -> Result<(String, u64), Fault> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let hasher = spawn_hasher(local.path.to_path_buf(), stop.clone());
+    let sent = send_range(
+        upload,
+        offset,
+        &Arc::new(Cut::new(offset, expected)),
+        timeout,
+        local,
+    )
+    .await;
+    if let Err(f) = sent {
+        stop.store(true, Ordering::SeqCst);
+        return Err(f);
+    }
+    hasher
+        .await
+        .map_err(|e| Fault::transient(format!("hash task: {e}")))?
+        .map_err(|e| local.read_error(e))
+}
+
+/// Sends the local file from `start` over `upload`, as far as `cut` lets
+/// it; resolves to the bytes sent, fewer if the file ended early.
+pub async fn send_range(
+    upload: &mut Upload,
+    start: u64,
+    cut: &Arc<Cut>,
+    timeout: Duration,
+    local: Local<'_>,
+) -> Result<u64, Fault> {
+    #[cfg(target_os = "linux")]
+    if let suppaftp::tokio::AsyncDataStream::Tcp(tcp) = upload.get_ref() {
+        let file = std::fs::File::open(local.path).map_err(|e| local.read_error(e))?;
+        match zero_copy::send(tcp, &file, start, cut, timeout, local).await {
+            Ok(n) => return Ok(n),
+            // Not every file can be sent this way (some FUSE and special
+            // files); nothing went out yet, so the plain way can take over.
+            Err(zero_copy::Error::Unsupported) => {}
+            Err(zero_copy::Error::Fault(f)) => return Err(f),
+        }
+    }
+    let (mut rx, reader) = spawn_range_reader(local.path.to_path_buf(), start, cut.clone());
+    let written = pump(upload, &mut rx, timeout, local).await;
+    drop(rx);
+    let read = reader
+        .await
+        .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
+    written?;
+    read.map_err(|e| local.read_error(e))
+}
+
+/// Writes every chunk from `rx` to `upload`; an error if the data connection
+/// fails or makes no progress for `timeout`.
+async fn pump(
+    upload: &mut Upload,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+    local: Local<'_>,
+) -> Result<(), Fault> {
+    while let Some(chunk) = rx.recv().await {
+        match tokio::time::timeout(timeout, upload.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(local.send_error(e)),
+            Err(_) => return Err(local.stalled(timeout)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the file from `start` as far as `cut` lets it, on a blocking
+/// thread, chunk by chunk, a few chunks ahead of the network. Resolves to
+/// the bytes read.
+fn spawn_range_reader(
+    path: PathBuf,
+    start: u64,
+    cut: Arc<Cut>,
+) -> (
+    mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<std::io::Result<u64>>,
+) {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
+    let handle = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(start))?;
+        let mut pos = start;
+        loop {
+            let want = cut.take(pos, CHUNK);
+            if want == 0 {
+                break;
+            }
+            let mut chunk = Vec::with_capacity(want);
+            let filled = (&mut f).take(want as u64).read_to_end(&mut chunk)?;
+            if filled == 0 {
+                break;
+            }
+            pos += filled as u64;
+            if tx.blocking_send(chunk).is_err() || filled < want {
+                break;
+            }
+        }
+        Ok(pos - start)
+    });
+    (rx, handle)
+}
+
+/// Hashes the whole file on a blocking thread; resolves to its SHA-256 and
+/// size. Stops early (with a meaningless result) once `stop` is set.
+pub fn spawn_hasher(
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<std::io::Result<(String, u64)>> {
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((hex::encode(h.finalize()), total))
+    })
+}
+
+/// SHA-256 of a whole local file, off the async threads.
+pub async fn hash_file(path: &Path) -> Result<String, Fault> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut f = std::fs::File::open(&p)?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(hex::encode(h.finalize()))
+    })
+    .await
+    .map_err(|e| Fault::transient(format!("hash task: {e}")))?
+    .map_err(|e| Fault::permanent(format!("reading {}: {e}", path.display())))
+}
+
+/// `sendfile(2)` from the local file straight into the data socket.
+#[cfg(target_os = "linux")]
+mod zero_copy {
+    use super::{Cut, Local};
+    use crate::fault::Fault;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    /// Bytes per call: bounds how long one call can hold a worker thread
+    /// when the file is not in the page cache.
+    const PER_CALL: usize = 1 << 20;
+
+    pub enum Error {
+        /// The kernel cannot sendfile from this file; nothing was sent.
+        Unsupported,
+        Fault(Fault),
+    }
+
+    pub async fn send(
+        tcp: &TcpStream,
+        file: &std::fs::File,
+        start: u64,
+        cut: &Cut,
+        timeout: Duration,
+        local: Local<'_>,
+    ) -> Result<u64, Error> {
+        let (sock, fd) = (tcp.as_raw_fd(), file.as_raw_fd());
+        let mut off = start as libc::off_t;
+        loop {
+            let want = cut.take(off as u64, PER_CALL);
+            if want == 0 {
+                break;
+            }
+            let call = async {
+                loop {
+                    tcp.writable().await?;
+                    let r = tcp.try_io(Interest::WRITABLE, || {
+                        // SAFETY: both descriptors are open for the whole call
+                        // (borrowed above), and `off` is a valid off_t.
+                        let n = unsafe { libc::sendfile(sock, fd, &mut off, want) };
+                        if n < 0 {
+                            Err(std::io::Error::last_os_error())
+                        } else {
+                            Ok(n as usize)
+                        }
+                    });
+                    match r {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(0)) => break, // the file ended early
+                Ok(Ok(_)) => {}
+                Ok(Err(e))
+                    if off as u64 == start
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                        ) =>
+                {
+                    return Err(Error::Unsupported)
+                }
+                Ok(Err(e)) => return Err(Error::Fault(local.send_error(e))),
+                Err(_) => return Err(Error::Fault(local.stalled(timeout))),
+            }
+        }
+        Ok(off as u64 - start)
+    }
+}
