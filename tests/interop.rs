@@ -1256,6 +1256,111 @@ async fn segmented_cut(t: &Target) -> Outcome {
     ))
 }
 
+/// `kill -9` of the real binary while a big file goes in segments (split
+/// once the stream proved slow), then a restart: the journal says the temp
+/// file may have holes, so the restart deletes it instead of resuming at
+/// its SIZE, and the file is published whole.
+async fn segmented_kill9(t: &Target) -> Outcome {
+    let base = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (rel, disk) = t.seg_dir("segmented-kill9");
+    let local = big_file();
+    let cfg = base.path().join("cfg.json");
+    let inbox = base.path().join("files");
+    let checked = base.path().join("checked");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(&checked).unwrap();
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec(&json!({
+            "inbox": inbox, "checked": checked, "settle_ms": 0,
+            "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 1000},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        inbox.join("k9.json"),
+        serde_json::to_vec(&json!([t.entry(&local, &rel)])).unwrap(),
+    )
+    .unwrap();
+    let spawn = |name: &str| {
+        let log = std::fs::File::create(base.path().join(format!("{name}.log"))).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ftpdrop")
+    };
+    let journal = checked.join("k9.journal");
+    let temp_bytes = || -> u64 {
+        std::fs::read_dir(&disk)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    };
+    let mut run1 = spawn("run1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Segmented (journaled), and the segments well under way.
+    let mut marked = None;
+    let killed_at = loop {
+        let seg = std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"segmented\":true"));
+        if seg && marked.is_none() {
+            marked = Some(Instant::now());
+        }
+        if marked.is_some_and(|m| m.elapsed() > Duration::from_millis(700)) {
+            let _ = run1.kill();
+            let _ = run1.wait();
+            break temp_bytes();
+        }
+        if Instant::now() > deadline || run1.try_wait().ok().flatten().is_some() {
+            let _ = run1.kill();
+            return Err("the upload never went in segments within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    ensure(!disk.join("big-100MiB.bin").exists(), || {
+        "the kill came after the publish".into()
+    })?;
+    let mut run2 = spawn("run2");
+    let receipt = checked.join("k9.report.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let r = loop {
+        if let Ok(r) = Receipt::load(&receipt) {
+            if r.state != JobState::Running {
+                break r;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = run2.kill();
+            return Err("no final receipt within 120 s of the restart".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &run2.id().to_string()])
+        .status();
+    let _ = run2.wait();
+    all_done(&r)?;
+    support::assert_same_file(&local, disk.join("big-100MiB.bin"));
+    no_temp_files(&disk)?;
+    let log2 = std::fs::read_to_string(base.path().join("run2.log")).unwrap_or_default();
+    ensure(log2.contains("resuming interrupted job"), || {
+        "the restart did not resume the job".into()
+    })?;
+    let _ = std::fs::remove_file(disk.join("big-100MiB.bin"));
+    Ok(format!(
+        "killed with {} MiB in the temp file; restarted, {} segments, published whole",
+        killed_at >> 20,
+        r.entries[0].segments.unwrap_or(1)
+    ))
+}
+
 /// Segmented uploads where the server keeps parallel REST+STOR writes, a
 /// single stream where the probe finds it does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1294,6 +1399,13 @@ async fn segmented_upload_where_the_probe_allows() {
             "100 MiB, 20 MB/s per connection: one stream, split once it proves slow",
             "vsftpd-throttled",
             segmented_big(&slow, true, Some(slow_log), None),
+        )
+        .await,
+        scenario(
+            "Segmented uploads",
+            "kill -9 while segments write, restart: temp deleted, published whole",
+            "vsftpd-throttled",
+            segmented_kill9(&slow),
         )
         .await,
         scenario(
