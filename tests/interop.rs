@@ -1320,6 +1320,7 @@ async fn segmented_kill9(t: &Target) -> Outcome {
         }
         if Instant::now() > deadline || run1.try_wait().ok().flatten().is_some() {
             let _ = run1.kill();
+            let _ = run1.wait();
             return Err("the upload never went in segments within 60 s".into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1338,6 +1339,7 @@ async fn segmented_kill9(t: &Target) -> Outcome {
         }
         if Instant::now() > deadline {
             let _ = run2.kill();
+            let _ = run2.wait();
             return Err("no final receipt within 120 s of the restart".into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
