@@ -10,6 +10,7 @@ use crate::config::{Config, TlsMode};
 use crate::secret::Secret;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -155,12 +156,15 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
     };
     let mut problems = Vec::new();
     let mut entries = Vec::new();
+    // A configured server's password is resolved (its variable or file read)
+    // once per job, not once per entry.
+    let mut passwords = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let mut p = Problems {
             prefix: format!("entries[{i}]"),
             list: &mut problems,
         };
-        if let Some(e) = parse_entry(i, item, config, &mut p) {
+        if let Some(e) = parse_entry(i, item, config, &mut passwords, &mut p) {
             entries.push(e);
         }
     }
@@ -249,7 +253,16 @@ fn get_str<'v>(
     }
 }
 
-fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) -> Option<Entry> {
+/// Resolved passwords of configured servers, by name (an error as its message).
+type Passwords = HashMap<String, Result<Secret, String>>;
+
+fn parse_entry(
+    index: usize,
+    item: &Value,
+    config: &Config,
+    passwords: &mut Passwords,
+    p: &mut Problems,
+) -> Option<Entry> {
     let Value::Object(obj) = item else {
         p.add("", format!("must be an object, found {}", kind(item)));
         return None;
@@ -268,7 +281,11 @@ fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) ->
             None
         }
         Some(Value::String(name)) => match config.servers.get(name) {
-            Some(def) => match def.resolve_password(name) {
+            Some(def) => match passwords
+                .entry(name.clone())
+                .or_insert_with(|| def.resolve_password(name).map_err(|e| format!("{e:#}")))
+                .clone()
+            {
                 Ok(password) => Some(ServerSpec {
                     host: def.host.clone(),
                     port: def.port,
@@ -279,7 +296,7 @@ fn parse_entry(index: usize, item: &Value, config: &Config, p: &mut Problems) ->
                     insecure_skip_verify: def.insecure_skip_verify,
                 }),
                 Err(e) => {
-                    p.add("server", format!("{e:#}"));
+                    p.add("server", e);
                     None
                 }
             },
@@ -583,6 +600,47 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{job:?}").contains("TopSecret1"));
+    }
+
+    #[test]
+    fn named_server_password_resolved_for_every_entry_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap();
+        let mut cfg = Config::default();
+        let def = |extra: serde_json::Value| -> crate::config::ServerDef {
+            let mut v = serde_json::json!({"host": "h", "login": "u"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(v).unwrap()
+        };
+        cfg.servers
+            .insert("good".into(), def(serde_json::json!({"password_file": pw})));
+        cfg.servers.insert(
+            "bad".into(),
+            def(serde_json::json!({"password_env": "FTPDROP_TEST_UNSET_VAR"})),
+        );
+        let entry = |s: &str| {
+            format!(r#"{{"server":"{s}","file":{{"local_path":"/a","server_path":"x"}}}}"#)
+        };
+        let job = parse(
+            format!("[{},{}]", entry("good"), entry("good")).as_bytes(),
+            &cfg,
+        )
+        .unwrap();
+        for e in &job.entries {
+            assert_eq!(e.server.password.expose(), "from-file");
+        }
+        let errs = parse(
+            format!("[{},{},{}]", entry("bad"), entry("good"), entry("bad")).as_bytes(),
+            &cfg,
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("entries[0].server: "), "{errs:?}");
+        assert!(errs[1].starts_with("entries[2].server: "), "{errs:?}");
+        assert!(errs[1].contains("FTPDROP_TEST_UNSET_VAR"), "{errs:?}");
     }
 
     #[test]
