@@ -43,7 +43,6 @@ use crate::job::{join_remote, Entry, ServerSpec};
 use crate::pool::{Lease, Pool};
 use crate::source::{self, Cut, Local, CHUNK};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -370,26 +369,9 @@ pub async fn send(
     size: u64,
     on_split: impl FnOnce(),
 ) -> Result<Sent, Fault> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let hasher = source::spawn_hasher(entry.local_path.clone(), stop.clone());
-    let sent = stream_then_split(lease, pool, policy, entry, dir, temp, size, on_split).await;
-    let segments = match sent {
-        Ok(n) => n,
-        Err(f) => {
-            stop.store(true, Ordering::SeqCst);
-            return Err(f);
-        }
-    };
-    let (sha256, total) = hasher
-        .await
-        .map_err(|e| Fault::transient(format!("hash task: {e}")))?
-        .map_err(|e| {
-            Fault::permanent(format!(
-                "entries[{}].file.local_path: read error: {e}: {}",
-                entry.index,
-                entry.local_path.display()
-            ))
-        })?;
+    let local = Local::of(entry, temp);
+    let sent = stream_then_split(lease, pool, policy, entry, dir, temp, size, on_split);
+    let (sha256, total, segments) = source::hashed_while(local, sent).await?;
     Ok(Sent {
         sha256,
         total,
@@ -409,11 +391,7 @@ async fn stream_then_split(
     on_split: impl FnOnce(),
 ) -> Result<usize, Fault> {
     let timeout = lease.session().data_timeout();
-    let local = Local {
-        index: entry.index,
-        path: &entry.local_path,
-        remote: temp,
-    };
+    let local = Local::of(entry, temp);
     let cut = Arc::new(Cut::new(0, size));
     let mut splitter = spawn_splitter(
         pool.clone(),
@@ -532,11 +510,7 @@ async fn segment(
         Some(u) => u,
         None => s.store_exact(temp, start).await?,
     };
-    let local = Local {
-        index: entry.index,
-        path: &entry.local_path,
-        remote: temp,
-    };
+    let local = Local::of(entry, temp);
     let n = source::send_range(
         &mut up,
         start,

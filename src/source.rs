@@ -36,7 +36,16 @@ pub struct Local<'a> {
     pub remote: &'a str,
 }
 
-impl Local<'_> {
+impl<'a> Local<'a> {
+    /// `entry`'s local file, going to `remote`.
+    pub fn of(entry: &'a crate::job::Entry, remote: &'a str) -> Local<'a> {
+        Local {
+            index: entry.index,
+            path: &entry.local_path,
+            remote,
+        }
+    }
+
     fn read_error(&self, e: std::io::Error) -> Fault {
         Fault::permanent(format!(
             "entries[{}].file.local_path: read error: {e}: {}",
@@ -173,24 +182,33 @@ pub async fn send_hashed(
     timeout: Duration,
     local: Local<'_>,
 ) -> Result<(String, u64), Fault> {
+    let cut = Arc::new(Cut::new(offset, expected));
+    let (sha, total, _) =
+        hashed_while(local, send_range(upload, offset, &cut, timeout, local)).await?;
+    Ok((sha, total))
+}
+
+/// Runs `send` while another thread hashes the whole local file; resolves
+/// to (SHA-256, bytes in the file, what `send` returned). If `send` fails,
+/// the hasher is stopped and `send`'s error is the one returned.
+pub async fn hashed_while<T>(
+    local: Local<'_>,
+    send: impl std::future::Future<Output = Result<T, Fault>>,
+) -> Result<(String, u64, T), Fault> {
     let stop = Arc::new(AtomicBool::new(false));
     let hasher = spawn_hasher(local.path.to_path_buf(), stop.clone());
-    let sent = send_range(
-        upload,
-        offset,
-        &Arc::new(Cut::new(offset, expected)),
-        timeout,
-        local,
-    )
-    .await;
-    if let Err(f) = sent {
-        stop.store(true, Ordering::SeqCst);
-        return Err(f);
-    }
-    hasher
+    let sent = match send.await {
+        Ok(v) => v,
+        Err(f) => {
+            stop.store(true, Ordering::SeqCst);
+            return Err(f);
+        }
+    };
+    let (sha, total) = hasher
         .await
         .map_err(|e| Fault::transient(format!("hash task: {e}")))?
-        .map_err(|e| local.read_error(e))
+        .map_err(|e| local.read_error(e))?;
+    Ok((sha, total, sent))
 }
 
 /// Sends the local file from `start` over `upload`, as far as `cut` lets
@@ -279,7 +297,7 @@ fn spawn_range_reader(
 
 /// Hashes the whole file on a blocking thread; resolves to its SHA-256 and
 /// size. Stops early (with a meaningless result) once `stop` is set.
-pub fn spawn_hasher(
+fn spawn_hasher(
     path: PathBuf,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<std::io::Result<(String, u64)>> {

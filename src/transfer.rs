@@ -268,11 +268,7 @@ async fn send(
     expected: u64,
 ) -> Result<(String, u64), Fault> {
     let timeout = session.data_timeout();
-    let local = source::Local {
-        index: entry.index,
-        path: &entry.local_path,
-        remote: temp_path,
-    };
+    let local = source::Local::of(entry, temp_path);
     // A small file is read while the STOR is negotiated.
     let prefetch = source::is_small(offset, expected)
         .then(|| source::prefetch(entry.local_path.clone(), expected));
