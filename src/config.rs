@@ -4,15 +4,17 @@
 //! Unknown keys are rejected by name, because a misspelt key that is silently
 //! ignored is a setting the operator believes in but does not have.
 
+use crate::confine::{HostRules, HostVerdict, LocalRoots};
 use crate::secret::Secret;
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use anyhow::{anyhow, bail, Context, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// TLS mode of an FTP server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Plain FTP.
@@ -24,7 +26,8 @@ pub enum TlsMode {
     Implicit,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The daemon's configuration. Every field is optional.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Watched folder for `*.json` job files.
@@ -67,9 +70,24 @@ pub struct Config {
     pub segment_after_ms: u64,
     /// Servers that job files may name instead of carrying credentials.
     pub servers: BTreeMap<String, ServerDef>,
+    /// Folders that jobs may read local files from. A `local_path` must
+    /// resolve, after symlinks and `..`, inside one of them; checked on the
+    /// file actually opened. Empty: any file the daemon can read.
+    pub local_roots: Vec<PathBuf>,
+    /// Hosts that jobs may send files to: exact names, `*.example.com`
+    /// (any name below example.com), addresses and networks (`10.0.0.0/8`).
+    /// A name matched only by a network must resolve into it when
+    /// connecting. Empty: any host.
+    pub allowed_hosts: Vec<String>,
+    /// Jobs may only name servers from `servers`; inline hosts and
+    /// credentials are refused.
+    pub require_named_servers: bool,
+    /// Final jobs, their receipts and journals older than this many days
+    /// are deleted. 0: keep forever. Running jobs are never touched.
+    pub retention_days: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts per entry, the first included.
@@ -81,22 +99,25 @@ pub struct RetryConfig {
 }
 
 /// A server defined once in the config and named by jobs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerDef {
+    /// Host name or address (not a URL).
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
     pub login: String,
     /// Inline password (prefer `password_env` or `password_file`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
     /// Name of an environment variable holding the password.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// A file whose first line is the password.
-    #[serde(default)]
+    /// A file whose first line is the password (with systemd:
+    /// `LoadCredential=` and a path under `$CREDENTIALS_DIRECTORY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// `none`, `explicit` (AUTH TLS) or `implicit`.
     #[serde(default)]
     pub tls: TlsMode,
     /// PEM bundle of CAs trusted for this server, instead of the system roots.
@@ -132,6 +153,10 @@ impl Default for Config {
             max_segments: 4,
             segment_after_ms: 1000,
             servers: BTreeMap::new(),
+            local_roots: Vec::new(),
+            allowed_hosts: Vec::new(),
+            require_named_servers: false,
+            retention_days: 0,
         }
     }
 }
@@ -147,8 +172,8 @@ impl Default for RetryConfig {
 }
 
 impl ServerDef {
-    /// The password from wherever the definition says it lives.
-    pub fn resolve_password(&self, name: &str) -> Result<Secret> {
+    /// A definition that names more than one password source is a mistake.
+    fn check_password_sources(&self, name: &str) -> Result<()> {
         let sources = [
             self.password.is_some(),
             self.password_env.is_some(),
@@ -157,6 +182,12 @@ impl ServerDef {
         if sources.iter().filter(|s| **s).count() > 1 {
             bail!("servers.{name}: give only one of password, password_env, password_file");
         }
+        Ok(())
+    }
+
+    /// The password from wherever the definition says it lives.
+    pub fn resolve_password(&self, name: &str) -> Result<Secret> {
+        self.check_password_sources(name)?;
         if let Some(p) = &self.password {
             return Ok(p.clone());
         }
@@ -190,6 +221,43 @@ fn strip_comments(v: &mut serde_json::Value) {
     }
 }
 
+/// serde names Rust types ("expected u32"); an operator reads JSON.
+fn plain_types(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (rust, json) in [
+        ("expected u16", "expected an integer from 0 to 65535"),
+        ("expected u32", "expected an integer"),
+        ("expected u64", "expected an integer"),
+        ("expected usize", "expected an integer"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, json);
+    }
+    out
+}
+
+/// Deserializes a config from JSON text; errors name the field's path
+/// (`retry.max_attempts: invalid type: ...`).
+pub fn parse(text: &str) -> Result<Config> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?;
+    strip_comments(&mut value);
+    if let serde_json::Value::Object(map) = &mut value {
+        // Editors find the schema through it; it is not a setting.
+        map.remove("$schema");
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = plain_types(&e.inner().to_string());
+        if path == "." || path.is_empty() {
+            anyhow!("{msg}")
+        } else {
+            anyhow!("{path}: {msg}")
+        }
+    })
+}
+
 impl Config {
     /// Reads a config file; `None` gives the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config> {
@@ -198,16 +266,63 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                let mut value: serde_json::Value = serde_json::from_str(&text)
-                    .with_context(|| format!("config file {} is not valid JSON", p.display()))?;
-                strip_comments(&mut value);
-                serde_json::from_value(value)
-                    .with_context(|| format!("config file {} is invalid", p.display()))?
+                parse(&text).with_context(|| format!("config file {} is invalid", p.display()))?
             }
         };
-        cfg.validate()?;
         cfg.resolve_paths()?;
+        cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Settings that work but that an operator should hear about: an inbox
+    /// that lets a job writer reach any file or host, a password source that
+    /// is not there (yet), certificate checks turned off.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut open = Vec::new();
+        if self.local_roots.is_empty() {
+            open.push("local_roots is empty, so a job may name any file the daemon can read");
+        }
+        if self.allowed_hosts.is_empty() && !self.require_named_servers {
+            open.push("allowed_hosts is empty, so a job may send files to any host");
+        }
+        if !open.is_empty() {
+            out.push(format!(
+                "whoever can write to the inbox is not confined: {} (see the README's \"Security model\")",
+                open.join("; ")
+            ));
+        }
+        for (i, r) in self.local_roots.iter().enumerate() {
+            if !r.is_dir() {
+                out.push(format!(
+                    "local_roots[{i}]: {} does not exist (yet); nothing under it can be sent",
+                    r.display()
+                ));
+            }
+        }
+        for (name, def) in &self.servers {
+            if let Err(e) = def.resolve_password(name) {
+                out.push(format!(
+                    "{e:#}: jobs naming server {name:?} fail until it is available"
+                ));
+            }
+            if def.insecure_skip_verify {
+                out.push(format!(
+                    "servers.{name}.insecure_skip_verify: TLS certificates are not checked"
+                ));
+            }
+        }
+        out
+    }
+
+    /// The local-file confinement this configuration asks for.
+    pub fn local_roots(&self) -> Result<LocalRoots> {
+        LocalRoots::new(&self.local_roots)
+    }
+
+    /// The host allowlist this configuration asks for.
+    pub fn host_rules(&self) -> Result<HostRules> {
+        HostRules::new(&self.allowed_hosts)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -229,6 +344,8 @@ impl Config {
         {
             bail!("timeouts must be at least 1 second");
         }
+        self.local_roots()?;
+        let hosts = self.host_rules()?;
         for (name, def) in &self.servers {
             if def.host.is_empty() {
                 bail!("servers.{name}.host is empty");
@@ -238,7 +355,13 @@ impl Config {
                     bail!("servers.{name}.{field}: contains a line break or NUL");
                 }
             }
-            def.resolve_password(name)?;
+            if let Some(hint) = crate::job::bad_host(&def.host) {
+                bail!("servers.{name}.host: {hint}");
+            }
+            if let HostVerdict::Refused(why) = hosts.check(&def.host) {
+                bail!("servers.{name}.host: {why}");
+            }
+            def.check_password_sources(name)?;
         }
         Ok(())
     }
@@ -246,6 +369,11 @@ impl Config {
     /// Makes the folders absolute against the working directory and creates them.
     fn resolve_paths(&mut self) -> Result<()> {
         let cwd = std::env::current_dir().context("cannot read the working directory")?;
+        for root in &mut self.local_roots {
+            if root.is_relative() {
+                *root = cwd.join(&*root);
+            }
+        }
         for (what, dir) in [("inbox", &mut self.inbox), ("checked", &mut self.checked)] {
             if dir.is_relative() {
                 *dir = cwd.join(&*dir);
@@ -294,10 +422,43 @@ mod tests {
     fn example_config_loads() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.json");
         let text = std::fs::read_to_string(path).unwrap();
-        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        strip_comments(&mut v);
-        let cfg: Config = serde_json::from_value(v).unwrap();
+        let cfg = parse(&text).unwrap();
         assert!(cfg.servers.contains_key("backup"));
+        cfg.validate().unwrap();
+        assert!(!cfg.local_roots.is_empty() && !cfg.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn type_errors_name_the_path_in_json_terms() {
+        let e = parse(r#"{"retry": {"max_attempts": "8"}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"retry.max_attempts: invalid type: string "8", expected an integer"#
+        );
+        let e =
+            parse(r#"{"servers": {"b": {"host": "h", "login": "u", "port": 70000}}}"#).unwrap_err();
+        assert!(e.to_string().starts_with("servers.b.port: "), "{e}");
+        let e = parse("{\"settle_ms\": 1,}").unwrap_err();
+        assert!(e.to_string().starts_with("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn named_servers_must_be_hosts_and_allowed() {
+        let mut cfg: Config = parse(
+            r#"{"allowed_hosts": ["*.example.net"],
+                "servers": {"b": {"host": "ftp://10.0.0.5:2121", "login": "u"}}}"#,
+        )
+        .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("servers.b.host: ") && e.contains("\"port\": 2121"),
+            "{e}"
+        );
+        cfg.servers.get_mut("b").unwrap().host = "ftp.other.org".into();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("not in allowed_hosts"), "{e}");
+        cfg.servers.get_mut("b").unwrap().host = "ftp.example.net".into();
+        cfg.validate().unwrap();
     }
 
     #[test]

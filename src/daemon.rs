@@ -21,7 +21,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
+
+/// How often ended jobs are looked over (see [`crate::housekeeping`]).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
 fn make_ctx(config: Config) -> Arc<Ctx> {
     let timeouts = Timeouts {
@@ -60,6 +63,9 @@ pub fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    for w in config.warnings() {
+        warn!("{w}");
+    }
     let ctx = make_ctx(config);
     let cfg = ctx.config.clone();
     let permits = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
@@ -97,6 +103,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut jobs = JoinSet::new();
     let mut reaper = tokio::time::interval(Duration::from_secs(5));
+    // Ended jobs: secrets redacted (if a crash came between the final
+    // receipt and the redaction) and, with retention_days, old ones removed.
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -111,6 +120,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             _ = reaper.tick() => ctx.pool.reap_idle(),
+            _ = housekeeping.tick() => {
+                let (checked, days) = (cfg.checked.clone(), cfg.retention_days);
+                tokio::task::spawn_blocking(move || crate::housekeeping::sweep(&checked, days));
+            }
         }
     }
 
@@ -147,6 +160,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
     let ctx = make_ctx(config);
     let cfg = ctx.config.clone();
+    crate::housekeeping::sweep(&cfg.checked, cfg.retention_days);
     let mut todo = unfinished_jobs(&cfg.checked);
     let mut candidates = intake::scan(&cfg.inbox);
     let mut rounds = 0;

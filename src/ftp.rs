@@ -201,6 +201,26 @@ impl Session {
                 spec.host
             )));
         }
+        // A name that `allowed_hosts` admits only through its networks must
+        // resolve into them now, at the moment of connecting (a DNS answer
+        // that changed since validation does not get around it).
+        let addrs = match &spec.resolve_into {
+            None => addrs,
+            Some(nets) => {
+                let (ok, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
+                    .into_iter()
+                    .partition(|a| crate::confine::HostRules::allows_ip(nets, a.ip()));
+                if ok.is_empty() {
+                    let refused: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+                    return Err(Fault::permanent(format!(
+                        "server.host: {} resolves to {}, not in allowed_hosts",
+                        spec.host,
+                        refused.join(", ")
+                    )));
+                }
+                ok
+            }
+        };
         // A name can resolve to several addresses (`localhost` to ::1 and
         // 127.0.0.1); a server often listens on only one of them.
         let mut last = None;

@@ -76,7 +76,13 @@ pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<PathBuf>> {
             continue;
         }
         return match std::fs::rename(src, &dst) {
-            Ok(()) => Ok(Some(dst)),
+            Ok(()) => {
+                // The job may carry a password: from here on, owner only.
+                if let Err(e) = crate::housekeeping::owner_only(&dst) {
+                    warn!(job_file = %dst.display(), error = %e, "cannot make the claimed job owner-only");
+                }
+                Ok(Some(dst))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         };

@@ -5,17 +5,29 @@
 //! such object. Validation walks the raw JSON rather than relying on serde's
 //! first-error-wins, so that an invalid job's receipt names *every* problem
 //! with its field, e.g. `entries[2].file.server_path: contains a line break`.
+//!
+//! Validation also applies the configuration's confinement (see
+//! [`crate::confine`]): inline servers when `require_named_servers` is on,
+//! hosts outside `allowed_hosts`. Local files are checked against
+//! `local_roots` when they are opened, not here.
 
 use crate::config::{Config, TlsMode};
+use crate::confine::{HostRules, HostVerdict, LocalRoots};
 use crate::secret::Secret;
+use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What replaces an inline password in a claimed job file once the job is
+/// final (see [`crate::housekeeping`]).
+pub const REDACTED: &str = "(redacted by ftpdrop after the job ended)";
 
 /// What to do when the final remote file already exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IfExists {
     Overwrite,
@@ -24,7 +36,7 @@ pub enum IfExists {
 }
 
 /// How much proof of arrival an entry asks for, beyond the size check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {
     /// Size always; a server-side hash when the server offers one.
@@ -45,6 +57,9 @@ pub struct ServerSpec {
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
+    /// Set when `allowed_hosts` admits the host only through networks: the
+    /// addresses it resolves to when connecting must lie in one of these.
+    pub resolve_into: Option<Arc<Vec<IpNet>>>,
 }
 
 /// Identity of a pool of interchangeable sessions.
@@ -109,9 +124,16 @@ pub struct Entry {
     pub remote_name: String,
     pub if_exists: IfExists,
     pub verify: Verify,
+    /// Where local files may be read from (`local_roots`), checked on every open.
+    pub local_roots: Arc<LocalRoots>,
 }
 
 impl Entry {
+    /// Opens the local file for reading, if `local_roots` allows the file opened.
+    pub fn open_local(&self) -> std::io::Result<std::fs::File> {
+        self.local_roots.open(&self.local_path)
+    }
+
     /// `server_path/remote_name`, as the job names it (before the login directory is known).
     pub fn remote_path(&self) -> String {
         join_remote(&self.server_path, &self.remote_name)
@@ -137,8 +159,60 @@ pub fn basename(path: &str) -> Option<&str> {
     path.rsplit(['/', '\\']).next().filter(|s| !s.is_empty())
 }
 
+/// Why a host as written cannot be one, with what to write instead; `None` if it can.
+pub fn bad_host(host: &str) -> Option<String> {
+    let host = host.trim();
+    if let Some((scheme, rest)) = host.split_once("://") {
+        let rest = rest.rsplit('@').next().unwrap_or(rest);
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let hint = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() && !h.contains(':') => {
+                format!("\"host\": {h:?}, \"port\": {p}")
+            }
+            _ => format!("\"host\": {hostport:?}"),
+        };
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "ftps" => ", \"tls\": \"implicit\"",
+            "ftpes" => ", \"tls\": \"explicit\"",
+            _ => "",
+        };
+        return Some(format!(
+            "{host:?} is a URL, not a host name; write {hint}{tls}"
+        ));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() || crate::confine::valid_name(host) {
+        return None;
+    }
+    if let Some((h, p)) = host.rsplit_once(':') {
+        if p.parse::<u16>().is_ok() && crate::confine::valid_name(h) {
+            return Some(format!(
+                "{host:?} includes a port; write \"host\": {h:?}, \"port\": {p}"
+            ));
+        }
+    }
+    Some(format!("{host:?} is not a host name or an IP address"))
+}
+
+/// The configuration's confinement, as one job's validation needs it.
+struct Limits<'c> {
+    config: &'c Config,
+    hosts: HostRules,
+    roots: Arc<LocalRoots>,
+}
+
 /// Parses and validates a job file's bytes. On failure, returns every problem found.
 pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
+    // Windows editors write a byte-order mark.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let limits = match (config.host_rules(), config.local_roots()) {
+        (Ok(hosts), Ok(roots)) => Limits {
+            config,
+            hosts,
+            roots: Arc::new(roots),
+        },
+        (Err(e), _) | (_, Err(e)) => return Err(vec![format!("configuration: {e:#}")]),
+    };
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => return Err(vec![format!("not valid JSON: {e}")]),
@@ -164,7 +238,7 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
             prefix: format!("entries[{i}]"),
             list: &mut problems,
         };
-        if let Some(e) = parse_entry(i, item, config, &mut passwords, &mut p) {
+        if let Some(e) = parse_entry(i, item, &limits, &mut passwords, &mut p) {
             entries.push(e);
         }
     }
@@ -259,10 +333,11 @@ type Passwords = HashMap<String, Result<Secret, String>>;
 fn parse_entry(
     index: usize,
     item: &Value,
-    config: &Config,
+    limits: &Limits,
     passwords: &mut Passwords,
     p: &mut Problems,
 ) -> Option<Entry> {
+    let config = limits.config;
     let Value::Object(obj) = item else {
         p.add("", format!("must be an object, found {}", kind(item)));
         return None;
@@ -271,9 +346,18 @@ fn parse_entry(
         p,
         "",
         obj,
-        &["server", "file", "tls", "ca_file", "if_exists", "verify"],
+        &[
+            "$schema",
+            "server",
+            "file",
+            "tls",
+            "ca_file",
+            "if_exists",
+            "verify",
+        ],
     );
     let before = p.list.len();
+    let named = matches!(obj.get("server"), Some(Value::String(_)));
 
     let mut server = match obj.get("server") {
         None => {
@@ -294,6 +378,7 @@ fn parse_entry(
                     tls: def.tls,
                     ca_file: def.ca_file.clone(),
                     insecure_skip_verify: def.insecure_skip_verify,
+                    resolve_into: None,
                 }),
                 Err(e) => {
                     p.add("server", e);
@@ -301,13 +386,29 @@ fn parse_entry(
                 }
             },
             None => {
+                let known: Vec<&str> = config.servers.keys().map(|k| k.as_str()).collect();
                 p.add(
                     "server",
-                    format!("no server named {name:?} in the configuration"),
+                    format!(
+                        "no server named {name:?} in the configuration (configured: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
                 );
                 None
             }
         },
+        Some(Value::Object(_)) if config.require_named_servers => {
+            p.add(
+                "server",
+                "inline servers and credentials are refused (require_named_servers is on); \
+                 name a server from the configuration instead, e.g. \"server\": \"backup\"",
+            );
+            None
+        }
         Some(Value::Object(s)) => parse_server(s, p),
         Some(other) => {
             p.add(
@@ -321,9 +422,15 @@ fn parse_entry(
         }
     };
 
-    // Entry-level TLS settings override the server's, as the issue allows both places.
+    // Entry-level TLS settings override an inline server's. A configured
+    // server's come from the configuration only: a job that could turn its
+    // TLS off would send the operator's password in clear text.
     if let Some(v) = obj.get("tls") {
         match parse_tls(v) {
+            Ok(mode) if named && server.as_ref().is_some_and(|s| s.tls != mode) => p.add(
+                "tls",
+                "a configured server's TLS mode is set in the configuration, not by a job",
+            ),
             Ok(mode) => {
                 if let Some(s) = server.as_mut() {
                     s.tls = mode;
@@ -333,8 +440,29 @@ fn parse_entry(
         }
     }
     if let Some(ca) = get_str(p, obj, "", "ca_file", false) {
-        if let Some(s) = server.as_mut() {
+        if named {
+            p.add(
+                "ca_file",
+                "a configured server's CA file is set in the configuration, not by a job",
+            );
+        } else if let Some(s) = server.as_mut() {
             s.ca_file = Some(PathBuf::from(ca));
+        }
+    }
+    if let Some(s) = server.as_mut() {
+        match limits.hosts.check(&s.host) {
+            HostVerdict::Allowed => {}
+            HostVerdict::IfResolvesInto(nets) => s.resolve_into = Some(Arc::new(nets)),
+            HostVerdict::Refused(why) => {
+                let field = if named { "server" } else { "server.host" };
+                p.add(field, why);
+            }
+        }
+        if s.password.expose() == REDACTED {
+            p.add(
+                "server.password",
+                "was redacted when this job ended; a finished job cannot run again",
+            );
         }
     }
 
@@ -431,6 +559,7 @@ fn parse_entry(
         remote_name: remote_name?,
         if_exists,
         verify,
+        local_roots: limits.roots.clone(),
     })
 }
 
@@ -462,9 +591,20 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         ],
     );
     let host = get_str(p, s, "server", "host", true);
-    if host == Some("") {
-        p.add("server.host", "is empty");
-    }
+    let host = match host.map(str::trim) {
+        Some("") => {
+            p.add("server.host", "is empty");
+            None
+        }
+        Some(h) => match bad_host(h) {
+            Some(why) => {
+                p.add("server.host", why);
+                None
+            }
+            None => Some(h),
+        },
+        None => None,
+    };
     let login = get_str(p, s, "server", "login", true);
     let password = get_str(p, s, "server", "password", false).unwrap_or("");
     let port = match s.get("port") {
@@ -514,13 +654,14 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         }
     };
     Some(ServerSpec {
-        host: host?.trim().to_string(),
+        host: host?.to_string(),
         port: port?,
         login: login?.to_string(),
         password: Secret::new(password),
         tls,
         ca_file,
         insecure_skip_verify: insecure,
+        resolve_into: None,
     })
 }
 
@@ -641,6 +782,93 @@ mod tests {
         assert!(errs[0].starts_with("entries[0].server: "), "{errs:?}");
         assert!(errs[1].starts_with("entries[2].server: "), "{errs:?}");
         assert!(errs[1].contains("FTPDROP_TEST_UNSET_VAR"), "{errs:?}");
+    }
+
+    fn one(server: &str) -> String {
+        format!(r#"[{{"server":{server},"file":{{"local_path":"/a/f.txt","server_path":"x"}}}}]"#)
+    }
+
+    #[test]
+    fn url_hosts_get_a_hint() {
+        let errs = parse_str(&one(r#"{"host":"ftp://10.0.0.5:2121","login":"u"}"#)).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                r#"entries[0].server.host: "ftp://10.0.0.5:2121" is a URL, not a host name; write "host": "10.0.0.5", "port": 2121"#
+            ]
+        );
+        let errs =
+            parse_str(&one(r#"{"host":"ftps://files.example.com","login":"u"}"#)).unwrap_err();
+        assert!(errs[0].contains(r#""tls": "implicit""#), "{errs:?}");
+        let errs = parse_str(&one(r#"{"host":"files.example.com:21","login":"u"}"#)).unwrap_err();
+        assert!(errs[0].contains("includes a port"), "{errs:?}");
+        parse_str(&one(r#"{"host":"::1","login":"u"}"#)).unwrap();
+        parse_str(&one(r#"{"host":"[::1]","login":"u"}"#)).unwrap();
+    }
+
+    #[test]
+    fn bom_and_schema_key_are_accepted() {
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        bytes.extend_from_slice(
+            br#"{"$schema":"schema/job.schema.json","server":{"host":"h","login":"u"},"file":{"local_path":"/a","server_path":""}}"#,
+        );
+        parse(&bytes, &Config::default()).unwrap();
+    }
+
+    #[test]
+    fn confinement_of_servers_and_hosts() {
+        let mut cfg = Config {
+            allowed_hosts: vec!["*.example.net".into(), "10.0.0.0/8".into()],
+            ..Config::default()
+        };
+        cfg.servers.insert(
+            "b".into(),
+            serde_json::from_value(serde_json::json!({"host": "ftp.example.net", "login": "u", "password": "p", "tls": "explicit"})).unwrap(),
+        );
+        let p = |s: &str| parse(s.as_bytes(), &cfg);
+        p(&one(r#"{"host":"a.example.net","login":"u"}"#)).unwrap();
+        p(&one(r#"{"host":"10.1.2.3","login":"u"}"#)).unwrap();
+        let errs = p(&one(r#"{"host":"192.168.0.104","login":"u"}"#)).unwrap_err();
+        assert_eq!(
+            errs,
+            vec!["entries[0].server.host: 192.168.0.104 is not in allowed_hosts"]
+        );
+        // A name only networks admit must resolve into them when connecting.
+        let job = p(&one(r#"{"host":"evil.org","login":"u"}"#)).unwrap();
+        assert!(job.entries[0].server.resolve_into.is_some());
+        p(&one(r#""b""#)).unwrap();
+        // A job cannot turn a configured server's TLS off.
+        let errs =
+            p(r#"[{"server":"b","tls":"none","file":{"local_path":"/a","server_path":""}}]"#)
+                .unwrap_err();
+        assert!(errs[0].starts_with("entries[0].tls: "), "{errs:?}");
+
+        cfg.require_named_servers = true;
+        let p = |s: &str| parse(s.as_bytes(), &cfg);
+        let errs = p(&one(
+            r#"{"host":"a.example.net","login":"u","password":"pw1"}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            errs[0].starts_with("entries[0].server: inline servers"),
+            "{errs:?}"
+        );
+        assert!(!errs[0].contains("pw1"));
+        p(&one(r#""b""#)).unwrap();
+        let errs = p(&one(r#""nope""#)).unwrap_err();
+        assert!(errs[0].contains("configured: b"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_redacted_job_cannot_run_again() {
+        let errs = parse_str(&one(&format!(
+            r#"{{"host":"h","login":"u","password":"{REDACTED}"}}"#
+        )))
+        .unwrap_err();
+        assert!(
+            errs[0].starts_with("entries[0].server.password: was redacted"),
+            "{errs:?}"
+        );
     }
 
     #[test]

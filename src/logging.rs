@@ -10,14 +10,48 @@ pub enum LogFormat {
     Json,
 }
 
+const LEVELS: &str = "off, error, warn, info, debug, trace";
+
+/// Checks a `--log-level`: a level, or comma-separated `target=level`
+/// directives. `EnvFilter` reads a bare unknown word as a target name, so
+/// `--log-level verbose` would silently log nothing at all.
+pub fn check_level(level: &str) -> Result<()> {
+    if level.trim().is_empty() {
+        return Err(anyhow!(
+            "--log-level is empty (one of {LEVELS}, or target=level)"
+        ));
+    }
+    for part in level.split(',') {
+        let part = part.trim();
+        // Span filters (`target[span{field}]=level`) are EnvFilter's to judge.
+        if part.contains('[') {
+            continue;
+        }
+        let lvl = part.rsplit_once('=').map_or(part, |(_, l)| l);
+        if lvl
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_err()
+        {
+            return Err(anyhow!(
+                "--log-level {level:?}: {lvl:?} is not a level (one of {LEVELS}, or target=level)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Installs the global subscriber. `level` is a level (`info`) or a filter (`ftpdrop=debug`).
 pub fn init(format: LogFormat, level: &str) -> Result<()> {
+    check_level(level)?;
     // suppaftp traces every command it sends, PASS included, and logs parse
     // trouble we already handle (an odd FEAT) as errors: our own logs say what matters.
     let filter = EnvFilter::try_new(format!("{level},suppaftp=off"))
         .map_err(|e| anyhow!("--log-level {level:?}: {e}"))?;
+    // Colour codes only on a terminal: `once 2>file` must give a clean file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let res = match format {
         LogFormat::Text => builder.try_init(),
@@ -28,4 +62,25 @@ pub fn init(format: LogFormat, level: &str) -> Result<()> {
             .try_init(),
     };
     res.map_err(|e| anyhow!("cannot install the logger: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_filters() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "ftpdrop=debug",
+            "warn,ftpdrop=trace",
+            "off",
+        ] {
+            check_level(ok).unwrap();
+        }
+        for bad in ["verbose", "", "ftpdrop=loud", "info,chatty"] {
+            assert!(check_level(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -45,11 +45,22 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Check a configuration file and print the effective settings.
+    /// Check a configuration file and print the effective settings as JSON (secrets redacted).
     CheckConfig {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the JSON Schema of job files or of the configuration.
+    Schema {
+        #[arg(value_enum)]
+        what: SchemaKind,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SchemaKind {
+    Job,
+    Config,
 }
 
 fn main() -> ExitCode {
@@ -122,8 +133,20 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let cfg = Config::load(config.as_deref())?;
-            println!("configuration OK");
-            println!("{cfg:#?}");
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
+            }
+            // Secrets serialize as "***".
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            eprintln!("configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { what } => {
+            let schema = match what {
+                SchemaKind::Job => ftpdrop::schema::job(),
+                SchemaKind::Config => ftpdrop::schema::config(),
+            };
+            print!("{}", ftpdrop::schema::render(&schema));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -143,18 +166,17 @@ fn validate_file(path: &std::path::Path, config: &Config) -> Result<usize, Vec<S
     let job = ftpdrop::job::parse(&bytes, config)?;
     let mut problems = Vec::new();
     for e in &job.entries {
-        match std::fs::metadata(&e.local_path) {
+        // Opened as the upload would open it, so `local_roots` is applied.
+        match e.open_local().and_then(|f| f.metadata()) {
             Ok(m) if m.is_dir() => problems.push(format!(
                 "entries[{}].file.local_path: is a directory, not a file: {}",
                 e.index,
                 e.local_path.display()
             )),
             Ok(_) => {}
-            Err(err) => problems.push(format!(
-                "entries[{}].file.local_path: {err}: {}",
-                e.index,
-                e.local_path.display()
-            )),
+            Err(err) => {
+                problems.push(ftpdrop::source::read_error(e.index, &e.local_path, err).message)
+            }
         }
     }
     if problems.is_empty() {

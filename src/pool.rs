@@ -3,7 +3,11 @@
 //! Logging in once per file was the seeds' main performance bug (and costs
 //! ~2.8 s of server CPU per login on pure-ftpd with `pure-pw` accounts), so a
 //! session goes back to its server's idle list after each entry and the next
-//! entry for the same (host, port, login, TLS) takes it.
+//! entry for the same (host, port, login, TLS) takes it, but only if that
+//! entry presents the same credentials the session logged in with: a session
+//! is one job's authority, and lending it to a job with a wrong password
+//! once published that job's files (issue 9). Credentials are compared as a
+//! keyed digest, never as the password itself.
 //!
 //! Two limits apply. `max_connections_per_server` is a semaphore per server,
 //! held while a session is *in use*. `max_connections` is a global semaphore
@@ -29,6 +33,8 @@ const RAISE_LIMIT_AFTER: Duration = Duration::from_secs(60);
 
 struct Idle {
     session: Session,
+    /// The credentials the session logged in with (see [`Creds`]).
+    creds: Creds,
     global: OwnedSemaphorePermit,
     since: Instant,
 }
@@ -43,11 +49,12 @@ struct Slot {
     limit_changed: Mutex<Instant>,
     idle: Mutex<Vec<Idle>>,
     dirs: DirCache,
-    /// A login refused with 530, remembered with a digest of the password it
-    /// was refused for: the other entries of a job with a wrong password fail
-    /// at once instead of each costing the server a failed login (3-4 s on
-    /// vsftpd and pure-ftpd).
-    refused_login: Mutex<Option<(Instant, [u8; 32], Fault)>>,
+    /// Logins refused with 530, each remembered with the digest of the
+    /// credentials it was refused for: the other entries of a job with a
+    /// wrong password fail at once instead of each costing the server a
+    /// failed login (3-4 s on vsftpd and pure-ftpd). Keyed by credentials so
+    /// that one job's wrong password never fails another job's right one.
+    refused_logins: Mutex<Vec<(Instant, Creds, Fault)>>,
     /// Whether the server takes segmented uploads (see `segment`): one of
     /// the `SEGMENTS_*` values, learnt once per server by a probe.
     segments: AtomicU8,
@@ -106,9 +113,29 @@ const CHEAP_LOGIN: Duration = Duration::from_millis(250);
 /// How long a refused login is remembered.
 const REMEMBER_REFUSED_LOGIN: Duration = Duration::from_secs(60);
 
-fn password_digest(spec: &ServerSpec) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(spec.password.expose().as_bytes()).into()
+/// Most refused logins remembered per server (the oldest goes first).
+const MAX_REFUSED_REMEMBERED: usize = 16;
+
+/// A keyed digest of the credentials a session logs in with. The key is
+/// random per process, so the digest kept in memory says nothing about the
+/// password to anyone who reads it (a core dump, a debugger).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Creds([u8; 32]);
+
+impl Creds {
+    pub fn of(spec: &ServerSpec) -> Creds {
+        use sha2::{Digest, Sha256};
+        static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(rand::random);
+        let mut h = Sha256::new();
+        h.update(key);
+        // Length-prefixed, so that ("ab", "c") and ("a", "bc") differ.
+        for part in [spec.login.as_bytes(), spec.password.expose().as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        Creds(h.finalize().into())
+    }
 }
 
 pub struct Pool {
@@ -126,6 +153,8 @@ pub struct Pool {
 /// unless it was marked broken.
 pub struct Lease {
     session: Option<Session>,
+    /// What the session logged in with; it goes back to the idle list under these.
+    creds: Creds,
     global: Option<OwnedSemaphorePermit>,
     _in_use: OwnedSemaphorePermit,
     slot: Arc<Slot>,
@@ -183,9 +212,14 @@ impl Drop for Lease {
         session.last_used = Instant::now();
         self.slot.idle.lock().unwrap().push(Idle {
             session,
+            creds: self.creds,
             global,
             since: Instant::now(),
         });
+        // Every waiter looks, because the one `notify_one` would pick may
+        // hold other credentials; `notify_one` also keeps a permit for a
+        // waiter that is between its look at the idle list and its wait.
+        self.slot.returned.notify_waiters();
         self.slot.returned.notify_one();
     }
 }
@@ -199,16 +233,25 @@ impl Drop for Waiting {
     }
 }
 
-/// The remembered refusal of this very login, if it is recent.
-fn refused_before(slot: &Slot, spec: &ServerSpec) -> Result<(), Fault> {
-    if let Some((when, digest, fault)) = slot.refused_login.lock().unwrap().as_ref() {
-        if when.elapsed() < REMEMBER_REFUSED_LOGIN && *digest == password_digest(spec) {
-            return Err(fault
-                .clone()
-                .context("not tried again: this login was refused moments ago"));
-        }
+/// The remembered refusal of these very credentials, if it is recent.
+fn refused_before(slot: &Slot, creds: Creds) -> Result<(), Fault> {
+    let mut refused = slot.refused_logins.lock().unwrap();
+    refused.retain(|(when, _, _)| when.elapsed() < REMEMBER_REFUSED_LOGIN);
+    match refused.iter().find(|(_, c, _)| *c == creds) {
+        Some((_, _, fault)) => Err(fault
+            .clone()
+            .context("not tried again: this login was refused moments ago")),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+fn remember_refusal(slot: &Slot, creds: Creds, fault: &Fault) {
+    let mut refused = slot.refused_logins.lock().unwrap();
+    refused.retain(|(when, c, _)| when.elapsed() < REMEMBER_REFUSED_LOGIN && *c != creds);
+    if refused.len() >= MAX_REFUSED_REMEMBERED {
+        refused.remove(0);
+    }
+    refused.push((Instant::now(), creds, fault.clone()));
 }
 
 impl Pool {
@@ -241,7 +284,7 @@ impl Pool {
                     limit_changed: Mutex::new(Instant::now()),
                     idle: Mutex::new(Vec::new()),
                     dirs: DirCache::default(),
-                    refused_login: Mutex::new(None),
+                    refused_logins: Mutex::new(Vec::new()),
                     login_gate: Arc::new(Semaphore::new(1)),
                     open: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
                     login_micros: AtomicU64::new(0),
@@ -311,8 +354,9 @@ impl Pool {
     /// Lends a logged-in session for `spec`, connecting if none is idle.
     pub async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
         let key = spec.key();
+        let creds = Creds::of(spec);
         let slot = self.slot(&key);
-        refused_before(&slot, spec)?;
+        refused_before(&slot, creds)?;
         self.maybe_raise_limit(&key, &slot);
         let in_use = slot
             .in_use
@@ -324,8 +368,8 @@ impl Pool {
         slot.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(slot.clone());
         let gate = loop {
-            if let Some(idle) = Self::take_idle(&slot).await {
-                return Ok(self.lease(idle.session, idle.global, in_use, slot));
+            if let Some(idle) = Self::take_idle(&slot, creds).await {
+                return Ok(self.lease(idle.session, creds, idle.global, in_use, slot));
             }
             tokio::select! {
                 g = slot.login_gate.clone().acquire_owned() => break g.expect("semaphore never closed"),
@@ -337,8 +381,8 @@ impl Pool {
         // open sessions may be busy with long uploads).
         let deadline = Instant::now() + slot.login_cost();
         loop {
-            if let Some(idle) = Self::take_idle(&slot).await {
-                return Ok(self.lease(idle.session, idle.global, in_use, slot));
+            if let Some(idle) = Self::take_idle(&slot, creds).await {
+                return Ok(self.lease(idle.session, creds, idle.global, in_use, slot));
             }
             if slot.worth_logging_in() || Instant::now() >= deadline {
                 break;
@@ -349,7 +393,7 @@ impl Pool {
             }
         }
         // The login before ours may have been refused while we waited.
-        refused_before(&slot, spec)?;
+        refused_before(&slot, creds)?;
 
         let global = loop {
             if let Ok(p) = self.global.clone().try_acquire_owned() {
@@ -364,7 +408,7 @@ impl Pool {
             break p.expect("semaphore never closed");
         };
 
-        let lease = self.connect(spec, &key, slot, in_use, global).await;
+        let lease = self.connect(spec, creds, &key, slot, in_use, global).await;
         drop(gate);
         lease
     }
@@ -377,10 +421,11 @@ impl Pool {
     /// caller then does with what it has.
     pub async fn try_acquire(self: &Arc<Self>, spec: &ServerSpec) -> Option<Lease> {
         let key = spec.key();
+        let creds = Creds::of(spec);
         let slot = self.slot(&key);
         let in_use = slot.in_use.clone().try_acquire_owned().ok()?;
-        if let Some(idle) = Self::take_idle(&slot).await {
-            return Some(self.lease(idle.session, idle.global, in_use, slot));
+        if let Some(idle) = Self::take_idle(&slot, creds).await {
+            return Some(self.lease(idle.session, creds, idle.global, in_use, slot));
         }
         let gate = slot.login_gate.clone().try_acquire_owned().ok()?;
         let global = match self.global.clone().try_acquire_owned() {
@@ -388,7 +433,7 @@ impl Pool {
             Err(_) if self.evict_one() => self.global.clone().try_acquire_owned().ok()?,
             Err(_) => return None,
         };
-        let lease = self.connect(spec, &key, slot, in_use, global).await;
+        let lease = self.connect(spec, creds, &key, slot, in_use, global).await;
         drop(gate);
         match lease {
             Ok(lease) => Some(lease),
@@ -399,10 +444,14 @@ impl Pool {
         }
     }
 
-    /// An idle session of this server that still answers, if any.
-    async fn take_idle(slot: &Slot) -> Option<Idle> {
+    /// An idle session of this server, logged in with `creds`, that still answers, if any.
+    async fn take_idle(slot: &Slot, creds: Creds) -> Option<Idle> {
         loop {
-            let mut idle = slot.idle.lock().unwrap().pop()?;
+            let mut idle = {
+                let mut list = slot.idle.lock().unwrap();
+                let i = list.iter().rposition(|i| i.creds == creds)?;
+                list.remove(i)
+            };
             if idle.since.elapsed() < PROBE_AFTER || idle.session.noop().await {
                 return Some(idle);
             }
@@ -412,12 +461,14 @@ impl Pool {
     fn lease(
         self: &Arc<Self>,
         session: Session,
+        creds: Creds,
         global: OwnedSemaphorePermit,
         in_use: OwnedSemaphorePermit,
         slot: Arc<Slot>,
     ) -> Lease {
         Lease {
             session: Some(session),
+            creds,
             global: Some(global),
             _in_use: in_use,
             slot,
@@ -430,6 +481,7 @@ impl Pool {
     async fn connect(
         self: &Arc<Self>,
         spec: &ServerSpec,
+        creds: Creds,
         key: &ServerKey,
         slot: Arc<Slot>,
         in_use: OwnedSemaphorePermit,
@@ -457,12 +509,11 @@ impl Pool {
                 slot.login_micros
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 session.counted = slot.open.clone().try_acquire_owned().ok();
-                Ok(self.lease(session, global, in_use, slot))
+                Ok(self.lease(session, creds, global, in_use, slot))
             }
             Err(f) => {
                 if f.kind == FaultKind::Permanent && f.code == Some(530) {
-                    *slot.refused_login.lock().unwrap() =
-                        Some((Instant::now(), password_digest(spec), f.clone()));
+                    remember_refusal(&slot, creds, &f);
                 }
                 if f.kind == FaultKind::TooManyConnections {
                     // Remember the server's real limit: one fewer than we had in use.

@@ -220,7 +220,24 @@ impl JobPaths {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
+/// Creates (truncating) or, with `append`, opens for appending a file that
+/// only its owner can read: receipts and journals name local paths and
+/// servers, which other users of the machine have no business reading.
+fn owner_only_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    if append {
+        o.append(true);
+    } else {
+        o.write(true).truncate(true);
+    }
+    o.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content,
+/// never a mix. The file is readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -230,7 +247,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .unwrap_or_default()
     ));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = owner_only_file(&tmp, false)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -267,10 +284,7 @@ pub struct ReportHandle {
 impl ReportHandle {
     /// Opens the live receipt; `recovered` carries the state of an interrupted run.
     pub fn open(paths: JobPaths, receipt: Receipt) -> Result<Arc<ReportHandle>> {
-        let journal = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&paths.journal)
+        let journal = owner_only_file(&paths.journal, true)
             .with_context(|| format!("cannot open journal {}", paths.journal.display()))?;
         Ok(Arc::new(ReportHandle {
             paths,

@@ -63,8 +63,24 @@ fn lock_job(job_file: &Path) -> std::io::Result<Option<std::fs::File>> {
     }
 }
 
-/// Runs the job whose file is already in `checked/`. Returns its state; `Running` means interrupted.
+/// Runs the job whose file is already in `checked/`. Returns its state;
+/// `Running` means interrupted. A job that ends has its inline secrets
+/// redacted from the claimed file.
 pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
+    let state = run_claimed(ctx, job_file).await;
+    if state.is_final() {
+        let file = job_file.to_path_buf();
+        let redacted =
+            tokio::task::spawn_blocking(move || crate::housekeeping::redact_claimed(&file)).await;
+        if let Ok(Err(e)) = redacted {
+            let job = JobPaths::for_claimed(job_file).name;
+            warn!(job = %job, error = %format!("{e:#}"), "cannot redact the ended job's secrets");
+        }
+    }
+    state
+}
+
+async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
     let paths = JobPaths::for_claimed(job_file);
     let job_name = paths.name.clone();
 

@@ -11,6 +11,7 @@
 //! systems). The two reads see the same file: a file that changes during the
 //! upload changes its size or mtime, and the caller then starts over.
 
+use crate::confine::{LocalRoots, OutsideRoots};
 use crate::fault::Fault;
 use crate::ftp::Upload;
 use sha2::{Digest, Sha256};
@@ -27,11 +28,33 @@ pub(crate) const CHUNK: usize = 512 * 1024;
 /// Chunks read ahead of the network: bounds memory at about 2.5 MiB per upload.
 pub(crate) const READ_AHEAD: usize = 4;
 
+/// A local file and the roots it must lie in. Every reader opens the file
+/// itself, through [`Opener::open`], so every open is checked.
+#[derive(Clone)]
+pub struct Opener {
+    pub path: PathBuf,
+    pub roots: Arc<LocalRoots>,
+}
+
+impl Opener {
+    pub fn of(entry: &crate::job::Entry) -> Opener {
+        Opener {
+            path: entry.local_path.clone(),
+            roots: entry.local_roots.clone(),
+        }
+    }
+
+    pub fn open(&self) -> std::io::Result<std::fs::File> {
+        self.roots.open(&self.path)
+    }
+}
+
 /// What the caller needs to name a failure: the entry and its local file.
 #[derive(Clone, Copy)]
 pub struct Local<'a> {
     pub index: usize,
     pub path: &'a Path,
+    pub roots: &'a Arc<LocalRoots>,
     /// The remote (temp) path being written, for network errors.
     pub remote: &'a str,
 }
@@ -42,18 +65,38 @@ impl<'a> Local<'a> {
         Local {
             index: entry.index,
             path: &entry.local_path,
+            roots: &entry.local_roots,
             remote,
         }
     }
 
-    fn read_error(&self, e: std::io::Error) -> Fault {
-        Fault::permanent(format!(
-            "entries[{}].file.local_path: read error: {e}: {}",
-            self.index,
-            self.path.display()
-        ))
+    pub fn opener(&self) -> Opener {
+        Opener {
+            path: self.path.to_path_buf(),
+            roots: self.roots.clone(),
+        }
     }
 
+    fn read_error(&self, e: std::io::Error) -> Fault {
+        read_error(self.index, self.path, e)
+    }
+}
+
+/// The permanent fault for a local file that cannot be read, naming the field.
+pub fn read_error(index: usize, path: &Path, e: std::io::Error) -> Fault {
+    let field = format!("entries[{index}].file.local_path");
+    if let Some(outside) = e.get_ref().and_then(|r| r.downcast_ref::<OutsideRoots>()) {
+        return Fault::permanent(format!("{field}: {outside}"));
+    }
+    let why = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => format!("read error: {e}"),
+    };
+    Fault::permanent(format!("{field}: {why}: {}", path.display()))
+}
+
+impl<'a> Local<'a> {
     fn send_error(&self, e: std::io::Error) -> Fault {
         Fault::transient(format!("sending {}: {e}", self.remote))
     }
@@ -127,10 +170,10 @@ pub fn is_small(offset: u64, expected: u64) -> bool {
 /// noticed; chunks are sized to what is left, without zero-filling them
 /// first: for thousands of small files, zeroing and faulting in full-size
 /// buffers was a tenth of the CPU.
-pub fn prefetch(path: PathBuf, expected: u64) -> Prefetch {
+pub fn prefetch(file: Opener, expected: u64) -> Prefetch {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-        let mut f = std::fs::File::open(&path)?;
+        let mut f = file.open()?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         loop {
@@ -196,7 +239,7 @@ pub async fn hashed_while<T>(
     send: impl std::future::Future<Output = Result<T, Fault>>,
 ) -> Result<(String, u64, T), Fault> {
     let stop = Arc::new(AtomicBool::new(false));
-    let hasher = spawn_hasher(local.path.to_path_buf(), stop.clone());
+    let hasher = spawn_hasher(local.opener(), stop.clone());
     let sent = match send.await {
         Ok(v) => v,
         Err(f) => {
@@ -222,7 +265,7 @@ pub async fn send_range(
 ) -> Result<u64, Fault> {
     #[cfg(target_os = "linux")]
     if let suppaftp::tokio::AsyncDataStream::Tcp(tcp) = upload.get_ref() {
-        let file = std::fs::File::open(local.path).map_err(|e| local.read_error(e))?;
+        let file = local.opener().open().map_err(|e| local.read_error(e))?;
         match zero_copy::send(tcp, &file, start, cut, timeout, local).await {
             Ok(n) => return Ok(n),
             // Not every file can be sent this way (some FUSE and special
@@ -231,7 +274,7 @@ pub async fn send_range(
             Err(zero_copy::Error::Fault(f)) => return Err(f),
         }
     }
-    let (mut rx, reader) = spawn_range_reader(local.path.to_path_buf(), start, cut.clone());
+    let (mut rx, reader) = spawn_range_reader(local.opener(), start, cut.clone());
     let written = pump(upload, &mut rx, timeout, local).await;
     drop(rx);
     let read = reader
@@ -263,7 +306,7 @@ async fn pump(
 /// thread, chunk by chunk, a few chunks ahead of the network. Resolves to
 /// the bytes read.
 fn spawn_range_reader(
-    path: PathBuf,
+    file: Opener,
     start: u64,
     cut: Arc<Cut>,
 ) -> (
@@ -272,7 +315,7 @@ fn spawn_range_reader(
 ) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let handle = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let mut f = std::fs::File::open(&path)?;
+        let mut f = file.open()?;
         f.seek(SeekFrom::Start(start))?;
         let mut pos = start;
         loop {
@@ -298,11 +341,11 @@ fn spawn_range_reader(
 /// Hashes the whole file on a blocking thread; resolves to its SHA-256 and
 /// size. Stops early (with a meaningless result) once `stop` is set.
 fn spawn_hasher(
-    path: PathBuf,
+    file: Opener,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<std::io::Result<(String, u64)>> {
     tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
+        let mut f = file.open()?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
@@ -318,18 +361,18 @@ fn spawn_hasher(
     })
 }
 
-/// SHA-256 of a whole local file, off the async threads.
-pub async fn hash_file(path: &Path) -> Result<String, Fault> {
-    let p = path.to_path_buf();
+/// SHA-256 of an entry's whole local file, off the async threads.
+pub async fn hash_file(entry: &crate::job::Entry) -> Result<String, Fault> {
+    let file = Opener::of(entry);
     tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(&p)?;
+        let mut f = file.open()?;
         let mut h = Sha256::new();
         std::io::copy(&mut f, &mut h)?;
         Ok(hex::encode(h.finalize()))
     })
     .await
     .map_err(|e| Fault::transient(format!("hash task: {e}")))?
-    .map_err(|e| Fault::permanent(format!("reading {}: {e}", path.display())))
+    .map_err(|e| read_error(entry.index, &entry.local_path, e))
 }
 
 /// `sendfile(2)` from the local file straight into the data socket.

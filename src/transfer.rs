@@ -62,19 +62,16 @@ pub fn temp_name(run: &str, entry: &Entry) -> String {
     format!(".ftpdrop-{}.part", &hex::encode(h.finalize())[..16])
 }
 
+/// The local file's size and mtime, read from the file `local_roots` allows opening.
 fn local_stamp(entry: &Entry) -> Result<Stamp, Fault> {
-    let field = format!("entries[{}].file.local_path", entry.index);
-    let meta = std::fs::metadata(&entry.local_path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        Fault::permanent(format!("{field}: {why}: {}", entry.local_path.display()))
-    })?;
+    let meta = entry
+        .open_local()
+        .and_then(|f| f.metadata())
+        .map_err(|e| source::read_error(entry.index, &entry.local_path, e))?;
     if meta.is_dir() {
         return Err(Fault::permanent(format!(
-            "{field}: is a directory, not a file: {}",
+            "entries[{}].file.local_path: is a directory, not a file: {}",
+            entry.index,
             entry.local_path.display()
         )));
     }
@@ -116,7 +113,7 @@ pub async fn attempt(
         if lease.session().size(&temp_path).await?.is_none()
             && lease.session().size(&final_path).await? == Some(stamp.size)
         {
-            let sha = crate::source::hash_file(&entry.local_path).await?;
+            let sha = crate::source::hash_file(entry).await?;
             return Ok(Outcome {
                 bytes: stamp.size,
                 sha256: Some(sha),
@@ -271,7 +268,7 @@ async fn send(
     let local = source::Local::of(entry, temp_path);
     // A small file is read while the STOR is negotiated.
     let prefetch = source::is_small(offset, expected)
-        .then(|| source::prefetch(entry.local_path.clone(), expected));
+        .then(|| source::prefetch(source::Opener::of(entry), expected));
     // The data connection is open and the server's verdict on it not yet read.
     let mut verdict_pending = false;
     let result = async {

@@ -26,7 +26,6 @@ use crate::ftp::{Features, Session};
 use crate::job::{Entry, Verify};
 use sha2::{Digest, Sha256};
 use std::io::Read;
-use std::path::Path;
 
 /// A digest algorithm both sides can compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +134,7 @@ pub async fn temp_file(
         let algo = method.algo();
         let local = match algo {
             Algo::Sha256 => sha256.to_string(),
-            _ => local_digest(&entry.local_path, algo).await?,
+            _ => local_digest(entry, algo).await?,
         };
         if !remote.eq_ignore_ascii_case(&local) {
             return Err(mismatch(session, temp_path, algo.name(), &local, &remote).await);
@@ -225,10 +224,10 @@ pub fn parse_digest(line: &str, algo: Algo) -> Option<String> {
 
 /// The digest of the local file, read again (only for algorithms the upload
 /// did not compute while streaming).
-async fn local_digest(path: &Path, algo: Algo) -> Result<String, Fault> {
-    let p = path.to_path_buf();
+async fn local_digest(entry: &Entry, algo: Algo) -> Result<String, Fault> {
+    let file = crate::source::Opener::of(entry);
     tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(&p)?;
+        let mut f = file.open()?;
         let mut buf = vec![0u8; 512 * 1024];
         let mut sha1 = sha1::Sha1::new();
         let mut md5 = md5::Md5::new();
@@ -256,7 +255,7 @@ async fn local_digest(path: &Path, algo: Algo) -> Result<String, Fault> {
     })
     .await
     .map_err(|e| Fault::transient(format!("hash task: {e}")))?
-    .map_err(|e| Fault::permanent(format!("reading {}: {e}", path.display())))
+    .map_err(|e| crate::source::read_error(entry.index, &entry.local_path, e))
 }
 
 #[cfg(test)]

@@ -4,92 +4,12 @@
 
 mod support;
 
-use ftpdrop::report::{EntryState, JobState, Receipt};
-use ftpdrop::Config;
+use ftpdrop::report::{EntryState, JobState};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::daemon::{entry, server_json, Daemon};
 use support::ftpserver::FtpServer;
-use tokio::sync::oneshot;
-
-/// A daemon running in-process on temporary `files/` and `checked/`.
-struct Daemon {
-    dir: tempfile::TempDir,
-    inbox: PathBuf,
-    checked: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Daemon {
-    fn prepare() -> (tempfile::TempDir, Config) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = support::daemon_config(dir.path());
-        (dir, cfg)
-    }
-
-    fn start(dir: tempfile::TempDir, cfg: Config) -> Daemon {
-        let (tx, rx) = oneshot::channel::<()>();
-        let inbox = cfg.inbox.clone();
-        let checked = cfg.checked.clone();
-        let task = tokio::spawn(ftpdrop::run(cfg, async {
-            let _ = rx.await;
-        }));
-        Daemon {
-            dir,
-            inbox,
-            checked,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .expect("daemon stops within 30 s")
-                .unwrap()
-                .unwrap();
-        }
-    }
-
-    /// Drops a job the way a careful producer does: write a hidden temp, rename in.
-    fn drop_job(&self, name: &str, job: &Value) {
-        let tmp = self.inbox.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(job).unwrap()).unwrap();
-        std::fs::rename(&tmp, self.inbox.join(format!("{name}.json"))).unwrap();
-    }
-
-    fn local(&self, rel: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.dir.path().join("local").join(rel);
-        support::write_file(&p, bytes);
-        p
-    }
-
-    async fn receipt(&self, job: &str) -> Receipt {
-        support::wait_receipt(&self.checked, job, Duration::from_secs(60)).await
-    }
-}
-
-fn server_json(srv: &FtpServer) -> Value {
-    json!({
-        "host": "127.0.0.1",
-        "port": srv.addr.port().to_string(),
-        "login": srv.user,
-        "password": srv.password,
-    })
-}
-
-fn entry(srv: &FtpServer, local: &Path, server_path: &str) -> Value {
-    json!({
-        "server": server_json(srv),
-        "file": {"local_path": local.to_string_lossy(), "server_path": server_path}
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_format_job_with_string_port_end_to_end() {

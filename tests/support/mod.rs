@@ -6,6 +6,7 @@
 //! - File helpers below: deterministic pseudo-random content, streamed to disk, and digests.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod ftpserver;
 pub mod proxy;
 pub mod replies;

@@ -1,0 +1,314 @@
+//! What a job may reach: local files under `local_roots`, servers in
+//! `allowed_hosts`.
+//!
+//! The inbox is a trust boundary: whoever can write a job file can make the
+//! daemon read files and send them somewhere. These two lists bound both.
+//! Empty lists keep the seeds' behaviour (anything goes), which `run` and
+//! `check-config` say out loud.
+//!
+//! A local path is checked on the file that is actually opened, not on the
+//! name in the job: [`LocalRoots::open`] opens first and then asks the
+//! kernel where the open file really is (`/proc/self/fd` on Linux), so a
+//! symlink swapped in between validation and upload cannot lead outside.
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Folders a job's `local_path` must resolve into; empty: anywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalRoots {
+    /// Canonical (symlink-free, absolute) folders.
+    roots: Vec<PathBuf>,
+}
+
+/// The `io::Error` payload for a file outside the roots, so that callers
+/// can tell it from an ordinary read error.
+#[derive(Debug)]
+pub struct OutsideRoots(pub String);
+
+impl std::fmt::Display for OutsideRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutsideRoots {}
+
+impl LocalRoots {
+    /// Canonicalizes the configured folders. A folder that does not exist
+    /// yet is kept as written (nothing can be under it until it does; the
+    /// config check warns about it), so that a config can name a mount
+    /// point before it is mounted.
+    pub fn new(roots: &[PathBuf]) -> Result<LocalRoots> {
+        let mut out = Vec::new();
+        for (i, r) in roots.iter().enumerate() {
+            if r.as_os_str().is_empty() {
+                bail!("local_roots[{i}]: is empty");
+            }
+            match std::fs::canonicalize(r) {
+                Ok(real) if real.is_dir() => out.push(real),
+                Ok(_) => bail!("local_roots[{i}]: {} is not a folder", r.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(r.clone()),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("local_roots[{i}]: {}", r.display()))
+                }
+            }
+        }
+        Ok(LocalRoots { roots: out })
+    }
+
+    /// Does this confine anything?
+    pub fn is_unrestricted(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    fn contains(&self, real: &Path) -> bool {
+        self.is_unrestricted() || self.roots.iter().any(|r| real.starts_with(r))
+    }
+
+    fn outside(&self, path: &Path, real: &Path) -> std::io::Error {
+        let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+        let how = if real == path {
+            String::new()
+        } else {
+            format!(" (resolves to {})", real.display())
+        };
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            OutsideRoots(format!(
+                "outside local_roots: {}{how} is not under {}",
+                path.display(),
+                roots.join(", ")
+            )),
+        )
+    }
+
+    /// Opens `path` for reading, if the file opened lies under a root.
+    pub fn open(&self, path: &Path) -> std::io::Result<File> {
+        if self.is_unrestricted() {
+            return File::open(path);
+        }
+        if path.is_relative() {
+            // Relative to whatever the daemon's working directory is: not a
+            // place a job can be trusted to mean.
+            return Err(self.outside(path, path));
+        }
+        let file = File::open(path)?;
+        let real = real_path(&file, path)?;
+        if !self.contains(&real) {
+            return Err(self.outside(path, &real));
+        }
+        Ok(file)
+    }
+}
+
+/// Where an open file really is.
+#[cfg(target_os = "linux")]
+fn real_path(file: &File, _path: &Path) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    // A file deleted since it was opened reads as "<path> (deleted)".
+    let text = link.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(p) => PathBuf::from(p),
+        None => link,
+    })
+}
+
+/// Where an open file really is: the resolved name, if it still names the
+/// very file that was opened (same device and inode).
+#[cfg(all(unix, not(target_os = "linux")))]
+fn real_path(file: &File, path: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path)?;
+    let (a, b) = (file.metadata()?, std::fs::metadata(&real)?);
+    if a.dev() != b.dev() || a.ino() != b.ino() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            OutsideRoots(format!(
+                "outside local_roots: {} changed while it was opened",
+                path.display()
+            )),
+        ));
+    }
+    Ok(real)
+}
+
+/// Where an open file really is. Windows has no cheap handle-to-path in std;
+/// the name is resolved right after the open (creating symlinks there
+/// needs a privilege a job writer rarely has).
+#[cfg(windows)]
+fn real_path(_file: &File, path: &Path) -> std::io::Result<PathBuf> {
+    std::fs::canonicalize(path)
+}
+
+/// Hosts a job may send files to; empty: any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostRules {
+    /// Exact names, lower case.
+    names: Vec<String>,
+    /// `*.example.com` as `.example.com`: any name ending so.
+    suffixes: Vec<String>,
+    /// Networks (a single address is a /32 or /128).
+    nets: Vec<IpNet>,
+}
+
+/// What the rules say about a host as written in a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostVerdict {
+    Allowed,
+    /// A name that only networks could allow: allowed if every address it
+    /// resolves to at connect time is in one of them.
+    IfResolvesInto(Vec<IpNet>),
+    Refused(String),
+}
+
+impl HostRules {
+    pub fn new(rules: &[String]) -> Result<HostRules> {
+        let mut out = HostRules::default();
+        for (i, r) in rules.iter().enumerate() {
+            let r = r.trim();
+            if r.is_empty() {
+                bail!("allowed_hosts[{i}]: is empty");
+            }
+            if let Ok(net) = r.parse::<IpNet>() {
+                out.nets.push(net.trunc());
+            } else if let Ok(ip) = r.parse::<IpAddr>() {
+                out.nets.push(IpNet::from(ip));
+            } else if let Some(suffix) = r.strip_prefix("*.") {
+                if suffix.is_empty() || suffix.contains('*') || !valid_name(suffix) {
+                    bail!("allowed_hosts[{i}]: {r:?} is not a host name pattern (*.example.com)");
+                }
+                out.suffixes
+                    .push(format!(".{}", suffix.to_ascii_lowercase()));
+            } else if r.contains('/') && !r.contains("://") {
+                bail!("allowed_hosts[{i}]: {r:?} is not a network (CIDR, e.g. 10.0.0.0/8)");
+            } else if valid_name(r) {
+                out.names.push(r.to_ascii_lowercase());
+            } else {
+                bail!("allowed_hosts[{i}]: {r:?} is not a host name, an address, *.domain or a network");
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn is_unrestricted(&self) -> bool {
+        self.names.is_empty() && self.suffixes.is_empty() && self.nets.is_empty()
+    }
+
+    /// Is an address in one of the networks?
+    pub fn allows_ip(nets: &[IpNet], ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        nets.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn check(&self, host: &str) -> HostVerdict {
+        if self.is_unrestricted() {
+            return HostVerdict::Allowed;
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return if Self::allows_ip(&self.nets, ip) {
+                HostVerdict::Allowed
+            } else {
+                HostVerdict::Refused(format!("{host} is not in allowed_hosts"))
+            };
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if self.names.contains(&name) || self.suffixes.iter().any(|s| name.ends_with(s.as_str())) {
+            return HostVerdict::Allowed;
+        }
+        if self.nets.is_empty() {
+            HostVerdict::Refused(format!("{host} is not in allowed_hosts"))
+        } else {
+            HostVerdict::IfResolvesInto(self.nets.clone())
+        }
+    }
+}
+
+/// Letters, digits, `-`, `_` and dots: what DNS names and /etc/hosts names use.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(r: &[&str]) -> HostRules {
+        HostRules::new(&r.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn names_patterns_and_networks() {
+        let r = rules(&[
+            "ftp.example.com",
+            "*.partner.net",
+            "10.0.0.0/8",
+            "192.168.1.7",
+        ]);
+        assert_eq!(r.check("FTP.example.com"), HostVerdict::Allowed);
+        assert_eq!(r.check("a.b.partner.net"), HostVerdict::Allowed);
+        assert!(matches!(
+            r.check("partner.net"),
+            HostVerdict::IfResolvesInto(_)
+        ));
+        assert_eq!(r.check("10.20.30.40"), HostVerdict::Allowed);
+        assert_eq!(r.check("192.168.1.7"), HostVerdict::Allowed);
+        assert!(matches!(r.check("192.168.1.8"), HostVerdict::Refused(_)));
+        assert!(matches!(r.check("::1"), HostVerdict::Refused(_)));
+        let names_only = rules(&["ftp.example.com"]);
+        assert!(matches!(
+            names_only.check("evil.com"),
+            HostVerdict::Refused(_)
+        ));
+        assert!(matches!(
+            names_only.check("127.0.0.1"),
+            HostVerdict::Refused(_)
+        ));
+        assert!(HostRules::allows_ip(
+            &["127.0.0.0/8".parse().unwrap()],
+            "::ffff:127.0.0.1".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn bad_rules_are_named() {
+        for bad in ["", "*.", "ftp://x", "10.0.0.0/33", "a b", "*.*.x"] {
+            let e = HostRules::new(&[bad.to_string()]).unwrap_err();
+            assert!(e.to_string().starts_with("allowed_hosts[0]"), "{bad}: {e}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_a_root_are_refused_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("in.txt"), "in").unwrap();
+        std::fs::write(d.path().join("secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret.txt"), root.join("link.txt")).unwrap();
+        let roots = LocalRoots::new(std::slice::from_ref(&root)).unwrap();
+        assert!(roots.open(&root.join("in.txt")).is_ok());
+        let e = roots.open(&root.join("link.txt")).unwrap_err();
+        assert!(e.to_string().contains("outside local_roots"), "{e}");
+        let e = roots.open(&root.join("../secret.txt")).unwrap_err();
+        assert!(e.to_string().contains("outside local_roots"), "{e}");
+        assert!(roots.open(Path::new("in.txt")).is_err());
+    }
+}
