@@ -42,6 +42,7 @@ fn make_ctx(config: Config) -> Arc<Ctx> {
         config: Arc::new(config),
         pool,
         cancel: CancellationToken::new(),
+        stopping: CancellationToken::new(),
     })
 }
 
@@ -133,6 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "shutting down: intake stopped"
     );
     stop_intake.cancel();
+    ctx.stopping.cancel();
     feeder.abort();
     let _ = intake_task.await;
     drop(rx);

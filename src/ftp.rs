@@ -794,10 +794,19 @@ impl Session {
     }
 }
 
-/// Adds what to do about a certificate the client refused.
+/// Adds what to do about a TLS setup that failed: a server without TLS, or
+/// a certificate the client refused.
 fn tls_hint(mut f: Fault, spec: &ServerSpec) -> Fault {
     let m = f.message.to_ascii_lowercase();
-    if m.contains("unknownissuer") || m.contains("unknown issuer") {
+    if spec.tls == TlsMode::Explicit
+        && f.message.starts_with("AUTH TLS")
+        && matches!(f.code, Some(500 | 502 | 504 | 534))
+    {
+        f.kind = FaultKind::Permanent;
+        f.message.push_str(
+            " (the server does not offer TLS: set \"tls\": \"none\" to send in clear text, or enable TLS on the server)",
+        );
+    } else if m.contains("unknownissuer") || m.contains("unknown issuer") {
         f.message.push_str(if spec.ca_file.is_some() {
             " (the server's certificate is not signed by a CA in ca_file)"
         } else {

@@ -28,6 +28,10 @@ pub struct Ctx {
     /// Cancelled when the shutdown grace period is over: in-flight work stops
     /// where it is and is resumed at the next start.
     pub cancel: CancellationToken,
+    /// Cancelled when shutdown begins: no new attempt starts, and entries
+    /// waiting to retry stop waiting (they hold nothing that needs a grace
+    /// period); uploads under way get the grace period.
+    pub stopping: CancellationToken,
 }
 
 /// "Too many connections" retries are not counted, but not endless either.
@@ -178,7 +182,14 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
     report.close();
     let _ = writer.await;
 
-    if ctx.cancel.is_cancelled() {
+    // Entries still pending here were stopped by a shutdown.
+    let interrupted = ctx.cancel.is_cancelled()
+        || report
+            .snapshot()
+            .entries
+            .iter()
+            .any(|e| e.state == EntryState::Pending);
+    if interrupted {
         report.flush().await;
         info!(job = %job_name, "job interrupted by shutdown; it resumes at the next start");
         return JobState::Running;
@@ -216,6 +227,9 @@ async fn run_entry(
     let server = entry.server.to_string();
     let remote_path = entry.remote_path();
     loop {
+        if ctx.stopping.is_cancelled() {
+            return;
+        }
         rep.attempts += 1;
         let attempt = rep.attempts;
         let work = async {
@@ -317,7 +331,7 @@ async fn run_entry(
                 report.update(rep.clone());
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = ctx.cancel.cancelled() => return,
+                    _ = ctx.stopping.cancelled() => return,
                 }
             }
         }

@@ -256,6 +256,7 @@ impl Target {
             },
             ca_file: self.ca.clone(),
             insecure_skip_verify: self.insecure,
+            resolve_into: None,
         }
     }
 
@@ -928,9 +929,95 @@ async fn probe_quirks(t: &Target) {
 }
 
 /// Every upload scenario against one server.
+/// Issue 9: a job with a wrong password, for the login a good job's session
+/// is logged in with, must never be served by that session: neither while
+/// the good session sits idle in the pool, nor when both jobs come together.
+async fn wrong_password_isolated(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("wrongpw");
+    let base = w.dir.path().join("daemon-wrongpw");
+    let mut cfg = support::daemon_config(&base);
+    cfg.connect_timeout_secs = 10;
+    let checked = cfg.checked.clone();
+    let inbox = cfg.inbox.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(ftpdrop::run(cfg, async {
+        let _ = stopped.await;
+    }));
+    let drop_job = |name: &str, dir: &str, n: usize, pass: &str| {
+        let mut bad = t.clone();
+        bad.pass = pass.to_string();
+        let entries: Vec<Value> = (0..n)
+            .map(|i| {
+                let local = w.local(&format!("{name}/{name}-{i}.txt"), name.as_bytes());
+                bad.entry(&local, &format!("{rel}/{dir}"))
+            })
+            .collect();
+        let tmp = inbox.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(&entries).unwrap()).unwrap();
+        std::fs::rename(&tmp, inbox.join(format!("{name}.json"))).unwrap();
+    };
+    let wait = |name: &'static str| {
+        let checked = checked.clone();
+        async move { support::wait_receipt(&checked, name, Duration::from_secs(120)).await }
+    };
+    let wrong = "Wr0ng-Passw0rd-9";
+    let result = async {
+        // Case 1: the good session is idle in the pool when the bad job comes.
+        drop_job("good1", "good1", 2, &t.pass);
+        all_done(&wait("good1").await)?;
+        drop_job("bad1", "bad1", 2, wrong);
+        let r = wait("bad1").await;
+        ensure(r.state == JobState::Failed, || {
+            format!("bad1 ended {:?}: {}", r.state, brief(&r))
+        })?;
+        // Case 2: both at once, twice, in either order.
+        drop_job("good2", "good2", 4, &t.pass);
+        drop_job("bad2", "bad2", 4, wrong);
+        drop_job("bad3", "bad3", 4, wrong);
+        drop_job("good3", "good3", 4, &t.pass);
+        for (good, bad) in [("good2", "bad2"), ("good3", "bad3")] {
+            all_done(&wait(good).await)?;
+            let r = wait(bad).await;
+            ensure(r.state == JobState::Failed, || {
+                format!("{bad} ended {:?}: {}", r.state, brief(&r))
+            })?;
+        }
+        for bad in ["bad1", "bad2", "bad3"] {
+            ensure(!disk.join(bad).exists(), || {
+                format!(
+                    "the wrong-password job {bad} reached the server's disk: {}",
+                    disk.join(bad).display()
+                )
+            })?;
+        }
+        for (good, n) in [("good1", 2), ("good2", 4), ("good3", 4)] {
+            for i in 0..n {
+                same_bytes(
+                    &disk.join(good).join(format!("{good}-{i}.txt")),
+                    good.as_bytes(),
+                )?;
+            }
+        }
+        no_temp_files(&disk)?;
+        Ok(String::new())
+    }
+    .await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), daemon).await;
+    result
+}
+
 async fn matrix(t: &Target, with_proxy: bool) -> Vec<Option<String>> {
     let _ = logs();
     let mut failures = vec![
+        scenario(
+            "Matrix",
+            "wrong password never served by a good session",
+            &t.name,
+            wrong_password_isolated(t),
+        )
+        .await,
         scenario("Matrix", "nested mkdir (a/b/c/d)", &t.name, nested_mkdir(t)).await,
         scenario(
             "Matrix",
