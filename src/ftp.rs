@@ -43,50 +43,7 @@ pub struct Timeouts {
     pub data: Duration,
 }
 
-/// What the server said about itself in FEAT. A FEAT that fails leaves this empty ("unknown").
-#[derive(Debug, Clone, Default)]
-pub struct Features {
-    pub utf8: bool,
-    pub size: bool,
-    pub rest_stream: bool,
-    pub mlst: bool,
-    pub epsv: bool,
-    /// Names as the server spells them: `HASH`, `XSHA256`, `XMD5`, ...
-    pub hash_commands: Vec<String>,
-    /// The algorithms listed on the `HASH` feature line, e.g. `SHA-256*;MD5`.
-    pub hash_algos: Vec<String>,
-}
-
-impl Features {
-    fn parse(feat: &suppaftp::types::Features) -> Features {
-        let mut f = Features::default();
-        for (name, value) in feat {
-            let upper = name.trim().to_ascii_uppercase();
-            match upper.as_str() {
-                "UTF8" => f.utf8 = true,
-                "SIZE" => f.size = true,
-                "REST" => f.rest_stream = value.as_deref().is_some_and(|v| v.contains("STREAM")),
-                "MLST" => f.mlst = true,
-                "EPSV" => f.epsv = true,
-                "HASH" => {
-                    f.hash_commands.push(upper.clone());
-                    f.hash_algos = value
-                        .as_deref()
-                        .unwrap_or("")
-                        .split(';')
-                        .map(|a| a.trim().trim_end_matches('*').to_ascii_uppercase())
-                        .filter(|a| !a.is_empty())
-                        .collect();
-                }
-                "XSHA256" | "XSHA1" | "XSHA512" | "XMD5" | "XCRC" | "MD5" => {
-                    f.hash_commands.push(upper.clone())
-                }
-                _ => {}
-            }
-        }
-        f
-    }
-}
+pub use crate::reply::Features;
 
 /// Directories known to exist on one server, shared by all its sessions so
 /// that `mkdir -p` costs round trips only the first time.
@@ -385,7 +342,10 @@ impl Session {
         // suppaftp reads the whole FEAT reply before parsing it, so a reply it
         // cannot parse (feature lines not indented, say) leaves the connection in step.
         match tokio::time::timeout(t, self.ftp.feat()).await {
-            Ok(Ok(feat)) => self.features = Features::parse(&feat),
+            Ok(Ok(feat)) => {
+                self.features =
+                    Features::parse(feat.iter().map(|(k, v)| (k.as_str(), v.as_deref())))
+            }
             Ok(Err(FtpError::UnexpectedResponse(r))) => {
                 tracing::debug!(server, reply = %String::from_utf8_lossy(&r.body).trim(), "FEAT refused; features unknown");
             }
@@ -441,16 +401,27 @@ impl Session {
     /// Size of a remote file, or `None` when the server says it does not exist.
     pub async fn size(&mut self, path: &str) -> Result<Option<u64>, Fault> {
         let t = self.timeouts.command;
+        let what = format!("SIZE {path}");
         match timed(
             &mut self.broken,
             &self.password,
             t,
-            format!("SIZE {path}"),
-            self.ftp.size(path),
+            &what,
+            self.ftp.custom_command(&what, &[Status::File]),
         )
         .await
         {
-            Ok(n) => Ok(Some(n as u64)),
+            Ok(resp) => crate::reply::size(&String::from_utf8_lossy(&resp.body))
+                .map(Some)
+                .ok_or_else(|| {
+                    Fault::transient(format!(
+                        "{what}: reply not understood: {}",
+                        scrub(
+                            String::from_utf8_lossy(&resp.body).trim(),
+                            &[&self.password]
+                        )
+                    ))
+                }),
             Err(f) if matches!(f.code, Some(550 | 450 | 553)) => Ok(None),
             Err(f) => Err(f),
         }

@@ -55,6 +55,19 @@ fn redact_value(v: &mut Value) -> bool {
     }
 }
 
+/// A job file's bytes with every inline password replaced by [`REDACTED`];
+/// `None` if there was nothing to redact, or the bytes are not JSON.
+pub fn redacted(bytes: &[u8]) -> Option<Vec<u8>> {
+    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let mut v = serde_json::from_slice::<Value>(body).ok()?;
+    if !redact_value(&mut v) {
+        return None;
+    }
+    let mut out = serde_json::to_vec_pretty(&v).expect("JSON serializes");
+    out.push(b'\n');
+    Some(out)
+}
+
 /// Rewrites a final job's claimed file without its inline secrets; true if it had any.
 ///
 /// A file that is not JSON at all (an invalid job) cannot be taken apart;
@@ -62,16 +75,10 @@ fn redact_value(v: &mut Value) -> bool {
 pub fn redact_claimed(job_file: &Path) -> Result<bool> {
     let bytes =
         std::fs::read(job_file).with_context(|| format!("cannot read {}", job_file.display()))?;
-    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
-    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+    let Some(out) = redacted(&bytes) else {
         owner_only(job_file).ok();
         return Ok(false);
     };
-    if !redact_value(&mut v) {
-        return Ok(false);
-    }
-    let mut out = serde_json::to_vec_pretty(&v).expect("JSON serializes");
-    out.push(b'\n');
     write_atomic(job_file, &out)
         .with_context(|| format!("cannot rewrite {}", job_file.display()))?;
     Ok(true)

@@ -15,6 +15,7 @@
 //! - [`segment`]: a big file over several connections at once, on servers a probe found able.
 //! - [`verify`]: server-side digests (HASH, XSHA256, XMD5, ...) and read-back of the temp file.
 //! - [`ftp`]: one FTP/FTPS session; every protocol detail lives here.
+//! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
 //! - [`fault`]: the typed error that says transient, back-pressure or permanent.
 //! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
 //! - [`report`]: the receipt and its journal, written atomically, owner-only.
@@ -33,6 +34,7 @@ pub mod intake;
 pub mod job;
 pub mod logging;
 pub mod pool;
+pub mod reply;
 pub mod report;
 pub mod runner;
 pub mod schema;

@@ -18,7 +18,7 @@ use serde_json::Value;
 #[allow(dead_code)]
 enum JobFile {
     Entries(Vec<JobEntry>),
-    Entry(JobEntry),
+    Entry(Box<JobEntry>),
 }
 
 /// One local file to upload to one place.

@@ -8,6 +8,9 @@
 //! proved by the upload commands (`REST n` + STOR, or APPE) and by data bytes forwarded,
 //! "published once" by RNTO counts, "retried" and "not retried" by attempts and connection counts.
 
+// The servers, signals and file identities these tests use are Unix's.
+#![cfg(unix)]
+
 mod support;
 
 use ftpdrop::report::{EntryReport, EntryState, JobState, Receipt, Stamp};

@@ -9,11 +9,12 @@ mod support;
 use ftpdrop::report::{EntryState, JobState, Receipt};
 use ftpdrop::Config;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use support::daemon::{entry, server_json, Daemon};
 use support::ftpserver::FtpServer;
 
+#[cfg(unix)]
 fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -140,6 +141,7 @@ async fn wrong_password_dropped_together_with_a_good_job() {
 /// `local_roots`: only files that resolve, after symlinks and `..`, inside
 /// a root are read; the others fail permanently, naming the field, and
 /// nothing of theirs reaches the server.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_roots_confine_what_a_job_can_read() {
     let srv = FtpServer::start().await;
@@ -151,13 +153,13 @@ async fn local_roots_confine_what_a_job_can_read() {
     std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
     let mut cfg = config_in(&dir.path().join("d"));
     cfg.local_roots = vec![root.clone()];
-    let paths: Vec<PathBuf> = vec![
+    let paths: Vec<std::path::PathBuf> = vec![
         root.join("ok.txt"),
         dir.path().join("secret.txt"),
         root.join("link.txt"),
         root.join("../secret.txt"),
         root.join("up/secret.txt"),
-        PathBuf::from("/etc/passwd"),
+        std::path::PathBuf::from("/etc/passwd"),
     ];
     let job: Vec<Value> = paths
         .iter()
@@ -270,6 +272,7 @@ async fn require_named_servers_refuses_inline_credentials() {
 /// Claimed jobs, receipts and journals are owner-only from the start; the
 /// claimed job keeps its password while it runs (a restart needs it) and
 /// loses it once the job is final.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_owner_only_and_leave_ended_jobs() {
     let srv = FtpServer::start().await;
