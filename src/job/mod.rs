@@ -10,6 +10,12 @@
 //! [`crate::confine`]): inline servers when `require_named_servers` is on,
 //! hosts outside `allowed_hosts`. Local files are checked against
 //! `local_roots` when they are opened, not here.
+//!
+//! - [`confine`]: what a job may reach: `local_roots`, `allowed_hosts`.
+//! - [`schema`]: JSON Schemas of the job file and the config, from the types.
+
+pub mod confine;
+pub mod schema;
 
 use crate::config::{Config, TlsMode};
 use crate::confine::{HostRules, HostVerdict, LocalRoots};

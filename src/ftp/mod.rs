@@ -1,0 +1,19 @@
+//! Talking FTP: sessions, the pool that lends them, TLS, and what replies mean.
+//!
+//! Every reply code lives in this folder; the scheduler above it sees only
+//! operations and [`fault::Fault`]s.
+//!
+//! - [`session`]: one FTP/FTPS session; every protocol detail lives here
+//!   (its items are re-exported here: `ftp::Session`).
+//! - [`pool`]: logged-in sessions reused per server and credentials; global and per-server limits.
+//! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
+//! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
+//! - [`fault`]: the typed error that says transient, back-pressure or permanent.
+
+pub mod fault;
+pub mod pool;
+pub mod reply;
+pub mod session;
+pub mod tls;
+
+pub use session::*;

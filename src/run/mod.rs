@@ -1,0 +1,10 @@
+//! Running claimed jobs: the daemon's lifecycle, one job with its retries,
+//! and what happens to jobs after they end.
+//!
+//! - [`daemon`]: resume unfinished jobs, run intake, shut down gracefully.
+//! - [`runner`]: one claimed job: entries run concurrently, retries with backoff.
+//! - [`housekeeping`]: ended jobs: inline secrets redacted, old ones removed.
+
+pub mod daemon;
+pub mod housekeeping;
+pub mod runner;
