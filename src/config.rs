@@ -85,6 +85,48 @@ pub struct Config {
     /// Final jobs, their receipts and journals older than this many days
     /// are deleted. 0: keep forever. Running jobs are never touched.
     pub retention_days: u64,
+    /// Where logs go besides (instead of) stderr.
+    pub log: LogConfig,
+}
+
+/// Rotating log files (tracing-appender).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Folder for rotating log files; null: logs go to stderr (the journal
+    /// under systemd). A Windows service logs to
+    /// `%ProgramData%\ftpdrop\logs` unless this is set.
+    pub dir: Option<PathBuf>,
+    /// Name of the log files; each period's file gets its date appended
+    /// (`ftpdrop.log.2026-11-30`).
+    pub file_name: String,
+    /// How often a new file is started.
+    pub rotation: Rotation,
+    /// How many files are kept; older ones are deleted. 0: all.
+    pub keep: usize,
+    /// `text` or `json`; `--log-format` overrides it.
+    pub format: Option<crate::logging::LogFormat>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: None,
+            file_name: "ftpdrop.log".into(),
+            rotation: Rotation::Daily,
+            keep: 14,
+            format: None,
+        }
+    }
+}
+
+/// How often a log file is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    Hourly,
+    Daily,
+    Never,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -157,6 +199,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             require_named_servers: false,
             retention_days: 0,
+            log: LogConfig::default(),
         }
     }
 }

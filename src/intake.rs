@@ -14,10 +14,12 @@
 //! keeps 2,000 dropped files from becoming 2,000 open jobs.
 
 use crate::report::Stamp;
+use crate::run::health::{Health, Loop};
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -104,6 +106,12 @@ pub struct Intake {
     pub checked: PathBuf,
     pub settle: Duration,
     pub sweep: Duration,
+    /// Beaten every pass, and while waiting for a job permit (which is
+    /// back-pressure, not a wedge); also counts the files waiting.
+    pub health: Arc<Health>,
+    /// Fired after the first pass: what was waiting at startup is claimed,
+    /// or waits for a job permit. The daemon is ready then.
+    pub watching: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 enum Signal {
@@ -197,7 +205,7 @@ impl Intake {
 
     /// Watches and claims until `stop`; each claimed job goes out with its permit.
     pub async fn run(
-        self,
+        mut self,
         out: mpsc::Sender<(PathBuf, OwnedSemaphorePermit)>,
         permits: Arc<Semaphore>,
         stop: CancellationToken,
@@ -240,7 +248,9 @@ impl Intake {
 
         let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
         let mut next_sweep = Instant::now();
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
         loop {
+            self.health.beat(Loop::Intake);
             if Instant::now() >= next_sweep {
                 for p in scan(&self.inbox) {
                     self.observe(&mut pending, &p, false);
@@ -249,9 +259,24 @@ impl Intake {
             }
             for path in self.ready(&mut pending) {
                 pending.remove(&path);
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-                    _ = stop.cancelled() => return,
+                self.health
+                    .inbox_waiting
+                    .store(pending.len() + 1, Ordering::Relaxed);
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Every job slot is taken: the startup pass is over.
+                        if let Some(w) = self.watching.take() {
+                            let _ = w.send(());
+                        }
+                        loop {
+                            tokio::select! {
+                                p = permits.clone().acquire_owned() => break p.expect("semaphore never closed"),
+                                _ = beat.tick() => self.health.beat(Loop::Intake),
+                                _ = stop.cancelled() => return,
+                            }
+                        }
+                    }
                 };
                 match claim(&path, &self.checked) {
                     Ok(Some(claimed)) => {
@@ -270,9 +295,17 @@ impl Intake {
                     self.handle(&mut pending, sig);
                 }
             }
+            self.health
+                .inbox_waiting
+                .store(pending.len(), Ordering::Relaxed);
+            if let Some(w) = self.watching.take() {
+                let _ = w.send(());
+            }
             let wake = self
                 .next_due(&pending)
-                .map_or(next_sweep, |d| d.min(next_sweep));
+                .map_or(next_sweep, |d| d.min(next_sweep))
+                // Beat at least every second, however long the sweep interval.
+                .min(Instant::now() + Duration::from_secs(1));
             tokio::select! {
                 _ = stop.cancelled() => return,
                 sig = rx.recv() => {
@@ -346,6 +379,8 @@ mod tests {
             checked: d.path().join("checked"),
             settle: Duration::ZERO,
             sweep: Duration::from_secs(1),
+            health: Arc::new(Health::default()),
+            watching: None,
         };
         let mut pending = HashMap::new();
         let (gone, stays) = (d.path().join("gone.json"), d.path().join("stays.json"));

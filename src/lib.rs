@@ -9,7 +9,8 @@
 //!   [`job::confine`] (`local_roots`, `allowed_hosts`) and [`job::schema`].
 //! - [`run`]: [`run::daemon`] (lifecycle: resume, intake, graceful shutdown),
 //!   [`run::runner`] (one job: entries concurrently, retries with backoff),
-//!   [`run::housekeeping`] (ended jobs: secrets redacted, old ones removed).
+//!   [`run::housekeeping`] (ended jobs: secrets redacted, old ones removed),
+//!   [`run::health`] (are the loops making progress?).
 //! - [`upload`]: [`upload::transfer`] (one attempt: temp name, resume, verify,
 //!   rename), [`upload::source`] (the local file's bytes and SHA-256),
 //!   [`upload::segment`] (a big file over several connections),
@@ -19,6 +20,7 @@
 //!   [`ftp::tls`], [`ftp::reply`] (replies parsed as pure functions),
 //!   [`ftp::fault`] (transient, back-pressure or permanent).
 //! - [`report`]: the receipt and its journal, written atomically, owner-only.
+//! - [`service`]: what systemd or the Windows service manager is told.
 //! - [`config`]: the configuration file, its defaults and validation.
 //! - [`secret`]: passwords that never print.
 //! - [`logging`]: text or JSON logs, with protocol traces kept out.
@@ -35,6 +37,7 @@ pub mod logging;
 pub mod report;
 pub mod run;
 pub mod secret;
+pub mod service;
 pub mod upload;
 
 pub use ftp::{fault, pool, reply, tls};

@@ -23,12 +23,59 @@ struct Common {
     /// Configuration file (JSON). Without it, every setting has its default.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Log output format.
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    /// Log output format [default: the config's `log.format`, else text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// Log level or filter, e.g. `info` or `ftpdrop=debug`.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Log to this file, rotated as the config's `log` section says (daily
+    /// by default, the date appended to the name), instead of stderr.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Run under the Windows service manager (set by `service install`).
+    #[cfg(windows)]
+    #[arg(long, hide = true)]
+    service: bool,
+}
+
+impl Common {
+    /// Installs logging as the flags and the config's `log` section say;
+    /// `default_dir` is where logs go when neither names a place (a Windows
+    /// service has no stderr anyone reads).
+    fn init_logging(
+        &self,
+        config: &Config,
+        default_dir: Option<PathBuf>,
+    ) -> Result<logging::Guard> {
+        let format = self
+            .log_format
+            .or(config.log.format)
+            .unwrap_or(LogFormat::Text);
+        let (dir, name) = match &self.log_file {
+            Some(f) => (
+                Some(
+                    f.parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map_or_else(|| PathBuf::from("."), PathBuf::from),
+                ),
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| config.log.file_name.clone()),
+            ),
+            None => (
+                config.log.dir.clone().or(default_dir),
+                config.log.file_name.clone(),
+            ),
+        };
+        let files = dir.as_deref().map(|dir| logging::Files {
+            dir,
+            file_name: &name,
+            rotation: config.log.rotation,
+            keep: config.log.keep,
+        });
+        logging::init(format, &self.log_level, files)
+    }
 }
 
 #[derive(Subcommand)]
@@ -50,11 +97,32 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Manage the Windows service: install, uninstall, start, stop, status.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Print the JSON Schema of job files or of the configuration.
     Schema {
         #[arg(value_enum)]
         what: SchemaKind,
     },
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Register `ftpdrop run --service --config FILE`, started at boot.
+    Install {
+        /// The service's configuration file, e.g. C:\ProgramData\ftpdrop\config.json.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Stop (if running) and remove the service.
+    Uninstall,
+    Start,
+    Stop,
+    /// Print the service's state.
+    Status,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -84,14 +152,23 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(c) => {
-            logging::init(c.log_format, &c.log_level)?;
+            logging::check_level(&c.log_level)?;
             let config = Config::load(c.config.as_deref())?;
-            runtime()?.block_on(ftpdrop::run(config, shutdown_signal()))?;
+            #[cfg(windows)]
+            if c.service {
+                let logs = ftpdrop::service::windows::default_log_dir();
+                let _guard = c.init_logging(&config, Some(logs))?;
+                ftpdrop::service::windows::run_as_service(config, c.config.clone())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let _guard = c.init_logging(&config, None)?;
+            runtime()?.block_on(run_daemon(config, c.config.clone()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once(c) => {
-            logging::init(c.log_format, &c.log_level)?;
+            logging::check_level(&c.log_level)?;
             let config = Config::load(c.config.as_deref())?;
+            let _guard = c.init_logging(&config, None)?;
             let results = runtime()?.block_on(ftpdrop::once(config))?;
             let mut ok = true;
             for (job, state) in &results {
@@ -141,6 +218,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             eprintln!("configuration OK");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Service { action } => service(action),
         Command::Schema { what } => {
             let schema = match what {
                 SchemaKind::Job => ftpdrop::schema::job(),
@@ -184,6 +262,97 @@ fn validate_file(path: &std::path::Path, config: &Config) -> Result<usize, Vec<S
     } else {
         Err(problems)
     }
+}
+
+#[cfg(windows)]
+fn service(action: ServiceAction) -> Result<ExitCode> {
+    use ftpdrop::service::windows as svc;
+    match action {
+        ServiceAction::Install { config } => {
+            svc::install(&config)?;
+            println!("service {} installed", svc::SERVICE_NAME);
+        }
+        ServiceAction::Uninstall => {
+            svc::uninstall()?;
+            println!("service {} removed", svc::SERVICE_NAME);
+        }
+        ServiceAction::Start => svc::start()?,
+        ServiceAction::Stop => svc::stop()?,
+        ServiceAction::Status => println!("{}", svc::status()?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(windows))]
+fn service(_: ServiceAction) -> Result<ExitCode> {
+    anyhow::bail!(
+        "`ftpdrop service` manages the Windows service; on Linux install the systemd unit \
+         (packaging/systemd/ftpdrop.service, see the README's \"Install on Linux\")"
+    )
+}
+
+/// `run` in a terminal or under systemd: SIGTERM/SIGINT stop it, SIGHUP
+/// reloads the config file, and with `NOTIFY_SOCKET` set systemd hears
+/// about readiness, reloads, stopping, status and the watchdog.
+async fn run_daemon(config: Config, path: Option<PathBuf>) -> Result<()> {
+    use ftpdrop::run::daemon::Options;
+    use ftpdrop::run::health::Health;
+    use ftpdrop::service::{Supervisor, Unsupervised};
+    use std::sync::Arc;
+    let health = Arc::new(Health::default());
+    #[cfg(unix)]
+    let supervisor: Arc<dyn Supervisor> = match ftpdrop::service::systemd::Systemd::from_env() {
+        Some(sd) => {
+            sd.spawn_watchdog(health.clone());
+            sd
+        }
+        None => Arc::new(Unsupervised),
+    };
+    #[cfg(not(unix))]
+    let supervisor: Arc<dyn Supervisor> = Arc::new(Unsupervised);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    spawn_reload_on_hup(path, supervisor.clone(), reload_tx)?;
+    #[cfg(not(unix))]
+    let _ = (path, reload_tx);
+    let opts = Options {
+        supervisor,
+        reload: Some(reload_rx),
+        health,
+    };
+    ftpdrop::run::daemon::run_with(config, shutdown_signal(), opts).await
+}
+
+/// On SIGHUP, reads the config file again: a good one goes to the daemon,
+/// a bad one is logged with its reason and the old one stays in force.
+#[cfg(unix)]
+fn spawn_reload_on_hup(
+    path: Option<PathBuf>,
+    supervisor: std::sync::Arc<dyn ftpdrop::service::Supervisor>,
+    tx: tokio::sync::mpsc::UnboundedSender<Config>,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            supervisor.reloading();
+            match Config::load(path.as_deref()) {
+                Ok(cfg) => {
+                    if tx.send(cfg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    tracing::error!(error = %why, "the new configuration is invalid; the old one stays in force");
+                    supervisor.status(&format!("reload refused: {why}"));
+                    supervisor.ready();
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C on Windows).

@@ -275,6 +275,9 @@ pub struct ReportHandle {
     writing: tokio::sync::Mutex<()>,
     /// Tells the write loop to end after its current write.
     closed: std::sync::atomic::AtomicBool,
+    /// Told about every receipt write, so that a write that hangs (a dead
+    /// disk) stops the systemd watchdog.
+    health: Option<Arc<crate::run::health::Health>>,
     /// Wakes the write loop from its pause between writes when the job ends:
     /// the job's task awaits the loop, so sitting out the pause would add the
     /// whole interval to every job (200 ms each, minutes for 2,000 jobs).
@@ -283,7 +286,11 @@ pub struct ReportHandle {
 
 impl ReportHandle {
     /// Opens the live receipt; `recovered` carries the state of an interrupted run.
-    pub fn open(paths: JobPaths, receipt: Receipt) -> Result<Arc<ReportHandle>> {
+    pub fn open(
+        paths: JobPaths,
+        receipt: Receipt,
+        health: Option<Arc<crate::run::health::Health>>,
+    ) -> Result<Arc<ReportHandle>> {
         let journal = owner_only_file(&paths.journal, true)
             .with_context(|| format!("cannot open journal {}", paths.journal.display()))?;
         Ok(Arc::new(ReportHandle {
@@ -294,6 +301,7 @@ impl ReportHandle {
             writing: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: Notify::new(),
+            health,
         }))
     }
 
@@ -349,6 +357,7 @@ impl ReportHandle {
     /// Writes the receipt now, retrying until it succeeds (disk full, permissions).
     pub async fn flush(&self) {
         let _one_at_a_time = self.writing.lock().await;
+        let pending = self.health.as_ref().map(|h| h.receipt_writing());
         let mut delay = Duration::from_millis(200);
         loop {
             let bytes = {
@@ -358,7 +367,12 @@ impl ReportHandle {
             let path = self.paths.receipt.clone();
             let res = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await;
             match res {
-                Ok(Ok(())) => return,
+                Ok(Ok(())) => {
+                    if let Some(w) = pending {
+                        w.written();
+                    }
+                    return;
+                }
                 Ok(Err(e)) => tracing::error!(
                     job = %self.paths.name,
                     error = %e,

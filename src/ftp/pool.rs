@@ -110,6 +110,23 @@ const SEGMENTS_NO: u8 = 2;
 /// argon2 hash: seconds of server CPU) must be earned by queued work.
 const CHEAP_LOGIN: Duration = Duration::from_millis(250);
 
+/// Makes `sem`, which stood for `from` permits, stand for `to`: more are
+/// added at once; fewer are taken out as they come free (a task waits for
+/// them and forgets them).
+pub fn resize(sem: &Arc<Semaphore>, from: usize, to: usize) {
+    if to > from {
+        sem.add_permits(to - from);
+    } else if from > to {
+        let sem = sem.clone();
+        let n = (from - to) as u32;
+        tokio::spawn(async move {
+            if let Ok(p) = sem.acquire_many_owned(n).await {
+                p.forget();
+            }
+        });
+    }
+}
+
 /// How long a refused login is remembered.
 const REMEMBER_REFUSED_LOGIN: Duration = Duration::from_secs(60);
 
@@ -140,10 +157,13 @@ impl Creds {
 
 pub struct Pool {
     global: Arc<Semaphore>,
+    /// The global limit `global` stands for now (changed by a reload).
+    max_connections: AtomicUsize,
     /// Tasks waiting for a global permit; while any wait, released sessions are closed, not kept.
     global_waiters: AtomicUsize,
     slots: Mutex<HashMap<ServerKey, Arc<Slot>>>,
-    per_server: usize,
+    /// `max_connections_per_server`, changed by a reload.
+    per_server: AtomicUsize,
     tls: TlsConfigs,
     timeouts: Timeouts,
     idle_timeout: Duration,
@@ -263,9 +283,10 @@ impl Pool {
     ) -> Arc<Pool> {
         Arc::new(Pool {
             global: Arc::new(Semaphore::new(max_connections)),
+            max_connections: AtomicUsize::new(max_connections),
             global_waiters: AtomicUsize::new(0),
             slots: Mutex::new(HashMap::new()),
-            per_server,
+            per_server: AtomicUsize::new(per_server),
             tls: TlsConfigs::default(),
             timeouts,
             idle_timeout,
@@ -273,14 +294,15 @@ impl Pool {
     }
 
     fn slot(&self, key: &ServerKey) -> Arc<Slot> {
+        let per_server = self.per_server.load(Ordering::SeqCst);
         self.slots
             .lock()
             .unwrap()
             .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    in_use: Arc::new(Semaphore::new(self.per_server)),
-                    limit: AtomicUsize::new(self.per_server),
+                    in_use: Arc::new(Semaphore::new(per_server)),
+                    limit: AtomicUsize::new(per_server),
                     limit_changed: Mutex::new(Instant::now()),
                     idle: Mutex::new(Vec::new()),
                     dirs: DirCache::default(),
@@ -331,6 +353,39 @@ impl Pool {
         }
     }
 
+    /// Puts new limits in force (a reload). Sessions in use keep going; a
+    /// lower limit is reached as they end, and idle sessions are closed at
+    /// once so that new work waits for the new limit.
+    pub fn set_limits(&self, max_connections: usize, per_server: usize) {
+        let old = self.max_connections.swap(max_connections, Ordering::SeqCst);
+        resize(&self.global, old, max_connections);
+        let old_per = self.per_server.swap(per_server, Ordering::SeqCst);
+        let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
+        for slot in &slots {
+            let cur = slot.limit.load(Ordering::SeqCst);
+            // A limit the server taught us (421) stays, unless the new one is lower.
+            let new = if cur == old_per {
+                per_server
+            } else {
+                cur.min(per_server)
+            };
+            slot.limit.store(new, Ordering::SeqCst);
+            resize(&slot.in_use, cur, new);
+        }
+        if max_connections < old || per_server < old_per {
+            for slot in &slots {
+                slot.idle.lock().unwrap().clear();
+            }
+        }
+        if (max_connections, per_server) != (old, old_per) {
+            tracing::info!(
+                max_connections,
+                max_connections_per_server = per_server,
+                "connection limits changed"
+            );
+        }
+    }
+
     /// The number of sessions this server is currently allowed.
     pub fn limit_of(&self, key: &ServerKey) -> usize {
         self.slot(key).limit.load(Ordering::SeqCst)
@@ -342,7 +397,7 @@ impl Pool {
     fn maybe_raise_limit(&self, key: &ServerKey, slot: &Slot) {
         let mut changed = slot.limit_changed.lock().unwrap();
         let cur = slot.limit.load(Ordering::SeqCst);
-        if cur >= self.per_server || changed.elapsed() < RAISE_LIMIT_AFTER {
+        if cur >= self.per_server.load(Ordering::SeqCst) || changed.elapsed() < RAISE_LIMIT_AFTER {
             return;
         }
         *changed = Instant::now();

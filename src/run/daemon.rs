@@ -12,10 +12,13 @@ use crate::ftp::Timeouts;
 use crate::intake::{self, Intake};
 use crate::pool::Pool;
 use crate::report::{JobPaths, JobState, Receipt};
+use crate::run::health::{Health, Loop};
 use crate::runner::{run_job, Ctx};
+use crate::service::{Supervisor, Unsupervised};
 use anyhow::Result;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -26,7 +29,7 @@ use tracing::{info, warn};
 /// How often ended jobs are looked over (see [`crate::housekeeping`]).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
-fn make_ctx(config: Config) -> Arc<Ctx> {
+fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
     let timeouts = Timeouts {
         connect: config.connect_timeout(),
         command: config.command_timeout(),
@@ -38,12 +41,28 @@ fn make_ctx(config: Config) -> Arc<Ctx> {
         timeouts,
         Duration::from_secs(config.idle_session_secs),
     );
-    Arc::new(Ctx {
-        config: Arc::new(config),
-        pool,
-        cancel: CancellationToken::new(),
-        stopping: CancellationToken::new(),
-    })
+    Arc::new(Ctx::new(config, pool, health))
+}
+
+/// What a service manager gives the daemon beyond its config and shutdown.
+pub struct Options {
+    /// Told when the daemon is ready, reloads, stops, and what it is doing.
+    pub supervisor: Arc<dyn Supervisor>,
+    /// New configurations to put in force (SIGHUP), already loaded and
+    /// validated by the caller.
+    pub reload: Option<mpsc::UnboundedReceiver<Config>>,
+    /// Heartbeats of the loops; the caller's watchdog reads them.
+    pub health: Arc<Health>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            supervisor: Arc::new(Unsupervised),
+            reload: None,
+            health: Arc::new(Health::default()),
+        }
+    }
 }
 
 /// Claimed jobs whose receipt is missing or not final: interrupted by a crash or a shutdown.
@@ -63,13 +82,28 @@ pub fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    run_with(config, shutdown, Options::default()).await
+}
+
+/// Runs the daemon until `shutdown` completes, telling `opts.supervisor`
+/// what it does and taking new configurations from `opts.reload`.
+pub async fn run_with(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    opts: Options,
+) -> Result<()> {
+    let Options {
+        supervisor,
+        reload,
+        health,
+    } = opts;
     for w in config.warnings() {
         warn!("{w}");
     }
-    let ctx = make_ctx(config);
-    let cfg = ctx.config.clone();
-    let permits = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
+    let ctx = make_ctx(config, health.clone());
+    let cfg = ctx.config();
+    let mut job_limit = cfg.max_concurrent_jobs;
+    let permits = Arc::new(Semaphore::new(job_limit));
     let (tx, mut rx) = mpsc::channel(1);
     let stop_intake = CancellationToken::new();
 
@@ -94,23 +128,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     };
+    let (watching_tx, watching) = tokio::sync::oneshot::channel();
     let intake = Intake {
         inbox: cfg.inbox.clone(),
         checked: cfg.checked.clone(),
         settle: cfg.settle(),
         sweep: Duration::from_millis(cfg.sweep_interval_ms.max(50)),
+        health: health.clone(),
+        watching: Some(watching_tx),
     };
-    let intake_task = tokio::spawn(intake.run(tx, permits, stop_intake.clone()));
+    let intake_task = tokio::spawn(intake.run(tx, permits.clone(), stop_intake.clone()));
+
+    health.beat(Loop::Scheduler);
+    tokio::pin!(shutdown);
+    let mut watching = watching;
+    let mut ready = false;
+    let mut status = String::new();
+    let mut reload = reload;
 
     let mut jobs = JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reaper = tokio::time::interval(Duration::from_secs(5));
     // Ended jobs: secrets redacted (if a crash came between the final
     // receipt and the redaction) and, with retention_days, old ones removed.
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            // Ready once unfinished jobs are queued and intake has made its
+            // first pass (claimed what was waiting, or waits for a job permit).
+            _ = &mut watching, if !ready => {
+                ready = true;
+                health.set_ready();
+                info!("ready");
+                supervisor.ready();
+            }
             claimed = rx.recv() => {
                 let Some((path, permit)) = claimed else { break };
                 let ctx = ctx.clone();
@@ -120,6 +172,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 });
             }
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            _ = tick.tick() => {
+                health.beat(Loop::Scheduler);
+                health.jobs_running.store(jobs.len(), Ordering::Relaxed);
+                let line = health.status_line();
+                if line != status {
+                    supervisor.status(&line);
+                    status = line;
+                }
+            }
+            Some(new) = async { reload.as_mut()?.recv().await }, if reload.is_some() => {
+                apply_reload(&ctx, &permits, &mut job_limit, new);
+                supervisor.ready();
+            }
             _ = reaper.tick() => ctx.pool.reap_idle(),
             _ = housekeeping.tick() => {
                 let (checked, days) = (cfg.checked.clone(), cfg.retention_days);
@@ -128,11 +193,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
 
+    // The grace period in force now (a reload may have changed it).
+    let grace = Duration::from_secs(ctx.config().shutdown_grace_secs);
     info!(
         in_flight = jobs.len(),
         grace_secs = grace.as_secs(),
         "shutting down: intake stopped"
     );
+    supervisor.stopping(grace);
+    supervisor.status(&format!(
+        "stopping: {} job(s) get {} s to finish",
+        jobs.len(),
+        grace.as_secs()
+    ));
     stop_intake.cancel();
     ctx.stopping.cancel();
     feeder.abort();
@@ -160,8 +233,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// Processes every job now in the inbox (and every unfinished one in
 /// `checked/`), waits for them, and returns each job's name and state.
 pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
-    let ctx = make_ctx(config);
-    let cfg = ctx.config.clone();
+    let ctx = make_ctx(config, Arc::new(Health::default()));
+    let cfg = ctx.config();
     crate::housekeeping::sweep(&cfg.checked, cfg.retention_days);
     let mut todo = unfinished_jobs(&cfg.checked);
     let mut candidates = intake::scan(&cfg.inbox);
@@ -205,4 +278,27 @@ pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
     ctx.pool.close_all().await;
     results.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(results)
+}
+
+/// Puts a reloaded configuration in force: new jobs parse with it (named
+/// servers, credentials, allowlists, retries), and the limits change for
+/// new work. Running uploads are not touched. The folders stay: moving the
+/// inbox or `checked/` needs a restart.
+fn apply_reload(ctx: &Ctx, permits: &Arc<Semaphore>, job_limit: &mut usize, new: Config) {
+    let old = ctx.config();
+    if new.inbox != old.inbox || new.checked != old.checked {
+        warn!("inbox and checked folders change only at a restart; keeping the current ones");
+    }
+    let mut new = new;
+    new.inbox = old.inbox.clone();
+    new.checked = old.checked.clone();
+    for w in new.warnings() {
+        warn!("{w}");
+    }
+    ctx.pool
+        .set_limits(new.max_connections, new.max_connections_per_server);
+    crate::pool::resize(permits, *job_limit, new.max_concurrent_jobs);
+    *job_limit = new.max_concurrent_jobs;
+    ctx.set_config(new);
+    info!("configuration reloaded");
 }

@@ -4,7 +4,9 @@
 //! - [`daemon`]: resume unfinished jobs, run intake, shut down gracefully.
 //! - [`runner`]: one claimed job: entries run concurrently, retries with backoff.
 //! - [`housekeeping`]: ended jobs: inline secrets redacted, old ones removed.
+//! - [`health`]: heartbeats of the loops (for the watchdog) and the status line.
 
 pub mod daemon;
+pub mod health;
 pub mod housekeeping;
 pub mod runner;

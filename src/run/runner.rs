@@ -23,7 +23,11 @@ use tracing::{info, warn};
 
 /// What every job task shares.
 pub struct Ctx {
-    pub config: Arc<Config>,
+    /// The configuration in force. A reload (SIGHUP) swaps it; a job takes
+    /// the one in force when it starts and keeps it.
+    config: std::sync::RwLock<Arc<Config>>,
+    /// Heartbeats and the status line (see [`crate::run::health`]).
+    pub health: Arc<crate::run::health::Health>,
     pub pool: Arc<Pool>,
     /// Cancelled when the shutdown grace period is over: in-flight work stops
     /// where it is and is resumed at the next start.
@@ -36,6 +40,28 @@ pub struct Ctx {
 
 /// "Too many connections" retries are not counted, but not endless either.
 const MAX_BACKPRESSURE_RETRIES: u32 = 200;
+
+impl Ctx {
+    pub fn new(config: Config, pool: Arc<Pool>, health: Arc<crate::run::health::Health>) -> Ctx {
+        Ctx {
+            config: std::sync::RwLock::new(Arc::new(config)),
+            health,
+            pool,
+            cancel: CancellationToken::new(),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// Puts a new configuration in force for work that starts from now on.
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap() = Arc::new(config);
+    }
+}
 
 fn backoff(cfg: &Config, attempt: u32) -> Duration {
     let base = cfg.retry.initial_backoff_ms.max(1) as f64;
@@ -117,9 +143,10 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
         }
     }
 
-    let parsed = read_job(job_file, ctx.config.max_job_bytes)
+    let config = ctx.config();
+    let parsed = read_job(job_file, config.max_job_bytes)
         .map_err(|e| vec![e])
-        .and_then(|bytes| job::parse(&bytes, &ctx.config));
+        .and_then(|bytes| job::parse(&bytes, &config));
     let job = match parsed {
         Ok(job) => job,
         Err(problems) => {
@@ -130,7 +157,7 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
                 warn!(job = %job_name, error = %p, "invalid job");
             }
             receipt.problems = problems;
-            let report = match ReportHandle::open(paths, receipt) {
+            let report = match ReportHandle::open(paths, receipt, Some(ctx.health.clone())) {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(job = %job_name, error = %format!("{e:#}"), "cannot record invalid job");
@@ -154,7 +181,7 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
     // names derive from it, so a job dropped again under the same name (its
     // old receipt deleted) never meets the old run's temp files.
     let run = format!("{job_name}@{}", receipt.claimed_at);
-    let report = match ReportHandle::open(paths.clone(), receipt) {
+    let report = match ReportHandle::open(paths.clone(), receipt, Some(ctx.health.clone())) {
         Ok(r) => r,
         Err(e) => {
             warn!(job = %job_name, error = %format!("{e:#}"), "cannot open the job's journal");
@@ -170,13 +197,14 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
         .iter()
         .filter(|e| report.entry(e.index).state == EntryState::Pending)
         .collect();
-    let width = ctx.config.max_connections.max(1);
+    let width = config.max_connections.max(1);
     futures_util::stream::iter(pending)
         .for_each_concurrent(width, |entry| {
             let report = report.clone();
             let job_name = job_name.clone();
             let run = run.clone();
-            async move { run_entry(ctx, &report, &job_name, &run, entry).await }
+            let config = config.clone();
+            async move { run_entry(ctx, &config, &report, &job_name, &run, entry).await }
         })
         .await;
     report.close();
@@ -207,6 +235,7 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
 
 async fn run_entry(
     ctx: &Ctx,
+    config: &Config,
     report: &Arc<ReportHandle>,
     job_name: &str,
     run: &str,
@@ -220,7 +249,7 @@ async fn run_entry(
         no_resume: false,
         segmented: rep.segmented,
     };
-    let policy = crate::segment::Policy::from_config(&ctx.config);
+    let policy = crate::segment::Policy::from_config(config);
     let started = Instant::now();
     let mut counted = 0u32;
     let mut backpressure = 0u32;
@@ -302,7 +331,7 @@ async fn run_entry(
                     }
                     FaultKind::Transient => {
                         counted += 1;
-                        counted >= ctx.config.retry.max_attempts
+                        counted >= config.retry.max_attempts
                     }
                 };
                 rep.error = Some(fault.message.clone());
@@ -319,15 +348,23 @@ async fn run_entry(
                         attempt, elapsed_ms = rep.elapsed_ms, error = %fault.message,
                         "entry failed"
                     );
+                    ctx.health.record_error(format!(
+                        "{job_name} entry {}: {}",
+                        entry.index, fault.message
+                    ));
                     report.update(rep);
                     return;
                 }
-                let wait = backoff(&ctx.config, counted.max(backpressure.min(6)));
+                let wait = backoff(config, counted.max(backpressure.min(6)));
                 warn!(
                     job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
                     attempt, error = %fault.message, retry_in_ms = wait.as_millis() as u64,
                     "attempt failed; will retry"
                 );
+                ctx.health.record_error(format!(
+                    "{job_name} entry {}: {}",
+                    entry.index, fault.message
+                ));
                 report.update(rep.clone());
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
