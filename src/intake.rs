@@ -248,7 +248,7 @@ impl Intake {
 
         let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
         let mut next_sweep = Instant::now();
-        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let mut beat = tokio::time::interval(self.health.beat_every());
         loop {
             self.health.beat(Loop::Intake);
             if Instant::now() >= next_sweep {
@@ -304,8 +304,8 @@ impl Intake {
             let wake = self
                 .next_due(&pending)
                 .map_or(next_sweep, |d| d.min(next_sweep))
-                // Beat at least every second, however long the sweep interval.
-                .min(Instant::now() + Duration::from_secs(1));
+                // Beat often enough, however long the sweep interval.
+                .min(Instant::now() + self.health.beat_every());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 sig = rx.recv() => {

@@ -147,7 +147,7 @@ pub async fn run_with(
     let mut reload = reload;
 
     let mut jobs = JoinSet::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(health.beat_every());
     let mut reaper = tokio::time::interval(Duration::from_secs(5));
     // Ended jobs: secrets redacted (if a crash came between the final
     // receipt and the redaction) and, with retention_days, old ones removed.

@@ -36,6 +36,9 @@ pub struct Health {
     pub inbox_waiting: AtomicUsize,
     /// The last error an entry met, for the status line.
     last_error: Mutex<Option<String>>,
+    /// How often the loops beat when idle, in milliseconds: a second, or a
+    /// quarter of a shorter watchdog interval.
+    beat_every_ms: AtomicU64,
 }
 
 impl Default for Health {
@@ -50,6 +53,7 @@ impl Default for Health {
             jobs_running: AtomicUsize::new(0),
             inbox_waiting: AtomicUsize::new(0),
             last_error: Mutex::new(None),
+            beat_every_ms: AtomicU64::new(1000),
         }
     }
 }
@@ -57,6 +61,17 @@ impl Default for Health {
 impl Health {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Makes the loops beat often enough for a watchdog of `interval`.
+    pub fn watchdog_interval(&self, interval: Duration) {
+        let ms = (interval.as_millis() as u64 / 4).clamp(10, 1000);
+        self.beat_every_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How often an idle loop must still beat.
+    pub fn beat_every(&self) -> Duration {
+        Duration::from_millis(self.beat_every_ms.load(Ordering::Relaxed))
     }
 
     pub fn beat(&self, l: Loop) {

@@ -52,6 +52,7 @@ impl Systemd {
         let Some(every) = self.watchdog else {
             return;
         };
+        health.watchdog_interval(every);
         tracing::info!(
             interval_ms = every.as_millis() as u64,
             "systemd watchdog enabled"

@@ -50,6 +50,9 @@ pub struct FtpServer {
 struct Counters {
     logins: AtomicUsize,
     connections: AtomicUsize,
+    /// Control connections open now, and the most open at once since the last reset.
+    open: AtomicUsize,
+    peak_open: AtomicUsize,
 }
 
 struct Running {
@@ -148,6 +151,22 @@ impl FtpServer {
         self.counters.logins.load(Ordering::SeqCst)
     }
 
+    /// Control connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    /// The most control connections open at once since [`FtpServer::reset_peak`].
+    pub fn peak_connections(&self) -> usize {
+        self.counters.peak_open.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_peak(&self) {
+        self.counters
+            .peak_open
+            .store(self.open_connections(), Ordering::SeqCst);
+    }
+
     /// Number of control connections accepted since start.
     pub fn count_connections(&self) -> usize {
         self.counters.connections.load(Ordering::SeqCst)
@@ -231,10 +250,14 @@ async fn accept_loop(listener: TcpListener, cfg: SessionConfig) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     cfg.counters.connections.fetch_add(1, Ordering::SeqCst);
+                    let now = cfg.counters.open.fetch_add(1, Ordering::SeqCst) + 1;
+                    cfg.counters.peak_open.fetch_max(now, Ordering::SeqCst);
                     let _ = stream.set_nodelay(true);
                     let server = build_server(&cfg);
+                    let counters = cfg.counters.clone();
                     sessions.spawn(async move {
                         let _ = server.service(stream).await;
+                        counters.open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
