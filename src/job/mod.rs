@@ -878,6 +878,26 @@ mod tests {
     }
 
     #[test]
+    fn windows_paths_give_plain_remote_names() {
+        for local in [
+            r"D:\data\file.dwg",
+            "D:/data/file.dwg",
+            r"\\server\share\file.dwg",
+            "//server/share/file.dwg",
+            "/data/file.dwg",
+        ] {
+            let job = parse_str(&format!(
+                r#"{{"server":{{"host":"h","login":"u"}},"file":{{"local_path":{},"server_path":"out"}}}}"#,
+                serde_json::to_string(local).unwrap()
+            ))
+            .unwrap();
+            let e = &job.entries[0];
+            assert_eq!(e.remote_name, "file.dwg", "{local}");
+            assert_eq!(e.remote_path(), "out/file.dwg", "{local}");
+        }
+    }
+
+    #[test]
     fn remote_join() {
         assert_eq!(join_remote("", "a"), "a");
         assert_eq!(join_remote("/", "a"), "/a");
