@@ -87,6 +87,10 @@ pub struct Config {
     pub retention_days: u64,
     /// Where logs go besides (instead of) stderr.
     pub log: LogConfig,
+    /// How often, in seconds, `checked/` is scanned for jobs whose instance
+    /// died (their lock is free, their receipt not final); such a job is
+    /// taken over and finished from its journal. 0: only at startup.
+    pub takeover_interval_secs: u64,
 }
 
 /// Rotating log files (tracing-appender).
@@ -200,6 +204,7 @@ impl Default for Config {
             require_named_servers: false,
             retention_days: 0,
             log: LogConfig::default(),
+            takeover_interval_secs: 5,
         }
     }
 }

@@ -54,9 +54,45 @@ pub fn scan(dir: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Moves `src` into `checked` under a name no other job (or receipt) uses.
-/// `Ok(None)` means the file is gone: another instance claimed it.
-pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<PathBuf>> {
+/// An exclusive lock on a job file, or `None` if another process holds it.
+///
+/// The instance running a job holds this lock on its claimed file for as
+/// long as it runs; the kernel releases it when the process dies, however
+/// it dies, and that is how survivors know a job is orphaned. It is
+/// `flock(2)` on Unix (on Linux NFS clients, and on NFSv4, mapped to the
+/// server's byte-range locks; on SMB/CIFS to the server's share locks) and
+/// `LockFileEx` on Windows.
+pub fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let f = std::fs::File::open(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// A job for the scheduler: its claimed file, its lock if the sender holds
+/// it already, and the job permit it runs under.
+pub type Work = (PathBuf, Option<std::fs::File>, OwnedSemaphorePermit);
+
+/// A claimed job: its file in `checked/`, and the lock on it.
+#[derive(Debug)]
+pub struct Claimed {
+    pub path: PathBuf,
+    pub lock: std::fs::File,
+}
+
+/// Moves `src` into `checked` under a name no other job (or receipt) uses,
+/// locked before it moves: from the moment it is in `checked/` no other
+/// instance can mistake it for an orphan. `Ok(None)` means the file is gone
+/// or locked: another instance is claiming it.
+pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
+    let lock = match lock(src) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let name = src
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -83,7 +119,7 @@ pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<PathBuf>> {
                 if let Err(e) = crate::housekeeping::owner_only(&dst) {
                     warn!(job_file = %dst.display(), error = %e, "cannot make the claimed job owner-only");
                 }
-                Ok(Some(dst))
+                Ok(Some(Claimed { path: dst, lock }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -206,7 +242,7 @@ impl Intake {
     /// Watches and claims until `stop`; each claimed job goes out with its permit.
     pub async fn run(
         mut self,
-        out: mpsc::Sender<(PathBuf, OwnedSemaphorePermit)>,
+        out: mpsc::Sender<Work>,
         permits: Arc<Semaphore>,
         stop: CancellationToken,
     ) {
@@ -280,8 +316,12 @@ impl Intake {
                 };
                 match claim(&path, &self.checked) {
                     Ok(Some(claimed)) => {
-                        info!(job_file = %claimed.display(), "claimed job");
-                        if out.send((claimed, permit)).await.is_err() {
+                        info!(job_file = %claimed.path.display(), "claimed job");
+                        if out
+                            .send((claimed.path, Some(claimed.lock), permit))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -364,8 +404,17 @@ mod tests {
         std::fs::write(checked.join("a.report.json"), "{}").unwrap();
         std::fs::write(inbox.join("a.json"), "[]").unwrap();
         let got = claim(&inbox.join("a.json"), &checked).unwrap().unwrap();
-        assert_eq!(got, checked.join("a-1.json"));
-        assert_eq!(claim(&inbox.join("a.json"), &checked).unwrap(), None);
+        assert_eq!(got.path, checked.join("a-1.json"));
+        // Locked from the moment it is in checked/.
+        assert!(lock(&got.path).unwrap().is_none());
+        assert!(claim(&inbox.join("a.json"), &checked).unwrap().is_none());
+        drop(got);
+        // A job file another instance has locked (is claiming) is left alone.
+        std::fs::write(inbox.join("b.json"), "[]").unwrap();
+        let other = lock(&inbox.join("b.json")).unwrap().unwrap();
+        assert!(claim(&inbox.join("b.json"), &checked).unwrap().is_none());
+        drop(other);
+        assert!(claim(&inbox.join("b.json"), &checked).unwrap().is_some());
     }
 
     /// A job file seen by the watcher or a sweep that is gone when its settle

@@ -16,6 +16,7 @@ use crate::run::health::{Health, Loop};
 use crate::runner::{run_job, Ctx};
 use crate::service::{Supervisor, Unsupervised};
 use anyhow::Result;
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -63,6 +64,52 @@ impl Default for Options {
             health: Arc::new(Health::default()),
         }
     }
+}
+
+fn spawn_job(
+    jobs: &mut JoinSet<PathBuf>,
+    ctx: &Arc<Ctx>,
+    path: PathBuf,
+    lock: Option<std::fs::File>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let ctx = ctx.clone();
+    jobs.spawn(async move {
+        let _permit = permit;
+        run_job(&ctx, &path, lock).await;
+        path
+    });
+}
+
+/// Unfinished jobs in `checked/` that no instance runs (their lock is free)
+/// and that this instance does not run either, each locked and with a job
+/// permit, as many as there are permits free now; the rest wait for the
+/// next scan.
+fn orphans(
+    checked: &Path,
+    running: &HashSet<PathBuf>,
+    permits: &Arc<Semaphore>,
+) -> Vec<(PathBuf, std::fs::File, tokio::sync::OwnedSemaphorePermit)> {
+    let mut out = Vec::new();
+    for path in unfinished_jobs(checked) {
+        if running.contains(&path) {
+            continue;
+        }
+        let Ok(Some(lock)) = intake::lock(&path) else {
+            continue;
+        };
+        // Settled while we looked (its instance finished it just now)?
+        let settled =
+            Receipt::load(&JobPaths::for_claimed(&path).receipt).is_ok_and(|r| r.state.is_final());
+        if settled {
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            break;
+        };
+        out.push((path, lock, permit));
+    }
+    out
 }
 
 /// Claimed jobs whose receipt is missing or not final: interrupted by a crash or a shutdown.
@@ -122,7 +169,7 @@ pub async fn run_with(
                     p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
                     _ = stop.cancelled() => return,
                 };
-                if tx.send((job, permit)).await.is_err() {
+                if tx.send((job, None, permit)).await.is_err() {
                     return;
                 }
             }
@@ -147,6 +194,15 @@ pub async fn run_with(
     let mut reload = reload;
 
     let mut jobs = JoinSet::new();
+    // Claimed files of the jobs this instance runs, so that the takeover
+    // scan does not mistake them for orphans.
+    let mut running: HashSet<PathBuf> = HashSet::new();
+    // Jobs other instances left running when they died are looked for
+    // periodically, not only at startup.
+    let takeover_every =
+        (cfg.takeover_interval_secs > 0).then(|| Duration::from_secs(cfg.takeover_interval_secs));
+    let mut takeover = tokio::time::interval(takeover_every.unwrap_or(Duration::from_secs(3600)));
+    takeover.tick().await;
     let mut tick = tokio::time::interval(health.beat_every());
     let mut reaper = tokio::time::interval(Duration::from_secs(5));
     // Ended jobs: secrets redacted (if a crash came between the final
@@ -164,14 +220,23 @@ pub async fn run_with(
                 supervisor.ready();
             }
             claimed = rx.recv() => {
-                let Some((path, permit)) = claimed else { break };
-                let ctx = ctx.clone();
-                jobs.spawn(async move {
-                    let _permit = permit;
-                    run_job(&ctx, &path).await
-                });
+                let Some((path, lock, permit)) = claimed else { break };
+                if running.insert(path.clone()) {
+                    spawn_job(&mut jobs, &ctx, path, lock, permit);
+                }
             }
-            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                if let Ok(path) = done {
+                    running.remove(&path);
+                }
+            }
+            _ = takeover.tick(), if takeover_every.is_some() => {
+                for (path, lock, permit) in orphans(&cfg.checked, &running, &permits) {
+                    info!(job_file = %path.display(), "taking over a job whose instance is gone");
+                    running.insert(path.clone());
+                    spawn_job(&mut jobs, &ctx, path, Some(lock), permit);
+                }
+            }
             _ = tick.tick() => {
                 health.beat(Loop::Scheduler);
                 health.jobs_running.store(jobs.len(), Ordering::Relaxed);
@@ -236,7 +301,10 @@ pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
     let ctx = make_ctx(config, Arc::new(Health::default()));
     let cfg = ctx.config();
     crate::housekeeping::sweep(&cfg.checked, cfg.retention_days);
-    let mut todo = unfinished_jobs(&cfg.checked);
+    let mut todo: Vec<(PathBuf, Option<std::fs::File>)> = unfinished_jobs(&cfg.checked)
+        .into_iter()
+        .map(|p| (p, None))
+        .collect();
     let mut candidates = intake::scan(&cfg.inbox);
     let mut rounds = 0;
     while !candidates.is_empty() && rounds < 100 {
@@ -250,7 +318,7 @@ pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
             if fresh {
                 unsettled.push(path);
             } else if let Some(claimed) = intake::claim(&path, &cfg.checked)? {
-                todo.push(claimed);
+                todo.push((claimed.path, Some(claimed.lock)));
             }
         }
         if unsettled.is_empty() {
@@ -262,13 +330,13 @@ pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
     }
     let permits = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
     let mut set = JoinSet::new();
-    for path in todo {
+    for (path, lock) in todo {
         let ctx = ctx.clone();
         let permit = permits.clone().acquire_owned().await?;
         set.spawn(async move {
             let _permit = permit;
             let name = JobPaths::for_claimed(&path).name;
-            (name, run_job(&ctx, &path).await)
+            (name, run_job(&ctx, &path, lock).await)
         });
     }
     let mut results = Vec::new();

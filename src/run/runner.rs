@@ -72,32 +72,33 @@ fn backoff(cfg: &Config, attempt: u32) -> Duration {
     Duration::from_millis(jittered as u64)
 }
 
-fn read_job(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the job file: {e}"))?;
+/// Reads the job through the handle that holds its lock: on Windows a lock
+/// keeps every other handle, ours included, from reading the file.
+fn read_job(mut file: &std::fs::File, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek};
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read the job file: {e}"))?;
     if meta.len() > cap {
         return Err(format!(
             "the job file is {} bytes, over the limit of {cap} bytes (max_job_bytes)",
             meta.len()
         ));
     }
-    std::fs::read(path).map_err(|e| format!("cannot read the job file: {e}"))
-}
-
-/// An exclusive advisory lock on the claimed job file, or `None` if another process holds it.
-fn lock_job(job_file: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let f = std::fs::File::open(job_file)?;
-    match f.try_lock() {
-        Ok(()) => Ok(Some(f)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
-    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.take(cap + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read the job file: {e}"))?;
+    Ok(bytes)
 }
 
 /// Runs the job whose file is already in `checked/`. Returns its state;
-/// `Running` means interrupted. A job that ends has its inline secrets
-/// redacted from the claimed file.
-pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
-    let state = run_claimed(ctx, job_file).await;
+/// `Running` means interrupted. `lock` is the job's lock when the caller
+/// holds it already (intake takes it before the claim); else it is taken
+/// here, and a job locked by another instance is left alone. A job that
+/// ends has its inline secrets redacted from the claimed file.
+pub async fn run_job(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) -> JobState {
+    let state = run_claimed(ctx, job_file, lock).await;
     if state.is_final() {
         let file = job_file.to_path_buf();
         let redacted =
@@ -110,13 +111,17 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path) -> JobState {
     state
 }
 
-async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
+async fn run_claimed(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) -> JobState {
     let paths = JobPaths::for_claimed(job_file);
     let job_name = paths.name.clone();
 
-    // Instances sharing `checked/` all see an interrupted job at startup;
-    // the lock lets exactly one of them resume it. Held until this returns.
-    let _lock = match lock_job(job_file) {
+    // Instances sharing `checked/` all see an interrupted job; the lock
+    // lets exactly one of them run it. Held until this returns.
+    let locked = match lock {
+        Some(l) => Ok(Some(l)),
+        None => crate::intake::lock(job_file),
+    };
+    let lock = match locked {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             info!(job = %job_name, "job is being run by another instance; leaving it");
@@ -144,7 +149,7 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path) -> JobState {
     }
 
     let config = ctx.config();
-    let parsed = read_job(job_file, config.max_job_bytes)
+    let parsed = read_job(&lock, config.max_job_bytes)
         .map_err(|e| vec![e])
         .and_then(|bytes| job::parse(&bytes, &config));
     let job = match parsed {
