@@ -91,6 +91,55 @@ pub struct Config {
     /// died (their lock is free, their receipt not final); such a job is
     /// taken over and finished from its journal. 0: only at startup.
     pub takeover_interval_secs: u64,
+    /// Jobs from NATS JetStream as well as from the inbox; null: inbox only.
+    pub nats: Option<NatsConfig>,
+}
+
+/// A NATS JetStream work queue as a second intake: a durable pull consumer
+/// whose messages are jobs (the same JSON as a job file).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated, e.g. `nats://nats1:4222,nats://nats2:4222`.
+    pub url: String,
+    /// The stream holding the jobs; created (work-queue retention) if missing.
+    #[serde(default = "default_nats_stream")]
+    pub stream: String,
+    /// The subject jobs are published to.
+    #[serde(default = "default_nats_subject")]
+    pub subject: String,
+    /// The durable consumer every instance shares.
+    #[serde(default = "default_nats_durable")]
+    pub durable: String,
+    /// Receipts are published to `<receipts_subject>.<job>`.
+    #[serde(default = "default_nats_receipts")]
+    pub receipts_subject: String,
+    /// A `.creds` file (JWT and NKey) to authenticate with.
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// A file whose first line is the token to authenticate with.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Seconds before an unacknowledged job is redelivered; a running job
+    /// sends in-progress acks every third of it.
+    #[serde(default = "default_nats_ack_wait")]
+    pub ack_wait_secs: u64,
+}
+
+fn default_nats_stream() -> String {
+    "FTPDROP_JOBS".into()
+}
+fn default_nats_subject() -> String {
+    "ftpdrop.jobs".into()
+}
+fn default_nats_durable() -> String {
+    "ftpdrop".into()
+}
+fn default_nats_receipts() -> String {
+    "ftpdrop.receipts".into()
+}
+fn default_nats_ack_wait() -> u64 {
+    60
 }
 
 /// Rotating log files (tracing-appender).
@@ -205,6 +254,7 @@ impl Default for Config {
             retention_days: 0,
             log: LogConfig::default(),
             takeover_interval_secs: 5,
+            nats: None,
         }
     }
 }
@@ -393,6 +443,17 @@ impl Config {
             bail!("timeouts must be at least 1 second");
         }
         self.local_roots()?;
+        if let Some(n) = &self.nats {
+            if n.url.trim().is_empty() {
+                bail!("nats.url is empty");
+            }
+            if n.creds_file.is_some() && n.token_file.is_some() {
+                bail!("nats: give only one of creds_file, token_file");
+            }
+            if n.ack_wait_secs < 3 {
+                bail!("nats.ack_wait_secs must be at least 3");
+            }
+        }
         let hosts = self.host_rules()?;
         for (name, def) in &self.servers {
             if def.host.is_empty() {

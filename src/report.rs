@@ -128,6 +128,10 @@ pub struct Receipt {
     /// Why the job is invalid, one line per problem, naming the field.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Another worker may have published some entries already (a NATS job
+    /// delivered again): each entry first checks the server for its file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settle_published: bool,
     #[serde(default)]
     pub entries: Vec<EntryReport>,
 }
@@ -147,6 +151,7 @@ impl Receipt {
             updated_at: t,
             finished_at: None,
             problems: Vec::new(),
+            settle_published: false,
             entries: Vec::new(),
         }
     }

@@ -71,9 +71,18 @@ pub fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     }
 }
 
-/// A job for the scheduler: its claimed file, its lock if the sender holds
-/// it already, and the job permit it runs under.
-pub type Work = (PathBuf, Option<std::fs::File>, OwnedSemaphorePermit);
+/// A job for the scheduler.
+pub struct Work {
+    /// The claimed job file in `checked/`.
+    pub path: PathBuf,
+    /// Its lock, when the intake holds it already.
+    pub lock: Option<std::fs::File>,
+    /// The job permit it runs under.
+    pub permit: OwnedSemaphorePermit,
+    /// Told the job's state when it ends (or is interrupted: `running`), for
+    /// an intake that must answer its source (the NATS ack).
+    pub done: Option<tokio::sync::oneshot::Sender<crate::report::JobState>>,
+}
 
 /// A claimed job: its file in `checked/`, and the lock on it.
 #[derive(Debug)]
@@ -317,11 +326,13 @@ impl Intake {
                 match claim(&path, &self.checked) {
                     Ok(Some(claimed)) => {
                         info!(job_file = %claimed.path.display(), "claimed job");
-                        if out
-                            .send((claimed.path, Some(claimed.lock), permit))
-                            .await
-                            .is_err()
-                        {
+                        let work = Work {
+                            path: claimed.path,
+                            lock: Some(claimed.lock),
+                            permit,
+                            done: None,
+                        };
+                        if out.send(work).await.is_err() {
                             return;
                         }
                     }

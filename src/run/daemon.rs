@@ -66,18 +66,15 @@ impl Default for Options {
     }
 }
 
-fn spawn_job(
-    jobs: &mut JoinSet<PathBuf>,
-    ctx: &Arc<Ctx>,
-    path: PathBuf,
-    lock: Option<std::fs::File>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+fn spawn_job(jobs: &mut JoinSet<PathBuf>, ctx: &Arc<Ctx>, work: intake::Work) {
     let ctx = ctx.clone();
     jobs.spawn(async move {
-        let _permit = permit;
-        run_job(&ctx, &path, lock).await;
-        path
+        let _permit = work.permit;
+        let state = run_job(&ctx, &work.path, work.lock).await;
+        if let Some(done) = work.done {
+            let _ = done.send(state);
+        }
+        work.path
     });
 }
 
@@ -169,7 +166,13 @@ pub async fn run_with(
                     p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
                     _ = stop.cancelled() => return,
                 };
-                if tx.send((job, None, permit)).await.is_err() {
+                let work = intake::Work {
+                    path: job,
+                    lock: None,
+                    permit,
+                    done: None,
+                };
+                if tx.send(work).await.is_err() {
                     return;
                 }
             }
@@ -184,6 +187,14 @@ pub async fn run_with(
         health: health.clone(),
         watching: Some(watching_tx),
     };
+    let nats_task = cfg.nats.clone().map(|n| {
+        let nats = intake::nats::NatsIntake {
+            config: n,
+            checked: cfg.checked.clone(),
+            health: health.clone(),
+        };
+        tokio::spawn(nats.run(tx.clone(), permits.clone(), stop_intake.clone()))
+    });
     let intake_task = tokio::spawn(intake.run(tx, permits.clone(), stop_intake.clone()));
 
     health.beat(Loop::Scheduler);
@@ -220,9 +231,11 @@ pub async fn run_with(
                 supervisor.ready();
             }
             claimed = rx.recv() => {
-                let Some((path, lock, permit)) = claimed else { break };
-                if running.insert(path.clone()) {
-                    spawn_job(&mut jobs, &ctx, path, lock, permit);
+                let Some(work) = claimed else { break };
+                if running.insert(work.path.clone()) {
+                    spawn_job(&mut jobs, &ctx, work);
+                } else if let Some(done) = work.done {
+                    let _ = done.send(JobState::Running);
                 }
             }
             Some(done) = jobs.join_next(), if !jobs.is_empty() => {
@@ -234,7 +247,8 @@ pub async fn run_with(
                 for (path, lock, permit) in orphans(&cfg.checked, &running, &permits) {
                     info!(job_file = %path.display(), "taking over a job whose instance is gone");
                     running.insert(path.clone());
-                    spawn_job(&mut jobs, &ctx, path, Some(lock), permit);
+                    let work = intake::Work { path, lock: Some(lock), permit, done: None };
+                    spawn_job(&mut jobs, &ctx, work);
                 }
             }
             _ = tick.tick() => {
@@ -289,6 +303,10 @@ pub async fn run_with(
         })
         .await;
         jobs.abort_all();
+    }
+    if let Some(t) = nats_task {
+        // It answers every message whose job ended (or was cut off) above.
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
     ctx.pool.close_all().await;
     info!("stopped");

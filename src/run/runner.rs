@@ -178,8 +178,21 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) ->
     if let Some(old) = recovered {
         if old.entries.len() == receipt.entries.len() {
             receipt.claimed_at = old.claimed_at;
+            receipt.settle_published = old.settle_published;
             receipt.entries = old.entries;
             info!(job = %job_name, "resuming interrupted job");
+        } else if old.entries.is_empty() {
+            // Written by an intake before the job ran (NATS): its identity
+            // and whether another worker may have published entries already.
+            receipt.claimed_at = old.claimed_at;
+            receipt.settle_published = old.settle_published;
+            if receipt.settle_published {
+                // Each entry first looks for its file on the server (by
+                // size), as after a crash between rename and receipt.
+                for e in &mut receipt.entries {
+                    e.publishing = true;
+                }
+            }
         }
     }
     // The run's identity, kept across restarts by the receipt: temp file
@@ -249,7 +262,8 @@ async fn run_entry(
     let mut rep = report.entry(entry.index);
     let mut memory = Memory {
         source: rep.source,
-        may_have_temp: rep.attempts > 0,
+        // A job another worker began (NATS redelivery) may have its temp file.
+        may_have_temp: rep.attempts > 0 || rep.publishing,
         publishing: rep.publishing,
         no_resume: false,
         segmented: rep.segmented,
