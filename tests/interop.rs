@@ -1789,6 +1789,89 @@ async fn connection_limit_is_back_pressure() {
     finish(vec![failure]);
 }
 
+/// Issue 12: two instances, each allowed 4 connections, against vsftpd with
+/// `max_per_ip=2`: the server sees the sum, and the adaptive handling of 421
+/// keeps both instances working until every file is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_a_server_that_allows_two() {
+    let Some(env) = require_servers(
+        "two_instances_share_a_server_that_allows_two",
+        &["vsftpd-limited"],
+    ) else {
+        return;
+    };
+    let t = Target::from_env(env, "VSFTPDLIMITED", "vsftpd-limited");
+    let failure = scenario(
+        "Connection limits",
+        "two instances × 4 connections, max_per_ip=2",
+        "vsftpd-limited",
+        async {
+            let w = Work::new();
+            let (rel, disk) = t.dir("two-instances");
+            let mut runs = Vec::new();
+            let mut bodies = Vec::new();
+            for n in 0..2 {
+                let base = w.dir.path().join(format!("instance{n}"));
+                std::fs::create_dir_all(base.join("files")).unwrap();
+                let entries: Vec<Value> = (0..16u64)
+                    .map(|i| {
+                        let body =
+                            support::random_bytes((4 << 20) + i as usize * 31, 900 + n * 100 + i);
+                        let e = t.entry(&w.local(&format!("two/{n}-{i}.bin"), &body), &rel);
+                        bodies.push((format!("{n}-{i}.bin"), body));
+                        e
+                    })
+                    .collect();
+                std::fs::write(
+                    base.join("files/job.json"),
+                    serde_json::to_vec(&entries).unwrap(),
+                )
+                .unwrap();
+                let cfg = json!({
+                    "inbox": base.join("files"), "checked": base.join("checked"), "settle_ms": 0,
+                    "max_connections": 4, "max_connections_per_server": 4,
+                    "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 1000},
+                });
+                std::fs::write(base.join("config.json"), cfg.to_string()).unwrap();
+                runs.push(
+                    tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+                        .args([
+                            "once",
+                            "--config",
+                            base.join("config.json").to_str().unwrap(),
+                        ])
+                        .output(),
+                );
+            }
+            let (a, b) = tokio::join!(runs.remove(0), runs.remove(0));
+            let mut lowered = 0;
+            for (n, out) in [a, b].into_iter().enumerate() {
+                let out = out.map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                lowered += stderr.matches("lowering its limit").count();
+                ensure(out.status.success(), || {
+                    format!(
+                        "instance {n} did not finish every job: {}",
+                        String::from_utf8_lossy(&out.stdout)
+                    )
+                })?;
+            }
+            for (name, body) in &bodies {
+                same_bytes(&disk.join(name), body)?;
+            }
+            no_temp_files(&disk)?;
+            Ok(format!(
+                "2 × 16 × 4 MiB done; limits lowered {lowered} times"
+            ))
+        },
+    )
+    .await;
+    if failure.is_none() {
+        t.cleanup();
+    }
+    finish(vec![failure]);
+}
+
 /// pyftpdlib with one quirk (or a few) per login: see scripts/interop/quirky_ftpd.py.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quirks_are_detected_not_configured() {
