@@ -1208,7 +1208,7 @@ fn probe_verdict(t: &Target) -> Option<(bool, String)> {
     let server = format!("server={}", t.spec());
     log_text()
         .lines()
-        .filter(|l| l.contains(&server) && l.contains("ftpdrop::segment"))
+        .filter(|l| l.contains(&server) && l.contains("ftpdrop::upload::segment"))
         .find_map(|l| {
             if l.contains("go in segments") {
                 Some((true, String::new()))
