@@ -52,6 +52,10 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// Job files larger than this are rejected as invalid.
     pub max_job_bytes: u64,
+    /// A job file whose JSON stops mid-way (a producer writing it in pieces)
+    /// is left alone until it has stayed unchanged this long, in
+    /// milliseconds; then it is claimed and, if still cut short, invalid.
+    pub incomplete_grace_ms: u64,
     /// Retry policy for transient faults.
     pub retry: RetryConfig,
     /// On SIGTERM/SIGINT, how long in-flight uploads may run before they are cancelled.
@@ -185,12 +189,17 @@ pub enum Rotation {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// Attempts per entry, the first included.
+    /// Attempts per entry, the first included; 0: no count, only
+    /// `give_up_after_secs` ends the retries.
     pub max_attempts: u32,
     /// Backoff before the second attempt, milliseconds; doubles each time.
     pub initial_backoff_ms: u64,
     /// Upper bound of one backoff, milliseconds.
     pub max_backoff_ms: u64,
+    /// Transient faults are retried for this long (seconds, from the
+    /// entry's first attempt in this run) before the entry fails: a partner
+    /// server down for an hour still gets its files.
+    pub give_up_after_secs: u64,
 }
 
 /// A server defined once in the config and named by jobs.
@@ -241,6 +250,7 @@ impl Default for Config {
             settle_ms: 300,
             sweep_interval_ms: 3000,
             max_job_bytes: 16 * 1024 * 1024,
+            incomplete_grace_ms: 10_000,
             retry: RetryConfig::default(),
             shutdown_grace_secs: 30,
             idle_session_secs: 60,
@@ -262,9 +272,10 @@ impl Default for Config {
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: 5,
+            max_attempts: 0,
             initial_backoff_ms: 500,
-            max_backoff_ms: 30_000,
+            max_backoff_ms: 300_000,
+            give_up_after_secs: 86_400,
         }
     }
 }
@@ -433,8 +444,8 @@ impl Config {
         if self.max_concurrent_jobs == 0 {
             bail!("max_concurrent_jobs must be at least 1");
         }
-        if self.retry.max_attempts == 0 {
-            bail!("retry.max_attempts must be at least 1");
+        if self.retry.give_up_after_secs == 0 {
+            bail!("retry.give_up_after_secs must be at least 1");
         }
         if self.connect_timeout_secs == 0
             || self.command_timeout_secs == 0

@@ -92,6 +92,10 @@ pub struct EntryReport {
     /// Connections the upload used when it went in segments (absent for one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<usize>,
+    /// While the entry waits to retry: when the next attempt starts (`error`
+    /// is the last error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 impl EntryReport {
@@ -112,6 +116,7 @@ impl EntryReport {
             publishing: false,
             segmented: false,
             segments: None,
+            next_attempt_at: None,
         }
     }
 }

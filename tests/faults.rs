@@ -1455,3 +1455,167 @@ async fn refused_resume_starts_over_instead_of_failing() {
     support::assert_same_file(&local, srv.path("nr/noresume.bin"));
     srv.assert_no_temp_files();
 }
+
+/// Issue 10: a server that is down for longer than a few attempts still
+/// gets its files (retries run until `give_up_after_secs`, not for a small
+/// count), and while the entry waits its receipt says when the next attempt
+/// is and what the last error was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_for_many_attempts_still_gets_its_file() {
+    let srv = FtpServer::start().await;
+    let proxy = FaultProxy::start(srv.addr).await;
+    proxy.refuse_connections(true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = support::daemon_config(dir.path());
+    cfg.retry = Config::default().retry;
+    cfg.retry.initial_backoff_ms = 50;
+    cfg.retry.max_backoff_ms = 200;
+    let local = dir.path().join("data/late.txt");
+    support::write_file(&local, b"arrives late");
+    let d = Daemon::start(&cfg);
+    drop_job(&cfg.inbox, "late", &json!([entry(proxy.addr, &srv, &local, "late")]));
+    let mut waiting = None;
+    let seen = support::wait_until(Duration::from_secs(30), || {
+        waiting = support::receipt_now(&cfg.checked, "late")
+            .filter(|r| r.entries[0].attempts >= 12 && r.entries[0].next_attempt_at.is_some());
+        waiting.is_some()
+    })
+    .await;
+    assert!(seen, "no waiting entry with next_attempt_at after 12 attempts");
+    let w = waiting.unwrap();
+    assert_eq!(w.state, JobState::Running);
+    assert!(w.entries[0].error.is_some(), "{w:#?}");
+    proxy.refuse_connections(false);
+    let r = wait_receipt(&cfg.checked, "late", Duration::from_secs(30)).await;
+    d.stop().await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert!(r.entries[0].next_attempt_at.is_none());
+    assert_eq!(std::fs::read(srv.path("late/late.txt")).unwrap(), b"arrives late");
+}
+
+/// Issue 10: `retry.give_up_after_secs` ends the retries of a server that
+/// never comes back, saying how long they ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn give_up_after_secs_ends_the_retries() {
+    let srv = FtpServer::start().await;
+    let proxy = FaultProxy::start(srv.addr).await;
+    proxy.refuse_connections(true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = support::daemon_config(dir.path());
+    cfg.retry.max_attempts = 0;
+    cfg.retry.give_up_after_secs = 2;
+    let local = dir.path().join("data/never.txt");
+    support::write_file(&local, b"x");
+    let d = Daemon::start(&cfg);
+    let started = Instant::now();
+    drop_job(&cfg.inbox, "never", &json!([entry(proxy.addr, &srv, &local, "n")]));
+    let r = wait_receipt(&cfg.checked, "never", Duration::from_secs(30)).await;
+    d.stop().await;
+    assert_eq!(r.state, JobState::Failed);
+    let err = r.entries[0].error.clone().unwrap();
+    assert!(err.starts_with("gave up after") && err.contains(" in "), "{err}");
+    assert!(r.entries[0].attempts > 3, "{}", r.entries[0].attempts);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Issue 10: a server that answers "not implemented" (502) to resuming
+/// gets the file again from byte 0, instead of failing the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_implemented_resume_starts_over() {
+    const SIZE: u64 = 8 * MIB;
+    let srv = FtpServer::start().await;
+    let cutter = FaultProxy::start(srv.addr).await;
+    let refuser = ReplyProxy::start(cutter.addr).await;
+    refuser.inject("REST", "", "502 Command 'REST' not implemented", 5);
+    refuser.inject_after("APPE", "", "502 Command 'APPE' not implemented", 1, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::daemon_config(dir.path());
+    let local = dir.path().join("data/noappe.bin");
+    support::write_random_file(&local, SIZE, 12);
+    cutter.cut_data_after(3 * MIB, 1);
+    let d = Daemon::start(&cfg);
+    drop_job(&cfg.inbox, "noappe", &json!([entry(refuser.addr, &srv, &local, "na")]));
+    let r = wait_receipt(&cfg.checked, "noappe", Duration::from_secs(60)).await;
+    d.stop().await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert_eq!(r.entries[0].attempts, 3, "cut, resume not implemented, fresh upload");
+    support::assert_same_file(&local, srv.path("na/noappe.bin"));
+    srv.assert_no_temp_files();
+}
+
+/// Issue 10: an entry that ends failed deletes its temp file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_entry_leaves_no_temp_file() {
+    let srv = FtpServer::start().await;
+    let proxy = FaultProxy::start(srv.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = support::daemon_config(dir.path());
+    cfg.retry.max_attempts = 2;
+    let local = dir.path().join("data/cut.bin");
+    support::write_random_file(&local, 4 * MIB, 13);
+    proxy.cut_data_after(MIB, 10);
+    let d = Daemon::start(&cfg);
+    drop_job(&cfg.inbox, "cut", &json!([entry(proxy.addr, &srv, &local, "cut")]));
+    let r = wait_receipt(&cfg.checked, "cut", Duration::from_secs(60)).await;
+    d.stop().await;
+    assert_eq!(r.state, JobState::Failed, "{r:#?}");
+    assert!(
+        srv.files().iter().all(|f| !f.contains(".ftpdrop-")),
+        "temp file left: {:?}",
+        srv.files()
+    );
+}
+
+/// Issue 10: a job saved as `NAME.JSON` (Windows) is a job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upper_case_json_is_a_job() {
+    let srv = FtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::daemon_config(dir.path());
+    let local = dir.path().join("data/u.txt");
+    support::write_file(&local, b"upper");
+    let d = Daemon::start(&cfg);
+    let tmp = cfg.inbox.join(".UPPER.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&json!([entry(srv.addr, &srv, &local, "u")])).unwrap()).unwrap();
+    std::fs::rename(&tmp, cfg.inbox.join("UPPER.JSON")).unwrap();
+    let r = wait_receipt(&cfg.checked, "UPPER", Duration::from_secs(30)).await;
+    d.stop().await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert_eq!(std::fs::read(srv.path("u/u.txt")).unwrap(), b"upper");
+}
+
+/// Issue 10: a producer that writes a job straight into the inbox in three
+/// pieces, 0.3 s apart (longer than the settle time): the job is not claimed
+/// half-written; it runs once it is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_written_in_pieces_is_not_claimed_half_written() {
+    use std::io::Write;
+    let srv = FtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::daemon_config(dir.path());
+    assert!(cfg.settle_ms < 300);
+    let local = dir.path().join("data/pieces.txt");
+    support::write_file(&local, b"pieces");
+    let d = Daemon::start(&cfg);
+    let text = serde_json::to_vec_pretty(&json!([entry(srv.addr, &srv, &local, "p")])).unwrap();
+    let third = text.len() / 3;
+    for (i, piece) in [&text[..third], &text[third..2 * third], &text[2 * third..]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(cfg.inbox.join("pieces.json"))
+            .unwrap();
+        f.write_all(piece).unwrap();
+        drop(f);
+        if i < 2 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let r = wait_receipt(&cfg.checked, "pieces", Duration::from_secs(30)).await;
+    d.stop().await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert_eq!(std::fs::read(srv.path("p/pieces.txt")).unwrap(), b"pieces");
+}

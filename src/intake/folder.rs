@@ -15,7 +15,7 @@
 
 use crate::report::Stamp;
 use crate::run::health::{Health, Loop};
-use notify::event::{ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,10 +28,14 @@ use tracing::{debug, info, warn};
 
 /// Is this a job file name, not a hidden, temporary or editor file?
 pub fn eligible(name: &str) -> bool {
-    !name.starts_with('.')
-        && !name.starts_with('~')
-        && name.ends_with(".json")
-        && name.len() > ".json".len()
+    !name.starts_with('.') && !name.starts_with('~') && json_stem(name).is_some_and(|s| !s.is_empty())
+}
+
+/// The name without its `.json`, in any case (`REPORT.JSON` from Windows).
+pub fn json_stem(name: &str) -> Option<&str> {
+    let cut = name.len().checked_sub(".json".len())?;
+    let (stem, ext) = (name.get(..cut)?, name.get(cut..)?);
+    ext.eq_ignore_ascii_case(".json").then_some(stem)
 }
 
 /// Job file names in `dir` (not recursive), oldest first.
@@ -106,7 +110,7 @@ pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let mut stem = name.strip_suffix(".json").unwrap_or(&name).to_string();
+    let mut stem = json_stem(&name).unwrap_or(&name).to_string();
     // `x.report.json` would be mistaken for a receipt in checked/.
     if stem.ends_with(".report") {
         stem.push_str("-job");
@@ -142,8 +146,27 @@ struct Pending {
     stamp: Stamp,
     /// When the stamp was last seen to change (or, for an old file, as if it had settled).
     since: Instant,
-    /// Arrived by rename: complete, no need to wait.
+    /// Arrived by rename, or its writer closed it: no need to wait.
     immediate: bool,
+    /// Its JSON ends before it is complete: a producer still writing in
+    /// pieces. It waits for the rest, up to the incomplete grace.
+    truncated: bool,
+}
+
+/// Does `path` hold JSON that stops in the middle (its writer is not done)?
+/// Malformed JSON is not truncated: that job is claimed and found invalid.
+fn truncated_json(path: &Path) -> bool {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(64 << 20).read_to_end(&mut bytes));
+    if read.is_err() {
+        return false;
+    }
+    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(e) => e.is_eof(),
+        Ok(_) => false,
+    }
 }
 
 pub struct Intake {
@@ -157,6 +180,11 @@ pub struct Intake {
     /// Fired after the first pass: what was waiting at startup is claimed,
     /// or waits for a job permit. The daemon is ready then.
     pub watching: Option<tokio::sync::oneshot::Sender<()>>,
+    /// How long a job file whose JSON stops mid-way may stay unchanged
+    /// before it is claimed anyway (and found invalid).
+    pub incomplete_grace: Duration,
+    /// Names already logged as ignored (see [`Intake::note_ignored`]).
+    pub ignored: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 enum Signal {
@@ -169,7 +197,11 @@ impl Intake {
         let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
             return;
         };
-        if path.parent() != Some(self.inbox.as_path()) || !eligible(&name) {
+        if path.parent() != Some(self.inbox.as_path()) {
+            return;
+        }
+        if !eligible(&name) {
+            self.note_ignored(&name);
             return;
         }
         let meta = match std::fs::metadata(path) {
@@ -187,6 +219,7 @@ impl Intake {
                 p.stamp = stamp;
                 p.since = Instant::now();
                 p.immediate |= immediate;
+                p.truncated = false;
             }
             None => {
                 // A file untouched for longer than the settle interval is already settled.
@@ -203,9 +236,28 @@ impl Intake {
                         stamp,
                         since,
                         immediate,
+                        truncated: false,
                     },
                 );
             }
+        }
+    }
+
+    /// Says once, at info, that a file that looks meant as a job is ignored
+    /// for its name (`job.json.txt`, `job.jsn`); producers' hidden and
+    /// temporary files are ignored silently, as they should be.
+    fn note_ignored(&self, name: &str) {
+        let quiet = name.starts_with('.')
+            || name.starts_with('~')
+            || [".tmp", ".part", ".swp"]
+                .iter()
+                .any(|s| name.to_ascii_lowercase().ends_with(s));
+        if quiet {
+            return;
+        }
+        let mut logged = self.ignored.lock().unwrap();
+        if logged.len() < 10_000 && logged.insert(name.to_string()) {
+            info!(file = %name, "ignoring a file in the inbox: job files must end in .json");
         }
     }
 
@@ -217,12 +269,25 @@ impl Intake {
             if !p.immediate && p.since.elapsed() < self.settle {
                 continue;
             }
+            if p.truncated && p.since.elapsed() < self.incomplete_grace {
+                continue;
+            }
             match std::fs::metadata(path) {
-                Ok(m) if Stamp::of(&m) == p.stamp => out.push((p.stamp.mtime_ns, path.clone())),
+                Ok(m) if Stamp::of(&m) == p.stamp => {
+                    if !p.truncated && truncated_json(path) {
+                        // Claimed now it would be invalid: wait for the rest.
+                        debug!(path = %path.display(), "job file ends mid-JSON; waiting for its writer");
+                        p.truncated = true;
+                        p.immediate = false;
+                        continue;
+                    }
+                    out.push((p.stamp.mtime_ns, path.clone()))
+                }
                 Ok(m) => {
                     p.stamp = Stamp::of(&m);
                     p.since = Instant::now();
                     p.immediate = false;
+                    p.truncated = false;
                 }
                 Err(_) => gone.push(path.clone()),
             }
@@ -239,7 +304,9 @@ impl Intake {
         pending
             .values()
             .map(|p| {
-                if p.immediate {
+                if p.truncated {
+                    p.since + self.incomplete_grace
+                } else if p.immediate {
                     Instant::now()
                 } else {
                     p.since + self.settle
@@ -262,9 +329,13 @@ impl Intake {
                 let signal = match res {
                     Ok(ev) if ev.need_rescan() => Signal::Rescan,
                     Ok(ev) => {
+                        // Complete: renamed in, or closed by its writer
+                        // (inotify's close-write; a writer in pieces is
+                        // caught by the truncated-JSON check).
                         let renamed_in = matches!(
                             ev.kind,
                             EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                                | EventKind::Access(AccessKind::Close(AccessMode::Write))
                         );
                         let paths = if matches!(
                             ev.kind,
@@ -299,6 +370,14 @@ impl Intake {
             if Instant::now() >= next_sweep {
                 for p in scan(&self.inbox) {
                     self.observe(&mut pending, &p, false);
+                }
+                if let Ok(rd) = std::fs::read_dir(&self.inbox) {
+                    for e in rd.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if !eligible(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
+                            self.note_ignored(&name);
+                        }
+                    }
                 }
                 next_sweep = Instant::now() + self.sweep;
             }
@@ -396,6 +475,10 @@ mod tests {
     #[test]
     fn names() {
         assert!(eligible("job.json"));
+        assert!(eligible("UPPER.JSON"));
+        assert!(eligible("Mixed.Json"));
+        assert!(!eligible(".JSON"));
+        assert!(!eligible("job.jsonx"));
         assert!(eligible("План.json"));
         assert!(!eligible(".job.json"));
         assert!(!eligible("~job.json"));
@@ -441,6 +524,8 @@ mod tests {
             sweep: Duration::from_secs(1),
             health: Arc::new(Health::default()),
             watching: None,
+            incomplete_grace: Duration::from_secs(10),
+            ignored: Default::default(),
         };
         let mut pending = HashMap::new();
         let (gone, stays) = (d.path().join("gone.json"), d.path().join("stays.json"));

@@ -186,6 +186,8 @@ pub async fn run_with(
         sweep: Duration::from_millis(cfg.sweep_interval_ms.max(50)),
         health: health.clone(),
         watching: Some(watching_tx),
+        incomplete_grace: Duration::from_millis(cfg.incomplete_grace_ms),
+        ignored: Default::default(),
     };
     let nats_task = cfg.nats.clone().map(|n| {
         let nats = intake::nats::NatsIntake {

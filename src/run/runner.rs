@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What every job task shares.
 pub struct Ctx {
@@ -36,6 +36,16 @@ pub struct Ctx {
     /// waiting to retry stop waiting (they hold nothing that needs a grace
     /// period); uploads under way get the grace period.
     pub stopping: CancellationToken,
+}
+
+/// How long a failed entry may spend deleting its temp file.
+const DISCARD_WITHIN: Duration = Duration::from_secs(20);
+
+/// The longest the next backoff can be (before jitter).
+fn backoff_ceiling(cfg: &Config, attempt: u32) -> Duration {
+    let base = cfg.retry.initial_backoff_ms.max(1) as f64;
+    let exp = base * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    Duration::from_millis(exp.min(cfg.retry.max_backoff_ms.max(1) as f64) as u64)
 }
 
 /// "Too many connections" retries are not counted, but not endless either.
@@ -279,6 +289,7 @@ async fn run_entry(
             return;
         }
         rep.attempts += 1;
+        rep.next_attempt_at = None;
         let attempt = rep.attempts;
         let work = async {
             let mut lease = ctx.pool.acquire(&entry.server).await?;
@@ -350,7 +361,10 @@ async fn run_entry(
                     }
                     FaultKind::Transient => {
                         counted += 1;
-                        counted >= config.retry.max_attempts
+                        let max = config.retry.max_attempts;
+                        (max > 0 && counted >= max)
+                            || started.elapsed() + backoff_ceiling(config, counted)
+                                > Duration::from_secs(config.retry.give_up_after_secs)
                     }
                 };
                 rep.error = Some(fault.message.clone());
@@ -358,9 +372,25 @@ async fn run_entry(
                     rep.state = EntryState::Failed;
                     if fault.kind != FaultKind::Permanent {
                         rep.error = Some(format!(
-                            "gave up after {attempt} attempts: {}",
+                            "gave up after {attempt} attempts in {}: {}",
+                            humantime::format_duration(Duration::from_secs(
+                                started.elapsed().as_secs()
+                            )),
                             fault.message
                         ));
+                    }
+                    if memory.may_have_temp {
+                        // An entry that ends failed leaves no temp file behind.
+                        let discard = transfer::discard_temp(&ctx.pool, run, entry);
+                        match tokio::time::timeout(DISCARD_WITHIN, discard).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                debug!(job = %job_name, entry = entry.index, error = %e, "cannot delete the temp file")
+                            }
+                            Err(_) => {
+                                debug!(job = %job_name, entry = entry.index, "no session to delete the temp file")
+                            }
+                        }
                     }
                     warn!(
                         job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
@@ -384,6 +414,10 @@ async fn run_entry(
                     "{job_name} entry {}: {}",
                     entry.index, fault.message
                 ));
+                rep.next_attempt_at = Some(
+                    humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
+                        .to_string(),
+                );
                 report.update(rep.clone());
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

@@ -204,7 +204,13 @@ pub async fn attempt(
     let (sha, sent_total) = match sent {
         Err(f) if offset > 0 && refused_resume(&f) => {
             memory.no_resume = true;
-            return Err(f.context("the server refused to resume; the next attempt starts over"));
+            let mut f = f.context("the server refused to resume; the next attempt starts over");
+            // "Not implemented" (500, 502, 504) to REST or APPE is a server
+            // without resume, not a refusal of the file: upload it again.
+            if matches!(f.code, Some(500 | 502 | 504)) {
+                f.kind = crate::fault::FaultKind::Transient;
+            }
+            return Err(f);
         }
         other => other?,
     };
@@ -292,6 +298,15 @@ async fn send(
         session.broken = true;
     }
     result
+}
+
+/// Deletes an entry's temp file (an entry that ends failed leaves nothing
+/// behind); a file that is not there is no error.
+pub async fn discard_temp(pool: &Arc<Pool>, run: &str, entry: &Entry) -> Result<(), Fault> {
+    let dir = normalize_dir(&entry.server_path);
+    let temp = join_remote(&dir, &temp_name(run, entry));
+    let mut lease = pool.acquire(&entry.server).await?;
+    lease.session().delete(&temp).await
 }
 
 /// A reply refusing REST, or STOR/APPE after it, as opposed to a broken connection.

@@ -183,6 +183,9 @@ pub fn daemon_config(base: &Path) -> ftpdrop::Config {
         sweep_interval_ms: 500,
         ..ftpdrop::Config::default()
     };
+    // A small count, so that tests of failures end quickly; the daemon's
+    // default retries until `give_up_after_secs`.
+    cfg.retry.max_attempts = 5;
     cfg.retry.initial_backoff_ms = 50;
     cfg.retry.max_backoff_ms = 200;
     std::fs::create_dir_all(&cfg.inbox).unwrap();
