@@ -1178,14 +1178,18 @@ async fn job_file_vanishing_before_claim_does_not_stop_intake() {
     support::write_file(&local, b"v");
     let d = Daemon::start(&cfg);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Written in place (not renamed): it waits out the settle time, and vanishes during it.
-    std::fs::write(
-        cfg.inbox.join("gone.json"),
-        serde_json::to_vec(&json!([entry(srv.addr, &srv, &local, "gone")])).unwrap(),
-    )
-    .unwrap();
+    // Written in place and still open (no close-write yet): it waits out the
+    // settle time, and vanishes during it.
+    let writer = {
+        use std::io::Write;
+        let mut f = std::fs::File::create(cfg.inbox.join("gone.json")).unwrap();
+        f.write_all(&serde_json::to_vec(&json!([entry(srv.addr, &srv, &local, "gone")])).unwrap())
+            .unwrap();
+        f
+    };
     tokio::time::sleep(Duration::from_millis(150)).await;
     std::fs::remove_file(cfg.inbox.join("gone.json")).unwrap();
+    drop(writer);
     drop_job(
         &cfg.inbox,
         "next",
@@ -1473,7 +1477,11 @@ async fn a_server_down_for_many_attempts_still_gets_its_file() {
     let local = dir.path().join("data/late.txt");
     support::write_file(&local, b"arrives late");
     let d = Daemon::start(&cfg);
-    drop_job(&cfg.inbox, "late", &json!([entry(proxy.addr, &srv, &local, "late")]));
+    drop_job(
+        &cfg.inbox,
+        "late",
+        &json!([entry(proxy.addr, &srv, &local, "late")]),
+    );
     let mut waiting = None;
     let seen = support::wait_until(Duration::from_secs(30), || {
         waiting = support::receipt_now(&cfg.checked, "late")
@@ -1481,7 +1489,10 @@ async fn a_server_down_for_many_attempts_still_gets_its_file() {
         waiting.is_some()
     })
     .await;
-    assert!(seen, "no waiting entry with next_attempt_at after 12 attempts");
+    assert!(
+        seen,
+        "no waiting entry with next_attempt_at after 12 attempts"
+    );
     let w = waiting.unwrap();
     assert_eq!(w.state, JobState::Running);
     assert!(w.entries[0].error.is_some(), "{w:#?}");
@@ -1490,7 +1501,10 @@ async fn a_server_down_for_many_attempts_still_gets_its_file() {
     d.stop().await;
     assert_eq!(r.state, JobState::Done, "{r:#?}");
     assert!(r.entries[0].next_attempt_at.is_none());
-    assert_eq!(std::fs::read(srv.path("late/late.txt")).unwrap(), b"arrives late");
+    assert_eq!(
+        std::fs::read(srv.path("late/late.txt")).unwrap(),
+        b"arrives late"
+    );
 }
 
 /// Issue 10: `retry.give_up_after_secs` ends the retries of a server that
@@ -1508,12 +1522,19 @@ async fn give_up_after_secs_ends_the_retries() {
     support::write_file(&local, b"x");
     let d = Daemon::start(&cfg);
     let started = Instant::now();
-    drop_job(&cfg.inbox, "never", &json!([entry(proxy.addr, &srv, &local, "n")]));
+    drop_job(
+        &cfg.inbox,
+        "never",
+        &json!([entry(proxy.addr, &srv, &local, "n")]),
+    );
     let r = wait_receipt(&cfg.checked, "never", Duration::from_secs(30)).await;
     d.stop().await;
     assert_eq!(r.state, JobState::Failed);
     let err = r.entries[0].error.clone().unwrap();
-    assert!(err.starts_with("gave up after") && err.contains(" in "), "{err}");
+    assert!(
+        err.starts_with("gave up after") && err.contains(" in "),
+        "{err}"
+    );
     assert!(r.entries[0].attempts > 3, "{}", r.entries[0].attempts);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -1527,18 +1548,27 @@ async fn not_implemented_resume_starts_over() {
     let cutter = FaultProxy::start(srv.addr).await;
     let refuser = ReplyProxy::start(cutter.addr).await;
     refuser.inject("REST", "", "502 Command 'REST' not implemented", 5);
-    refuser.inject_after("APPE", "", "502 Command 'APPE' not implemented", 1, 1);
+    // Twice: ftpdrop takes a 502 after EPSV for a refused EPSV and tries
+    // once more over PASV.
+    refuser.inject_after("APPE", "", "502 Command 'APPE' not implemented", 1, 2);
     let dir = tempfile::tempdir().unwrap();
     let cfg = support::daemon_config(dir.path());
     let local = dir.path().join("data/noappe.bin");
     support::write_random_file(&local, SIZE, 12);
     cutter.cut_data_after(3 * MIB, 1);
     let d = Daemon::start(&cfg);
-    drop_job(&cfg.inbox, "noappe", &json!([entry(refuser.addr, &srv, &local, "na")]));
+    drop_job(
+        &cfg.inbox,
+        "noappe",
+        &json!([entry(refuser.addr, &srv, &local, "na")]),
+    );
     let r = wait_receipt(&cfg.checked, "noappe", Duration::from_secs(60)).await;
     d.stop().await;
     assert_eq!(r.state, JobState::Done, "{r:#?}");
-    assert_eq!(r.entries[0].attempts, 3, "cut, resume not implemented, fresh upload");
+    assert_eq!(
+        r.entries[0].attempts, 3,
+        "cut, resume not implemented, fresh upload"
+    );
     support::assert_same_file(&local, srv.path("na/noappe.bin"));
     srv.assert_no_temp_files();
 }
@@ -1555,7 +1585,11 @@ async fn a_failed_entry_leaves_no_temp_file() {
     support::write_random_file(&local, 4 * MIB, 13);
     proxy.cut_data_after(MIB, 10);
     let d = Daemon::start(&cfg);
-    drop_job(&cfg.inbox, "cut", &json!([entry(proxy.addr, &srv, &local, "cut")]));
+    drop_job(
+        &cfg.inbox,
+        "cut",
+        &json!([entry(proxy.addr, &srv, &local, "cut")]),
+    );
     let r = wait_receipt(&cfg.checked, "cut", Duration::from_secs(60)).await;
     d.stop().await;
     assert_eq!(r.state, JobState::Failed, "{r:#?}");
@@ -1576,7 +1610,11 @@ async fn upper_case_json_is_a_job() {
     support::write_file(&local, b"upper");
     let d = Daemon::start(&cfg);
     let tmp = cfg.inbox.join(".UPPER.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&json!([entry(srv.addr, &srv, &local, "u")])).unwrap()).unwrap();
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&json!([entry(srv.addr, &srv, &local, "u")])).unwrap(),
+    )
+    .unwrap();
     std::fs::rename(&tmp, cfg.inbox.join("UPPER.JSON")).unwrap();
     let r = wait_receipt(&cfg.checked, "UPPER", Duration::from_secs(30)).await;
     d.stop().await;

@@ -28,7 +28,9 @@ use tracing::{debug, info, warn};
 
 /// Is this a job file name, not a hidden, temporary or editor file?
 pub fn eligible(name: &str) -> bool {
-    !name.starts_with('.') && !name.starts_with('~') && json_stem(name).is_some_and(|s| !s.is_empty())
+    !name.starts_with('.')
+        && !name.starts_with('~')
+        && json_stem(name).is_some_and(|s| !s.is_empty())
 }
 
 /// The name without its `.json`, in any case (`REPORT.JSON` from Windows).
