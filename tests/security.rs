@@ -291,6 +291,14 @@ async fn secrets_stay_owner_only_and_leave_ended_jobs() {
     assert_eq!(r.state, JobState::Done);
 
     let claimed = d.checked.join("good.json");
+    // Redacted right after the final receipt is on disk (in that order: a
+    // crash between the two must still find the password to finish the job).
+    assert!(
+        support::wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&claimed).is_ok_and(|t| t.contains(ftpdrop::job::REDACTED))
+        })
+        .await
+    );
     let text = std::fs::read_to_string(&claimed).unwrap();
     assert!(!text.contains(&srv.password), "{text}");
     assert!(text.contains(ftpdrop::job::REDACTED), "{text}");
