@@ -1657,3 +1657,58 @@ async fn a_job_written_in_pieces_is_not_claimed_half_written() {
     assert_eq!(r.state, JobState::Done, "{r:#?}");
     assert_eq!(std::fs::read(srv.path("p/pieces.txt")).unwrap(), b"pieces");
 }
+
+/// Issue 10: jobs whose entries only wait for a dead server hold no job
+/// slot: with `max_concurrent_jobs` jobs pointed at a dead server, one more
+/// job for a live server finishes in seconds, and the dead server's jobs
+/// finish once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_for_a_dead_server_hold_no_job_slot() {
+    let srv = FtpServer::start().await;
+    let dead = FaultProxy::start(srv.addr).await;
+    dead.refuse_connections(true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = support::daemon_config(dir.path());
+    cfg.max_concurrent_jobs = 2;
+    cfg.retry.max_attempts = 0;
+    cfg.retry.initial_backoff_ms = 1000;
+    cfg.retry.max_backoff_ms = 1000;
+    let local = dir.path().join("data/s.txt");
+    support::write_file(&local, b"slot");
+    let d = Daemon::start(&cfg);
+    for name in ["dead1", "dead2"] {
+        drop_job(
+            &cfg.inbox,
+            name,
+            &json!([entry(dead.addr, &srv, &local, name)]),
+        );
+    }
+    assert!(
+        support::wait_until(Duration::from_secs(20), || {
+            ["dead1", "dead2"]
+                .iter()
+                .all(|j| receipt_now(&cfg.checked, j).is_some_and(|r| r.entries[0].attempts >= 1))
+        })
+        .await,
+        "the dead server's jobs did not start"
+    );
+    let started = Instant::now();
+    drop_job(
+        &cfg.inbox,
+        "live",
+        &json!([entry(srv.addr, &srv, &local, "live")]),
+    );
+    let r = wait_receipt(&cfg.checked, "live", Duration::from_secs(30)).await;
+    assert_eq!(r.state, JobState::Done);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the live job waited {:?} for a job slot",
+        started.elapsed()
+    );
+    dead.refuse_connections(false);
+    for name in ["dead1", "dead2"] {
+        let r = wait_receipt(&cfg.checked, name, Duration::from_secs(30)).await;
+        assert_eq!(r.state, JobState::Done, "{r:#?}");
+    }
+    d.stop().await;
+}

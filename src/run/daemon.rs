@@ -13,6 +13,7 @@ use crate::intake::{self, Intake};
 use crate::pool::Pool;
 use crate::report::{JobPaths, JobState, Receipt};
 use crate::run::health::{Health, Loop};
+use crate::run::slot::JobSlot;
 use crate::runner::{run_job, Ctx};
 use crate::service::{Supervisor, Unsupervised};
 use anyhow::Result;
@@ -66,11 +67,17 @@ impl Default for Options {
     }
 }
 
-fn spawn_job(jobs: &mut JoinSet<PathBuf>, ctx: &Arc<Ctx>, work: intake::Work) {
+fn spawn_job(
+    jobs: &mut JoinSet<PathBuf>,
+    ctx: &Arc<Ctx>,
+    permits: &Arc<Semaphore>,
+    work: intake::Work,
+) {
     let ctx = ctx.clone();
+    // The permit is the job's slot; it goes back while all its entries wait.
+    let slot = JobSlot::new(permits.clone(), work.permit, 1);
     jobs.spawn(async move {
-        let _permit = work.permit;
-        let state = run_job(&ctx, &work.path, work.lock).await;
+        let state = run_job(&ctx, &work.path, work.lock, Some(slot)).await;
         if let Some(done) = work.done {
             let _ = done.send(state);
         }
@@ -235,7 +242,7 @@ pub async fn run_with(
             claimed = rx.recv() => {
                 let Some(work) = claimed else { break };
                 if running.insert(work.path.clone()) {
-                    spawn_job(&mut jobs, &ctx, work);
+                    spawn_job(&mut jobs, &ctx, &permits, work);
                 } else if let Some(done) = work.done {
                     let _ = done.send(JobState::Running);
                 }
@@ -250,7 +257,7 @@ pub async fn run_with(
                     info!(job_file = %path.display(), "taking over a job whose instance is gone");
                     running.insert(path.clone());
                     let work = intake::Work { path, lock: Some(lock), permit, done: None };
-                    spawn_job(&mut jobs, &ctx, work);
+                    spawn_job(&mut jobs, &ctx, &permits, work);
                 }
             }
             _ = tick.tick() => {
@@ -356,7 +363,7 @@ pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
         set.spawn(async move {
             let _permit = permit;
             let name = JobPaths::for_claimed(&path).name;
-            (name, run_job(&ctx, &path, lock).await)
+            (name, run_job(&ctx, &path, lock, None).await)
         });
     }
     let mut results = Vec::new();

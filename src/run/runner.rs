@@ -12,6 +12,7 @@ use crate::fault::FaultKind;
 use crate::job::{self, Entry};
 use crate::pool::Pool;
 use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
+use crate::run::slot::{JobSlot, Presence};
 use crate::transfer::{self, Memory};
 use futures_util::StreamExt;
 use rand::Rng;
@@ -107,8 +108,13 @@ fn read_job(mut file: &std::fs::File, cap: u64) -> Result<Vec<u8>, String> {
 /// holds it already (intake takes it before the claim); else it is taken
 /// here, and a job locked by another instance is left alone. A job that
 /// ends has its inline secrets redacted from the claimed file.
-pub async fn run_job(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) -> JobState {
-    let state = run_claimed(ctx, job_file, lock).await;
+pub async fn run_job(
+    ctx: &Ctx,
+    job_file: &Path,
+    lock: Option<std::fs::File>,
+    slot: Option<Arc<JobSlot>>,
+) -> JobState {
+    let state = run_claimed(ctx, job_file, lock, slot).await;
     if state.is_final() {
         let file = job_file.to_path_buf();
         let redacted =
@@ -121,7 +127,12 @@ pub async fn run_job(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) ->
     state
 }
 
-async fn run_claimed(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) -> JobState {
+async fn run_claimed(
+    ctx: &Ctx,
+    job_file: &Path,
+    lock: Option<std::fs::File>,
+    slot: Option<Arc<JobSlot>>,
+) -> JobState {
     let paths = JobPaths::for_claimed(job_file);
     let job_name = paths.name.clone();
 
@@ -225,6 +236,9 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) ->
         .iter()
         .filter(|e| report.entry(e.index).state == EntryState::Pending)
         .collect();
+    if let Some(s) = &slot {
+        s.set_active(pending.len());
+    }
     let width = config.max_connections.max(1);
     futures_util::stream::iter(pending)
         .for_each_concurrent(width, |entry| {
@@ -232,7 +246,8 @@ async fn run_claimed(ctx: &Ctx, job_file: &Path, lock: Option<std::fs::File>) ->
             let job_name = job_name.clone();
             let run = run.clone();
             let config = config.clone();
-            async move { run_entry(ctx, &config, &report, &job_name, &run, entry).await }
+            let presence = Presence::new(slot.clone());
+            async move { run_entry(ctx, &config, &report, &job_name, &run, entry, presence).await }
         })
         .await;
     report.close();
@@ -268,6 +283,7 @@ async fn run_entry(
     job_name: &str,
     run: &str,
     entry: &Entry,
+    mut presence: Presence,
 ) {
     let mut rep = report.entry(entry.index);
     let mut memory = Memory {
@@ -419,8 +435,15 @@ async fn run_entry(
                         .to_string(),
                 );
                 report.update(rep.clone());
+                // Waiting holds no connection, and no job slot if no other
+                // entry of the job is active.
+                presence.leave();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.stopping.cancelled() => return,
+                }
+                tokio::select! {
+                    _ = presence.rejoin() => {}
                     _ = ctx.stopping.cancelled() => return,
                 }
             }
