@@ -97,6 +97,10 @@ pub struct Config {
     pub takeover_interval_secs: u64,
     /// Jobs from NATS JetStream as well as from the inbox; null: inbox only.
     pub nats: Option<NatsConfig>,
+    /// What ftpdrop learns about servers (segment probe verdicts, connection
+    /// limits) is kept in `ftpdrop-learned.json` beside `checked/` for this
+    /// many seconds, across restarts. 0: not kept.
+    pub learned_ttl_secs: u64,
 }
 
 /// A NATS JetStream work queue as a second intake: a durable pull consumer
@@ -265,6 +269,7 @@ impl Default for Config {
             log: LogConfig::default(),
             takeover_interval_secs: 5,
             nats: None,
+            learned_ttl_secs: 7 * 86_400,
         }
     }
 }

@@ -40,8 +40,10 @@ async fn seed_format_job_with_string_port_end_to_end() {
     // The job file itself moved to checked/.
     assert!(d.checked.join("seed.json").exists());
     assert!(!d.inbox.join("seed.json").exists());
+    // Removed right after the final receipt is written (in that order).
+    let journal = d.checked.join("seed.journal");
     assert!(
-        !d.checked.join("seed.journal").exists(),
+        support::wait_until(Duration::from_secs(5), || !journal.exists()).await,
         "journal removed after the final receipt"
     );
     srv.assert_no_temp_files();
@@ -515,4 +517,43 @@ async fn a_job_locked_by_another_instance_is_left_alone() {
     let results = ftpdrop::once(cfg).await.unwrap();
     assert_eq!(results, vec![("shared".to_string(), JobState::Done)]);
     assert_eq!(std::fs::read(srv.path("sh/shared.txt")).unwrap(), b"shared");
+}
+
+/// Issue 10: what a run learns about a server (here: the segment probe's
+/// "single stream" verdict) is kept beside `checked/` and used by the next
+/// run, which does not probe again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_segment_probe_verdict_survives_a_restart() {
+    let srv = FtpServer::start().await;
+    let proxy = support::proxy::FaultProxy::start(srv.addr).await;
+    let (dir, mut cfg) = Daemon::prepare();
+    cfg.segment_after_ms = 0;
+    cfg.settle_ms = 0;
+    let big = dir.path().join("local/big70.bin");
+    support::write_random_file(&big, 70 * 1024 * 1024, 71);
+    let probes = || {
+        proxy
+            .commands_with_verb("REST")
+            .iter()
+            .filter(|c| *c == "REST 8")
+            .count()
+    };
+    for (run, name) in ["first", "second"].into_iter().enumerate() {
+        let mut e = entry(&srv, &big, name);
+        e["server"]["port"] = json!(proxy.addr.port().to_string());
+        std::fs::write(
+            cfg.inbox.join(format!("{name}.json")),
+            serde_json::to_vec(&json!([e])).unwrap(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let states = ftpdrop::once(cfg.clone()).await.unwrap();
+        assert_eq!(states, vec![(name.to_string(), JobState::Done)]);
+        assert_eq!(probes(), 1, "after run {}: probes {}", run + 1, probes());
+    }
+    let learned = std::fs::read_to_string(dir.path().join("ftpdrop-learned.json")).unwrap();
+    assert!(learned.contains("\"segments\": false"), "{learned}");
+    assert!(!learned.contains(&srv.password));
+    support::assert_same_file(&big, srv.path("second/big70.bin"));
+    srv.assert_no_temp_files();
 }

@@ -6,11 +6,13 @@
 //! - [`session`]: one FTP/FTPS session; every protocol detail lives here
 //!   (its items are re-exported here: `ftp::Session`).
 //! - [`pool`]: logged-in sessions reused per server and credentials; global and per-server limits.
+//! - [`learned`]: per-server facts (probe verdict, connection limit) kept across restarts.
 //! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
 //! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
 //! - [`fault`]: the typed error that says transient, back-pressure or permanent.
 
 pub mod fault;
+pub mod learned;
 pub mod pool;
 pub mod reply;
 pub mod session;

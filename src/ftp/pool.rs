@@ -16,6 +16,7 @@
 //! another server needs a connection, an idle session is closed to make room.
 
 use crate::fault::{Fault, FaultKind};
+use crate::ftp::learned::Learned;
 use crate::ftp::{DirCache, Session, Timeouts};
 use crate::job::{ServerKey, ServerSpec};
 use crate::tls::TlsConfigs;
@@ -41,6 +42,8 @@ struct Idle {
 
 /// Everything the pool knows about one server.
 struct Slot {
+    /// Which server, for what is learned about it (see [`Learned`]).
+    key: ServerKey,
     /// Limits sessions in use for this server.
     in_use: Arc<Semaphore>,
     /// The server's current limit; lowered when it says "too many connections".
@@ -164,6 +167,8 @@ pub struct Pool {
     slots: Mutex<HashMap<ServerKey, Arc<Slot>>>,
     /// `max_connections_per_server`, changed by a reload.
     per_server: AtomicUsize,
+    /// Facts about servers kept across restarts.
+    learned: Arc<Learned>,
     tls: TlsConfigs,
     timeouts: Timeouts,
     idle_timeout: Duration,
@@ -205,10 +210,15 @@ impl Lease {
     /// record one (so that it is logged once per server).
     pub fn set_segments_ok(&self, ok: bool) -> bool {
         let v = if ok { SEGMENTS_YES } else { SEGMENTS_NO };
-        self.slot
+        let first = self
+            .slot
             .segments
             .compare_exchange(SEGMENTS_UNKNOWN, v, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+            .is_ok();
+        if first {
+            self.pool.learned.set_segments(&self.slot.key, ok);
+        }
+        first
     }
 }
 
@@ -280,6 +290,7 @@ impl Pool {
         per_server: usize,
         timeouts: Timeouts,
         idle_timeout: Duration,
+        learned: Arc<Learned>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             global: Arc::new(Semaphore::new(max_connections)),
@@ -287,6 +298,7 @@ impl Pool {
             global_waiters: AtomicUsize::new(0),
             slots: Mutex::new(HashMap::new()),
             per_server: AtomicUsize::new(per_server),
+            learned,
             tls: TlsConfigs::default(),
             timeouts,
             idle_timeout,
@@ -300,7 +312,16 @@ impl Pool {
             .unwrap()
             .entry(key.clone())
             .or_insert_with(|| {
+                // What an earlier run learned: no probe, no refused login to relearn it.
+                let facts = self.learned.get(key).unwrap_or_default();
+                let per_server = facts.limit.map_or(per_server, |l| l.clamp(1, per_server));
+                let segments = match facts.segments {
+                    Some(true) => SEGMENTS_YES,
+                    Some(false) => SEGMENTS_NO,
+                    None => SEGMENTS_UNKNOWN,
+                };
                 Arc::new(Slot {
+                    key: key.clone(),
                     in_use: Arc::new(Semaphore::new(per_server)),
                     limit: AtomicUsize::new(per_server),
                     limit_changed: Mutex::new(Instant::now()),
@@ -313,7 +334,7 @@ impl Pool {
                     use_micros: AtomicU64::new(0),
                     waiting: AtomicUsize::new(0),
                     returned: tokio::sync::Notify::new(),
-                    segments: AtomicU8::new(SEGMENTS_UNKNOWN),
+                    segments: AtomicU8::new(segments),
                 })
             })
             .clone()
@@ -403,6 +424,7 @@ impl Pool {
         *changed = Instant::now();
         slot.limit.store(cur + 1, Ordering::SeqCst);
         slot.in_use.add_permits(1);
+        self.learned.set_limit(key, cur + 1);
         tracing::info!(server = %key, limit = cur + 1, "no refusals for a while; raising the server's connection limit");
     }
 
@@ -582,6 +604,7 @@ impl Pool {
                         *slot.limit_changed.lock().unwrap() = Instant::now();
                         in_use.forget();
                         tracing::warn!(server = %key, limit = prev - 1, "server refused a connection as too many; lowering its limit");
+                        self.learned.set_limit(key, prev - 1);
                     }
                 }
                 Err(f)

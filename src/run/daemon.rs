@@ -42,8 +42,22 @@ fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
         config.max_connections_per_server,
         timeouts,
         Duration::from_secs(config.idle_session_secs),
+        Arc::new(learned_facts(&config)),
     );
     Arc::new(Ctx::new(config, pool, health))
+}
+
+/// The learned-facts file beside `checked/` (see [`crate::ftp::learned`]).
+fn learned_facts(config: &Config) -> crate::ftp::learned::Learned {
+    use crate::ftp::learned::Learned;
+    if config.learned_ttl_secs == 0 {
+        return Learned::none();
+    }
+    let dir = config.checked.parent().unwrap_or(&config.checked);
+    Learned::load(
+        dir.join("ftpdrop-learned.json"),
+        Duration::from_secs(config.learned_ttl_secs),
+    )
 }
 
 /// What a service manager gives the daemon beyond its config and shutdown.

@@ -437,7 +437,7 @@ async fn run_entry(
                 report.update(rep.clone());
                 // Waiting holds no connection, and no job slot if no other
                 // entry of the job is active.
-                presence.leave();
+                presence.wait();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = ctx.stopping.cancelled() => return,

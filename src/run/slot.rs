@@ -23,6 +23,8 @@ struct State {
     permit: Option<OwnedSemaphorePermit>,
     /// Entries running or about to run (not waiting, not finished).
     active: usize,
+    /// Entries waiting to retry.
+    waiting: usize,
 }
 
 /// One entry's part in its job's slot: active until it waits or ends.
@@ -36,12 +38,12 @@ impl Presence {
         Presence { slot, active: true }
     }
 
-    /// The entry waits to retry (or ends).
-    pub fn leave(&mut self) {
+    /// The entry waits to retry.
+    pub fn wait(&mut self) {
         if self.active {
             self.active = false;
             if let Some(s) = &self.slot {
-                s.leave();
+                s.leave(true);
             }
         }
     }
@@ -58,8 +60,13 @@ impl Presence {
 }
 
 impl Drop for Presence {
+    /// The entry is finished (or stopped by a shutdown).
     fn drop(&mut self) {
-        self.leave();
+        if self.active {
+            if let Some(s) = &self.slot {
+                s.leave(false);
+            }
+        }
     }
 }
 
@@ -75,25 +82,30 @@ impl JobSlot {
             state: Mutex::new(State {
                 permit: Some(permit),
                 active: entries,
+                waiting: 0,
             }),
         })
     }
 
     /// Sets how many entries are about to run (the pending ones).
     pub fn set_active(&self, entries: usize) {
-        let mut st = self.state.lock().unwrap();
-        st.active = entries;
-        if entries == 0 {
-            st.permit = None;
-        }
+        self.state.lock().unwrap().active = entries;
     }
 
-    /// An entry stops being active: it waits to retry, or it is finished.
-    pub fn leave(&self) {
+    /// An entry stops being active: it waits to retry (`waiting`), or it is
+    /// finished. The slot goes back once no entry is active and some wait:
+    /// a job whose entries are all finished keeps it while it writes its
+    /// final receipt.
+    fn leave(&self, waiting: bool) {
         let mut st = self.state.lock().unwrap();
         st.active = st.active.saturating_sub(1);
-        if st.active == 0 && st.permit.take().is_some() {
-            tracing::debug!("every entry of the job waits: its job slot is free for other jobs");
+        if waiting {
+            st.waiting += 1;
+        }
+        if st.active == 0 && st.waiting > 0 && st.permit.take().is_some() {
+            tracing::debug!(
+                "every unfinished entry of the job waits: its job slot is free for other jobs"
+            );
         }
     }
 
@@ -102,6 +114,7 @@ impl JobSlot {
     pub async fn rejoin(&self) {
         {
             let mut st = self.state.lock().unwrap();
+            st.waiting = st.waiting.saturating_sub(1);
             if st.permit.is_some() {
                 st.active += 1;
                 return;

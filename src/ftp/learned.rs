@@ -1,0 +1,150 @@
+//! What ftpdrop learns about each server, kept across restarts in a small
+//! state file beside `checked/` (`ftpdrop-learned.json`), each fact with the
+//! time it was learned and forgotten after `learned_ttl_secs`.
+//!
+//! Without it every `ftpdrop once` and every restart learned again: the
+//! segment probe (5 s against a server that locks uploaded files) and the
+//! connection limit (a refused login per instance). Servers change, so
+//! facts expire. The file names servers by `ftp://login@host:port`, never
+//! with a password, and is written atomically, owner-only.
+
+use crate::job::ServerKey;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What is known about one server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The segment probe's verdict: parallel REST+STOR writes are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<bool>,
+    /// The connection limit learned from "too many connections".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// When these facts were learned, in seconds since the epoch.
+    pub learned_at: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    servers: BTreeMap<String, Facts>,
+}
+
+pub struct Learned {
+    /// `None`: nothing is kept (tests, `Pool` without a state folder).
+    path: Option<PathBuf>,
+    ttl: Duration,
+    servers: Mutex<BTreeMap<String, Facts>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Learned {
+    /// Nothing kept, nothing known.
+    pub fn none() -> Learned {
+        Learned {
+            path: None,
+            ttl: Duration::ZERO,
+            servers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Reads the state file, dropping facts older than `ttl`. A missing or
+    /// unreadable file is an empty one (it is a cache, not a record).
+    pub fn load(path: PathBuf, ttl: Duration) -> Learned {
+        let mut servers = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
+                Ok(f) => f.servers,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable learned-facts file");
+                    BTreeMap::new()
+                }
+            },
+            Err(_) => BTreeMap::new(),
+        };
+        let now = now_secs();
+        servers.retain(|_, f| now.saturating_sub(f.learned_at) < ttl.as_secs());
+        Learned {
+            path: Some(path),
+            ttl,
+            servers: Mutex::new(servers),
+        }
+    }
+
+    /// What is known about `key`, if it has not expired.
+    pub fn get(&self, key: &ServerKey) -> Option<Facts> {
+        let servers = self.servers.lock().unwrap();
+        let f = servers.get(&key.to_string())?;
+        (now_secs().saturating_sub(f.learned_at) < self.ttl.as_secs()).then(|| f.clone())
+    }
+
+    pub fn set_segments(&self, key: &ServerKey, ok: bool) {
+        self.update(key, |f| f.segments = Some(ok));
+    }
+
+    pub fn set_limit(&self, key: &ServerKey, limit: usize) {
+        self.update(key, |f| f.limit = Some(limit));
+    }
+
+    fn update(&self, key: &ServerKey, change: impl FnOnce(&mut Facts)) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let bytes = {
+            let mut servers = self.servers.lock().unwrap();
+            let f = servers.entry(key.to_string()).or_default();
+            let before = f.clone();
+            change(f);
+            if *f == before {
+                return;
+            }
+            f.learned_at = now_secs();
+            let file = StateFile {
+                servers: servers.clone(),
+            };
+            serde_json::to_vec_pretty(&file).expect("state serializes")
+        };
+        if let Err(e) = crate::report::write_atomic(path, &bytes) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save what was learned about servers");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsMode;
+
+    fn key() -> ServerKey {
+        ServerKey {
+            host: "h".into(),
+            port: 21,
+            login: "u".into(),
+            tls: TlsMode::None,
+            ca_file: None,
+            insecure: false,
+        }
+    }
+
+    #[test]
+    fn facts_survive_a_reload_and_expire() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("learned.json");
+        let l = Learned::load(path.clone(), Duration::from_secs(3600));
+        l.set_segments(&key(), false);
+        l.set_limit(&key(), 2);
+        let again = Learned::load(path.clone(), Duration::from_secs(3600));
+        let f = again.get(&key()).unwrap();
+        assert_eq!((f.segments, f.limit), (Some(false), Some(2)));
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("password"));
+        let expired = Learned::load(path, Duration::ZERO);
+        assert!(expired.get(&key()).is_none());
+    }
+}
