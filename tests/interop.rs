@@ -1244,6 +1244,16 @@ async fn segmented_big(
     let w = Work::new();
     let (rel, disk) = t.seg_dir("segmented");
     let local = big_file();
+    // A probe file left by a run killed mid-probe: this run's probe deletes
+    // it, so `no_temp_files` below holds (issue 10).
+    let stale = disk.join(".ftpdrop-probe-00000000deadbeef");
+    t.make_dir_on_disk(&disk);
+    std::fs::write(&stale, b"0123").unwrap();
+    let meta = std::fs::metadata(&t.root).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::chown(&stale, Some(meta.uid()), Some(meta.gid()));
+    }
     let before = log.as_deref().map_or(0, log_len);
     let started = Instant::now();
     let r = w

@@ -652,6 +652,41 @@ impl Session {
         .await
     }
 
+    /// The names in `dir`, hidden ones included (entries the server gives
+    /// as paths are cut to their last component). vsftpd and proftpd list
+    /// dot files only for `NLST -a`, which pure-ftpd and pyftpdlib take for
+    /// a path (550); they list dot files without it. An empty directory
+    /// may answer 450/550.
+    pub async fn names(&mut self, dir: &str) -> Result<Vec<String>, Fault> {
+        let target = if dir.is_empty() { "." } else { dir };
+        let mut last = Ok(Vec::new());
+        for arg in [format!("-a {target}"), target.to_string()] {
+            let r = timed(
+                &mut self.broken,
+                &self.password,
+                self.timeouts.data,
+                format!("NLST {arg}"),
+                self.ftp.nlst(Some(arg.as_str())),
+            )
+            .await;
+            match r {
+                Ok(lines) => {
+                    return Ok(lines
+                        .iter()
+                        .filter_map(|l| l.trim_end().rsplit('/').next())
+                        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+                        .map(str::to_string)
+                        .collect())
+                }
+                Err(f) if matches!(f.code, Some(450 | 550)) && !self.broken => {
+                    last = Ok(Vec::new())
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        last
+    }
+
     /// Deletes a file; a file that is already gone is not an error.
     pub async fn delete(&mut self, path: &str) -> Result<(), Fault> {
         let r = timed(

@@ -243,6 +243,26 @@ pub enum Probe {
 /// (see the module docs) and checks that every byte stayed where it was
 /// written; deletes it again. `Err` only when a connection failed.
 pub async fn probe(a: &mut Session, b: &mut Session, dir: &str) -> Result<Probe, Fault> {
+    // A probe cut off by a crash (kill -9 between its writes and its DELE)
+    // left its file behind: the next probe in the same place removes it.
+    match a.names(dir).await {
+        Ok(names) => {
+            for name in names.iter().filter(|n| n.starts_with(".ftpdrop-probe-")) {
+                let stale = join_remote(dir, name);
+                match a.delete(&stale).await {
+                    Ok(()) => {
+                        tracing::info!(remote_path = %stale, "deleted a probe file an earlier run left behind")
+                    }
+                    Err(e) => {
+                        tracing::debug!(remote_path = %stale, error = %e, "cannot delete a stale probe file")
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(dir, error = %e, "cannot list the directory for stale probe files")
+        }
+    }
     let path = join_remote(
         dir,
         &format!(".ftpdrop-probe-{:016x}", rand::random::<u64>()),
