@@ -1410,39 +1410,62 @@ async fn two_thousand_jobs_at_once() {
     );
 }
 
-/// proftpd without `AllowStoreRestart` answers 451 to both REST+STOR and APPE. A 4xx is
-/// transient, so without care every retry would try to resume again and the entry would fail
-/// after `max_attempts`. After such a refusal the next attempt starts over from byte 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_resume_starts_over_instead_of_failing() {
+/// A server that refuses to resume: REST answered `rest`, and the APPE that
+/// would append to the temp file answered `appe` (`appe_times` times, after
+/// the first APPE, which creates the temp file, went through). The first
+/// data connection is cut at 3 MiB. The upload must end done, byte for
+/// byte, after 3 attempts; returns the proxies for the caller's checks.
+async fn upload_with_resume_refused(
+    rest: &str,
+    appe: &str,
+    appe_times: u32,
+    name: &str,
+) -> (FaultProxy, ReplyProxy) {
     const SIZE: u64 = 8 * MIB;
     let srv = FtpServer::start().await;
     let cutter = FaultProxy::start(srv.addr).await;
     // Client -> replies (refuses resuming) -> cutter (cuts the first data connection) -> server.
     let refuser = ReplyProxy::start(cutter.addr).await;
-    refuser.inject("REST", "", "451 Restart not permitted", 5);
-    // As proftpd without AllowStoreRestart: an APPE that creates the temp file is
-    // accepted (the first attempt's, and the third's after the DELE), the one that
-    // would append to it (the second attempt's resume) is refused.
-    refuser.inject_after("APPE", "", "451 Append/Restart not permitted", 1, 1);
+    refuser.inject("REST", "", rest, 5);
+    refuser.inject_after("APPE", "", appe, 1, appe_times);
     let dir = tempfile::tempdir().unwrap();
     let cfg = support::daemon_config(dir.path());
-    let local = dir.path().join("data/noresume.bin");
+    let local = dir.path().join(format!("data/{name}.bin"));
     support::write_random_file(&local, SIZE, 11);
     cutter.cut_data_after(3 * MIB, 1);
     let d = Daemon::start(&cfg);
     drop_job(
         &cfg.inbox,
-        "noresume",
-        &json!([entry(refuser.addr, &srv, &local, "nr")]),
+        name,
+        &json!([entry(refuser.addr, &srv, &local, name)]),
     );
-    let r = wait_receipt(&cfg.checked, "noresume", Duration::from_secs(60)).await;
+    let r = wait_receipt(&cfg.checked, name, Duration::from_secs(60)).await;
     d.stop().await;
     assert_eq!(r.state, JobState::Done, "{r:#?}");
     assert_eq!(
         r.entries[0].attempts, 3,
         "cut, refused resume, fresh upload"
     );
+    support::assert_same_file(&local, srv.path(&format!("{name}/{name}.bin")));
+    srv.assert_no_temp_files();
+    (cutter, refuser)
+}
+
+/// proftpd without `AllowStoreRestart` answers 451 to both REST+STOR and APPE. A 4xx is
+/// transient, so without care every retry would try to resume again and the entry would fail
+/// after `max_attempts`. After such a refusal the next attempt starts over from byte 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_resume_starts_over_instead_of_failing() {
+    // As proftpd without AllowStoreRestart: an APPE that creates the temp file is
+    // accepted (the first attempt's, and the third's after the DELE), the one that
+    // would append to it (the second attempt's resume) is refused.
+    let (cutter, refuser) = upload_with_resume_refused(
+        "451 Restart not permitted",
+        "451 Append/Restart not permitted",
+        1,
+        "nr",
+    )
+    .await;
     // The second attempt's REST and APPE (resuming) are refused; the third
     // deletes the temp file and creates it afresh.
     let injected: Vec<String> = refuser
@@ -1456,8 +1479,6 @@ async fn refused_resume_starts_over_instead_of_failing() {
         (2, 0),
         "the third attempt uploads from byte 0"
     );
-    support::assert_same_file(&local, srv.path("nr/noresume.bin"));
-    srv.assert_no_temp_files();
 }
 
 /// Issue 10: a server that is down for longer than a few attempts still
@@ -1543,34 +1564,15 @@ async fn give_up_after_secs_ends_the_retries() {
 /// gets the file again from byte 0, instead of failing the entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_implemented_resume_starts_over() {
-    const SIZE: u64 = 8 * MIB;
-    let srv = FtpServer::start().await;
-    let cutter = FaultProxy::start(srv.addr).await;
-    let refuser = ReplyProxy::start(cutter.addr).await;
-    refuser.inject("REST", "", "502 Command 'REST' not implemented", 5);
-    // Twice: ftpdrop takes a 502 after EPSV for a refused EPSV and tries
-    // once more over PASV.
-    refuser.inject_after("APPE", "", "502 Command 'APPE' not implemented", 1, 2);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
-    let local = dir.path().join("data/noappe.bin");
-    support::write_random_file(&local, SIZE, 12);
-    cutter.cut_data_after(3 * MIB, 1);
-    let d = Daemon::start(&cfg);
-    drop_job(
-        &cfg.inbox,
-        "noappe",
-        &json!([entry(refuser.addr, &srv, &local, "na")]),
-    );
-    let r = wait_receipt(&cfg.checked, "noappe", Duration::from_secs(60)).await;
-    d.stop().await;
-    assert_eq!(r.state, JobState::Done, "{r:#?}");
-    assert_eq!(
-        r.entries[0].attempts, 3,
-        "cut, resume not implemented, fresh upload"
-    );
-    support::assert_same_file(&local, srv.path("na/noappe.bin"));
-    srv.assert_no_temp_files();
+    // APPE twice: ftpdrop takes a 502 after EPSV for a refused EPSV and
+    // tries once more over PASV.
+    upload_with_resume_refused(
+        "502 Command 'REST' not implemented",
+        "502 Command 'APPE' not implemented",
+        2,
+        "na",
+    )
+    .await;
 }
 
 /// Issue 10: an entry that ends failed deletes its temp file.
