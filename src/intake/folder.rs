@@ -42,22 +42,31 @@ pub fn json_stem(name: &str) -> Option<&str> {
 
 /// Job file names in `dir` (not recursive), oldest first.
 pub fn scan(dir: &Path) -> Vec<PathBuf> {
+    scan_split(dir).0
+}
+
+/// One pass over `dir`: the job files, oldest first, and the names of the
+/// other regular files (for [`Intake::note_ignored`]).
+fn scan_split(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    let mut others = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
+        return (Vec::new(), others);
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if !eligible(&name) {
+        let Ok(meta) = e.metadata() else { continue };
+        if !meta.is_file() {
             continue;
         }
-        let Ok(meta) = e.metadata() else { continue };
-        if meta.is_file() {
+        if eligible(&name) {
             found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
+        } else {
+            others.push(name);
         }
     }
     found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
+    (found.into_iter().map(|(_, p)| p).collect(), others)
 }
 
 /// An exclusive lock on a job file, or `None` if another process holds it.
@@ -370,16 +379,12 @@ impl Intake {
         loop {
             self.health.beat(Loop::Intake);
             if Instant::now() >= next_sweep {
-                for p in scan(&self.inbox) {
+                let (jobs, others) = scan_split(&self.inbox);
+                for p in jobs {
                     self.observe(&mut pending, &p, false);
                 }
-                if let Ok(rd) = std::fs::read_dir(&self.inbox) {
-                    for e in rd.flatten() {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        if !eligible(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
-                            self.note_ignored(&name);
-                        }
-                    }
+                for name in others {
+                    self.note_ignored(&name);
                 }
                 next_sweep = Instant::now() + self.sweep;
             }
@@ -511,6 +516,42 @@ mod tests {
         assert!(claim(&inbox.join("b.json"), &checked).unwrap().is_none());
         drop(other);
         assert!(claim(&inbox.join("b.json"), &checked).unwrap().is_some());
+    }
+
+    /// Files ignored for their name are noted once; producers' hidden and
+    /// temporary files are not noted at all.
+    #[test]
+    fn ignored_names_are_noted_once() {
+        let d = tempfile::tempdir().unwrap();
+        for n in [
+            "report.json.txt",
+            "job.jsn",
+            ".job.tmp",
+            "job.json.part",
+            "ok.json",
+        ] {
+            std::fs::write(d.path().join(n), "[]").unwrap();
+        }
+        let (jobs, others) = scan_split(d.path());
+        assert_eq!(jobs, vec![d.path().join("ok.json")]);
+        let intake = Intake {
+            inbox: d.path().to_path_buf(),
+            checked: d.path().join("checked"),
+            settle: Duration::ZERO,
+            sweep: Duration::from_secs(1),
+            health: Arc::new(Health::default()),
+            watching: None,
+            incomplete_grace: Duration::from_secs(10),
+            ignored: Default::default(),
+        };
+        for _ in 0..2 {
+            for n in &others {
+                intake.note_ignored(n);
+            }
+        }
+        let mut noted: Vec<String> = intake.ignored.lock().unwrap().iter().cloned().collect();
+        noted.sort();
+        assert_eq!(noted, vec!["job.jsn", "report.json.txt"]);
     }
 
     /// A job file seen by the watcher or a sweep that is gone when its settle
