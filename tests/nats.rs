@@ -188,6 +188,29 @@ async fn publish(client: &async_nats::Client, id: &str, job: &Value) {
     panic!("cannot publish {id}");
 }
 
+/// What every test here starts with: a NATS server, an FTP server behind
+/// a command-recording proxy, and a temp folder for the workers.
+struct Setup {
+    nats: Nats,
+    srv: FtpServer,
+    proxy: FaultProxy,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(bin: PathBuf) -> Setup {
+        let nats = Nats::start(bin);
+        let srv = FtpServer::start().await;
+        let proxy = FaultProxy::start(srv.addr).await;
+        Setup {
+            nats,
+            srv,
+            proxy,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
 fn job_for(srv: &FtpServer, proxy: &FaultProxy, local: &Path, dir: &str) -> Value {
     json!([{
         "server": {"host": "127.0.0.1", "port": proxy.addr.port(), "login": srv.user, "password": srv.password},
@@ -215,10 +238,12 @@ async fn three_workers_one_killed_every_job_done_once() {
     let Some(bin) = nats_binary("three_workers_one_killed_every_job_done_once") else {
         return;
     };
-    let nats = Nats::start(bin);
-    let srv = FtpServer::start().await;
-    let proxy = FaultProxy::start(srv.addr).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        nats,
+        srv,
+        proxy,
+        dir,
+    } = Setup::start(bin).await;
     let base = dir.path();
     let (client, seen) = watch_receipts(&nats.url()).await;
     let mut workers: Vec<Worker> = (0..3)
@@ -288,10 +313,12 @@ async fn nats_restart_mid_run_workers_reconnect_and_finish() {
     let Some(bin) = nats_binary("nats_restart_mid_run_workers_reconnect_and_finish") else {
         return;
     };
-    let mut nats = Nats::start(bin);
-    let srv = FtpServer::start().await;
-    let proxy = FaultProxy::start(srv.addr).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        mut nats,
+        srv,
+        proxy,
+        dir,
+    } = Setup::start(bin).await;
     let base = dir.path();
     let workers: Vec<Worker> = (0..2)
         .map(|n| start_worker(base, n, &nats.url(), json!({})))
@@ -347,10 +374,12 @@ async fn invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back() 
     else {
         return;
     };
-    let nats = Nats::start(bin);
-    let srv = FtpServer::start().await;
-    let proxy = FaultProxy::start(srv.addr).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        nats,
+        srv,
+        proxy,
+        dir,
+    } = Setup::start(bin).await;
     let base = dir.path();
     let (client, seen) = watch_receipts(&nats.url()).await;
     // Grace 0: a stop cuts the upload off at once.

@@ -518,6 +518,20 @@ mod tests {
         assert!(claim(&inbox.join("b.json"), &checked).unwrap().is_some());
     }
 
+    /// An intake on `dir` with no settle time.
+    fn test_intake(dir: &Path) -> Intake {
+        Intake {
+            inbox: dir.to_path_buf(),
+            checked: dir.join("checked"),
+            settle: Duration::ZERO,
+            sweep: Duration::from_secs(1),
+            health: Arc::new(Health::default()),
+            watching: None,
+            incomplete_grace: Duration::from_secs(10),
+            ignored: Default::default(),
+        }
+    }
+
     /// Files ignored for their name are noted once; producers' hidden and
     /// temporary files are not noted at all.
     #[test]
@@ -534,16 +548,7 @@ mod tests {
         }
         let (jobs, others) = scan_split(d.path());
         assert_eq!(jobs, vec![d.path().join("ok.json")]);
-        let intake = Intake {
-            inbox: d.path().to_path_buf(),
-            checked: d.path().join("checked"),
-            settle: Duration::ZERO,
-            sweep: Duration::from_secs(1),
-            health: Arc::new(Health::default()),
-            watching: None,
-            incomplete_grace: Duration::from_secs(10),
-            ignored: Default::default(),
-        };
+        let intake = test_intake(d.path());
         for _ in 0..2 {
             for n in &others {
                 intake.note_ignored(n);
@@ -560,16 +565,7 @@ mod tests {
     #[test]
     fn ready_forgets_files_that_vanished_while_settling() {
         let d = tempfile::tempdir().unwrap();
-        let intake = Intake {
-            inbox: d.path().to_path_buf(),
-            checked: d.path().join("checked"),
-            settle: Duration::ZERO,
-            sweep: Duration::from_secs(1),
-            health: Arc::new(Health::default()),
-            watching: None,
-            incomplete_grace: Duration::from_secs(10),
-            ignored: Default::default(),
-        };
+        let intake = test_intake(d.path());
         let mut pending = HashMap::new();
         let (gone, stays) = (d.path().join("gone.json"), d.path().join("stays.json"));
         std::fs::write(&gone, "[]").unwrap();
