@@ -36,6 +36,36 @@ fn done_count(checked: &Path) -> usize {
         .count()
 }
 
+/// Jobs the instance logging to `log` started and had not finished, whose
+/// receipt is not final either: the jobs it would orphan if killed now.
+fn unfinished(log: &Path, checked: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let job_of = |l: &str| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix("job="))
+            .map(str::to_string)
+    };
+    let started: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("job started"))
+        .filter_map(job_of)
+        .collect();
+    let finished: std::collections::HashSet<String> = text
+        .lines()
+        .filter(|l| l.contains("job finished"))
+        .filter_map(job_of)
+        .collect();
+    started
+        .into_iter()
+        .filter(|j| !finished.contains(j))
+        .filter(|j| !receipt_now_is_final(checked, j))
+        .collect()
+}
+
+fn receipt_now_is_final(checked: &Path, job: &str) -> bool {
+    support::receipt_now(checked, job).is_some_and(|r| r.state.is_final())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivors_take_over_a_killed_instances_jobs() {
     let srv = FtpServer::start().await;
@@ -78,10 +108,26 @@ async fn survivors_take_over_a_killed_instances_jobs() {
         .await,
         "a third of the jobs not done within 120 s"
     );
+    // Kill the victim while it holds a job that is not final yet: the
+    // wait for a third done only makes every instance busy; this makes the
+    // kill land mid-job instead of between two jobs (uploads here last
+    // ~150 ms; the window between the check and the kill is a few ms).
+    let victim_log_path = base.join("instance0.log");
+    assert!(
+        support::wait_until(Duration::from_secs(60), || !unfinished(
+            &victim_log_path,
+            &checked
+        )
+        .is_empty())
+        .await,
+        "the victim never held an unfinished job"
+    );
     let victim = instances.remove(0);
     let pid = victim.id().unwrap() as libc::pid_t;
     // SAFETY: killing our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let orphans = unfinished(&victim_log_path, &checked);
     let in_flight = std::fs::read_dir(&checked)
         .unwrap()
         .filter(|e| {
@@ -95,7 +141,6 @@ async fn survivors_take_over_a_killed_instances_jobs() {
 
     let all_done =
         support::wait_until(Duration::from_secs(180), || done_count(&checked) == JOBS).await;
-    let victim_log = std::fs::read_to_string(base.join("instance0.log")).unwrap_or_default();
     let survivors_log: String = (1..3)
         .map(|n| std::fs::read_to_string(base.join(format!("instance{n}.log"))).unwrap_or_default())
         .collect();
@@ -113,16 +158,27 @@ async fn survivors_take_over_a_killed_instances_jobs() {
     let taken_over = survivors_log
         .matches("taking over a job whose instance is gone")
         .count();
+    // Every job the victim held unfinished was finished by a survivor
+    // taking it over, not by anything else.
     assert!(
-        taken_over > 0,
-        "no job was taken over ({in_flight} journals at the kill); victim's log tail:\n{}",
-        victim_log
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
+        !orphans.is_empty(),
+        "the victim finished its jobs in the instant before the kill; rerun"
     );
+    let victim_log = std::fs::read_to_string(&victim_log_path).unwrap_or_default();
+    for job in &orphans {
+        assert!(
+            survivors_log.lines().any(|l| l
+                .contains("taking over a job whose instance is gone")
+                && l.contains(&format!("{job}.json"))),
+            "{job} (unfinished at the kill) was not taken over ({in_flight} journals at the kill); victim's log tail:\n{}",
+            victim_log
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 
     // The transfer log: each final name is renamed into exactly once.
     let mut renames: HashMap<String, usize> = HashMap::new();
@@ -143,7 +199,10 @@ async fn survivors_take_over_a_killed_instances_jobs() {
         let v: Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["state"], "done");
     }
-    eprintln!("{taken_over} jobs taken over; {in_flight} journals open at the kill");
+    eprintln!(
+        "{taken_over} jobs taken over ({} held by the victim); {in_flight} journals open at the kill",
+        orphans.len()
+    );
     for mut i in instances {
         let _ = i.kill().await;
     }
