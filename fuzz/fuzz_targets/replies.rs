@@ -1,5 +1,5 @@
 //! Every server reply ftpdrop interprets itself: FEAT (into features and
-//! the hash methods chosen from them), SIZE, HASH / XSHA* / XMD5 / XCRC
+//! the hash methods chosen from them), SIZE, EPSV and PASV addresses, HASH / XSHA* / XMD5 / XCRC
 //! digests, and the classification of an error reply. A server is not
 //! trusted to be sane: none of these may panic.
 #![no_main]
@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(n) = reply::size(&text) {
         assert!(text.contains(&n.to_string()));
     }
+    if let Some(p) = reply::epsv_port(&text) {
+        assert!(p != 0);
+    }
+    let _ = reply::pasv_addr(&text);
     for algo in [Algo::Sha256, Algo::Sha1, Algo::Md5, Algo::Crc32] {
         if let Some(d) = verify::parse_digest(&text, algo) {
             assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));

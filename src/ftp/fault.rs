@@ -52,6 +52,12 @@ impl Fault {
         }
     }
 
+    /// The server does not implement the command (500, 502, 504): a fact
+    /// about the server, not a verdict on the file.
+    pub fn not_implemented(&self) -> bool {
+        self.code.is_some_and(not_implemented)
+    }
+
     pub fn is_permanent(&self) -> bool {
         self.kind == FaultKind::Permanent
     }
@@ -270,4 +276,9 @@ mod tests {
             FtpError::ConnectionError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(Fault::from_ftp("connect", &io).kind, FaultKind::Transient);
     }
+}
+
+/// Reply codes that say "command not implemented" (500, 502, 504).
+pub fn not_implemented(code: u32) -> bool {
+    matches!(code, 500 | 502 | 504)
 }

@@ -11,6 +11,7 @@
 //! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
 //! - [`fault`]: the typed error that says transient, back-pressure or permanent.
 
+pub mod data;
 pub mod fault;
 pub mod learned;
 pub mod pool;

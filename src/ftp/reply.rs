@@ -1,5 +1,5 @@
 //! Server replies that ftpdrop reads itself: the FEAT list into
-//! [`Features`], and SIZE. (Reply codes and the text that classifies a
+//! [`Features`], SIZE, and the passive-mode addresses of EPSV and PASV. (Reply codes and the text that classifies a
 //! fault are in [`crate::fault`]; digests in [`crate::verify`].) Pure
 //! functions of the reply text, so that a fuzzer can feed them anything
 //! (`fuzz/fuzz_targets/replies.rs`): a server is not trusted to be sane.
@@ -83,8 +83,62 @@ pub fn size(reply: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The port in an EPSV reply: `229 Entering Extended Passive Mode (|||6446|)`.
+/// RFC 2428 lets the delimiter be any character; the address part is empty.
+pub fn epsv_port(reply: &str) -> Option<u16> {
+    let line = reply.lines().last()?;
+    let inner = line.get(line.find('(')? + 1..line.rfind(')')?)?;
+    let d = inner.chars().next()?;
+    let fields: Vec<&str> = inner.split(d).collect();
+    // "", "", "", port, ""
+    match fields.as_slice() {
+        [_, _, _, port, ""] => port.trim().parse().ok().filter(|p| *p != 0),
+        _ => None,
+    }
+}
+
+/// The address in a PASV reply: `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`.
+/// Some servers leave the parentheses out, so the six numbers are found anywhere.
+pub fn pasv_addr(reply: &str) -> Option<std::net::SocketAddrV4> {
+    let line = reply.lines().last()?;
+    let text = line.strip_prefix("227").unwrap_or(line);
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let nums: Vec<u8> = text[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .take_while(|s| !s.is_empty())
+        .map(|s| s.parse::<u8>().ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d, p1, p2] = nums.get(..6)?.try_into().ok()?;
+    let port = u16::from(p1) << 8 | u16::from(p2);
+    (port != 0).then(|| std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(a, b, c, d), port))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passive_addresses() {
+        assert_eq!(
+            epsv_port("229 Entering Extended Passive Mode (|||6446|)"),
+            Some(6446)
+        );
+        assert_eq!(epsv_port("229 EPSV ok (!!!21000!)\r\n"), Some(21000));
+        assert_eq!(epsv_port("229 (|||0|)"), None);
+        assert_eq!(epsv_port("229 (|||70000|)"), None);
+        assert_eq!(epsv_port("229 no parens"), None);
+        assert_eq!(epsv_port("229 )("), None);
+        assert_eq!(
+            pasv_addr("227 Entering Passive Mode (127,0,0,1,195,80)."),
+            Some("127.0.0.1:50000".parse().unwrap())
+        );
+        assert_eq!(
+            pasv_addr("227 Entering Passive Mode 10,1,2,3,4,5"),
+            Some("10.1.2.3:1029".parse().unwrap())
+        );
+        assert_eq!(pasv_addr("227 (1,2,3,4,5)"), None);
+        assert_eq!(pasv_addr("227 (300,2,3,4,5,6)"), None);
+        assert_eq!(pasv_addr(""), None);
+    }
+
     use super::*;
 
     #[test]

@@ -12,29 +12,27 @@ use crate::job::ServerSpec;
 use crate::secret::{scrub, Secret};
 use crate::tls::SessionCache;
 use crate::tls::{FtpsConnector, FtpsStream};
+use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
-use suppaftp::tokio::{ImplAsyncFtpStream, TransferStream};
+use suppaftp::tokio::ImplAsyncFtpStream;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, FtpResult, Mode, Status};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 type Ftp = ImplAsyncFtpStream<FtpsStream>;
 
-/// An open upload: write bytes to it, then pass it to [`Session::finish`].
-pub type Upload = TransferStream<FtpsStream>;
+pub use super::data::Upload;
 
-/// How long to wait, at the end of a TLS 1.3 upload, for the server's fresh
-/// session tickets to arrive on the data connection (see [`Session::finish`]).
-const TICKET_WAIT: Duration = Duration::from_secs(2);
+/// How long, after the transfer's reply, to keep reading what the server
+/// still sends on a TLS data connection (see [`Upload::drain`]).
+const DRAIN_AFTER_REPLY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -56,7 +54,9 @@ pub struct Session {
     /// Cleared the first time the server refuses EPSV; PASV is used from then on.
     epsv: bool,
     /// New temp files are created with APPE until the server refuses it (see [`Session::store_at`]).
-    create_with_appe: bool,
+    pub(crate) create_with_appe: bool,
+    /// Cleared when the server says it does not implement REST: resumes use APPE.
+    pub(crate) rest_works: bool,
     /// Kept only to scrub it from server replies that echo it.
     password: Secret,
     /// Set when the control connection can no longer be trusted to be in sync.
@@ -72,10 +72,31 @@ pub struct Session {
     open_transfers: usize,
     /// This control connection's TLS session, resumed by its data connections.
     tls_cache: Option<Arc<SessionCache>>,
-    /// Cleared when the server sent no TLS 1.3 ticket on a data connection: no point waiting again.
+    /// Starts TLS on data connections (with `tls_cache`'s sessions); `None` for plain FTP.
+    data_tls: Option<(suppaftp::tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// The control connection's peer: passive data connections go to this
+    /// address (the port from EPSV or PASV), as curl does behind NAT.
+    peer: SocketAddr,
+    /// Cleared when a TLS 1.3 data connection brought no fresh ticket:
+    /// this server hands them out on the control connection only.
     tickets_on_data: bool,
     /// The algorithm last chosen with `OPTS HASH`, so it is sent once per session.
     hash_algo: Option<String>,
+}
+
+/// Why a data connection was not opened: its `REST` was refused (the
+/// caller may resume another way), or anything else.
+enum Refused {
+    Rest(Fault),
+    Other(Fault),
+}
+
+impl Refused {
+    fn into_fault(self) -> Fault {
+        match self {
+            Refused::Rest(f) | Refused::Other(f) => f,
+        }
+    }
 }
 
 /// Runs one FTP operation under a timeout and turns its error into a [`Fault`].
@@ -223,6 +244,15 @@ impl Session {
             _ => (None, None),
         };
         let connector = || tls.clone().map(FtpsConnector::new);
+        let data_tls = match &tls {
+            Some(cfg) => Some((
+                suppaftp::tokio_rustls::TlsConnector::from(cfg.clone()),
+                ServerName::try_from(spec.host.clone()).map_err(|e| {
+                    Fault::permanent(format!("server.host {}: not a TLS name: {e}", spec.host))
+                })?,
+            )),
+            None => None,
+        };
         let mut ftp: Ftp = match spec.tls {
             TlsMode::Implicit => {
                 let Some(conn) = connector() else {
@@ -305,6 +335,7 @@ impl Session {
             timeouts,
             epsv: true,
             create_with_appe: true,
+            rest_works: true,
             password: spec.password.clone(),
             broken: false,
             last_used: Instant::now(),
@@ -312,6 +343,8 @@ impl Session {
             counted: None,
             open_transfers: 0,
             tls_cache,
+            data_tls,
+            peer: addr,
             tickets_on_data: true,
             hash_algo: None,
         };
@@ -475,58 +508,150 @@ impl Session {
         Ok(())
     }
 
-    /// Opens an upload to `path`; with `append`, adds to what the server already has.
-    pub async fn store(&mut self, path: &str, append: bool) -> Result<Upload, Fault> {
-        loop {
-            let what = format!("{} {path}", if append { "APPE" } else { "STOR" });
-            let t = self.timeouts.command;
-            let r = if append {
-                timed(
-                    &mut self.broken,
-                    &self.password,
-                    t,
-                    &what,
-                    self.ftp.append_with_stream(path),
-                )
+    /// Sends one command and waits (`timeouts.command`) for one of the `ok` replies; its text.
+    async fn command(&mut self, command: String, ok: &[Status]) -> Result<String, Fault> {
+        let resp = timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.command,
+            &command,
+            self.ftp.custom_command(command.clone(), ok),
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&resp.body).trim().to_string())
+    }
+
+    /// Where the next passive data connection goes: EPSV, or PASV once the
+    /// server has refused EPSV. The host is always the control connection's
+    /// peer and only the port is taken from the reply: servers behind NAT
+    /// advertise private addresses in PASV (curl does the same).
+    async fn passive(&mut self) -> Result<SocketAddr, Fault> {
+        if self.epsv {
+            match self
+                .command("EPSV".into(), &[Status::ExtendedPassiveMode])
                 .await
-            } else {
-                timed(
-                    &mut self.broken,
-                    &self.password,
-                    t,
-                    &what,
-                    self.ftp.put_with_stream(path),
-                )
-                .await
-            };
-            match r {
-                Ok(up) => {
-                    self.open_transfers += 1;
-                    return Ok(up);
+            {
+                Ok(reply) => {
+                    let port = crate::reply::epsv_port(&reply).ok_or_else(|| {
+                        Fault::transient(format!("EPSV: no port in the reply {reply:?}"))
+                    })?;
+                    return Ok(SocketAddr::new(self.peer.ip(), port));
                 }
-                Err(f)
-                    if self.epsv
-                        && !self.broken
-                        && matches!(f.code, Some(500 | 501 | 502 | 522)) =>
-                {
+                Err(f) if !self.broken && matches!(f.code, Some(500 | 501 | 502 | 522)) => {
                     tracing::debug!(error = %f, "EPSV refused, using PASV from now on");
                     self.epsv = false;
+                    // suppaftp's own transfers (none left on the upload path) follow suit.
                     self.ftp.set_mode(Mode::Passive);
                 }
-                Err(mut f) => {
-                    if append && !self.broken && f.code.is_some_and(|c| c >= 400) {
-                        // A server that refuses APPE once (proftpd without
-                        // AllowStoreRestart) refuses it every time.
-                        self.create_with_appe = false;
-                    }
-                    if f.is_permanent() {
-                        if let Some(mkd) = self.last_mkd_refusal.take() {
-                            f.message = format!("{} (earlier, {mkd})", f.message);
-                        }
-                    }
-                    return Err(f);
+                Err(f) => return Err(f),
+            }
+        }
+        let reply = self.command("PASV".into(), &[Status::PassiveMode]).await?;
+        let addr = crate::reply::pasv_addr(&reply)
+            .ok_or_else(|| Fault::transient(format!("PASV: no address in the reply {reply:?}")))?;
+        Ok(SocketAddr::new(self.peer.ip(), addr.port()))
+    }
+
+    /// Opens a data connection for `command` (STOR, APPE, RETR, NLST):
+    /// passive address, TCP connect, then `REST rest` (if any) and the
+    /// command back to back, while the TLS handshake, started as soon as the
+    /// connection is up, runs alongside them (see [`super::data`]).
+    async fn open_data(&mut self, command: String, rest: Option<u64>) -> Result<Upload, Refused> {
+        let addr = self.passive().await.map_err(Refused::Other)?;
+        let tcp = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Fault::transient(format!("data connection to {addr}: timed out")))
+            .and_then(|r| {
+                r.map_err(|e| Fault::transient(format!("data connection to {addr}: {e}")))
+            })
+            .map_err(Refused::Other)?;
+        // Small files are dominated by round trips; Nagle only adds delay.
+        let _ = tcp.set_nodelay(true);
+        let tls = self.data_tls.clone();
+        let handshake = async move {
+            match tls {
+                Some((connector, name)) => connector
+                    .connect(name, tcp)
+                    .await
+                    .map(|s| Upload::Tls(Box::new(s))),
+                None => Ok(Upload::Plain(tcp)),
+            }
+        };
+        tokio::pin!(handshake);
+        let mut shaken = None;
+        let reply = {
+            let commands = async {
+                if let Some(offset) = rest {
+                    self.command(format!("REST {offset}"), &[Status::RequestFilePending])
+                        .await
+                        .map_err(Refused::Rest)?;
+                }
+                self.command(command.clone(), &[Status::AboutToSend, Status::AlreadyOpen])
+                    .await
+                    .map_err(Refused::Other)
+            };
+            tokio::pin!(commands);
+            loop {
+                tokio::select! {
+                    r = &mut commands => break r,
+                    r = &mut handshake, if shaken.is_none() => shaken = Some(r),
                 }
             }
+        };
+        // A refused command drops the connection, handshake and all.
+        reply?;
+        let shaken = match shaken {
+            Some(r) => r,
+            None => tokio::time::timeout(self.timeouts.command, &mut handshake)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake on the data connection timed out",
+                    ))
+                }),
+        };
+        match shaken {
+            Ok(conn) => {
+                self.open_transfers += 1;
+                Ok(conn)
+            }
+            Err(e) => {
+                // The server waits on a transfer that will not happen; its reply is owed.
+                self.broken = true;
+                Err(Refused::Other(Fault::from_ftp(
+                    &command,
+                    &FtpError::SecureError(e.to_string()),
+                )))
+            }
+        }
+    }
+
+    /// Opens an upload to `path`; with `append`, adds to what the server
+    /// already has; with `rest`, writes from that offset.
+    async fn store(
+        &mut self,
+        path: &str,
+        append: bool,
+        rest: Option<u64>,
+    ) -> Result<Upload, Refused> {
+        let verb = if append { "APPE" } else { "STOR" };
+        match self.open_data(format!("{verb} {path}"), rest).await {
+            Ok(up) => Ok(up),
+            Err(Refused::Other(mut f)) => {
+                if append && !self.broken && f.code.is_some_and(|c| c >= 400) {
+                    // A server that refuses APPE once (proftpd without
+                    // AllowStoreRestart) refuses it every time.
+                    self.create_with_appe = false;
+                }
+                if f.is_permanent() {
+                    if let Some(mkd) = self.last_mkd_refusal.take() {
+                        f.message = format!("{} (earlier, {mkd})", f.message);
+                    }
+                }
+                Err(Refused::Other(f))
+            }
+            Err(rest) => Err(rest),
         }
     }
 
@@ -550,26 +675,32 @@ impl Session {
     pub async fn store_at(&mut self, path: &str, offset: u64) -> Result<Upload, Fault> {
         if offset == 0 {
             if self.create_with_appe {
-                match self.store(path, true).await {
-                    Err(f) if !self.create_with_appe => {
+                match self.store(path, true, None).await {
+                    Err(Refused::Other(f)) if !self.create_with_appe => {
                         tracing::debug!(error = %f, "APPE refused; creating files with STOR");
                     }
-                    other => return other,
+                    other => return other.map_err(Refused::into_fault),
                 }
             }
-            return self.store(path, false).await;
+            return self
+                .store(path, false, None)
+                .await
+                .map_err(Refused::into_fault);
         }
-        if self.features.rest_stream {
-            let rest = self
-                .custom(format!("REST {offset}"), &[Status::RequestFilePending])
-                .await;
-            match rest {
-                Ok(_) => return self.store(path, false).await,
-                Err(f) if self.broken => return Err(f),
-                Err(f) => tracing::debug!(error = %f, "REST refused; resuming with APPE"),
+        if self.features.rest_stream && self.rest_works {
+            match self.store(path, false, Some(offset)).await {
+                Err(Refused::Rest(f)) if !self.broken => {
+                    tracing::debug!(error = %f, "REST refused; resuming with APPE");
+                    if f.not_implemented() {
+                        self.rest_works = false;
+                    }
+                }
+                other => return other.map_err(Refused::into_fault),
             }
         }
-        self.store(path, true).await
+        self.store(path, true, None)
+            .await
+            .map_err(Refused::into_fault)
     }
 
     /// Opens an upload that writes `path` from byte `offset` on, exactly
@@ -577,27 +708,65 @@ impl Session {
     /// APPE, which writes wherever the file ends now: right for a resume,
     /// wrong for one segment among several. Offset 0 is a plain STOR.
     pub async fn store_exact(&mut self, path: &str, offset: u64) -> Result<Upload, Fault> {
-        if offset > 0 {
-            self.custom(format!("REST {offset}"), &[Status::RequestFilePending])
-                .await?;
-        }
-        self.store(path, false).await
+        self.store(path, false, (offset > 0).then_some(offset))
+            .await
+            .map_err(Refused::into_fault)
     }
 
-    /// Closes the data connection and reads the server's verdict on the transfer.
+    /// Closes an upload's data connection and reads the server's verdict on
+    /// the transfer. On TLS, what the server sends until it closes its side
+    /// is read meanwhile: TLS 1.3 tickets for the next data connections.
     pub async fn finish(&mut self, mut upload: Upload, path: &str) -> Result<(), Fault> {
-        self.collect_tickets(&mut upload).await;
-        let verdict = timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.data,
-            format!("finishing upload of {path}"),
-            upload.finish(),
-        )
-        .await;
+        let received = self.tls_cache.as_ref().map(|c| c.received());
+        let closed = tokio::time::timeout(self.timeouts.data, upload.close_write()).await;
+        let verdict = {
+            let reply = timed(
+                &mut self.broken,
+                &self.password,
+                self.timeouts.data,
+                format!("finishing upload of {path}"),
+                self.ftp.read_response_in(&[
+                    Status::ClosingDataConnection,
+                    Status::RequestedFileActionOk,
+                ]),
+            );
+            let drain = upload.drain(self.timeouts.data);
+            tokio::pin!(reply, drain);
+            let mut drained = false;
+            let verdict = loop {
+                tokio::select! {
+                    r = &mut reply => break r,
+                    _ = &mut drain, if !drained => drained = true,
+                }
+            };
+            if !drained {
+                let _ = tokio::time::timeout(DRAIN_AFTER_REPLY, drain).await;
+            }
+            verdict
+        };
         // Read, or the session is marked broken: either way nothing is owed.
         self.open_transfers = self.open_transfers.saturating_sub(1);
-        verdict
+        if let (Some(cache), Some(before), Upload::Tls(_)) = (&self.tls_cache, received, &upload) {
+            if self.tickets_on_data && cache.is_tls13() && cache.received() == before {
+                tracing::debug!("no TLS 1.3 ticket on a data connection: this server gives them on the control connection only");
+                self.tickets_on_data = false;
+            }
+        }
+        drop(upload);
+        verdict?;
+        match closed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Fault::transient(format!(
+                "closing the data connection of {path}: {e}"
+            ))),
+            Err(_) => {
+                self.broken = true;
+                Err(Fault::transient(format!(
+                    "closing the data connection of {path}: no progress for {} s",
+                    self.timeouts.data.as_secs()
+                )))
+            }
+        }
     }
 
     /// Is a data connection of this session still open (its task was cancelled)?
@@ -605,40 +774,21 @@ impl Session {
         self.open_transfers > 0
     }
 
-    /// Reads the TLS 1.3 session tickets the server sent on an upload's data
-    /// connection, so that the next data connection has one to resume with.
-    ///
-    /// A TLS 1.3 ticket is good for one resumption, and OpenSSL servers send
-    /// two on the control connection, so with `require_ssl_reuse` (vsftpd)
-    /// the third upload of a session would fail with `522 session reuse
-    /// required`. The server sends new tickets on every data connection, but
-    /// rustls only takes them in while reading, and an upload never reads.
-    async fn collect_tickets(&mut self, upload: &mut Upload) {
-        let Some(cache) = self.tls_cache.clone() else {
-            return;
-        };
-        if !self.tickets_on_data || !cache.is_tls13() || cache.tickets() >= 2 {
-            return;
-        }
-        let before = cache.received();
-        let wait = std::future::poll_fn(|cx| {
-            let mut byte = [0u8; 1];
-            let mut buf = ReadBuf::new(&mut byte);
-            // An upload's data connection carries nothing to us but TLS
-            // records; reading processes them and then waits for more.
-            match Pin::new(&mut *upload).poll_read(cx, &mut buf) {
-                Poll::Pending if cache.received() == before => Poll::Pending,
-                _ => Poll::Ready(()),
-            }
-        });
-        let got =
-            tokio::time::timeout(TICKET_WAIT, wait).await.is_ok() && cache.received() > before;
-        if !got {
-            tracing::debug!(
-                "no TLS session ticket on the data connection; not waiting for them again"
-            );
-            self.tickets_on_data = false;
-        }
+    /// This server hands out TLS 1.3 tickets on the control connection only:
+    /// each data connection here uses up one of the few it gave at login.
+    pub fn tls13_tickets_on_control_only(&self) -> bool {
+        !self.tickets_on_data
+    }
+
+    /// No TLS session left for a data connection to resume: a server that
+    /// requires resumption (proftpd's mod_tls, vsftpd's `require_ssl_reuse`)
+    /// would refuse the next one, so the session must not be reused.
+    pub fn tls_spent(&self) -> bool {
+        !self.tickets_on_data
+            && self
+                .tls_cache
+                .as_ref()
+                .is_some_and(|c| c.is_tls13() && c.tickets() == 0)
     }
 
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
@@ -661,18 +811,10 @@ impl Session {
         let target = if dir.is_empty() { "." } else { dir };
         let mut last = Ok(Vec::new());
         for arg in [format!("-a {target}"), target.to_string()] {
-            let r = timed(
-                &mut self.broken,
-                &self.password,
-                self.timeouts.data,
-                format!("NLST {arg}"),
-                self.ftp.nlst(Some(arg.as_str())),
-            )
-            .await;
-            match r {
-                Ok(lines) => {
-                    return Ok(lines
-                        .iter()
+            match self.read_data(format!("NLST {arg}"), |_| {}).await {
+                Ok(listing) => {
+                    return Ok(String::from_utf8_lossy(&listing)
+                        .lines()
                         .filter_map(|l| l.trim_end().rsplit('/').next())
                         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
                         .map(str::to_string)
@@ -687,7 +829,60 @@ impl Session {
         last
     }
 
-    /// Deletes a file; a file that is already gone is not an error.
+    /// Runs a command whose answer comes over a data connection (NLST,
+    /// RETR): each chunk goes to `sink`; what is kept (a listing, at most
+    /// 16 MiB) is returned.
+    async fn read_data(
+        &mut self,
+        command: String,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<Vec<u8>, Fault> {
+        const KEEP: usize = 16 << 20;
+        let keep = command.starts_with("NLST");
+        let mut conn = self
+            .open_data(command.clone(), None)
+            .await
+            .map_err(Refused::into_fault)?;
+        let mut kept = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match tokio::time::timeout(self.timeouts.data, conn.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => {
+                    sink(&buf[..n]);
+                    if keep && kept.len() < KEEP {
+                        kept.extend_from_slice(&buf[..n]);
+                    }
+                }
+                // A TLS peer that closes without close_notify has still sent everything.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Ok(Err(e)) => {
+                    self.broken = true;
+                    return Err(Fault::transient(format!("{command}: reading data: {e}")));
+                }
+                Err(_) => {
+                    self.broken = true;
+                    return Err(Fault::transient(format!(
+                        "{command}: no data for {} s",
+                        self.timeouts.data.as_secs()
+                    )));
+                }
+            }
+        }
+        drop(conn);
+        timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.data,
+            format!("finishing {command}"),
+            self.ftp
+                .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
+        )
+        .await?;
+        self.open_transfers = self.open_transfers.saturating_sub(1);
+        Ok(kept)
+    }
+
     pub async fn delete(&mut self, path: &str) -> Result<(), Fault> {
         let r = timed(
             &mut self.broken,
@@ -754,48 +949,13 @@ impl Session {
 
     /// Reads `path` back over a data connection; returns its SHA-256 and size.
     pub async fn download_sha256(&mut self, path: &str) -> Result<(String, u64), Fault> {
-        let t = self.timeouts.command;
-        let mut stream = timed(
-            &mut self.broken,
-            &self.password,
-            t,
-            format!("RETR {path}"),
-            self.ftp.retr_as_stream(path),
-        )
-        .await?;
-        self.open_transfers += 1;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match tokio::time::timeout(self.timeouts.data, stream.read(&mut buf)).await {
-                Ok(Ok(0)) => break,
-                Ok(Ok(n)) => {
-                    hasher.update(&buf[..n]);
-                    total += n as u64;
-                }
-                Ok(Err(e)) => {
-                    self.broken = true;
-                    return Err(Fault::transient(format!("reading back {path}: {e}")));
-                }
-                Err(_) => {
-                    self.broken = true;
-                    return Err(Fault::transient(format!(
-                        "reading back {path}: no progress for {} s",
-                        self.timeouts.data.as_secs()
-                    )));
-                }
-            }
-        }
-        timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.data,
-            format!("finishing download of {path}"),
-            stream.finish(),
-        )
+        self.read_data(format!("RETR {path}"), |chunk| {
+            hasher.update(chunk);
+            total += chunk.len() as u64;
+        })
         .await?;
-        self.open_transfers -= 1;
         Ok((hex::encode(hasher.finalize()), total))
     }
 }

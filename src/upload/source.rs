@@ -264,7 +264,7 @@ pub async fn send_range(
     local: Local<'_>,
 ) -> Result<u64, Fault> {
     #[cfg(target_os = "linux")]
-    if let suppaftp::tokio::AsyncDataStream::Tcp(tcp) = upload.get_ref() {
+    if let Some(tcp) = upload.plain_tcp() {
         let file = local.opener().open().map_err(|e| local.read_error(e))?;
         match zero_copy::send(tcp, &file, start, cut, timeout, local).await {
             Ok(n) => return Ok(n),

@@ -207,7 +207,7 @@ pub async fn attempt(
             let mut f = f.context("the server refused to resume; the next attempt starts over");
             // "Not implemented" (500, 502, 504) to REST or APPE is a server
             // without resume, not a refusal of the file: upload it again.
-            if matches!(f.code, Some(500 | 502 | 504)) {
+            if f.not_implemented() {
                 f.kind = crate::fault::FaultKind::Transient;
             }
             return Err(f);
