@@ -192,6 +192,11 @@ fn classify_tls(msg: &str) -> FaultKind {
     }
 }
 
+/// Reply codes that say "command not implemented" (500, 502, 504).
+pub fn not_implemented(code: u32) -> bool {
+    matches!(code, 500 | 502 | 504)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,9 +281,4 @@ mod tests {
             FtpError::ConnectionError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(Fault::from_ftp("connect", &io).kind, FaultKind::Transient);
     }
-}
-
-/// Reply codes that say "command not implemented" (500, 502, 504).
-pub fn not_implemented(code: u32) -> bool {
-    matches!(code, 500 | 502 | 504)
 }
