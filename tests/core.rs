@@ -560,3 +560,39 @@ async fn the_segment_probe_verdict_survives_a_restart() {
     support::assert_same_file(&big, srv.path("second/big70.bin"));
     srv.assert_no_temp_files();
 }
+
+/// Issue 10: a server's refusal of APPE ("502 not implemented") is learned
+/// once and kept: the next run makes its temp files with STOR straight away
+/// instead of asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_appe_is_remembered_across_runs() {
+    let srv = FtpServer::start().await;
+    let proxy = support::replies::ReplyProxy::start(srv.addr).await;
+    proxy.inject("APPE", "", "502 Command 'APPE' not implemented.", 1000);
+    let (dir, mut cfg) = Daemon::prepare();
+    cfg.settle_ms = 0;
+    let mut appes = Vec::new();
+    for name in ["first", "second"] {
+        let local = dir.path().join(format!("local/{name}.txt"));
+        support::write_file(&local, name.as_bytes());
+        let mut e = entry(&srv, &local, name);
+        e["server"]["port"] = json!(proxy.addr.port().to_string());
+        std::fs::write(
+            cfg.inbox.join(format!("{name}.json")),
+            serde_json::to_vec(&json!([e])).unwrap(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let states = ftpdrop::once(cfg.clone()).await.unwrap();
+        assert_eq!(states, vec![(name.to_string(), JobState::Done)]);
+        assert_eq!(
+            std::fs::read(srv.path(&format!("{name}/{name}.txt"))).unwrap(),
+            name.as_bytes()
+        );
+        appes.push(proxy.commands_with_verb("APPE").len());
+    }
+    assert_eq!(appes, vec![1, 1], "APPE sent (cumulative) after each run");
+    let learned = std::fs::read_to_string(dir.path().join("ftpdrop-learned.json")).unwrap();
+    assert!(learned.contains("\"appe\": false"), "{learned}");
+    srv.assert_no_temp_files();
+}

@@ -437,6 +437,21 @@ async fn connection_cut_mid_transfer_resumes_from_server_offset() {
     );
     assert_eq!(proxy.commands_with_verb("RNTO").len(), 1);
     srv.assert_no_temp_files();
+    // RFC 959 4.1.3: REST comes right before the transfer command (a
+    // BSD-derived ftpd forgets it when EPSV comes between, then truncates).
+    let commands = proxy.commands_seen();
+    let rest: Vec<usize> = (0..commands.len())
+        .filter(|&i| commands[i].starts_with("REST "))
+        .collect();
+    assert!(!rest.is_empty(), "no REST: {commands:?}");
+    for i in rest {
+        assert!(
+            commands.get(i + 1).is_some_and(|n| n.starts_with("STOR ")),
+            "{} followed by {:?}",
+            commands[i],
+            commands.get(i + 1)
+        );
+    }
 }
 
 /// The server silently receives only 3 MiB of 8 and says "226 OK": the size check of the temp

@@ -859,10 +859,10 @@ async fn probe_quirks(t: &Target) {
         None
     } else {
         ftpdrop::tls::TlsConfigs::default()
-            .get(t.ca.as_deref(), t.insecure)
+            .get(t.ca.as_deref(), t.insecure, false)
             .ok()
     };
-    let mut s = match Session::connect(&t.spec(), tls, timeouts).await {
+    let mut s = match Session::connect(&t.spec(), tls, timeouts, &Default::default()).await {
         Ok(s) => s,
         Err(e) => {
             note_quirk(&t.name, format!("probe login failed: {e}"));
@@ -1736,6 +1736,119 @@ async fn tls() {
     finish(failures);
 }
 
+/// proftpd's mod_tls with TLS required and session reuse required on data
+/// connections (its default). Over TLS 1.3 it hands out two tickets on the
+/// control connection and none on data connections: 30 files over one or
+/// two sessions need more resumptions than that. Every data connection
+/// must resume (the TLS log never says "did not reuse"), none may wait for
+/// tickets that never come, and nothing may be retried.
+async fn proftpd_tls_reuse(t: &Target, tls_log: &Path, expect: &str) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir(&format!("tls-{}", t.name));
+    let mut entries = Vec::new();
+    let mut bodies = Vec::new();
+    for i in 0..30u64 {
+        let body = support::random_bytes(2000 + i as usize * 777, 500 + i);
+        entries.push(t.entry(&w.local(&format!("t/f{i}.bin"), &body), &rel));
+        bodies.push(body);
+    }
+    let before = log_len(tls_log);
+    let started = Instant::now();
+    let r = w
+        .run("protls", entries, |c| c.max_connections_per_server = 2)
+        .await;
+    let took = started.elapsed();
+    all_done(&r)?;
+    for (i, body) in bodies.iter().enumerate() {
+        same_bytes(&disk.join(format!("f{i}.bin")), body)?;
+    }
+    let retried: Vec<String> = r
+        .entries
+        .iter()
+        .filter(|e| e.attempts > 1)
+        .map(|e| {
+            format!(
+                "{}: {:?}",
+                e.remote_path,
+                log_lines(&e.remote_path, "attempt failed")
+            )
+        })
+        .collect();
+    ensure(retried.is_empty(), || format!("retries: {retried:?}"))?;
+    let new = log_since(tls_log, before);
+    ensure(!new.contains("did not reuse"), || {
+        format!(
+            "the server refused a data connection that did not reuse the TLS session: {:?}",
+            new.lines()
+                .filter(|l| l.contains("did not reuse"))
+                .take(3)
+                .collect::<Vec<_>>()
+        )
+    })?;
+    let versions: Vec<&str> = ["TLSv1.2", "TLSv1.3"]
+        .into_iter()
+        .filter(|v| {
+            new.contains(&format!("{v} connection accepted"))
+                || new.contains(&format!("protocol {v}"))
+        })
+        .collect();
+    ensure(new.contains(expect), || {
+        format!("the TLS log never mentions {expect:?}; it shows {versions:?}")
+    })?;
+    // 30 small files: waiting 2 s for tickets per data connection would take a minute.
+    ensure(took < Duration::from_secs(20), || {
+        format!("30 small files took {:.1} s", took.as_secs_f64())
+    })?;
+    Ok(format!(
+        "30 files, no retry, {:.1} s; TLS log: {versions:?}",
+        took.as_secs_f64()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proftpd_mod_tls() {
+    let servers = ["proftpd-tls", "proftpd-tls12", "proftpd-implicit"];
+    let Some(env) = require_servers("proftpd_mod_tls", &servers) else {
+        return;
+    };
+    let _ = logs();
+    let ca = env.get("FTPDROP_TLS_CA").cloned();
+    let ca = ca.as_deref();
+    let both = Target::from_env(env, "PROFTPDTLS", "proftpd-tls").tls("explicit", ca);
+    let v12 = Target::from_env(env, "PROFTPDTLS12", "proftpd-tls12").tls("explicit", ca);
+    let imp = Target::from_env(env, "PROFTPDIMPLICIT", "proftpd-implicit").tls("implicit", ca);
+    let log = |prefix: &str| PathBuf::from(&env[&format!("FTPDROP_{prefix}_LOG")]).join("tls.log");
+    let failures = vec![
+        scenario(
+            "TLS",
+            "proftpd mod_tls, TLS 1.2+1.3, reuse required, 30 uploads",
+            "proftpd-tls",
+            proftpd_tls_reuse(&both, &log("PROFTPDTLS"), "TLS"),
+        )
+        .await,
+        scenario(
+            "TLS",
+            "proftpd mod_tls, TLS 1.2 only, reuse required, 30 uploads",
+            "proftpd-tls12",
+            proftpd_tls_reuse(&v12, &log("PROFTPDTLS12"), "TLS"),
+        )
+        .await,
+        scenario(
+            "TLS",
+            "proftpd mod_tls, implicit, TLS 1.3 only, reuse required, 30 uploads",
+            "proftpd-implicit",
+            proftpd_tls_reuse(&imp, &log("PROFTPDIMPLICIT"), "TLS"),
+        )
+        .await,
+    ];
+    for t in [&both, &v12, &imp] {
+        if failures.iter().all(Option::is_none) {
+            t.cleanup();
+        }
+    }
+    finish(failures);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_is_back_pressure() {
     let Some(env) = require_servers("connection_limit_is_back_pressure", &["vsftpd-limited"])
@@ -2050,10 +2163,153 @@ async fn quirks_are_detected_not_configured() {
         )
         .await,
     );
+    // Resumes on servers with protocol quirks: the first data connection
+    // is cut at 3 MiB of 8 by a proxy that also records the commands.
+    for (quirk, what, resumes) in [
+        (
+            "bsdrest",
+            "REST forgotten unless right before STOR (BSD ftpd) → REST, STOR back to back",
+            true,
+        ),
+        (
+            "norest",
+            "REST not implemented (502) → resume with APPE",
+            true,
+        ),
+        (
+            "noappe",
+            "APPE not implemented (502) → temp files made with STOR, resume with REST",
+            true,
+        ),
+        (
+            "noappe-norest",
+            "neither APPE nor REST (502) → upload again from zero",
+            false,
+        ),
+    ] {
+        let t = as_user(quirk);
+        failures.push(
+            scenario(
+                "Quirks",
+                &format!("{what}, after a cut"),
+                &t.name,
+                resume_quirk(&t, quirk, resumes),
+            )
+            .await,
+        );
+    }
     if failures.iter().all(Option::is_none) {
         base.cleanup();
     }
+    let tls_env = require_servers(
+        "quirks_are_detected_not_configured",
+        &["pyftpdlib-quirks (TLS)"],
+    );
+    if let Some(env) = tls_env {
+        let ca = env.get("FTPDROP_TLS_CA").cloned();
+        let mut t = Target::from_env(env, "PYQUIRKSTLS", "pyftpdlib-quirks (TLS)")
+            .tls("explicit", ca.as_deref());
+        t.user = "q-tlsfirst".into();
+        t.name = "pyftpdlib `q-tlsfirst` (TLS)".into();
+        failures.push(
+            scenario(
+                "Quirks",
+                "150 sent only after the data connection's TLS handshake → handshake starts at connect",
+                &t.name,
+                async {
+                    let w = Work::new();
+                    let (rel, disk) = t.dir("tlsfirst");
+                    let mut entries = Vec::new();
+                    let mut bodies = Vec::new();
+                    for i in 0..3u64 {
+                        let body = support::random_bytes(100_000 + i as usize, 900 + i);
+                        let mut e = t.entry(&w.local(&format!("f{i}.bin"), &body), &rel);
+                        // Read back: RETR's data connection has the same rule.
+                        e["verify"] = json!("download");
+                        entries.push(e);
+                        bodies.push(body);
+                    }
+                    let started = Instant::now();
+                    let r = w.run("tlsfirst", entries, |_| {}).await;
+                    all_done(&r)?;
+                    for (i, body) in bodies.iter().enumerate() {
+                        same_bytes(&disk.join(format!("f{i}.bin")), body)?;
+                    }
+                    ensure(r.entries.iter().all(|e| e.attempts == 1), || {
+                        "an upload was retried".into()
+                    })?;
+                    Ok(format!(
+                        "3 uploads read back, {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    ))
+                },
+            )
+            .await,
+        );
+        if failures.iter().all(Option::is_none) {
+            t.cleanup();
+        }
+    }
     finish(failures);
+}
+
+/// One 8 MiB upload to `t` through a proxy that cuts the first data
+/// connection at 3 MiB. It must end done and whole, with `REST` only ever
+/// right before `STOR` or `APPE` on the wire; `resumes`: the retry continues
+/// the temp file (fewer than two file sizes sent), else it starts over.
+async fn resume_quirk(t: &Target, job: &str, resumes: bool) -> Outcome {
+    const SIZE: u64 = 8 * MIB;
+    let w = Work::new();
+    let (rel, disk) = t.dir(job);
+    let body = support::random_bytes(SIZE as usize, 77);
+    let local = w.local("r.bin", &body);
+    let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await;
+    proxy.cut_data_after(3 * MIB, 1);
+    let mut via = t.clone();
+    via.port = proxy.addr.port();
+    let r = w
+        .run(job, vec![via.entry(&local, &rel)], |c| {
+            c.retry.initial_backoff_ms = 200;
+            c.segment_after_ms = 60_000;
+        })
+        .await;
+    all_done(&r)?;
+    same_bytes(&disk.join("r.bin"), &body)?;
+    no_temp_files(&disk)?;
+    let commands = proxy.commands_seen();
+    for (i, c) in commands.iter().enumerate() {
+        if c.to_ascii_uppercase().starts_with("REST ") {
+            let next = commands.get(i + 1).map(|n| n.to_ascii_uppercase());
+            ensure(
+                next.as_deref()
+                    .is_some_and(|n| n.starts_with("STOR ") || n.starts_with("APPE ")),
+                || format!("`{c}` followed by {next:?}, not by STOR or APPE"),
+            )?;
+        }
+    }
+    let e = &r.entries[0];
+    let sent = proxy.data_bytes_forwarded();
+    ensure(e.attempts == 2, || {
+        format!("{} attempts, expected 2", e.attempts)
+    })?;
+    if resumes {
+        ensure(sent < 2 * SIZE, || {
+            format!("{sent} bytes sent: the retry did not resume")
+        })?;
+    } else {
+        ensure(sent >= SIZE + 3 * MIB / 2, || {
+            format!("{sent} bytes sent: expected a fresh upload")
+        })?;
+    }
+    let rest = commands
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().starts_with("REST "))
+        .count();
+    Ok(format!(
+        "2 attempts, {:.1} MiB sent for 8, {rest} REST on the wire",
+        sent as f64 / MIB as f64
+    ))
 }
 
 /// The real-server table rows exist even where a server is not installed.

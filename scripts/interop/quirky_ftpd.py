@@ -15,6 +15,16 @@ the dash-separated words after it turn quirks on for that session, e.g.
   hash      FEAT lists `HASH SHA-1*;MD5;CRC32` (no SHA-256); `OPTS HASH` works
   corrupt   the first upload to each path gets one byte flipped after it is
             stored (size unchanged): only a hash or a read-back notices
+  bsdrest   as BSD-derived ftpds: a REST not followed at once by STOR, APPE
+            or RETR is forgotten, and the STOR then truncates the file
+  noappe    APPE answers 502 "not implemented"
+  norest    REST answers 502 "not implemented" (and FEAT does not list it)
+  tlsfirst  (TLS instance only) the 150/125 to a transfer command is sent
+            only once the data connection's TLS handshake is complete, so a
+            client that waits for the 150 before its handshake hangs
+
+With FTPDROP_QUIRKS_TLS=cert.pem:key.pem the server speaks explicit TLS
+(AUTH TLS, PROT P; pyOpenSSL), with TLS optional.
 
 Usage: quirky_ftpd.py HOST PORT ROOT PASSWORD PASV_MIN PASV_MAX
 """
@@ -30,6 +40,25 @@ from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.servers import FTPServer
 
 HOST, PORT, ROOT, PASSWORD, PASV_MIN, PASV_MAX = sys.argv[1:7]
+TLS = os.environ.get("FTPDROP_QUIRKS_TLS")
+if TLS:
+    from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+
+    BaseHandler = TLS_FTPHandler
+
+    class QuirkDTP(TLS_DTPHandler):
+        """Releases a transfer reply held back by `tlsfirst`."""
+
+        def handle_ssl_established(self):
+            super().handle_ssl_established()
+            held = getattr(self.cmd_channel, "held_reply", None)
+            if held:
+                self.cmd_channel.held_reply = None
+                self.cmd_channel.respond(held)
+
+else:
+    BaseHandler = FTPHandler
+    QuirkDTP = None
 UNROUTABLE = "10.255.255.1"
 X_COMMANDS = {
     "XSHA256": ("sha256", "xsha256"),
@@ -64,15 +93,58 @@ class QuirkAuthorizer(DummyAuthorizer):
         return super().validate_authentication(username, password, handler)
 
 
-proto = dict(FTPHandler.proto_cmds)
+proto = dict(BaseHandler.proto_cmds)
 for _cmd in list(X_COMMANDS) + ["HASH"]:
     proto[_cmd] = dict(perm="r", auth=True, arg=True, help=f"Syntax: {_cmd} <SP> file-name.")
 
 
-class QuirkHandler(FTPHandler):
+class QuirkHandler(BaseHandler):
     proto_cmds = proto
     quirks = frozenset()
     hash_algo = "SHA-1"
+    held_reply = None
+
+    def pre_process_command(self, line, cmd, arg):
+        if "bsdrest" in self.quirks and cmd not in ("REST", "STOR", "APPE", "RETR"):
+            self._restart_position = 0
+        super().pre_process_command(line, cmd, arg)
+
+    def ftp_REST(self, line):
+        if "norest" in self.quirks:
+            self.respond("502 Command 'REST' not implemented.")
+            return
+        super().ftp_REST(line)
+
+    def ftp_APPE(self, file):
+        if "noappe" in self.quirks:
+            self.respond("502 Command 'APPE' not implemented.")
+            return
+        return super().ftp_APPE(file)
+
+    def ftp_STOR(self, file, mode="w"):
+        if "tlsfirst" not in self.quirks or not self._prot:
+            return super().ftp_STOR(file, mode)
+        # Hold the 150/125 until the data connection's handshake is done.
+        real, held = self.respond, []
+
+        def capture(resp, logfun=None):
+            if resp[:3] in ("150", "125"):
+                held.append(resp)
+            else:
+                real(resp)
+
+        self.respond = capture
+        try:
+            result = super().ftp_STOR(file, mode)
+        finally:
+            del self.respond
+        if held:
+            dc = self.data_channel
+            if dc is not None and not dc._ssl_accepting and dc._ssl_established:
+                self.respond(held[0])
+            else:
+                self.held_reply = held[0]
+        return result
 
     def on_login(self, username):
         self.quirks = frozenset(username.split("-")[1:])
@@ -89,7 +161,9 @@ class QuirkHandler(FTPHandler):
         if "nofeat" in self.quirks:
             self.respond("502 Command not implemented.")
             return
-        feats = ["TVFS", "UTF8", "EPRT", "MDTM", "SIZE", "REST STREAM"]
+        feats = ["TVFS", "UTF8", "EPRT", "MDTM", "SIZE"]
+        if "norest" not in self.quirks:
+            feats.append("REST STREAM")
         if "noepsv" not in self.quirks:
             feats.append("EPSV")
         for cmd, (_, quirk) in X_COMMANDS.items():
@@ -178,6 +252,9 @@ def main():
     QuirkHandler.passive_ports = range(int(PASV_MIN), int(PASV_MAX) + 1)
     QuirkHandler.banner = "ftpdrop interop pyftpdlib-quirks ready"
     QuirkHandler.permit_foreign_addresses = False
+    if TLS:
+        QuirkHandler.certfile, QuirkHandler.keyfile = TLS.split(":")
+        QuirkHandler.dtp_handler = QuirkDTP
     server = FTPServer((HOST, int(PORT)), QuirkHandler)
     server.max_cons = 256
     server.serve_forever()

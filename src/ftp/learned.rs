@@ -3,8 +3,10 @@
 //! time it was learned and forgotten after `learned_ttl_secs`.
 //!
 //! Without it every `ftpdrop once` and every restart learned again: the
-//! segment probe (5 s against a server that locks uploaded files) and the
-//! connection limit (a refused login per instance). Servers change, so
+//! segment probe (5 s against a server that locks uploaded files), the
+//! connection limit (a refused login per instance), whether APPE and REST
+//! work (a wasted attempt on a resume), and how the server treats TLS 1.3
+//! sessions on data connections. Servers change, so
 //! facts expire. The file names servers by `ftp://login@host:port`, never
 //! with a password, and is written atomically, owner-only.
 
@@ -24,6 +26,18 @@ pub struct Facts {
     /// The connection limit learned from "too many connections".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// APPE works; `Some(false)`: refused, new files are made with STOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appe: Option<bool>,
+    /// REST works; `Some(false)`: "not implemented", resumes use APPE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<bool>,
+    /// Data connections use TLS 1.2: `Some(true)` once the server was seen
+    /// to hand out TLS 1.3 tickets on the control connection only (proftpd's
+    /// mod_tls), where a TLS 1.2 session resumes any number of times;
+    /// `Some(false)` once such a server refused TLS 1.2 (TLS 1.3 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls12: Option<bool>,
     /// When these facts were learned, in seconds since the epoch.
     pub learned_at: u64,
 }
@@ -93,6 +107,18 @@ impl Learned {
         self.update(key, |f| f.limit = Some(limit));
     }
 
+    pub fn set_appe(&self, key: &ServerKey, works: bool) {
+        self.update(key, |f| f.appe = Some(works));
+    }
+
+    pub fn set_rest(&self, key: &ServerKey, works: bool) {
+        self.update(key, |f| f.rest = Some(works));
+    }
+
+    pub fn set_tls12(&self, key: &ServerKey, use_it: bool) {
+        self.update(key, |f| f.tls12 = Some(use_it));
+    }
+
     fn update(&self, key: &ServerKey, change: impl FnOnce(&mut Facts)) {
         let Some(path) = &self.path else {
             return;
@@ -140,9 +166,16 @@ mod tests {
         let l = Learned::load(path.clone(), Duration::from_secs(3600));
         l.set_segments(&key(), false);
         l.set_limit(&key(), 2);
+        l.set_appe(&key(), false);
+        l.set_rest(&key(), false);
+        l.set_tls12(&key(), true);
         let again = Learned::load(path.clone(), Duration::from_secs(3600));
         let f = again.get(&key()).unwrap();
         assert_eq!((f.segments, f.limit), (Some(false), Some(2)));
+        assert_eq!(
+            (f.appe, f.rest, f.tls12),
+            (Some(false), Some(false), Some(true))
+        );
         assert!(!std::fs::read_to_string(&path).unwrap().contains("password"));
         let expired = Learned::load(path, Duration::ZERO);
         assert!(expired.get(&key()).is_none());

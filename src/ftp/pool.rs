@@ -16,7 +16,7 @@
 //! another server needs a connection, an idle session is closed to make room.
 
 use crate::fault::{Fault, FaultKind};
-use crate::ftp::learned::Learned;
+use crate::ftp::learned::{Facts, Learned};
 use crate::ftp::{DirCache, Session, Timeouts};
 use crate::job::{ServerKey, ServerSpec};
 use crate::tls::TlsConfigs;
@@ -75,6 +75,9 @@ struct Slot {
     use_micros: AtomicU64,
     /// Entries waiting for a session of this server.
     waiting: AtomicUsize,
+    /// What sessions learned about the server's protocol (APPE, REST, TLS
+    /// 1.3 tickets), handed to new sessions and kept in [`Learned`].
+    facts: Mutex<Facts>,
 }
 
 impl Slot {
@@ -231,7 +234,9 @@ impl Drop for Lease {
         let (Some(mut session), Some(global)) = (self.session.take(), self.global.take()) else {
             return;
         };
+        self.pool.learn_from(&self.slot, &session);
         if session.broken
+            || session.tls_spent()
             || session.mid_transfer()
             || self.pool.global_waiters.load(Ordering::SeqCst) > 0
         {
@@ -335,6 +340,7 @@ impl Pool {
                     waiting: AtomicUsize::new(0),
                     returned: tokio::sync::Notify::new(),
                     segments: AtomicU8::new(segments),
+                    facts: Mutex::new(facts),
                 })
             })
             .clone()
@@ -554,6 +560,30 @@ impl Pool {
         }
     }
 
+    /// Keeps what `session` found out about its server's protocol, for the
+    /// next sessions and across restarts.
+    fn learn_from(&self, slot: &Slot, session: &Session) {
+        let mut facts = slot.facts.lock().unwrap();
+        if !session.create_with_appe && facts.appe != Some(false) {
+            facts.appe = Some(false);
+            self.learned.set_appe(&slot.key, false);
+        }
+        if !session.rest_works && facts.rest != Some(false) {
+            facts.rest = Some(false);
+            self.learned.set_rest(&slot.key, false);
+        }
+        if session.tls13_tickets_on_control_only() && facts.tls12.is_none() {
+            tracing::info!(
+                server = %slot.key,
+                "the server gives TLS 1.3 tickets on the control connection only; \
+                 its data connections could not all resume TLS 1.3 sessions, so new \
+                 sessions use TLS 1.2"
+            );
+            facts.tls12 = Some(true);
+            self.learned.set_tls12(&slot.key, true);
+        }
+    }
+
     /// Connects a new session under permits already held.
     async fn connect(
         self: &Arc<Self>,
@@ -564,24 +594,41 @@ impl Pool {
         in_use: OwnedSemaphorePermit,
         global: OwnedSemaphorePermit,
     ) -> Result<Lease, Fault> {
-        let tls = match spec.tls {
-            crate::config::TlsMode::None => None,
-            _ => {
-                if spec.insecure_skip_verify {
-                    tracing::warn!(
-                        server = %key,
-                        "TLS certificate verification is OFF for this server (insecure_skip_verify)"
-                    );
-                }
-                Some(
-                    self.tls
-                        .get(spec.ca_file.as_deref(), spec.insecure_skip_verify)
-                        .map_err(|e| Fault::permanent(format!("TLS setup for {key}: {e:#}")))?,
-                )
-            }
+        let facts = slot.facts.lock().unwrap().clone();
+        let tls12 = facts.tls12 == Some(true);
+        let tls_config = |tls12: bool| match spec.tls {
+            crate::config::TlsMode::None => Ok(None),
+            _ => self
+                .tls
+                .get(spec.ca_file.as_deref(), spec.insecure_skip_verify, tls12)
+                .map(Some)
+                .map_err(|e| Fault::permanent(format!("TLS setup for {key}: {e:#}"))),
         };
+        if spec.tls != crate::config::TlsMode::None && spec.insecure_skip_verify {
+            tracing::warn!(
+                server = %key,
+                "TLS certificate verification is OFF for this server (insecure_skip_verify)"
+            );
+        }
         let started = Instant::now();
-        match Session::connect(spec, tls, self.timeouts).await {
+        let mut connected = Session::connect(spec, tls_config(tls12)?, self.timeouts, &facts).await;
+        if tls12 {
+            if let Err(f) = &connected {
+                if f.message.contains("TLS") {
+                    // Learned TLS 1.2, but the server speaks TLS 1.3 only:
+                    // stay with 1.3 and let sessions end as their tickets do.
+                    let again =
+                        Session::connect(spec, tls_config(false)?, self.timeouts, &facts).await;
+                    if again.is_ok() {
+                        tracing::info!(server = %key, error = %f, "the server refused TLS 1.2; staying with TLS 1.3");
+                        slot.facts.lock().unwrap().tls12 = Some(false);
+                        self.learned.set_tls12(key, false);
+                    }
+                    connected = again;
+                }
+            }
+        }
+        match connected {
             Ok(mut session) => {
                 slot.login_micros
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -159,10 +159,12 @@ fn passive_builder(
 
 impl Session {
     /// Connects, secures (if asked), logs in and learns the server's features.
+    /// `known`: what earlier sessions learned about the server (APPE, REST).
     pub async fn connect(
         spec: &ServerSpec,
         tls: Option<Arc<rustls::ClientConfig>>,
         timeouts: Timeouts,
+        known: &crate::ftp::learned::Facts,
     ) -> Result<Session, Fault> {
         let server = spec.to_string();
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
@@ -204,7 +206,11 @@ impl Session {
         let mut last = None;
         for addr in addrs {
             match Session::connect_to(spec, &server, addr, tls.clone(), timeouts).await {
-                Ok(s) => return Ok(s),
+                Ok(mut s) => {
+                    s.create_with_appe = known.appe != Some(false);
+                    s.rest_works = known.rest != Some(false);
+                    return Ok(s);
+                }
                 Err(mut f)
                     if spec.tls == TlsMode::None && crate::fault::demands_tls(&f.message) =>
                 {
@@ -767,6 +773,12 @@ impl Session {
                 )))
             }
         }
+    }
+
+    /// Can an upload continue a partial file here? Not on a server known to
+    /// implement neither REST (with STOR) nor APPE: there it starts over.
+    pub fn can_resume(&self) -> bool {
+        (self.features.rest_stream && self.rest_works) || self.create_with_appe
     }
 
     /// Is a data connection of this session still open (its task was cancelled)?

@@ -67,8 +67,8 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore> {
 }
 
 /// Builds (once) and hands out TLS client configs.
-/// (CA file, skip verification) → config.
-type ConfigCache = HashMap<(Option<PathBuf>, bool), Arc<ClientConfig>>;
+/// (CA file, skip verification, TLS 1.2 only) → config.
+type ConfigCache = HashMap<(Option<PathBuf>, bool, bool), Arc<ClientConfig>>;
 
 #[derive(Default)]
 pub struct TlsConfigs {
@@ -76,14 +76,26 @@ pub struct TlsConfigs {
 }
 
 impl TlsConfigs {
-    pub fn get(&self, ca_file: Option<&Path>, insecure: bool) -> Result<Arc<ClientConfig>> {
-        let key = (ca_file.map(Path::to_path_buf), insecure);
+    /// The config for these trust settings; with `tls12_only`, one that
+    /// offers TLS 1.2 alone (for servers whose TLS 1.3 sessions cannot be
+    /// resumed on every data connection, see `ftp::learned`).
+    pub fn get(
+        &self,
+        ca_file: Option<&Path>,
+        insecure: bool,
+        tls12_only: bool,
+    ) -> Result<Arc<ClientConfig>> {
+        let key = (ca_file.map(Path::to_path_buf), insecure, tls12_only);
         if let Some(cfg) = self.cache.lock().unwrap().get(&key) {
             return Ok(cfg.clone());
         }
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .context("TLS provider setup")?;
+        let builder = ClientConfig::builder_with_provider(provider());
+        let builder = if tls12_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS12])
+        } else {
+            builder.with_safe_default_protocol_versions()
+        }
+        .context("TLS provider setup")?;
         let cfg = if insecure {
             builder
                 .dangerous()

@@ -153,6 +153,7 @@ pub async fn attempt(
                 if !source_changed
                     && !memory.no_resume
                     && !memory.segmented
+                    && lease.session().can_resume()
                     && have <= stamp.size =>
             {
                 offset = have
