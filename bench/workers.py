@@ -43,7 +43,7 @@ def one_round(env, n, jobs, size, data):
     cfg = os.path.join(work, "config.json")
     json.dump({"inbox": inbox, "checked": checked, "settle_ms": 20, "sweep_interval_ms": 200,
                "max_concurrent_jobs": 4, "max_connections": 8, "max_connections_per_server": 8,
-               "takeover_interval_secs": 1}, open(cfg, "w"))
+               "takeover_interval_secs": 1, "status": {"listen": "127.0.0.1:0"}}, open(cfg, "w"))
     procs = [subprocess.Popen([BIN, "run", "--config", cfg, "--log-level", "warn"],
                               stderr=open(os.path.join(work, f"log{i}"), "w"))
              for i in range(n)]

@@ -101,6 +101,49 @@ pub struct Config {
     /// limits) is kept in `ftpdrop-learned.json` beside `checked/` for this
     /// many seconds, across restarts. 0: not kept.
     pub learned_ttl_secs: u64,
+    /// The HTTP status API, metrics and dashboard of `ftpdrop run`.
+    pub status: StatusConfig,
+}
+
+/// Where the status API listens, and who may use it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// `address:port`; null turns the API off. Default `127.0.0.1:9180`.
+    /// Anything but a loopback address needs `token_file`.
+    pub listen: Option<String>,
+    /// A file whose first line is the bearer token every request must carry
+    /// (`Authorization: Bearer <token>`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            listen: Some("127.0.0.1:9180".into()),
+            token_file: None,
+        }
+    }
+}
+
+impl StatusConfig {
+    /// The address to listen on, checked: a non-loopback address without a
+    /// token is refused (the API can submit jobs).
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>> {
+        let Some(listen) = &self.listen else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = listen.parse().with_context(|| {
+            format!("status.listen {listen:?}: expected address:port, e.g. 127.0.0.1:9180")
+        })?;
+        if !addr.ip().is_loopback() && self.token_file.is_none() {
+            bail!(
+                "status.listen {listen}: a non-loopback address needs status.token_file \
+                 (the API takes jobs); set one, or listen on 127.0.0.1"
+            );
+        }
+        Ok(Some(addr))
+    }
 }
 
 /// A NATS JetStream work queue as a second intake: a durable pull consumer
@@ -270,6 +313,7 @@ impl Default for Config {
             takeover_interval_secs: 5,
             nats: None,
             learned_ttl_secs: 7 * 86_400,
+            status: StatusConfig::default(),
         }
     }
 }
@@ -459,6 +503,7 @@ impl Config {
             bail!("timeouts must be at least 1 second");
         }
         self.local_roots()?;
+        self.status.listen_addr()?;
         if let Some(n) = &self.nats {
             if n.url.trim().is_empty() {
                 bail!("nats.url is empty");

@@ -20,6 +20,10 @@
 //!   [`ftp::tls`], [`ftp::reply`] (replies parsed as pure functions),
 //!   [`ftp::fault`] (transient, back-pressure or permanent).
 //! - [`report`]: the receipt and its journal, written atomically, owner-only.
+//! - [`events`]: the typed events; each one is a log line, a metric update,
+//!   a status update and a live message.
+//! - [`status`]: what operators see: the board of running jobs, Prometheus
+//!   metrics, the HTTP API (SSE, WebSocket) and the embedded dashboard.
 //! - [`service`]: what systemd or the Windows service manager is told.
 //! - [`config`]: the configuration file, its defaults and validation.
 //! - [`secret`]: passwords that never print.
@@ -30,6 +34,7 @@
 //! folders existed.
 
 pub mod config;
+pub mod events;
 pub mod ftp;
 pub mod intake;
 pub mod job;
@@ -38,6 +43,7 @@ pub mod report;
 pub mod run;
 pub mod secret;
 pub mod service;
+pub mod status;
 pub mod upload;
 
 pub use ftp::{fault, pool, reply, tls};

@@ -332,19 +332,8 @@ async fn submit(config: &Config, nats: bool, files: &[PathBuf]) -> Result<ExitCo
         }
     } else {
         for (stem, bytes) in jobs {
-            let mut name = stem.clone();
-            for n in 1.. {
-                if !config.inbox.join(format!("{name}.json")).exists() {
-                    break;
-                }
-                name = format!("{stem}-{n}");
-            }
-            // A hidden temp name and a rename: intake never sees half a job.
-            let tmp = config.inbox.join(format!(".{name}.json.tmp"));
-            std::fs::write(&tmp, &bytes)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, config.inbox.join(format!("{name}.json")))
-                .context("cannot move the job into the inbox")?;
+            let name =
+                ftpdrop::intake::submit::into_inbox(&config.inbox, &config.checked, &stem, &bytes)?;
             println!("{name}");
         }
     }
@@ -406,6 +395,7 @@ async fn run_daemon(config: Config, path: Option<PathBuf>) -> Result<()> {
         supervisor,
         reload: Some(reload_rx),
         health,
+        ..Options::default()
     };
     ftpdrop::run::daemon::run_with(config, shutdown_signal(), opts).await
 }

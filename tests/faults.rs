@@ -166,6 +166,7 @@ fn write_daemon_config(base: &Path, extra: Value) -> PathBuf {
     std::fs::create_dir_all(base.join("checked")).unwrap();
     let mut cfg = json!({
         "inbox": base.join("files"),
+        "status": {"listen": "127.0.0.1:0"},
         "checked": base.join("checked"),
         "settle_ms": 50,
         "sweep_interval_ms": 500,

@@ -1372,7 +1372,7 @@ async fn segmented_kill9(t: &Target) -> Outcome {
     std::fs::write(
         &cfg,
         serde_json::to_vec(&json!({
-            "inbox": inbox, "checked": checked, "settle_ms": 0,
+            "inbox": inbox, "checked": checked, "settle_ms": 0, "status": {"listen": "127.0.0.1:0"},
             "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 1000},
         }))
         .unwrap(),
@@ -1952,6 +1952,7 @@ async fn two_instances_share_a_server_that_allows_two() {
                 .unwrap();
                 let cfg = json!({
                     "inbox": base.join("files"), "checked": base.join("checked"), "settle_ms": 0,
+                    "status": {"listen": "127.0.0.1:0"},
                     "max_connections": 4, "max_connections_per_server": 4,
                     "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 1000},
                 });

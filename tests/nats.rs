@@ -117,7 +117,7 @@ fn start_worker(base: &Path, n: usize, url: &str, extra: Value) -> Worker {
     let dir = base.join(format!("worker{n}"));
     std::fs::create_dir_all(dir.join("files")).unwrap();
     let mut cfg = json!({
-        "inbox": dir.join("files"), "checked": dir.join("checked"),
+        "inbox": dir.join("files"), "checked": dir.join("checked"), "status": {"listen": "127.0.0.1:0"},
         "settle_ms": 50, "sweep_interval_ms": 500, "max_concurrent_jobs": 4,
         "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 500},
         "nats": {"url": url, "ack_wait_secs": 6},

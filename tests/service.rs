@@ -56,7 +56,7 @@ impl Notify {
 
 fn write_config(path: &Path, base: &Path, max_connections: usize) {
     let cfg = json!({
-        "inbox": base.join("files"), "checked": base.join("checked"),
+        "inbox": base.join("files"), "checked": base.join("checked"), "status": {"listen": "127.0.0.1:0"},
         "settle_ms": 100, "sweep_interval_ms": 300,
         "max_connections": max_connections, "max_connections_per_server": max_connections,
         "shutdown_grace_secs": 7,

@@ -80,6 +80,7 @@ async fn survivors_take_over_a_killed_instances_jobs() {
         &cfg,
         serde_json::to_vec(&json!({
             "inbox": inbox, "checked": checked, "settle_ms": 50, "sweep_interval_ms": 300,
+            "status": {"listen": "127.0.0.1:0"},
             "max_concurrent_jobs": 4, "max_connections": 4, "takeover_interval_secs": 1,
             "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 500},
         }))

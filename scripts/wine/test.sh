@@ -61,6 +61,7 @@ config() { # config DIR -> a config whose folders are under DIR
 import json, sys
 d = sys.argv[1]
 print(json.dumps({"inbox": d + "\\files", "checked": d + "\\checked", "settle_ms": 200,
+                  "status": {"listen": "127.0.0.1:0"},
                   "sweep_interval_ms": 500, "log": {"dir": d + "\\logs"}}))
 PY
 }

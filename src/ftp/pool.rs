@@ -175,6 +175,8 @@ pub struct Pool {
     tls: TlsConfigs,
     timeouts: Timeouts,
     idle_timeout: Duration,
+    /// Sessions opened, logins refused, limits lowered (see [`crate::events`]).
+    events: crate::events::Events,
 }
 
 /// A session lent to one entry. Dropping it returns the session to the pool
@@ -307,6 +309,7 @@ impl Pool {
             tls: TlsConfigs::default(),
             timeouts,
             idle_timeout,
+            events: crate::events::Events::default(),
         })
     }
 
@@ -356,6 +359,44 @@ impl Pool {
             }
         }
         false
+    }
+
+    /// The pool with events going to `events` instead of nowhere.
+    pub fn with_events(self: Arc<Self>, events: crate::events::Events) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut pool) => {
+                pool.events = events;
+                Arc::new(pool)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    /// Each server's sessions (busy, idle) and current limit, for the metrics.
+    pub fn load(&self) -> Vec<crate::status::metrics::ServerLoad> {
+        let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
+        let mut out: Vec<crate::status::metrics::ServerLoad> = Vec::new();
+        for slot in slots {
+            let server = slot.key.host_port();
+            let idle = slot.idle.lock().unwrap().len();
+            let busy = slot.open_sessions().saturating_sub(idle);
+            let limit = slot.limit.load(Ordering::SeqCst);
+            // Several logins to one host:port are one server to an operator.
+            match out.iter_mut().find(|l| l.server == server) {
+                Some(l) => {
+                    l.busy += busy;
+                    l.idle += idle;
+                    l.limit = l.limit.max(limit);
+                }
+                None => out.push(crate::status::metrics::ServerLoad {
+                    server,
+                    busy,
+                    idle,
+                    limit,
+                }),
+            }
+        }
+        out
     }
 
     /// Closes sessions idle for longer than the idle timeout.
@@ -633,12 +674,23 @@ impl Pool {
                 slot.login_micros
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 session.counted = slot.open.clone().try_acquire_owned().ok();
+                self.events.emit(crate::events::Event::SessionOpened {
+                    server: key.host_port(),
+                });
                 Ok(self.lease(session, creds, global, in_use, slot))
             }
             Err(f) => {
                 if f.kind == FaultKind::Permanent && f.code == Some(530) {
                     remember_refusal(&slot, creds, &f);
                 }
+                self.events.emit(crate::events::Event::LoginFailed {
+                    server: key.host_port(),
+                    result: match (f.kind, f.code) {
+                        (FaultKind::Permanent, Some(530)) => "refused",
+                        (FaultKind::TooManyConnections, _) => "too_many",
+                        _ => "error",
+                    },
+                });
                 if f.kind == FaultKind::TooManyConnections {
                     // Remember the server's real limit: one fewer than we had in use.
                     // The permit this attempt holds is the one that goes.
@@ -650,7 +702,10 @@ impl Pool {
                     if let Ok(prev) = lowered {
                         *slot.limit_changed.lock().unwrap() = Instant::now();
                         in_use.forget();
-                        tracing::warn!(server = %key, limit = prev - 1, "server refused a connection as too many; lowering its limit");
+                        self.events.emit(crate::events::Event::LimitLowered {
+                            server: key.host_port(),
+                            limit: prev - 1,
+                        });
                         self.learned.set_limit(key, prev - 1);
                     }
                 }

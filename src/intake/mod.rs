@@ -3,11 +3,13 @@
 //! - [`folder`]: the inbox folder: watch, settle, claim into `checked/`
 //!   (its items are re-exported here: `intake::claim`, `intake::Intake`).
 //! - [`nats`]: a NATS JetStream work queue (a durable pull consumer).
+//! - [`submit`]: writing a job into the inbox (`submit`, `POST /api/jobs`).
 //!
 //! An intake hands the scheduler [`Work`]: a claimed job file in
 //! `checked/`, locked, with a job permit.
 
 pub mod folder;
 pub mod nats;
+pub mod submit;
 
 pub use folder::*;

@@ -92,6 +92,22 @@ impl ServerSpec {
     }
 }
 
+/// `host:port` (`[v6]:port`): how metrics and the status API name a
+/// server, without login or scheme.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl ServerKey {
+    pub fn host_port(&self) -> String {
+        host_port(&self.host, self.port)
+    }
+}
+
 impl fmt::Display for ServerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = match self.tls {
@@ -132,6 +148,8 @@ pub struct Entry {
     pub verify: Verify,
     /// Where local files may be read from (`local_roots`), checked on every open.
     pub local_roots: Arc<LocalRoots>,
+    /// Live counters of this entry's upload, read by the status API.
+    pub progress: Arc<crate::events::Progress>,
 }
 
 impl Entry {
@@ -566,6 +584,7 @@ fn parse_entry(
         if_exists,
         verify,
         local_roots: limits.roots.clone(),
+        progress: Default::default(),
     })
 }
 

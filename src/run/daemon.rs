@@ -16,7 +16,7 @@ use crate::run::health::{Health, Loop};
 use crate::run::slot::JobSlot;
 use crate::runner::{run_job, Ctx};
 use crate::service::{Supervisor, Unsupervised};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -37,14 +37,16 @@ fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
         command: config.command_timeout(),
         data: config.data_timeout(),
     };
+    let events = crate::events::Events::new();
     let pool = Pool::new(
         config.max_connections,
         config.max_connections_per_server,
         timeouts,
         Duration::from_secs(config.idle_session_secs),
         Arc::new(learned_facts(&config)),
-    );
-    Arc::new(Ctx::new(config, pool, health))
+    )
+    .with_events(events.clone());
+    Arc::new(Ctx::new(config, pool, health, events))
 }
 
 /// The learned-facts file beside `checked/` (see [`crate::ftp::learned`]).
@@ -69,6 +71,8 @@ pub struct Options {
     pub reload: Option<mpsc::UnboundedReceiver<Config>>,
     /// Heartbeats of the loops; the caller's watchdog reads them.
     pub health: Arc<Health>,
+    /// Set to the status API's address once it listens (tests listen on port 0).
+    pub status_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             supervisor: Arc::new(Unsupervised),
             reload: None,
             health: Arc::new(Health::default()),
+            status_addr: Arc::default(),
         }
     }
 }
@@ -161,12 +166,57 @@ pub async fn run_with(
         supervisor,
         reload,
         health,
+        status_addr,
     } = opts;
     for w in config.warnings() {
         warn!("{w}");
     }
+    // The API's port is taken before anything else happens: a port in use
+    // is a clear error at start, not a daemon without its API.
+    let listener = match config.status.listen_addr()? {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("status.listen {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
+    let token = match &config.status.token_file {
+        Some(path) => Some(crate::status::http::load_token(path)?),
+        None => None,
+    };
     let ctx = make_ctx(config, health.clone());
     let cfg = ctx.config();
+    let stop_status = CancellationToken::new();
+    let ticker = tokio::spawn(
+        ctx.board
+            .clone()
+            .run_ticker(ctx.events.clone(), stop_status.clone()),
+    );
+    let api_task = listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        if let Some(a) = addr {
+            let _ = status_addr.set(a);
+            info!(addr = %a, "status API listening");
+        }
+        let api = Arc::new(crate::status::http::Api {
+            board: ctx.board.clone(),
+            metrics: ctx.metrics.clone(),
+            events: ctx.events.clone(),
+            health: health.clone(),
+            pool: ctx.pool.clone(),
+            config: {
+                let ctx = ctx.clone();
+                Arc::new(move || ctx.config())
+            },
+            token,
+        });
+        tokio::spawn(crate::status::http::serve(
+            listener,
+            api,
+            stop_status.clone(),
+        ))
+    });
     let mut job_limit = cfg.max_concurrent_jobs;
     let permits = Arc::new(Semaphore::new(job_limit));
     let (tx, mut rx) = mpsc::channel(1);
@@ -332,6 +382,12 @@ pub async fn run_with(
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
     ctx.pool.close_all().await;
+    stop_status.cancel();
+    let _ = ticker.await;
+    if let Some(t) = api_task {
+        // Live subscribers (SSE, WebSocket) hold connections open: not waited for long.
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     info!("stopped");
     Ok(())
 }
@@ -341,6 +397,13 @@ pub async fn run_with(
 pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
     let ctx = make_ctx(config, Arc::new(Health::default()));
     let cfg = ctx.config();
+    // Progress lines for long uploads, as under `run`.
+    let stop_ticker = CancellationToken::new();
+    let ticker = tokio::spawn(
+        ctx.board
+            .clone()
+            .run_ticker(ctx.events.clone(), stop_ticker.clone()),
+    );
     crate::housekeeping::sweep(&cfg.checked, cfg.retention_days);
     let mut todo: Vec<(PathBuf, Option<std::fs::File>)> = unfinished_jobs(&cfg.checked)
         .into_iter()
@@ -385,6 +448,8 @@ pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
         results.push(r?);
     }
     ctx.pool.close_all().await;
+    stop_ticker.cancel();
+    let _ = ticker.await;
     results.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(results)
 }

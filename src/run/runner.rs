@@ -8,11 +8,13 @@
 //! using up the entry's attempts.
 
 use crate::config::Config;
+use crate::events::{Event, Events, Stage};
 use crate::fault::FaultKind;
 use crate::job::{self, Entry};
 use crate::pool::Pool;
 use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
 use crate::run::slot::{JobSlot, Presence};
+use crate::status::Board;
 use crate::transfer::{self, Memory};
 use futures_util::StreamExt;
 use rand::Rng;
@@ -37,6 +39,12 @@ pub struct Ctx {
     /// waiting to retry stop waiting (they hold nothing that needs a grace
     /// period); uploads under way get the grace period.
     pub stopping: CancellationToken,
+    /// Where every state change goes: log, metrics, status, live feed.
+    pub events: Events,
+    /// Running jobs and their live progress (the status API reads it).
+    pub board: Arc<Board>,
+    /// Counters and histograms for `/metrics`, fed by `events`.
+    pub metrics: Arc<crate::status::metrics::Metrics>,
 }
 
 /// How long a failed entry may spend deleting its temp file.
@@ -53,13 +61,25 @@ fn backoff_ceiling(cfg: &Config, attempt: u32) -> Duration {
 const MAX_BACKPRESSURE_RETRIES: u32 = 200;
 
 impl Ctx {
-    pub fn new(config: Config, pool: Arc<Pool>, health: Arc<crate::run::health::Health>) -> Ctx {
+    pub fn new(
+        config: Config,
+        pool: Arc<Pool>,
+        health: Arc<crate::run::health::Health>,
+        events: Events,
+    ) -> Ctx {
+        let board = Arc::new(Board::new(config.checked.clone()));
+        events.add_sink(board.clone());
+        let metrics = Arc::new(crate::status::metrics::Metrics::new());
+        events.add_sink(metrics.clone());
         Ctx {
             config: std::sync::RwLock::new(Arc::new(config)),
             health,
             pool,
             cancel: CancellationToken::new(),
             stopping: CancellationToken::new(),
+            events,
+            board,
+            metrics,
         }
     }
 
@@ -179,9 +199,10 @@ async fn run_claimed(
             let mut receipt = Receipt::new(&job_name, job_file);
             receipt.state = JobState::Invalid;
             receipt.finished_at = Some(crate::report::now());
-            for p in &problems {
-                warn!(job = %job_name, error = %p, "invalid job");
-            }
+            ctx.events.emit(Event::JobInvalid {
+                job: job_name.clone(),
+                problems: problems.clone(),
+            });
             receipt.problems = problems;
             let report = match ReportHandle::open(paths, receipt, Some(ctx.health.clone())) {
                 Ok(r) => r,
@@ -196,12 +217,13 @@ async fn run_claimed(
 
     let mut receipt = Receipt::new(&job_name, job_file);
     receipt.entries = job.entries.iter().map(EntryReport::pending).collect();
+    let mut resumed = false;
     if let Some(old) = recovered {
         if old.entries.len() == receipt.entries.len() {
             receipt.claimed_at = old.claimed_at;
             receipt.settle_published = old.settle_published;
             receipt.entries = old.entries;
-            info!(job = %job_name, "resuming interrupted job");
+            resumed = true;
         } else if old.entries.is_empty() {
             // Written by an intake before the job ran (NATS): its identity
             // and whether another worker may have published entries already.
@@ -229,7 +251,27 @@ async fn run_claimed(
     };
     report.flush().await;
     let writer = tokio::spawn(report.clone().write_loop(Duration::from_millis(200)));
-    info!(job = %job_name, entries = job.entries.len(), "job started");
+    // Entries an earlier run finished show as such on the board.
+    for e in &job.entries {
+        let r = report.entry(e.index);
+        let stage = match r.state {
+            EntryState::Done => Stage::Done,
+            EntryState::Skipped => Stage::Skipped,
+            EntryState::Failed => Stage::Failed,
+            EntryState::Pending => Stage::Queued,
+        };
+        if let Some(bytes) = r.bytes {
+            e.progress.start(bytes, bytes, 1);
+        }
+        e.progress.set_stage(stage);
+    }
+    ctx.board
+        .track(&job_name, &report.snapshot().claimed_at, &job.entries);
+    ctx.events.emit(Event::JobStarted {
+        job: job_name.clone(),
+        entries: job.entries.len(),
+        resumed,
+    });
 
     let pending: Vec<&Entry> = job
         .entries
@@ -263,6 +305,7 @@ async fn run_claimed(
     if interrupted {
         report.flush().await;
         info!(job = %job_name, "job interrupted by shutdown; it resumes at the next start");
+        ctx.board.forget(&job_name);
         return JobState::Running;
     }
     let state = report.finish().await;
@@ -272,7 +315,12 @@ async fn run_claimed(
         .iter()
         .filter(|e| e.state != EntryState::Failed)
         .count();
-    info!(job = %job_name, state = ?state, done, failed = r.entries.len() - done, "job finished");
+    ctx.events.emit(Event::JobFinished {
+        job: job_name.clone(),
+        state,
+        done,
+        failed: r.entries.len() - done,
+    });
     state
 }
 
@@ -298,8 +346,9 @@ async fn run_entry(
     let started = Instant::now();
     let mut counted = 0u32;
     let mut backpressure = 0u32;
-    let server = entry.server.to_string();
+    let server = entry.server.key().host_port();
     let remote_path = entry.remote_path();
+    let progress = entry.progress.clone();
     loop {
         if ctx.stopping.is_cancelled() {
             return;
@@ -307,6 +356,8 @@ async fn run_entry(
         rep.attempts += 1;
         rep.next_attempt_at = None;
         let attempt = rep.attempts;
+        progress.set_attempt(attempt);
+        progress.set_stage(Stage::Connecting);
         let work = async {
             let mut lease = ctx.pool.acquire(&entry.server).await?;
             let rep_for_journal = rep.clone();
@@ -359,12 +410,24 @@ async fn run_entry(
                 rep.publishing = false;
                 rep.segmented = false;
                 rep.segments = (out.segments > 1).then_some(out.segments);
-                info!(
-                    job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
-                    bytes = out.bytes, elapsed_ms = rep.elapsed_ms, attempt,
-                    resumed_from = out.resumed_from, skipped = out.skipped, segments = out.segments,
-                    "entry uploaded"
-                );
+                progress.start(out.bytes, out.bytes, out.segments);
+                progress.set_stage(if out.skipped {
+                    Stage::Skipped
+                } else {
+                    Stage::Done
+                });
+                ctx.events.emit(Event::EntryDone {
+                    job: job_name.to_string(),
+                    entry: entry.index,
+                    server: server.clone(),
+                    remote_path: remote_path.clone(),
+                    bytes: out.bytes,
+                    elapsed_ms: rep.elapsed_ms,
+                    attempt,
+                    resumed_from: out.resumed_from,
+                    skipped: out.skipped,
+                    segments: out.segments,
+                });
                 report.update(rep);
                 return;
             }
@@ -408,11 +471,17 @@ async fn run_entry(
                             }
                         }
                     }
-                    warn!(
-                        job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
-                        attempt, elapsed_ms = rep.elapsed_ms, error = %fault.message,
-                        "entry failed"
-                    );
+                    progress.set_stage(Stage::Failed);
+                    ctx.events.emit(Event::EntryFailed {
+                        job: job_name.to_string(),
+                        entry: entry.index,
+                        server: server.clone(),
+                        remote_path: remote_path.clone(),
+                        bytes_total: progress.total(),
+                        attempt,
+                        elapsed_ms: rep.elapsed_ms,
+                        error: rep.error.clone().unwrap_or_default(),
+                    });
                     ctx.health.record_error(format!(
                         "{job_name} entry {}: {}",
                         entry.index, fault.message
@@ -421,19 +490,30 @@ async fn run_entry(
                     return;
                 }
                 let wait = backoff(config, counted.max(backpressure.min(6)));
-                warn!(
-                    job = %job_name, entry = entry.index, server = %server, remote_path = %remote_path,
-                    attempt, error = %fault.message, retry_in_ms = wait.as_millis() as u64,
-                    "attempt failed; will retry"
-                );
                 ctx.health.record_error(format!(
                     "{job_name} entry {}: {}",
                     entry.index, fault.message
                 ));
-                rep.next_attempt_at = Some(
+                let next_attempt_at =
                     humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
-                        .to_string(),
-                );
+                        .to_string();
+                rep.next_attempt_at = Some(next_attempt_at.clone());
+                progress.set_stage(Stage::WaitingRetry);
+                ctx.events.emit(Event::RetryScheduled {
+                    job: job_name.to_string(),
+                    entry: entry.index,
+                    server: server.clone(),
+                    remote_path: remote_path.clone(),
+                    attempt,
+                    reason: if fault.kind == FaultKind::TooManyConnections {
+                        "too_many_connections"
+                    } else {
+                        "transient"
+                    },
+                    error: fault.message.clone(),
+                    retry_in_ms: wait.as_millis() as u64,
+                    next_attempt_at,
+                });
                 report.update(rep.clone());
                 // Waiting holds no connection, and no job slot if no other
                 // entry of the job is active.

@@ -165,6 +165,7 @@ fn serve() -> Result<()> {
                     supervisor: scm.clone(),
                     reload: None,
                     health: Arc::new(Health::default()),
+                    ..Options::default()
                 },
             ))
         });

@@ -491,6 +491,7 @@ async fn segments(
     let ranges = ranges(from, size, 1 + extra.len());
     extra.truncate(ranges.len() - 1);
     tracing::debug!(remote_path = %temp, from, segments = ranges.len(), "segmented upload");
+    entry.progress.start(from, size, ranges.len());
     let written = async {
         let primary = lease.session();
         let opened = if from == 0 {

@@ -57,6 +57,8 @@ pub struct Local<'a> {
     pub roots: &'a Arc<LocalRoots>,
     /// The remote (temp) path being written, for network errors.
     pub remote: &'a str,
+    /// Bumped with every chunk that goes out (the status API's live bytes).
+    pub progress: &'a crate::events::Progress,
 }
 
 impl<'a> Local<'a> {
@@ -67,6 +69,7 @@ impl<'a> Local<'a> {
             path: &entry.local_path,
             roots: &entry.local_roots,
             remote,
+            progress: &entry.progress,
         }
     }
 
@@ -294,7 +297,7 @@ async fn pump(
 ) -> Result<(), Fault> {
     while let Some(chunk) = rx.recv().await {
         match tokio::time::timeout(timeout, upload.write_all(&chunk)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => local.progress.add(chunk.len() as u64),
             Ok(Err(e)) => return Err(local.send_error(e)),
             Err(_) => return Err(local.stalled(timeout)),
         }
@@ -431,7 +434,7 @@ mod zero_copy {
             };
             match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(0)) => break, // the file ended early
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => local.progress.add(n as u64),
                 Ok(Err(e))
                     if off as u64 == start
                         && matches!(

@@ -11,6 +11,7 @@
 //! several sessions at once (see [`crate::segment`]); the checks and the
 //! rename after it are the same.
 
+use crate::events::Stage;
 use crate::fault::Fault;
 use crate::ftp::{normalize_dir, Session};
 use crate::job::{join_remote, Entry, IfExists};
@@ -174,6 +175,8 @@ pub async fn attempt(
     // we were down is sent afresh).
     journal(memory);
 
+    entry.progress.start(offset, stamp.size, 1);
+    entry.progress.set_stage(Stage::Uploading);
     let (sent, segments) =
         if offset == 0 && segment::may_split(lease, &entry.server, policy, stamp.size) {
             let mut split = |m: &mut Memory| {
@@ -228,6 +231,7 @@ pub async fn attempt(
         )));
     }
 
+    entry.progress.set_stage(Stage::Verifying);
     let have = session.size(&temp_path).await?;
     if have != Some(stamp.size) {
         return Err(Fault::transient(format!(
@@ -242,6 +246,7 @@ pub async fn attempt(
 
     memory.publishing = true;
     journal(memory);
+    entry.progress.set_stage(Stage::Publishing);
     publish(session, &temp_path, &final_path, entry.if_exists).await?;
 
     let have = session.size(&final_path).await?;

@@ -188,6 +188,8 @@ pub fn daemon_config(base: &Path) -> ftpdrop::Config {
     cfg.retry.max_attempts = 5;
     cfg.retry.initial_backoff_ms = 50;
     cfg.retry.max_backoff_ms = 200;
+    // Every test daemon serves the status API, on a port of its own.
+    cfg.status.listen = Some("127.0.0.1:0".into());
     std::fs::create_dir_all(&cfg.inbox).unwrap();
     std::fs::create_dir_all(&cfg.checked).unwrap();
     cfg

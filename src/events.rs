@@ -1,0 +1,353 @@
+//! The typed events of a running daemon, and the one place they fan out.
+//!
+//! Every state change an operator may care about is one [`Event`]. Emitting
+//! it (see [`Events::emit`]) writes its one log line, updates the metrics
+//! ([`crate::status::metrics`]), updates the in-memory status behind the
+//! HTTP API ([`crate::status::Board`]) and sends it to live subscribers (SSE,
+//! WebSocket). The upload path never logs, counts or reports on its own: it
+//! emits. (The pattern is vector's `internal_events`.)
+//!
+//! Byte counts are the exception: counting every chunk through a channel
+//! would cost the upload path, so each entry has a [`Progress`] of atomics
+//! that the senders bump and a ticker (see [`crate::status`]) turns into
+//! throttled `progress` events, rates and ETAs.
+
+use crate::report::JobState;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Where an entry is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Queued,
+    Connecting,
+    Uploading,
+    Verifying,
+    Publishing,
+    WaitingRetry,
+    Done,
+    Failed,
+    Skipped,
+}
+
+impl Stage {
+    const ALL: [Stage; 9] = [
+        Stage::Queued,
+        Stage::Connecting,
+        Stage::Uploading,
+        Stage::Verifying,
+        Stage::Publishing,
+        Stage::WaitingRetry,
+        Stage::Done,
+        Stage::Failed,
+        Stage::Skipped,
+    ];
+
+    fn from_u8(v: u8) -> Stage {
+        Stage::ALL.get(v as usize).copied().unwrap_or(Stage::Queued)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Done | Stage::Failed | Stage::Skipped)
+    }
+}
+
+/// One entry's live counters, shared by the senders (which bump them) and
+/// the status board (which reads them). Atomics: a chunk sent costs one
+/// relaxed add, nothing more.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes the temp file holds so far (a resume starts at its offset).
+    sent: AtomicU64,
+    total: AtomicU64,
+    segments: AtomicUsize,
+    stage: AtomicU8,
+    attempt: AtomicU64,
+}
+
+impl Progress {
+    pub fn add(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A new upload of `total` bytes starting at byte `from`, in `segments` streams.
+    pub fn start(&self, from: u64, total: u64, segments: usize) {
+        self.total.store(total, Ordering::Relaxed);
+        self.sent.store(from, Ordering::Relaxed);
+        self.segments.store(segments.max(1), Ordering::Relaxed);
+    }
+
+    pub fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
+    pub fn set_attempt(&self, attempt: u32) {
+        self.attempt.store(attempt as u64, Ordering::Relaxed);
+    }
+
+    pub fn stage(&self) -> Stage {
+        Stage::from_u8(self.stage.load(Ordering::Relaxed))
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn segments(&self) -> usize {
+        self.segments.load(Ordering::Relaxed).max(1)
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.attempt.load(Ordering::Relaxed) as u32
+    }
+}
+
+/// Everything that happens, one variant per kind. Serialized as the
+/// messages of `/api/events` and `/api/ws`: `{"type": "...", ...}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    JobClaimed {
+        job: String,
+    },
+    JobStarted {
+        job: String,
+        entries: usize,
+        resumed: bool,
+    },
+    JobInvalid {
+        job: String,
+        problems: Vec<String>,
+    },
+    EntryStage {
+        job: String,
+        entry: usize,
+        server: String,
+        remote_path: String,
+        stage: Stage,
+        attempt: u32,
+    },
+    Progress {
+        job: String,
+        entry: usize,
+        bytes_sent: u64,
+        bytes_total: u64,
+        rate_bps: u64,
+        eta_secs: Option<u64>,
+        segments: usize,
+    },
+    RetryScheduled {
+        job: String,
+        entry: usize,
+        server: String,
+        remote_path: String,
+        attempt: u32,
+        reason: &'static str,
+        error: String,
+        retry_in_ms: u64,
+        next_attempt_at: String,
+    },
+    EntryDone {
+        job: String,
+        entry: usize,
+        server: String,
+        remote_path: String,
+        bytes: u64,
+        elapsed_ms: u64,
+        attempt: u32,
+        resumed_from: u64,
+        skipped: bool,
+        segments: usize,
+    },
+    EntryFailed {
+        job: String,
+        entry: usize,
+        server: String,
+        remote_path: String,
+        bytes_total: u64,
+        attempt: u32,
+        elapsed_ms: u64,
+        error: String,
+    },
+    SessionOpened {
+        server: String,
+    },
+    LoginFailed {
+        server: String,
+        result: &'static str,
+    },
+    LimitLowered {
+        server: String,
+        limit: usize,
+    },
+    JobFinished {
+        job: String,
+        state: JobState,
+        done: usize,
+        failed: usize,
+    },
+    /// The last message a subscriber too slow to keep up gets.
+    Lagged {
+        missed: u64,
+    },
+}
+
+/// Listeners besides the log: the metrics and the status board. Both are
+/// plain in-memory updates, so `emit` never waits.
+pub trait Sink: Send + Sync {
+    fn on_event(&self, event: &Event);
+}
+
+/// The fan-out point. Cheap to clone (an `Arc` inside each field).
+#[derive(Clone)]
+pub struct Events {
+    sinks: Arc<std::sync::RwLock<Vec<Arc<dyn Sink>>>>,
+    live: tokio::sync::broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
+}
+
+/// Messages a live subscriber may fall behind by before it is dropped.
+const LIVE_BACKLOG: usize = 4096;
+
+impl Events {
+    pub fn new() -> Events {
+        Events {
+            sinks: Arc::default(),
+            live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
+        }
+    }
+
+    pub fn add_sink(&self, sink: Arc<dyn Sink>) {
+        self.sinks.write().unwrap().push(sink);
+    }
+
+    /// A live feed of every event from now on. A subscriber that falls more
+    /// than [`LIVE_BACKLOG`] messages behind gets `Lagged` and is dropped by
+    /// its server (see `status::http`); it never slows the sender.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+
+    pub fn emit(&self, event: Event) {
+        log(&event);
+        for s in self.sinks.read().unwrap().iter() {
+            s.on_event(&event);
+        }
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(Arc::new(event));
+        }
+    }
+}
+
+/// The event's one log line. Field names are the stable ones operators
+/// filter on (`job`, `entry`, `server`, `remote_path`, `bytes`, `attempt`, `error`).
+fn log(event: &Event) {
+    match event {
+        Event::JobClaimed { job } => info!(job = %job, "job claimed"),
+        Event::JobStarted {
+            job,
+            entries,
+            resumed,
+        } => {
+            if *resumed {
+                info!(job = %job, "resuming interrupted job");
+            }
+            info!(job = %job, entries, "job started")
+        }
+        Event::JobInvalid { job, problems } => {
+            for p in problems {
+                warn!(job = %job, error = %p, "invalid job");
+            }
+        }
+        Event::EntryStage {
+            job,
+            entry,
+            server,
+            remote_path,
+            stage,
+            attempt,
+        } => {
+            tracing::debug!(job = %job, entry, server = %server, remote_path = %remote_path, stage = ?stage, attempt, "entry stage")
+        }
+        Event::Progress {
+            job,
+            entry,
+            bytes_sent,
+            bytes_total,
+            rate_bps,
+            eta_secs,
+            segments,
+        } => {
+            tracing::debug!(job = %job, entry, bytes = bytes_sent, bytes_total, rate_bps, eta_secs, segments, "progress")
+        }
+        Event::RetryScheduled {
+            job,
+            entry,
+            server,
+            remote_path,
+            attempt,
+            error,
+            retry_in_ms,
+            ..
+        } => warn!(
+            job = %job, entry, server = %server, remote_path = %remote_path,
+            attempt, error = %error, retry_in_ms, "attempt failed; will retry"
+        ),
+        Event::EntryDone {
+            job,
+            entry,
+            server,
+            remote_path,
+            bytes,
+            elapsed_ms,
+            attempt,
+            resumed_from,
+            skipped,
+            segments,
+        } => info!(
+            job = %job, entry, server = %server, remote_path = %remote_path,
+            bytes, elapsed_ms, attempt, resumed_from, skipped, segments,
+            "entry uploaded"
+        ),
+        Event::EntryFailed {
+            job,
+            entry,
+            server,
+            remote_path,
+            attempt,
+            elapsed_ms,
+            error,
+            ..
+        } => warn!(
+            job = %job, entry, server = %server, remote_path = %remote_path,
+            attempt, elapsed_ms, error = %error, "entry failed"
+        ),
+        Event::SessionOpened { server } => tracing::debug!(server = %server, "session opened"),
+        Event::LoginFailed { server, result } => {
+            tracing::debug!(server = %server, result, "login failed")
+        }
+        Event::LimitLowered { server, limit } => warn!(
+            server = %server, limit,
+            "server refused a connection as too many; lowering its limit"
+        ),
+        Event::JobFinished {
+            job,
+            state,
+            done,
+            failed,
+        } => info!(job = %job, state = ?state, done, failed, "job finished"),
+        Event::Lagged { missed } => tracing::debug!(missed, "a live subscriber fell behind"),
+    }
+}

@@ -1,0 +1,325 @@
+//! The HTTP status API (axum): jobs, live events (SSE and WebSocket),
+//! job submission, health, readiness, Prometheus metrics and the dashboard.
+//!
+//! Everything is JSON except `/metrics` (Prometheus text) and `/` (the
+//! dashboard, embedded in the binary: no CDN). With `status.token_file`,
+//! every request needs `Authorization: Bearer <token>`, compared in
+//! constant time.
+
+use crate::config::Config;
+use crate::events::{Event, Events};
+use crate::pool::Pool;
+use crate::run::health::Health;
+use crate::status::metrics::Metrics;
+use crate::status::Board;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// What the handlers read.
+pub struct Api {
+    pub board: Arc<Board>,
+    pub metrics: Arc<Metrics>,
+    pub events: Events,
+    pub health: Arc<Health>,
+    pub pool: Arc<Pool>,
+    /// The configuration in force (a reload swaps it).
+    pub config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
+    /// SHA-256 of the bearer token, if one is required.
+    pub token: Option<[u8; 32]>,
+}
+
+/// The router, for [`serve`] and for tests.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api/jobs", get(list_jobs).post(submit_job))
+        .route("/api/jobs/{job}", get(job_detail))
+        .route("/api/servers", get(servers))
+        .route("/api/events", get(sse))
+        .route("/api/ws", get(ws))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(api.clone(), auth))
+        .with_state(api)
+}
+
+/// Serves the API on `listener` until `stop` is cancelled.
+pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, stop: CancellationToken) {
+    let app = router(api);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "status API stopped");
+    }
+}
+
+/// Reads the token file: its first line, trimmed; an empty one is an error.
+pub fn load_token(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("status.token_file: cannot read {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        anyhow::bail!("status.token_file {} is empty", path.display());
+    }
+    Ok(Sha256::digest(token.as_bytes()).into())
+}
+
+async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let Some(want) = api.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Sha256::digest(t.trim().as_bytes()));
+    // Digests of equal length, compared without an early exit.
+    let ok = given.is_some_and(|g| {
+        g.iter()
+            .zip(want.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "a valid `Authorization: Bearer <token>` is required"})),
+        )
+            .into_response()
+    }
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_jobs(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let board = api.board.clone();
+    let jobs = tokio::task::spawn_blocking(move || board.list(q.state.as_deref(), limit)).await;
+    match jobs {
+        Ok(jobs) => Json(jobs).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("listing jobs: {e}"),
+        ),
+    }
+}
+
+fn error(code: StatusCode, message: String) -> Response {
+    (code, Json(json!({"error": message}))).into_response()
+}
+
+/// A job name as it may appear in a URL: a file stem in `checked/`, nothing that walks.
+fn valid_name(job: &str) -> bool {
+    !job.is_empty() && !job.starts_with('.') && !job.contains(['/', '\\', '\0'])
+}
+
+async fn job_detail(State(api): State<Arc<Api>>, UrlPath(job): UrlPath<String>) -> Response {
+    if !valid_name(&job) {
+        return error(StatusCode::NOT_FOUND, format!("no job {job:?}"));
+    }
+    let path = (api.config)().checked.join(format!("{job}.report.json"));
+    let receipt = tokio::task::spawn_blocking(move || crate::report::Receipt::load(&path)).await;
+    let mut v = match receipt {
+        Ok(Ok(r)) => serde_json::to_value(&r).unwrap_or(Value::Null),
+        _ => {
+            if api.board.progress(&job).is_none() {
+                return error(StatusCode::NOT_FOUND, format!("no job {job:?}"));
+            }
+            json!({"job": job, "state": "running", "entries": []})
+        }
+    };
+    // Each done entry gets its link, without credentials.
+    if let Some(entries) = v.get_mut("entries").and_then(Value::as_array_mut) {
+        for e in entries {
+            let done = e.get("state").and_then(Value::as_str) == Some("done");
+            let server = e.get("server").and_then(Value::as_str).unwrap_or("");
+            let path = e.get("remote_path").and_then(Value::as_str).unwrap_or("");
+            if done {
+                let host = server.rsplit('@').next().unwrap_or(server);
+                let host = host.rsplit("://").next().unwrap_or(host);
+                e["url"] = json!(crate::status::ftp_url(host, path));
+            }
+        }
+    }
+    if let Some(p) = api.board.progress(&job) {
+        v["progress"] = serde_json::to_value(p).unwrap_or(Value::Null);
+    }
+    Json(v).into_response()
+}
+
+async fn submit_job(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Response {
+    let config = (api.config)();
+    if body.len() as u64 > config.max_job_bytes {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"problems": [format!(
+                "the job is {} bytes, over the limit of {} bytes (max_job_bytes)",
+                body.len(),
+                config.max_job_bytes
+            )]})),
+        )
+            .into_response();
+    }
+    if let Err(problems) = crate::job::parse(&body, &config) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "problems": problems })),
+        )
+            .into_response();
+    }
+    let stem = format!(
+        "api-{}",
+        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .replace([':', '.'], "")
+    );
+    let written = tokio::task::spawn_blocking(move || {
+        crate::intake::submit::into_inbox(&config.inbox, &config.checked, &stem, &body)
+    })
+    .await;
+    match written {
+        Ok(Ok(job)) => (
+            StatusCode::CREATED,
+            Json(json!({"job": job, "status_url": format!("/api/jobs/{job}")})),
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The live feed as text messages, ending with `lagged` for a subscriber
+/// that fell too far behind (it never slows the uploads).
+fn feed(events: &Events) -> impl futures_util::Stream<Item = String> + Send + 'static {
+    let rx = events.subscribe();
+    futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Ok(ev) => {
+                let text = serde_json::to_string(&*ev).unwrap_or_default();
+                Some((text, Some(rx)))
+            }
+            Err(RecvError::Lagged(missed)) => {
+                let text = serde_json::to_string(&Event::Lagged { missed }).unwrap_or_default();
+                Some((text, None))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    })
+}
+
+async fn sse(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    use futures_util::StreamExt;
+    let stream = feed(&api.events).map(|text| {
+        Ok::<_, std::convert::Infallible>(axum::response::sse::Event::default().data(text))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn ws(State(api): State<Arc<Api>>, upgrade: WebSocketUpgrade) -> Response {
+    let events = api.events.clone();
+    upgrade.on_upgrade(move |socket| ws_feed(socket, events))
+}
+
+async fn ws_feed(mut socket: WebSocket, events: Events) {
+    use futures_util::StreamExt;
+    let feed = feed(&events);
+    tokio::pin!(feed);
+    loop {
+        tokio::select! {
+            next = feed.next() => {
+                let Some(text) = next else { break };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            }
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+async fn servers(State(api): State<Arc<Api>>) -> Response {
+    let load: Vec<Value> = api
+        .pool
+        .load()
+        .into_iter()
+        .map(|l| json!({"server": l.server, "busy": l.busy, "idle": l.idle, "limit": l.limit}))
+        .collect();
+    Json(load).into_response()
+}
+
+async fn health(State(api): State<Arc<Api>>) -> Response {
+    let max_age = (api.health.beat_every() * 4).max(Duration::from_secs(5));
+    match api.health.check(max_age) {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "reason": why})),
+        )
+            .into_response(),
+    }
+}
+
+async fn ready(State(api): State<Arc<Api>>) -> Response {
+    if api.health.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "reason": "resuming unfinished jobs"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let inbox = (api.config)().inbox.clone();
+    let waiting = tokio::task::spawn_blocking(move || crate::intake::scan(&inbox).len())
+        .await
+        .unwrap_or(0);
+    let body = api
+        .metrics
+        .render(&api.pool.load(), api.board.running(), waiting);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            .parse()
+            .expect("a valid header value"),
+    );
+    (headers, body).into_response()
+}

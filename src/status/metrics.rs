@@ -1,0 +1,262 @@
+//! Prometheus metrics (`GET /metrics`), updated by events, plus gauges
+//! read at scrape time (sessions, limits, running jobs, the inbox).
+//!
+//! Histograms have explicit buckets. Labels never carry credentials: a
+//! server is `host:port`.
+
+use crate::events::{Event, Sink};
+use crate::status::state_name;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateL {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateServerL {
+    state: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerL {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerReasonL {
+    server: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerResultL {
+    server: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionL {
+    version: String,
+}
+
+type Hist = Family<ServerL, Histogram, fn() -> Histogram>;
+
+fn upload_buckets() -> Histogram {
+    Histogram::new([
+        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    ])
+}
+
+/// Every metric, in one registry per daemon (tests run several in one process).
+pub struct Metrics {
+    registry: Registry,
+    jobs: Family<StateL, Counter>,
+    entries: Family<StateServerL, Counter>,
+    bytes: Family<ServerL, Counter>,
+    duration: Hist,
+    retries: Family<ServerReasonL, Counter>,
+    logins: Family<ServerResultL, Counter>,
+    sessions: Family<StateServerL, Gauge>,
+    limit: Family<ServerL, Gauge>,
+    jobs_running: Gauge,
+    inbox_waiting: Gauge,
+}
+
+/// A server's sessions and limit at scrape time.
+pub struct ServerLoad {
+    pub server: String,
+    pub busy: usize,
+    pub idle: usize,
+    pub limit: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ftpdrop");
+        let m = Metrics {
+            jobs: Family::default(),
+            entries: Family::default(),
+            bytes: Family::default(),
+            duration: Family::new_with_constructor(upload_buckets),
+            retries: Family::default(),
+            logins: Family::default(),
+            sessions: Family::default(),
+            limit: Family::default(),
+            jobs_running: Gauge::default(),
+            inbox_waiting: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("jobs", "Jobs that ended, by state", m.jobs.clone());
+        registry.register(
+            "entries",
+            "Entries that ended, by state and server",
+            m.entries.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Bytes of files uploaded and published",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "upload_duration_seconds",
+            "Time from an entry's first attempt to its verified publish",
+            m.duration.clone(),
+        );
+        registry.register(
+            "retries",
+            "Attempts that failed and will be retried",
+            m.retries.clone(),
+        );
+        registry.register("logins", "Logins, by result", m.logins.clone());
+        registry.register(
+            "sessions",
+            "Open FTP sessions, busy or idle",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "server_connection_limit",
+            "Connections allowed to the server now (lowered when it says too many)",
+            m.limit.clone(),
+        );
+        registry.register(
+            "jobs_running",
+            "Jobs being run by this instance",
+            m.jobs_running.clone(),
+        );
+        registry.register(
+            "inbox_waiting",
+            "Job files waiting in the inbox",
+            m.inbox_waiting.clone(),
+        );
+        let info: Family<VersionL, Gauge> = Family::default();
+        info.get_or_create(&VersionL {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .set(1);
+        registry.register("build_info", "The running version", info);
+        Metrics { registry, ..m }
+    }
+
+    /// Sets the gauges read at scrape time, then encodes everything.
+    pub fn render(
+        &self,
+        servers: &[ServerLoad],
+        jobs_running: usize,
+        inbox_waiting: usize,
+    ) -> String {
+        for s in servers {
+            let server = s.server.clone();
+            for (state, n) in [("busy", s.busy), ("idle", s.idle)] {
+                self.sessions
+                    .get_or_create(&StateServerL {
+                        state: state.into(),
+                        server: server.clone(),
+                    })
+                    .set(n as i64);
+            }
+            self.limit
+                .get_or_create(&ServerL { server })
+                .set(s.limit as i64);
+        }
+        self.jobs_running.set(jobs_running as i64);
+        self.inbox_waiting.set(inbox_waiting as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Sink for Metrics {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::JobFinished { state, .. } => {
+                self.jobs
+                    .get_or_create(&StateL {
+                        state: state_name(*state).into(),
+                    })
+                    .inc();
+            }
+            Event::JobInvalid { .. } => {
+                self.jobs
+                    .get_or_create(&StateL {
+                        state: "invalid".into(),
+                    })
+                    .inc();
+            }
+            Event::EntryDone {
+                server,
+                bytes,
+                elapsed_ms,
+                skipped,
+                ..
+            } => {
+                let state = if *skipped { "skipped" } else { "done" };
+                self.entries
+                    .get_or_create(&StateServerL {
+                        state: state.into(),
+                        server: server.clone(),
+                    })
+                    .inc();
+                if !skipped {
+                    self.bytes
+                        .get_or_create(&ServerL {
+                            server: server.clone(),
+                        })
+                        .inc_by(*bytes);
+                    self.duration
+                        .get_or_create(&ServerL {
+                            server: server.clone(),
+                        })
+                        .observe(*elapsed_ms as f64 / 1000.0);
+                }
+            }
+            Event::EntryFailed { server, .. } => {
+                self.entries
+                    .get_or_create(&StateServerL {
+                        state: "failed".into(),
+                        server: server.clone(),
+                    })
+                    .inc();
+            }
+            Event::RetryScheduled { server, reason, .. } => {
+                self.retries
+                    .get_or_create(&ServerReasonL {
+                        server: server.clone(),
+                        reason: (*reason).into(),
+                    })
+                    .inc();
+            }
+            Event::SessionOpened { server } => {
+                self.logins
+                    .get_or_create(&ServerResultL {
+                        server: server.clone(),
+                        result: "ok".into(),
+                    })
+                    .inc();
+            }
+            Event::LoginFailed { server, result } => {
+                self.logins
+                    .get_or_create(&ServerResultL {
+                        server: server.clone(),
+                        result: (*result).into(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}

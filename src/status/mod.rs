@@ -1,0 +1,420 @@
+//! What the daemon is doing, for operators: the in-memory [`Board`] of
+//! running jobs (fed by events), the progress ticker, the Prometheus
+//! metrics ([`metrics`]) and the HTTP API with its dashboard ([`http`]).
+//!
+//! Finished jobs are not kept in memory: `GET /api/jobs` reads them from
+//! the receipts in `checked/`, so history survives restarts and job names
+//! never reset.
+
+pub mod http;
+pub mod metrics;
+
+use crate::events::{Event, Events, Progress, Sink, Stage};
+use crate::job::Entry;
+use crate::report::{JobState, Receipt};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the ticker turns byte counters into `progress` events.
+const TICK: Duration = Duration::from_millis(500);
+/// How often a long upload writes a progress line to the log.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// One entry of a running job, as the board tracks it.
+struct Tracked {
+    server: String,
+    remote_path: String,
+    progress: Arc<Progress>,
+    /// Bytes per second, smoothed over the last few ticks.
+    rate: f64,
+    last_sent: u64,
+    last_stage: Stage,
+    last_logged: Instant,
+    error: Option<String>,
+    next_attempt_at: Option<String>,
+    /// `ftp://host:port/path` once done (never with credentials).
+    url: Option<String>,
+}
+
+struct LiveJob {
+    claimed_at: String,
+    entries: Vec<Tracked>,
+}
+
+/// The running jobs, their entries and their live progress.
+pub struct Board {
+    checked: PathBuf,
+    jobs: Mutex<BTreeMap<String, LiveJob>>,
+}
+
+/// One line of `GET /api/jobs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub job: String,
+    pub state: JobState,
+    pub claimed_at: String,
+    pub finished_at: Option<String>,
+    pub entries_total: usize,
+    pub entries_done: usize,
+    pub entries_failed: usize,
+    pub bytes_total: u64,
+    pub bytes_sent: u64,
+}
+
+/// One entry's live state in `GET /api/jobs/{job}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryProgress {
+    pub entry: usize,
+    pub server: String,
+    pub remote_path: String,
+    pub stage: Stage,
+    pub bytes_sent: u64,
+    pub bytes_total: u64,
+    pub rate_bps: u64,
+    pub eta_secs: Option<u64>,
+    pub segments: usize,
+    pub attempt: u32,
+    pub next_attempt_at: Option<String>,
+    pub error: Option<String>,
+    pub url: Option<String>,
+}
+
+impl Board {
+    pub fn new(checked: PathBuf) -> Board {
+        Board {
+            checked,
+            jobs: Mutex::default(),
+        }
+    }
+
+    /// Starts tracking a job's entries (their `progress` counters are the
+    /// ones the senders bump).
+    pub fn track(&self, job: &str, claimed_at: &str, entries: &[Entry]) {
+        let entries = entries
+            .iter()
+            .map(|e| Tracked {
+                server: e.server.key().host_port(),
+                remote_path: e.remote_path(),
+                progress: e.progress.clone(),
+                rate: 0.0,
+                last_sent: 0,
+                last_stage: Stage::Queued,
+                last_logged: Instant::now(),
+                error: None,
+                next_attempt_at: None,
+                url: None,
+            })
+            .collect();
+        self.jobs.lock().unwrap().insert(
+            job.to_string(),
+            LiveJob {
+                claimed_at: claimed_at.to_string(),
+                entries,
+            },
+        );
+    }
+
+    /// Stops tracking a job that did not finish here (shutdown).
+    pub fn forget(&self, job: &str) {
+        self.jobs.lock().unwrap().remove(job);
+    }
+
+    pub fn running(&self) -> usize {
+        self.jobs.lock().unwrap().len()
+    }
+
+    fn live_entries(job: &LiveJob) -> Vec<EntryProgress> {
+        job.entries
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let (sent, total) = (t.progress.sent(), t.progress.total());
+                let stage = t.progress.stage();
+                let rate = t.rate.round() as u64;
+                EntryProgress {
+                    entry: i,
+                    server: t.server.clone(),
+                    remote_path: t.remote_path.clone(),
+                    stage,
+                    bytes_sent: sent,
+                    bytes_total: total,
+                    rate_bps: if stage == Stage::Uploading { rate } else { 0 },
+                    eta_secs: (stage == Stage::Uploading && rate > 0)
+                        .then(|| total.saturating_sub(sent) / rate.max(1)),
+                    segments: t.progress.segments(),
+                    attempt: t.progress.attempt(),
+                    next_attempt_at: t.next_attempt_at.clone(),
+                    error: t.error.clone(),
+                    url: t.url.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Live progress of a running job's entries; `None` if it is not running here.
+    pub fn progress(&self, job: &str) -> Option<Vec<EntryProgress>> {
+        self.jobs.lock().unwrap().get(job).map(Board::live_entries)
+    }
+
+    fn live_summaries(&self) -> Vec<JobSummary> {
+        let jobs = self.jobs.lock().unwrap();
+        jobs.iter()
+            .map(|(name, j)| {
+                let entries = Board::live_entries(j);
+                JobSummary {
+                    job: name.clone(),
+                    state: JobState::Running,
+                    claimed_at: j.claimed_at.clone(),
+                    finished_at: None,
+                    entries_total: entries.len(),
+                    entries_done: entries
+                        .iter()
+                        .filter(|e| matches!(e.stage, Stage::Done | Stage::Skipped))
+                        .count(),
+                    entries_failed: entries.iter().filter(|e| e.stage == Stage::Failed).count(),
+                    bytes_total: entries.iter().map(|e| e.bytes_total).sum(),
+                    bytes_sent: entries.iter().map(|e| e.bytes_sent).sum(),
+                }
+            })
+            .collect()
+    }
+
+    /// Running jobs first, then the receipts in `checked/`, newest first.
+    pub fn list(&self, state: Option<&str>, limit: usize) -> Vec<JobSummary> {
+        let mut out = self.live_summaries();
+        let running: std::collections::HashSet<String> =
+            out.iter().map(|s| s.job.clone()).collect();
+        let mut recent: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.checked)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".report.json"))
+            .map(|e| {
+                let t = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (t, e.path())
+            })
+            .collect();
+        recent.sort_by_key(|r| std::cmp::Reverse(r.0));
+        for (_, path) in recent {
+            if state.is_none() && out.len() >= limit {
+                break;
+            }
+            let Ok(r) = Receipt::load(&path) else {
+                continue;
+            };
+            if running.contains(&r.job) {
+                continue;
+            }
+            out.push(summary_of(&r));
+        }
+        if let Some(s) = state {
+            out.retain(|j| state_name(j.state) == s);
+        }
+        out.truncate(limit);
+        out
+    }
+
+    /// Applies one event to the board.
+    fn apply(&self, event: &Event) {
+        let mut jobs = self.jobs.lock().unwrap();
+        match event {
+            Event::RetryScheduled {
+                job,
+                entry,
+                error,
+                next_attempt_at,
+                ..
+            } => {
+                if let Some(t) = jobs.get_mut(job).and_then(|j| j.entries.get_mut(*entry)) {
+                    t.error = Some(error.clone());
+                    t.next_attempt_at = Some(next_attempt_at.clone());
+                }
+            }
+            Event::EntryDone {
+                job,
+                entry,
+                server,
+                remote_path,
+                ..
+            } => {
+                if let Some(t) = jobs.get_mut(job).and_then(|j| j.entries.get_mut(*entry)) {
+                    t.error = None;
+                    t.next_attempt_at = None;
+                    t.url = Some(ftp_url(server, remote_path));
+                }
+            }
+            Event::EntryFailed {
+                job, entry, error, ..
+            } => {
+                if let Some(t) = jobs.get_mut(job).and_then(|j| j.entries.get_mut(*entry)) {
+                    t.error = Some(error.clone());
+                    t.next_attempt_at = None;
+                }
+            }
+            Event::JobFinished { job, .. } => {
+                jobs.remove(job);
+            }
+            _ => {}
+        }
+    }
+
+    /// One tick: rates, `progress` events for entries whose bytes moved,
+    /// stage events, and a log line every [`LOG_EVERY`] per long upload.
+    fn tick(&self, events: &Events, dt: f64) {
+        let mut out = Vec::new();
+        {
+            let mut jobs = self.jobs.lock().unwrap();
+            for (name, job) in jobs.iter_mut() {
+                for (i, t) in job.entries.iter_mut().enumerate() {
+                    let stage = t.progress.stage();
+                    if stage != t.last_stage {
+                        t.last_stage = stage;
+                        if stage == Stage::Uploading {
+                            t.last_sent = t.progress.sent();
+                            t.rate = 0.0;
+                        }
+                        out.push(Event::EntryStage {
+                            job: name.clone(),
+                            entry: i,
+                            server: t.server.clone(),
+                            remote_path: t.remote_path.clone(),
+                            stage,
+                            attempt: t.progress.attempt(),
+                        });
+                    }
+                    if stage != Stage::Uploading {
+                        continue;
+                    }
+                    let sent = t.progress.sent();
+                    let delta = sent.saturating_sub(t.last_sent) as f64 / dt;
+                    t.rate = if t.rate == 0.0 {
+                        delta
+                    } else {
+                        0.6 * delta + 0.4 * t.rate
+                    };
+                    if sent == t.last_sent {
+                        continue;
+                    }
+                    t.last_sent = sent;
+                    let total = t.progress.total();
+                    let rate = t.rate.round() as u64;
+                    let eta = (rate > 0).then(|| total.saturating_sub(sent) / rate);
+                    if t.last_logged.elapsed() >= LOG_EVERY {
+                        t.last_logged = Instant::now();
+                        tracing::info!(
+                            job = %name, entry = i, server = %t.server, remote_path = %t.remote_path,
+                            bytes = sent, bytes_total = total, rate_bps = rate, eta_secs = eta,
+                            "upload progress"
+                        );
+                    }
+                    out.push(Event::Progress {
+                        job: name.clone(),
+                        entry: i,
+                        bytes_sent: sent,
+                        bytes_total: total,
+                        rate_bps: rate,
+                        eta_secs: eta,
+                        segments: t.progress.segments(),
+                    });
+                }
+            }
+        }
+        for e in out {
+            events.emit(e);
+        }
+    }
+
+    /// Runs the ticker until `stop` is cancelled.
+    pub async fn run_ticker(
+        self: Arc<Self>,
+        events: Events,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let dt = last.elapsed().as_secs_f64().max(0.001);
+            last = Instant::now();
+            self.tick(&events, dt);
+        }
+    }
+}
+
+impl Sink for Board {
+    fn on_event(&self, event: &Event) {
+        self.apply(event);
+    }
+}
+
+/// `ftp://host:port/path`: the seed's "link when done", with no credentials.
+pub fn ftp_url(server: &str, remote_path: &str) -> String {
+    let path: String = remote_path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|seg| {
+            seg.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("ftp://{server}/{path}")
+}
+
+pub fn state_name(s: JobState) -> &'static str {
+    match s {
+        JobState::Running => "running",
+        JobState::Done => "done",
+        JobState::Partial => "partial",
+        JobState::Failed => "failed",
+        JobState::Invalid => "invalid",
+    }
+}
+
+pub fn summary_of(r: &Receipt) -> JobSummary {
+    use crate::report::EntryState;
+    JobSummary {
+        job: r.job.clone(),
+        state: r.state,
+        claimed_at: r.claimed_at.clone(),
+        finished_at: r.finished_at.clone(),
+        entries_total: r.entries.len(),
+        entries_done: r
+            .entries
+            .iter()
+            .filter(|e| matches!(e.state, EntryState::Done | EntryState::Skipped))
+            .count(),
+        entries_failed: r
+            .entries
+            .iter()
+            .filter(|e| e.state == EntryState::Failed)
+            .count(),
+        bytes_total: r
+            .entries
+            .iter()
+            .filter_map(|e| e.source.map(|s| s.size).or(e.bytes))
+            .sum(),
+        bytes_sent: r
+            .entries
+            .iter()
+            .filter(|e| matches!(e.state, EntryState::Done | EntryState::Skipped))
+            .filter_map(|e| e.bytes)
+            .sum(),
+    }
+}
