@@ -16,6 +16,8 @@ pub struct Daemon {
     pub checked: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Where the status API listens, once it does.
+    status: std::sync::Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl Daemon {
@@ -29,16 +31,34 @@ impl Daemon {
         let (tx, rx) = oneshot::channel::<()>();
         let inbox = cfg.inbox.clone();
         let checked = cfg.checked.clone();
-        let task = tokio::spawn(ftpdrop::run(cfg, async {
-            let _ = rx.await;
-        }));
+        let opts = ftpdrop::daemon::Options::default();
+        let status = opts.status_addr.clone();
+        let task = tokio::spawn(ftpdrop::daemon::run_with(
+            cfg,
+            async {
+                let _ = rx.await;
+            },
+            opts,
+        ));
         Daemon {
             dir,
             inbox,
             checked,
             stop: Some(tx),
             task: Some(task),
+            status,
         }
+    }
+
+    /// The status API's address (waits for it to listen).
+    pub async fn api(&self) -> std::net::SocketAddr {
+        for _ in 0..500 {
+            if let Some(a) = self.status.get() {
+                return *a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the status API did not start listening");
     }
 
     pub async fn stop(mut self) {

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod ftpserver;
+pub mod http;
 pub mod proxy;
 pub mod replies;
 

@@ -73,6 +73,8 @@ pub struct Faults {
     data_faults_fired: AtomicUsize,
     control_cuts_fired: AtomicUsize,
     commands: Mutex<Vec<String>>,
+    /// Upload bytes per second per data connection; 0: unlimited.
+    rate: AtomicU64,
     /// Bumped by `kill_all`; every connection resets when it changes (or the sender is dropped).
     kill: watch::Sender<u64>,
 }
@@ -91,6 +93,7 @@ impl Default for Faults {
             data_faults_fired: AtomicUsize::new(0),
             control_cuts_fired: AtomicUsize::new(0),
             commands: Mutex::new(Vec::new()),
+            rate: AtomicU64::new(0),
             kill: watch::channel(0).0,
         }
     }
@@ -162,6 +165,11 @@ impl Faults {
     }
 
     /// Total client->server data bytes forwarded to the server, over all data connections.
+    /// Caps each upload data connection at `bytes_per_sec` (0: no cap), like a slow link.
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
     pub fn data_bytes_forwarded(&self) -> u64 {
         self.data_bytes.load(Ordering::SeqCst)
     }
@@ -611,9 +619,21 @@ async fn data_up(
     let mut fault: Option<DataFault> = None;
     let mut claimed = false;
     let mut sent: u64 = 0;
+    let started = tokio::time::Instant::now();
     'outer: loop {
+        let rate = faults.rate.load(Ordering::SeqCst);
+        if rate > 0 {
+            // Hold the bytes back until the link would have carried them.
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        let limit = if rate > 0 {
+            buf.len().min((rate / 20).max(1024) as usize)
+        } else {
+            buf.len()
+        };
         let n = tokio::select! {
-            r = cr.read(&mut buf) => r,
+            r = cr.read(&mut buf[..limit]) => r,
             _ = kill.changed() => break End::Reset,
         };
         let n = match n {

@@ -1,0 +1,374 @@
+//! Issue 13: what operators see. The real daemon with its status API on
+//! port 0, uploading to a real FTP server (libunftp, behind a proxy that
+//! caps the rate like a slow link); every assertion reads the real HTTP
+//! API, its Server-Sent Events, its WebSocket, or `/metrics`.
+
+mod support;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::daemon::{entry, Daemon};
+use support::ftpserver::FtpServer;
+use support::http;
+use support::proxy::FaultProxy;
+
+const MIB: u64 = 1024 * 1024;
+
+fn via(proxy: &FaultProxy, srv: &FtpServer, local: &std::path::Path, dir: &str) -> Value {
+    let mut e = entry(srv, local, dir);
+    e["server"]["port"] = json!(proxy.addr.port().to_string());
+    e
+}
+
+/// During an upload capped at 20 MB/s, `bytes_sent` of `/api/jobs/{job}`
+/// advances at least once a second and ends equal to the file size; the
+/// live feeds (SSE and WebSocket) carry the same progress and the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_progress_through_the_api_sse_and_websocket() {
+    const SIZE: u64 = 80 * MIB;
+    let srv = FtpServer::start().await;
+    let proxy = FaultProxy::start(srv.addr).await;
+    proxy.throttle(20_000_000);
+    let (dir, cfg) = Daemon::prepare();
+    let local = dir.path().join("local/big.bin");
+    support::write_random_file(&local, SIZE, 13);
+    let d = Daemon::start(dir, cfg);
+    let api = d.api().await;
+    let sse = http::sse(api, &[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{api}/api/ws"))
+        .await
+        .expect("WebSocket connects");
+    d.drop_job("big", &json!([via(&proxy, &srv, &local, "live")]));
+
+    // Poll the job as an operator's script would, four times a second.
+    let mut samples: Vec<(Instant, u64)> = Vec::new();
+    let started = Instant::now();
+    let final_receipt = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no end in 60 s"
+        );
+        let r = tokio::task::spawn_blocking(move || http::get(api, "/api/jobs/big"))
+            .await
+            .unwrap();
+        if r.status == 200 {
+            let v = r.json();
+            if let Some(p) = v["progress"][0]["bytes_sent"].as_u64() {
+                if v["progress"][0]["stage"] == "uploading" {
+                    samples.push((Instant::now(), p));
+                }
+            }
+            if v["state"] == "done" {
+                break v;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // While uploading, the count never stood still for a second.
+    let mut advances = 0;
+    let mut last = (samples[0].0, samples[0].1);
+    for &(t, b) in &samples[1..] {
+        assert!(b >= last.1, "bytes_sent went back: {} -> {b}", last.1);
+        if b > last.1 {
+            advances += 1;
+            last = (t, b);
+        } else {
+            assert!(
+                t - last.0 < Duration::from_millis(1500),
+                "bytes_sent stood at {b} for {:?}",
+                t - last.0
+            );
+        }
+    }
+    assert!(
+        advances >= 3,
+        "{advances} advances in {} samples",
+        samples.len()
+    );
+    let e = &final_receipt["entries"][0];
+    assert_eq!(e["bytes"].as_u64(), Some(SIZE));
+    assert_eq!(
+        final_receipt["progress"][0]["bytes_sent"]
+            .as_u64()
+            .unwrap_or(SIZE),
+        SIZE
+    );
+    assert_eq!(
+        e["url"].as_str(),
+        Some(format!("ftp://127.0.0.1:{}/live/big.bin", proxy.addr.port()).as_str()),
+        "the link of a done entry, without credentials"
+    );
+    support::assert_same_file(&local, srv.path("live/big.bin"));
+
+    // The list: the job, done, with its byte counts.
+    let list = http::get(api, "/api/jobs?limit=5").json();
+    assert_eq!(list[0]["job"], "big");
+    assert_eq!(list[0]["state"], "done");
+    assert_eq!(list[0]["bytes_sent"].as_u64(), Some(SIZE));
+    assert_eq!(http::get(api, "/api/jobs?state=failed").json(), json!([]));
+
+    // SSE: progress messages that rise to the size, then the end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = sse.lock().unwrap().clone();
+    let progress: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "progress" && e["job"] == "big")
+        .map(|e| e["bytes_sent"].as_u64().unwrap())
+        .collect();
+    assert!(
+        progress.len() >= 3,
+        "SSE progress messages: {}",
+        progress.len()
+    );
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]));
+    assert!(progress.iter().any(|&b| b > 0 && b < SIZE), "{progress:?}");
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    for t in ["job_started", "entry_stage", "entry_done", "job_finished"] {
+        assert!(types.contains(&t), "SSE has no {t}: {types:?}");
+    }
+    // The WebSocket carries the same messages.
+    let mut ws_types = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+        if let Ok(text) = m.into_text() {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            ws_types.push(v["type"].as_str().unwrap_or("").to_string());
+            if v["type"] == "job_finished" {
+                break;
+            }
+        }
+    }
+    assert!(ws_types.iter().any(|t| t == "progress"), "{ws_types:?}");
+    assert_eq!(ws_types.last().map(String::as_str), Some("job_finished"));
+    d.stop().await;
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// After a mixed run (done, failed, invalid), `/metrics` agrees with the
+/// receipts; no label or value carries a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_agree_with_the_receipts_after_a_mixed_run() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let mut files = Vec::new();
+    for i in 0..3u64 {
+        let p = dir.path().join(format!("local/m{i}.bin"));
+        support::write_random_file(&p, 100_000 + i * 1000, i);
+        files.push(p);
+    }
+    let mut wrong = entry(&srv, &files[2], "m");
+    wrong["server"]["password"] = json!("not-the-password-zz9");
+    let d = Daemon::start(dir, cfg);
+    let api = d.api().await;
+    d.drop_job("good1", &json!([entry(&srv, &files[0], "m")]));
+    d.drop_job(
+        "good2",
+        &json!([entry(&srv, &files[1], "m"), entry(&srv, &files[2], "m2")]),
+    );
+    d.drop_job("badpass", &json!([wrong]));
+    std::fs::write(d.inbox.join("broken.json"), b"[{\"server\": ").unwrap();
+    let mut receipts = Vec::new();
+    for job in ["good1", "good2", "badpass", "broken"] {
+        receipts.push(support::wait_receipt(&d.checked, job, Duration::from_secs(60)).await);
+    }
+    let m = http::get(api, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap_or("")
+        .contains("openmetrics"));
+    let text = m.body;
+    let server = format!("127.0.0.1:{}", srv.addr.port());
+    let count =
+        |state: ftpdrop::JobState| receipts.iter().filter(|r| r.state == state).count() as f64;
+    assert_eq!(
+        metric(&text, "ftpdrop_jobs_total", &[("state", "done")]),
+        count(ftpdrop::JobState::Done)
+    );
+    assert_eq!(
+        metric(&text, "ftpdrop_jobs_total", &[("state", "failed")]),
+        count(ftpdrop::JobState::Failed)
+    );
+    assert_eq!(
+        metric(&text, "ftpdrop_jobs_total", &[("state", "invalid")]),
+        count(ftpdrop::JobState::Invalid)
+    );
+    let entries = |s: ftpdrop::report::EntryState| {
+        receipts
+            .iter()
+            .flat_map(|r| &r.entries)
+            .filter(|e| e.state == s)
+            .count() as f64
+    };
+    assert_eq!(
+        metric(
+            &text,
+            "ftpdrop_entries_total",
+            &[("state", "done"), ("server", &server)]
+        ),
+        entries(ftpdrop::report::EntryState::Done)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "ftpdrop_entries_total",
+            &[("state", "failed"), ("server", &server)]
+        ),
+        entries(ftpdrop::report::EntryState::Failed)
+    );
+    let bytes: u64 = receipts
+        .iter()
+        .flat_map(|r| &r.entries)
+        .filter(|e| e.state == ftpdrop::report::EntryState::Done)
+        .filter_map(|e| e.bytes)
+        .sum();
+    assert_eq!(
+        metric(&text, "ftpdrop_bytes_sent_total", &[("server", &server)]),
+        bytes as f64
+    );
+    assert!(
+        metric(&text, "ftpdrop_logins_total", &[("result", "refused")]) >= 1.0,
+        "{text}"
+    );
+    assert!(metric(&text, "ftpdrop_logins_total", &[("result", "ok")]) >= 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "ftpdrop_upload_duration_seconds_count",
+            &[("server", &server)]
+        ),
+        entries(ftpdrop::report::EntryState::Done)
+    );
+    assert!(
+        text.contains("ftpdrop_upload_duration_seconds_bucket{le=\"0.25\",server="),
+        "explicit buckets"
+    );
+    assert!(
+        metric(
+            &text,
+            "ftpdrop_server_connection_limit",
+            &[("server", &server)]
+        ) >= 1.0
+    );
+    assert!(text.contains("ftpdrop_sessions{"));
+    assert_eq!(metric(&text, "ftpdrop_jobs_running", &[]), 0.0);
+    assert_eq!(metric(&text, "ftpdrop_inbox_waiting", &[]), 0.0);
+    assert!(text.contains("ftpdrop_build_info{version=\""));
+    // Credentials appear nowhere an operator looks.
+    let jobs = http::get(api, "/api/jobs").body;
+    let detail = http::get(api, "/api/jobs/badpass").body;
+    for (what, body) in [("metrics", &text), ("jobs", &jobs), ("badpass", &detail)] {
+        assert!(!body.contains(&srv.password), "{what} shows the password");
+        assert!(
+            !body.contains("not-the-password-zz9"),
+            "{what} shows the wrong password"
+        );
+    }
+    assert!(
+        detail.contains("530"),
+        "the failed entry says why: {detail}"
+    );
+    d.stop().await;
+}
+
+/// A token guards every endpoint; `POST /api/jobs` validates like
+/// `ftpdrop validate` and writes the job into the inbox; `/health` and
+/// `/ready` answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_submit_health_and_ready() {
+    let srv = FtpServer::start().await;
+    let (dir, mut cfg) = Daemon::prepare();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    cfg.status.token_file = Some(token_file);
+    let local = dir.path().join("local/posted.txt");
+    support::write_file(&local, b"posted through the API");
+    let d = Daemon::start(dir, cfg);
+    let api = d.api().await;
+    let auth = [("Authorization", "Bearer s3cret-token")];
+    for path in ["/health", "/ready", "/metrics", "/api/jobs", "/"] {
+        assert_eq!(http::get(api, path).status, 401, "{path} without a token");
+        let wrong = http::request(api, "GET", path, &[("Authorization", "Bearer nope")], b"");
+        assert_eq!(wrong.status, 401, "{path} with a wrong token");
+    }
+    assert_eq!(http::request(api, "GET", "/health", &auth, b"").status, 200);
+    let started = Instant::now();
+    while http::request(api, "GET", "/ready", &auth, b"").status != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = http::request(api, "GET", "/", &auth, b"");
+    assert!(page.body.contains("<title>ftpdrop</title>") && !page.body.contains("https://"));
+
+    let bad = json!([{"server": {"host": "127.0.0.1", "port": "99999", "login": "u", "password": "p"},
+                      "file": {"local_path": "/tmp/x.txt", "server_path": "x"}}]);
+    let r = http::request(
+        api,
+        "POST",
+        "/api/jobs",
+        &auth,
+        &serde_json::to_vec(&bad).unwrap(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let problems = r.json()["problems"].to_string();
+    assert!(problems.contains("entries[0].server.port"), "{problems}");
+    assert_eq!(
+        std::fs::read_dir(&d.inbox).unwrap().count(),
+        0,
+        "nothing written for a bad job"
+    );
+
+    let good = json!([entry(&srv, &local, "posted")]);
+    let r = http::request(
+        api,
+        "POST",
+        "/api/jobs",
+        &auth,
+        &serde_json::to_vec(&good).unwrap(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    let job = v["job"].as_str().unwrap().to_string();
+    assert_eq!(v["status_url"], format!("/api/jobs/{job}"));
+    let receipt = support::wait_receipt(&d.checked, &job, Duration::from_secs(30)).await;
+    assert_eq!(receipt.state, ftpdrop::JobState::Done);
+    assert_eq!(
+        std::fs::read(srv.path("posted/posted.txt")).unwrap(),
+        b"posted through the API"
+    );
+    let detail = http::request(api, "GET", &format!("/api/jobs/{job}"), &auth, b"").json();
+    assert_eq!(detail["state"], "done");
+    assert_eq!(
+        http::request(api, "GET", "/api/jobs/..%2Fconfig", &auth, b"").status,
+        404
+    );
+    assert_eq!(
+        http::request(api, "GET", "/api/jobs/nosuchjob", &auth, b"").status,
+        404
+    );
+    d.stop().await;
+}
+
+/// Listening beyond loopback without a token is refused at start.
+#[test]
+fn a_public_listen_address_needs_a_token() {
+    let mut cfg = ftpdrop::Config::default();
+    cfg.status.listen = Some("0.0.0.0:9180".into());
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("token_file"), "{e}");
+    cfg.status.token_file = Some("/etc/ftpdrop/token".into());
+    cfg.validate().unwrap();
+    cfg.status.listen = Some("not an address".into());
+    assert!(cfg.validate().is_err());
+}
