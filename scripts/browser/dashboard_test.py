@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""The dashboard in a real browser (issue 13).
+
+Starts `ftpdrop run` with its status API, drops a job with a big file for
+vsftpd capped at 20 MB/s (the interop suite's vsftpd-throttled), opens the
+dashboard in headless Debian chromium through its chromedriver (selenium,
+with explicit browser and driver paths: nothing is downloaded), and checks
+that the entry's progress bar advances and that the job ends done, with the
+file whole on the server's disk. Screenshots go to OUT_DIR.
+
+Usage: dashboard_test.py SERVERS_ENV FTPDROP_BIN OUT_DIR
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+SIZE = 200 * 1024 * 1024
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def servers_env(path):
+    env = {}
+    for line in open(path):
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            env[k] = v
+    return env
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def which(*names):
+    for n in names:
+        p = shutil.which(n)
+        if p:
+            return p
+    fail(f"none of {names} is installed (apt-get install chromium chromium-driver)")
+
+
+def main():
+    env_path, binary, out_dir = sys.argv[1:4]
+    env = servers_env(env_path)
+    os.makedirs(out_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="ftpdrop-dash-")
+    inbox, checked = os.path.join(work, "files"), os.path.join(work, "checked")
+    os.makedirs(inbox)
+    os.makedirs(checked)
+    port = free_port()
+    cfg = os.path.join(work, "config.json")
+    json.dump({"inbox": inbox, "checked": checked, "settle_ms": 50,
+               "status": {"listen": f"127.0.0.1:{port}"}}, open(cfg, "w"))
+    log = open(os.path.join(out_dir, "dashboard-daemon.log"), "w")
+    daemon = subprocess.Popen([binary, "run", "--config", cfg], stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    driver = None
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                if urllib.request.urlopen(base + "/ready", timeout=2).status == 200:
+                    break
+            except Exception:
+                pass
+            if time.time() > deadline:
+                fail("the daemon's /ready never answered 200")
+            time.sleep(0.1)
+
+        local = os.path.join(work, "big.bin")
+        with open(local, "wb") as f:
+            block = os.urandom(1024 * 1024)
+            for i in range(SIZE // len(block)):
+                f.write(block[:-8] + i.to_bytes(8, "big"))
+        remote_dir = f"dashboard-{int(time.time())}"
+        job = [{"server": {"host": env["FTPDROP_VSFTPDTHROTTLED_HOST"],
+                           "port": env["FTPDROP_VSFTPDTHROTTLED_PORT"],
+                           "login": env["FTPDROP_VSFTPDTHROTTLED_USER"],
+                           "password": env["FTPDROP_VSFTPDTHROTTLED_PASS"]},
+                "file": {"local_path": local, "server_path": remote_dir}}]
+
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = which("chromium", "chromium-browser")
+        for a in ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--window-size=1280,760",
+                  f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
+            opts.add_argument(a)
+        driver = webdriver.Chrome(service=Service(which("chromedriver")), options=opts)
+        driver.get(base + "/")
+        if driver.title != "ftpdrop":
+            fail(f"page title {driver.title!r}")
+
+        tmp = os.path.join(inbox, ".big.tmp")
+        json.dump(job, open(tmp, "w"))
+        os.rename(tmp, os.path.join(inbox, "big.json"))
+
+        seen, shot, state = [], False, ""
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            bars = driver.find_elements(By.CSS_SELECTOR, "tr.entry .bar")
+            states = driver.find_elements(By.CSS_SELECTOR, "tr.job .state")
+            state = states[0].text if states else ""
+            if bars:
+                sent = int(bars[0].get_attribute("data-sent") or 0)
+                if not seen or sent != seen[-1]:
+                    seen.append(sent)
+                width = bars[0].find_element(By.TAG_NAME, "i").get_attribute("style")
+                if not shot and SIZE * 0.3 < sent < SIZE * 0.8:
+                    driver.save_screenshot(os.path.join(out_dir, "dashboard.png"))
+                    shot = True
+                    print(f"progress screenshot at {sent} bytes ({width})")
+            if state == "done" and seen and seen[-1] == SIZE:
+                break
+            time.sleep(0.4)
+        driver.save_screenshot(os.path.join(out_dir, "dashboard-done.png"))
+        moving = [b for b in seen if 0 < b < SIZE]
+        if len(moving) < 3:
+            fail(f"the progress bar did not advance: values seen {seen}")
+        if sorted(seen) != seen:
+            fail(f"the progress bar went back: {seen}")
+        if state != "done" or seen[-1] != SIZE:
+            fail(f"the job did not show done: state {state!r}, last bytes {seen[-1:]}")
+        if not shot:
+            fail("no screenshot in the middle of the upload")
+        on_disk = os.path.join(env["FTPDROP_VSFTPDTHROTTLED_ROOT"], remote_dir, "big.bin")
+        if os.path.getsize(on_disk) != SIZE:
+            fail(f"{on_disk}: {os.path.getsize(on_disk)} bytes, expected {SIZE}")
+        print(f"ok: the bar showed {len(moving)} intermediate values, then done; "
+              f"screenshots in {out_dir}")
+        shutil.rmtree(os.path.join(env["FTPDROP_VSFTPDTHROTTLED_ROOT"], remote_dir), ignore_errors=True)
+    finally:
+        if driver:
+            driver.quit()
+        daemon.terminate()
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
