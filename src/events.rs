@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 /// Where an entry is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Queued,
@@ -48,6 +48,21 @@ impl Stage {
 
     fn from_u8(v: u8) -> Stage {
         Stage::ALL.get(v as usize).copied().unwrap_or(Stage::Queued)
+    }
+
+    /// As the API spells it: `waiting_retry`, `done`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Connecting => "connecting",
+            Stage::Uploading => "uploading",
+            Stage::Verifying => "verifying",
+            Stage::Publishing => "publishing",
+            Stage::WaitingRetry => "waiting_retry",
+            Stage::Done => "done",
+            Stage::Failed => "failed",
+            Stage::Skipped => "skipped",
+        }
     }
 
     pub fn is_final(self) -> bool {

@@ -102,9 +102,31 @@ enum Command {
         /// Publish to NATS (the config's `nats` section) instead of the inbox.
         #[arg(long)]
         nats: bool,
+        /// Wait for each job's receipt to be final, showing progress; exit 0
+        /// only if every job is done.
+        #[arg(long)]
+        wait: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Jobs (running, then recent), or one job's entries with their progress:
+    /// from the daemon's status API when it runs, else from the receipts.
+    Status {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One job's name.
+        job: Option<String>,
+        /// How many jobs to list.
+        #[arg(long, default_value_t = 30)]
+        limit: usize,
+    },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Manpage,
     /// Check a configuration file and print the effective settings as JSON (secrets redacted).
     CheckConfig {
         #[arg(long, short)]
@@ -182,7 +204,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             logging::check_level(&c.log_level)?;
             let config = Config::load(c.config.as_deref())?;
             let _guard = c.init_logging(&config, None)?;
-            let results = runtime()?.block_on(ftpdrop::once(config))?;
+            let results = runtime()?.block_on(async {
+                let mut bars = None;
+                let r = ftpdrop::daemon::once_with(config, |events| {
+                    bars = Some(ftpdrop::status::progress::follow(events));
+                })
+                .await;
+                if let Some(b) = bars {
+                    // The stream ends with the daemon's last event; let it draw that.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    b.abort();
+                }
+                r
+            })?;
             let mut ok = true;
             for (job, state) in &results {
                 println!(
@@ -235,10 +269,30 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Submit {
             config,
             nats,
+            wait,
             files,
         } => {
             let config = Config::load(config.as_deref())?;
-            runtime()?.block_on(submit(&config, nats, &files))
+            runtime()?.block_on(submit(&config, nats, wait, &files))
+        }
+        Command::Status { config, job, limit } => {
+            let config = Config::load(config.as_deref())?;
+            status(&config, job.as_deref(), limit)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Rendered first: clap_complete panics if its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ftpdrop", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Schema { what } => {
             let schema = match what {
@@ -286,7 +340,102 @@ fn validate_file(path: &std::path::Path, config: &Config) -> Result<usize, Vec<S
 }
 
 /// `ftpdrop submit`: validate, then the inbox (atomically) or NATS.
-async fn submit(config: &Config, nats: bool, files: &[PathBuf]) -> Result<ExitCode> {
+/// `ftpdrop status [JOB]`.
+fn status(config: &Config, job: Option<&str>, limit: usize) -> Result<ExitCode> {
+    use ftpdrop::status::client;
+    match job {
+        None => {
+            let (jobs, source) = client::jobs(config, limit);
+            if source == client::Source::Receipts {
+                eprintln!(
+                    "(no daemon answers on the status API; from the receipts in {})",
+                    config.checked.display()
+                );
+            }
+            print!("{}", client::jobs_table(&jobs));
+        }
+        Some(name) => {
+            let Some((v, _)) = client::job(config, name) else {
+                eprintln!(
+                    "no job {name:?} (no receipt in {})",
+                    config.checked.display()
+                );
+                return Ok(ExitCode::from(1));
+            };
+            println!("{}", client::summary_line(&v));
+            print!("{}", client::job_table(&v));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for each job's receipt to be final, rendering progress from the
+/// status API (or from the receipt when no daemon answers). True if all done.
+async fn wait_for(config: &Config, names: &[String]) -> bool {
+    use ftpdrop::events::Stage;
+    use ftpdrop::status::client;
+    use ftpdrop::status::progress::{Renderer, Update};
+    let mut bars = Renderer::new();
+    let mut pending: Vec<String> = names.to_vec();
+    let mut all_done = true;
+    while !pending.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut still = Vec::new();
+        for name in pending {
+            let cfg = config.clone();
+            let n = name.clone();
+            let got = tokio::task::spawn_blocking(move || client::job(&cfg, &n))
+                .await
+                .ok()
+                .flatten();
+            let Some((v, _)) = got else {
+                still.push(name);
+                continue;
+            };
+            let entries = v["entries"].as_array().cloned().unwrap_or_default();
+            bars.job(&name, entries.len());
+            for (i, e) in entries.iter().enumerate() {
+                let live = &v["progress"][i];
+                let stage: Stage = serde_json::from_value(live["stage"].clone()).unwrap_or(match e
+                    ["state"]
+                    .as_str()
+                {
+                    Some("done") => Stage::Done,
+                    Some("failed") => Stage::Failed,
+                    Some("skipped") => Stage::Skipped,
+                    _ => Stage::Queued,
+                });
+                let size = e["source"]["size"]
+                    .as_u64()
+                    .or(e["bytes"].as_u64())
+                    .unwrap_or(0);
+                let done_bytes = if stage == Stage::Done { size } else { 0 };
+                bars.update(&Update {
+                    job: name.clone(),
+                    entry: i,
+                    remote_path: e["remote_path"].as_str().unwrap_or("").to_string(),
+                    stage,
+                    sent: live["bytes_sent"].as_u64().unwrap_or(done_bytes),
+                    total: live["bytes_total"].as_u64().unwrap_or(size),
+                    rate_bps: live["rate_bps"].as_u64().unwrap_or(0),
+                    error: e["error"].as_str().map(str::to_string),
+                });
+            }
+            let state = v["state"].as_str().unwrap_or("running").to_string();
+            if state == "running" {
+                still.push(name);
+            } else {
+                bars.job_done(&name, &state);
+                println!("{}", client::summary_line(&v));
+                all_done &= state == "done";
+            }
+        }
+        pending = still;
+    }
+    all_done
+}
+
+async fn submit(config: &Config, nats: bool, wait: bool, files: &[PathBuf]) -> Result<ExitCode> {
     let mut jobs = Vec::new();
     let mut ok = true;
     for f in files {
@@ -331,10 +480,15 @@ async fn submit(config: &Config, nats: bool, files: &[PathBuf]) -> Result<ExitCo
             println!("{id}");
         }
     } else {
+        let mut names = Vec::new();
         for (stem, bytes) in jobs {
             let name =
                 ftpdrop::intake::submit::into_inbox(&config.inbox, &config.checked, &stem, &bytes)?;
             println!("{name}");
+            names.push(name);
+        }
+        if wait && !wait_for(config, &names).await {
+            return Ok(ExitCode::from(1));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -372,3 +372,113 @@ fn a_public_listen_address_needs_a_token() {
     cfg.status.listen = Some("not an address".into());
     assert!(cfg.validate().is_err());
 }
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `submit --wait` exits 0 only for a done job; `status` reads the API (or
+/// the receipts when no daemon answers); completions and the man page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_status_completions_manpage() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let base = dir.path().to_path_buf();
+    let good = base.join("local/cli.txt");
+    support::write_file(&good, b"from the command line");
+    let mut bad = entry(&srv, &good, "cli");
+    bad["server"]["password"] = json!("wrong-password-for-cli");
+    let (good_job, bad_job) = (base.join("cli-good.json"), base.join("cli-bad.json"));
+    std::fs::write(
+        &good_job,
+        serde_json::to_vec(&json!([entry(&srv, &good, "cli")])).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&bad_job, serde_json::to_vec(&json!([bad])).unwrap()).unwrap();
+    let d = Daemon::start(dir, cfg.clone());
+    let api = d.api().await;
+    let cfg_file = base.join("cli-config.json");
+    std::fs::write(
+        &cfg_file,
+        serde_json::to_vec(&json!({
+            "inbox": cfg.inbox, "checked": cfg.checked, "status": {"listen": api.to_string()},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let c = cfg_file.to_str().unwrap().to_string();
+    let (c2, g) = (c.clone(), good_job.to_str().unwrap().to_string());
+    let out = tokio::task::spawn_blocking(move || cli(&["submit", "--config", &c2, "--wait", &g]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cli-good\n") && stdout.contains("cli-good: done"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(srv.path("cli/cli.txt")).unwrap(),
+        b"from the command line"
+    );
+    let (c2, b) = (c.clone(), bad_job.to_str().unwrap().to_string());
+    let out = tokio::task::spawn_blocking(move || cli(&["submit", "--config", &c2, "--wait", &b]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a failed job: exit 1");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-bad: failed"));
+
+    let (c2, c3) = (c.clone(), c.clone());
+    let list = tokio::task::spawn_blocking(move || cli(&["status", "--config", &c2]))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(text.starts_with("JOB"), "{text}");
+    assert!(
+        text.contains("cli-good") && text.contains("cli-bad") && text.contains("failed"),
+        "{text}"
+    );
+    assert!(
+        list.stderr.is_empty(),
+        "the API answered: {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let one = tokio::task::spawn_blocking(move || cli(&["status", "--config", &c3, "cli-good"]))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&one.stdout).to_string();
+    assert!(
+        text.contains("cli/cli.txt") && text.contains("100%"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ftp://127.0.0.1:{}/cli/cli.txt", srv.addr.port())),
+        "{text}"
+    );
+    // No daemon where the config says: the receipts answer.
+    let offline_cfg = base.join("cli-offline.json");
+    std::fs::write(
+        &offline_cfg,
+        serde_json::to_vec(&json!({
+            "inbox": cfg.inbox, "checked": cfg.checked, "status": {"listen": "127.0.0.1:1"},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let offline = cli(&["status", "--config", offline_cfg.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&offline.stdout).contains("cli-good"));
+    assert!(String::from_utf8_lossy(&offline.stderr).contains("from the receipts"));
+
+    let bash = cli(&["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("submit"));
+    let man = cli(&["manpage"]);
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH ftpdrop 1"));
+    d.stop().await;
+}

@@ -395,7 +395,17 @@ pub async fn run_with(
 /// Processes every job now in the inbox (and every unfinished one in
 /// `checked/`), waits for them, and returns each job's name and state.
 pub async fn once(config: Config) -> Result<Vec<(String, JobState)>> {
+    once_with(config, |_| {}).await
+}
+
+/// [`once`], with `observe` given the event stream before any job starts
+/// (the CLI's progress bars subscribe there).
+pub async fn once_with(
+    config: Config,
+    observe: impl FnOnce(&crate::events::Events),
+) -> Result<Vec<(String, JobState)>> {
     let ctx = make_ctx(config, Arc::new(Health::default()));
+    observe(&ctx.events);
     let cfg = ctx.config();
     // Progress lines for long uploads, as under `run`.
     let stop_ticker = CancellationToken::new();

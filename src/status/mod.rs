@@ -1,13 +1,17 @@
 //! What the daemon is doing, for operators: the in-memory [`Board`] of
 //! running jobs (fed by events), the progress ticker, the Prometheus
-//! metrics ([`metrics`]) and the HTTP API with its dashboard ([`http`]).
+//! metrics ([`metrics`]), the HTTP API with its dashboard ([`http`]), the
+//! CLI's view of it ([`client`]: `status`, `submit --wait`) and terminal
+//! progress bars ([`progress`]).
 //!
 //! Finished jobs are not kept in memory: `GET /api/jobs` reads them from
 //! the receipts in `checked/`, so history survives restarts and job names
 //! never reset.
 
+pub mod client;
 pub mod http;
 pub mod metrics;
+pub mod progress;
 
 use crate::events::{Event, Events, Progress, Sink, Stage};
 use crate::job::Entry;

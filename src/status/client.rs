@@ -1,0 +1,257 @@
+//! `ftpdrop status` and `submit --wait` asking a running daemon through its
+//! status API, with the receipts in `checked/` as the answer when no daemon
+//! listens; and the tables they print.
+
+use crate::config::Config;
+use crate::status::{summary_of, Board, JobSummary};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A running daemon's API, as the configuration names it.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Api,
+    Receipts,
+}
+
+impl Client {
+    /// `None` when the configuration turns the API off.
+    pub fn from_config(config: &Config) -> Option<Client> {
+        let addr = config.status.listen_addr().ok()??;
+        let host = if addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+        let token = config
+            .status
+            .token_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Some(Client {
+            base: format!("http://{host}"),
+            token,
+            agent,
+        })
+    }
+
+    /// GET `path`: the JSON and the HTTP status; `None` if no daemon answers.
+    pub fn get(&self, path: &str) -> Option<(u16, Value)> {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut resp = req.call().ok()?;
+        let status = resp.status().as_u16();
+        let v = resp.body_mut().read_json::<Value>().ok()?;
+        Some((status, v))
+    }
+}
+
+/// Jobs, running first then recent, newest first.
+pub fn jobs(config: &Config, limit: usize) -> (Vec<JobSummary>, Source) {
+    if let Some(c) = Client::from_config(config) {
+        if let Some((200, v)) = c.get(&format!("/api/jobs?limit={limit}")) {
+            if let Ok(jobs) = serde_json::from_value::<Vec<JobSummaryIn>>(v) {
+                return (
+                    jobs.into_iter().map(JobSummaryIn::into).collect(),
+                    Source::Api,
+                );
+            }
+        }
+    }
+    (
+        Board::new(config.checked.clone()).list(None, limit),
+        Source::Receipts,
+    )
+}
+
+/// One job: the API's view (receipt plus live `progress`), else its receipt.
+pub fn job(config: &Config, job: &str) -> Option<(Value, Source)> {
+    if let Some(c) = Client::from_config(config) {
+        match c.get(&format!("/api/jobs/{job}")) {
+            Some((200, v)) => return Some((v, Source::Api)),
+            Some((404, _)) => {}
+            _ => {}
+        }
+    }
+    let path = config.checked.join(format!("{job}.report.json"));
+    let r = crate::report::Receipt::load(&path).ok()?;
+    Some((serde_json::to_value(r).ok()?, Source::Receipts))
+}
+
+/// `JobSummary` as the API sends it.
+#[derive(serde::Deserialize)]
+struct JobSummaryIn {
+    job: String,
+    state: crate::report::JobState,
+    claimed_at: String,
+    finished_at: Option<String>,
+    entries_total: usize,
+    entries_done: usize,
+    entries_failed: usize,
+    bytes_total: u64,
+    bytes_sent: u64,
+}
+
+impl From<JobSummaryIn> for JobSummary {
+    fn from(j: JobSummaryIn) -> JobSummary {
+        JobSummary {
+            job: j.job,
+            state: j.state,
+            claimed_at: j.claimed_at,
+            finished_at: j.finished_at,
+            entries_total: j.entries_total,
+            entries_done: j.entries_done,
+            entries_failed: j.entries_failed,
+            bytes_total: j.bytes_total,
+            bytes_sent: j.bytes_sent,
+        }
+    }
+}
+
+fn human(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// The jobs as a table.
+pub fn jobs_table(jobs: &[JobSummary]) -> String {
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "STATE".into(),
+        "ENTRIES".into(),
+        "BYTES".into(),
+        "FINISHED (or CLAIMED)".into(),
+    ]];
+    for j in jobs {
+        let entries = if j.entries_failed > 0 {
+            format!(
+                "{}/{} ({} failed)",
+                j.entries_done, j.entries_total, j.entries_failed
+            )
+        } else {
+            format!("{}/{}", j.entries_done, j.entries_total)
+        };
+        rows.push([
+            j.job.clone(),
+            crate::status::state_name(j.state).into(),
+            entries,
+            format!("{} / {}", human(j.bytes_sent), human(j.bytes_total)),
+            j.finished_at
+                .clone()
+                .unwrap_or_else(|| j.claimed_at.clone()),
+        ]);
+    }
+    table(&rows)
+}
+
+/// One job's entries as a table, with live progress where there is some.
+pub fn job_table(v: &Value) -> String {
+    let mut rows = vec![[
+        "#".to_string(),
+        "STATE".into(),
+        "PROGRESS".into(),
+        "REMOTE PATH".into(),
+        "DETAIL".into(),
+    ]];
+    let progress = v["progress"].as_array();
+    for (i, e) in v["entries"].as_array().into_iter().flatten().enumerate() {
+        let live = progress.and_then(|p| p.get(i));
+        let state = live
+            .and_then(|p| p["stage"].as_str())
+            .or(e["state"].as_str())
+            .unwrap_or("?")
+            .to_string();
+        let size = e["source"]["size"]
+            .as_u64()
+            .or(e["bytes"].as_u64())
+            .unwrap_or(0);
+        let (sent, total) = match live {
+            Some(p) => (
+                p["bytes_sent"].as_u64().unwrap_or(0),
+                p["bytes_total"].as_u64().unwrap_or(size),
+            ),
+            None if e["state"] == "done" => (size, size),
+            None => (0, size),
+        };
+        let pct = (100 * sent).checked_div(total).unwrap_or(0);
+        let mut prog = format!("{pct:>3}% {} / {}", human(sent), human(total));
+        if let Some(rate) = live.and_then(|p| p["rate_bps"].as_u64()).filter(|r| *r > 0) {
+            prog.push_str(&format!(" {}/s", human(rate)));
+        }
+        let detail = e["error"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| e["url"].as_str().map(str::to_string))
+            .or_else(|| {
+                e["next_attempt_at"]
+                    .as_str()
+                    .map(|t| format!("next attempt {t}"))
+            })
+            .unwrap_or_default();
+        rows.push([
+            i.to_string(),
+            state,
+            prog,
+            e["remote_path"].as_str().unwrap_or("").to_string(),
+            detail,
+        ]);
+    }
+    table(&rows)
+}
+
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut width = [0usize; N];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A receipt as a one-line summary, for `submit --wait`.
+pub fn summary_line(v: &Value) -> String {
+    match serde_json::from_value::<crate::report::Receipt>(v.clone()) {
+        Ok(r) => {
+            let s = summary_of(&r);
+            format!(
+                "{}: {} ({}/{} entries done{}, {})",
+                s.job,
+                crate::status::state_name(s.state),
+                s.entries_done,
+                s.entries_total,
+                if s.entries_failed > 0 {
+                    format!(", {} failed", s.entries_failed)
+                } else {
+                    String::new()
+                },
+                human(s.bytes_sent)
+            )
+        }
+        Err(_) => v.to_string(),
+    }
+}
