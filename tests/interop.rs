@@ -1866,13 +1866,19 @@ async fn connection_limit_is_back_pressure() {
             let (rel, disk) = t.dir("limited");
             let mut entries = Vec::new();
             let mut bodies = Vec::new();
-            // Big enough that a session is still busy when the next entry
-            // wants one: with one login at a time per server, small files
-            // (2 MiB took 5 ms with sendfile) could finish over two
-            // connections and never meet the limit.
+            // Slow enough that a session is still busy when the next entry
+            // wants one: the pool opens a session only when waiting for a
+            // busy one would take longer than a login, and on loopback an
+            // 8 MiB file took 40 ms (CI once met no 421 at all). Each data
+            // connection is capped at 16 MB/s, as on a real link.
+            let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+            let proxy = FaultProxy::start(upstream).await;
+            proxy.throttle(16_000_000);
+            let mut via = t.clone();
+            via.port = proxy.addr.port();
             for i in 0..40u64 {
                 let body = support::random_bytes((8 << 20) + i as usize * 97, 500 + i);
-                entries.push(t.entry(&w.local(&format!("l/f{i}.bin"), &body), &rel));
+                entries.push(via.entry(&w.local(&format!("l/f{i}.bin"), &body), &rel));
                 bodies.push(body);
             }
             let r = w
@@ -1886,7 +1892,7 @@ async fn connection_limit_is_back_pressure() {
             for (i, body) in bodies.iter().enumerate() {
                 same_bytes(&disk.join(format!("f{i}.bin")), body)?;
             }
-            let port = format!(":{}", t.port);
+            let port = format!(":{}", via.port);
             let lowered = log_text()
                 .lines()
                 .filter(|l| l.contains("lowering its limit") && l.contains(&port))

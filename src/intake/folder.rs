@@ -411,7 +411,8 @@ impl Intake {
                 };
                 match claim(&path, &self.checked) {
                     Ok(Some(claimed)) => {
-                        info!(job_file = %claimed.path.display(), "claimed job");
+                        // The daemon emits `job_claimed` (one log line) when it takes the work.
+                        tracing::debug!(job_file = %claimed.path.display(), "claimed job");
                         let work = Work {
                             path: claimed.path,
                             lock: Some(claimed.lock),

@@ -93,6 +93,9 @@ fn spawn_job(
     work: intake::Work,
 ) {
     let ctx = ctx.clone();
+    ctx.events.emit(crate::events::Event::JobClaimed {
+        job: JobPaths::for_claimed(&work.path).name,
+    });
     // The permit is the job's slot; it goes back while all its entries wait.
     let slot = JobSlot::new(permits.clone(), work.permit, 1);
     jobs.spawn(async move {
