@@ -191,6 +191,13 @@ pub enum Event {
         elapsed_ms: u64,
         error: String,
     },
+    /// What became of a published entry's local file (`after`).
+    SourceDisposed {
+        job: String,
+        entry: usize,
+        local_path: String,
+        disposal: crate::report::Disposal,
+    },
     SessionOpened {
         server: String,
     },
@@ -349,6 +356,22 @@ fn log(event: &Event) {
             job = %job, entry, server = %server, remote_path = %remote_path,
             attempt, elapsed_ms, error = %error, "entry failed"
         ),
+        Event::SourceDisposed {
+            job,
+            entry,
+            local_path,
+            disposal,
+        } => match disposal.state {
+            crate::report::DisposalState::Kept => warn!(
+                job = %job, entry, local_path = %local_path,
+                reason = disposal.reason.as_deref().unwrap_or(""),
+                "source kept, not disposed of"
+            ),
+            state => info!(
+                job = %job, entry, local_path = %local_path, state = ?state,
+                to = disposal.to.as_deref().unwrap_or(""), "source disposed of"
+            ),
+        },
         Event::SessionOpened { server } => tracing::debug!(server = %server, "session opened"),
         Event::LoginFailed { server, result } => {
             tracing::debug!(server = %server, result, "login failed")

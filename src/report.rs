@@ -96,6 +96,36 @@ pub struct EntryReport {
     /// is the last error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
+    /// What became of the local file after the verified publish (`after`);
+    /// absent when the job keeps its sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposal: Option<Disposal>,
+}
+
+/// The local file's fate, journaled before and after it happens, so that a
+/// crash in between is settled at the next start (see `upload::dispose`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disposal {
+    pub state: DisposalState,
+    /// Where it was moved (`moving`: where it is being moved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Why it was kept after all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisposalState {
+    /// Published and journaled; not disposed of yet.
+    Pending,
+    /// Being moved to `to`.
+    Moving,
+    Deleted,
+    Moved,
+    /// Not disposed of, for `reason` (changed since it was sent, ...).
+    Kept,
 }
 
 impl EntryReport {
@@ -117,6 +147,7 @@ impl EntryReport {
             segmented: false,
             segments: None,
             next_attempt_at: None,
+            disposal: None,
         }
     }
 }

@@ -86,6 +86,37 @@ impl LocalRoots {
         )
     }
 
+    /// A folder sources may be moved to: under a root (after symlinks, as
+    /// far as it exists), or anywhere when nothing is confined.
+    pub fn allows_dir(&self, dir: &Path) -> Result<(), String> {
+        if self.is_unrestricted() {
+            return Ok(());
+        }
+        // The deepest part that exists decides where the rest will be.
+        let mut existing = dir.to_path_buf();
+        let mut rest = Vec::new();
+        let real = loop {
+            match std::fs::canonicalize(&existing) {
+                Ok(r) => break r,
+                Err(_) => match (existing.file_name(), existing.parent()) {
+                    (Some(name), Some(parent)) => {
+                        rest.push(name.to_os_string());
+                        existing = parent.to_path_buf();
+                    }
+                    _ => break existing,
+                },
+            }
+        };
+        if rest.iter().any(|n| n == "..") {
+            return Err(format!("{} contains ..", dir.display()));
+        }
+        if self.contains(&real) {
+            Ok(())
+        } else {
+            Err(self.outside(dir, &real).to_string())
+        }
+    }
+
     /// Opens `path` for reading, if the file opened lies under a root.
     pub fn open(&self, path: &Path) -> std::io::Result<File> {
         if self.is_unrestricted() {

@@ -134,6 +134,19 @@ impl fmt::Debug for ServerSpec {
     }
 }
 
+/// What happens to an entry's local file once its verified publish is
+/// journaled (see `upload::dispose`). Failed and skipped entries keep it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum After {
+    Keep,
+    Delete,
+    /// Moved into this folder (absolute), under its own name, never over another file.
+    MoveTo(PathBuf),
+}
+
 /// One file to upload to one place.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -146,6 +159,8 @@ pub struct Entry {
     pub remote_name: String,
     pub if_exists: IfExists,
     pub verify: Verify,
+    /// What happens to the local file once its upload is verified and published.
+    pub after: After,
     /// Where local files may be read from (`local_roots`), checked on every open.
     pub local_roots: Arc<LocalRoots>,
     /// Live counters of this entry's upload, read by the status API.
@@ -241,10 +256,32 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
         Ok(v) => v,
         Err(e) => return Err(vec![format!("not valid JSON: {e}")]),
     };
+    // `{"after": ..., "entries": [...]}`: entries with job-wide defaults.
+    let mut job_after = None;
+    let mut problems = Vec::new();
+    let value = match value {
+        Value::Object(mut o) if o.contains_key("entries") => {
+            for k in o.keys() {
+                if !["entries", "after", "$schema"].contains(&k.as_str()) {
+                    problems.push(format!(
+                        "{k}: unknown field (a job object takes entries, after)"
+                    ));
+                }
+            }
+            if let Some(a) = o.get("after") {
+                match parse_after(a, &limits) {
+                    Ok(a) => job_after = Some(a),
+                    Err(e) => problems.push(format!("after: {e}")),
+                }
+            }
+            o.remove("entries").unwrap_or(Value::Null)
+        }
+        v => v,
+    };
     let items: Vec<&Value> = match &value {
         Value::Array(a) if a.is_empty() => return Err(vec!["the job has no entries".into()]),
         Value::Array(a) => a.iter().collect(),
-        Value::Object(_) => vec![&value],
+        Value::Object(_) if job_after.is_none() => vec![&value],
         other => {
             return Err(vec![format!(
                 "a job must be an array of entries or one entry object, found {}",
@@ -252,7 +289,6 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
             )])
         }
     };
-    let mut problems = Vec::new();
     let mut entries = Vec::new();
     // A configured server's password is resolved (its variable or file read)
     // once per job, not once per entry.
@@ -262,7 +298,12 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
             prefix: format!("entries[{i}]"),
             list: &mut problems,
         };
-        if let Some(e) = parse_entry(i, item, &limits, &mut passwords, &mut p) {
+        if let Some(mut e) = parse_entry(i, item, &limits, &mut passwords, &mut p) {
+            if item.get("after").is_none() {
+                if let Some(a) = &job_after {
+                    e.after = a.clone();
+                }
+            }
             entries.push(e);
         }
     }
@@ -378,6 +419,7 @@ fn parse_entry(
             "ca_file",
             "if_exists",
             "verify",
+            "after",
         ],
     );
     let before = p.list.len();
@@ -532,6 +574,17 @@ fn parse_entry(
         }
     };
 
+    let after = match obj.get("after") {
+        None | Some(Value::Null) => After::Keep,
+        Some(v) => match parse_after(v, limits) {
+            Ok(a) => a,
+            Err(e) => {
+                p.add("after", e);
+                After::Keep
+            }
+        },
+    };
+
     let (local_path, server_path, remote_name) = match obj.get("file") {
         None => {
             p.add("file", "missing");
@@ -583,9 +636,52 @@ fn parse_entry(
         remote_name: remote_name?,
         if_exists,
         verify,
+        after,
         local_roots: limits.roots.clone(),
         progress: Default::default(),
     })
+}
+
+/// `"keep"`, `"delete"` or `{"move_to": "/absolute/dir"}` (inside
+/// `local_roots` when that is set).
+fn parse_after(v: &Value, limits: &Limits) -> Result<After, String> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "keep" => Ok(After::Keep),
+            "delete" => Ok(After::Delete),
+            _ => Err(format!(
+                "{s:?} is not one of keep, delete, {{\"move_to\": \"/dir\"}}"
+            )),
+        },
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| *k != "move_to") {
+                return Err(format!("{k}: unknown field (expected move_to)"));
+            }
+            let dir = match o.get("move_to") {
+                Some(Value::String(d)) if !d.trim().is_empty() => PathBuf::from(d),
+                Some(Value::String(_)) => return Err("move_to is empty".into()),
+                Some(other) => {
+                    return Err(format!("move_to must be a string, found {}", kind(other)))
+                }
+                None => return Err("move_to: missing".into()),
+            };
+            if dir.is_relative() {
+                return Err(format!(
+                    "move_to {}: must be an absolute path",
+                    dir.display()
+                ));
+            }
+            limits
+                .roots
+                .allows_dir(&dir)
+                .map_err(|e| format!("move_to: {e}"))?;
+            Ok(After::MoveTo(dir))
+        }
+        other => Err(format!(
+            "must be \"keep\", \"delete\" or {{\"move_to\": \"/dir\"}}, found {}",
+            kind(other)
+        )),
+    }
 }
 
 fn parse_tls(v: &Value) -> Result<TlsMode, String> {

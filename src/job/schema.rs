@@ -8,17 +8,31 @@
 //! when they drift from the code.
 
 use crate::config::{Config, TlsMode};
-use crate::job::{IfExists, Verify};
+use crate::job::{After, IfExists, Verify};
 use schemars::{JsonSchema, Schema};
 use serde_json::Value;
 
-/// A job file: an array of entries, or a single entry object.
+/// A job file: an array of entries, a single entry object, or entries with
+/// job-wide defaults.
 #[derive(JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
 enum JobFile {
     Entries(Vec<JobEntry>),
     Entry(Box<JobEntry>),
+    WithDefaults(JobWithDefaults),
+}
+
+/// Entries, and defaults for every entry that does not set its own.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct JobWithDefaults {
+    #[serde(rename = "$schema")]
+    schema: Option<String>,
+    entries: Vec<JobEntry>,
+    /// What becomes of each local file once it is uploaded, verified and published.
+    after: Option<After>,
 }
 
 /// One local file to upload to one place.
@@ -40,6 +54,9 @@ struct JobEntry {
     if_exists: Option<IfExists>,
     /// `auto` (size, and a server-side hash where offered; default), `size`, or `download` (read back).
     verify: Option<Verify>,
+    /// What becomes of the local file once it is uploaded, verified and
+    /// published: `keep` (default), `delete`, or `{"move_to": "/dir"}`.
+    after: Option<After>,
 }
 
 #[derive(JsonSchema)]

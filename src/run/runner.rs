@@ -273,6 +273,14 @@ async fn run_claimed(
         resumed,
     });
 
+    // Sources whose disposal a crash interrupted: settled before anything
+    // else, and never uploaded again.
+    for e in &job.entries {
+        let r = report.entry(e.index);
+        if r.state == EntryState::Done && crate::upload::dispose::unfinished(&r.disposal) {
+            settle_disposal(ctx, &report, &job_name, e, r).await;
+        }
+    }
     let pending: Vec<&Entry> = job
         .entries
         .iter()
@@ -322,6 +330,40 @@ async fn run_claimed(
         failed: r.entries.len() - done,
     });
     state
+}
+
+/// Disposes of a published entry's source (or finishes a disposal a crash
+/// interrupted), journaling each step; see [`crate::upload::dispose`].
+async fn settle_disposal(
+    ctx: &Ctx,
+    report: &Arc<ReportHandle>,
+    job_name: &str,
+    entry: &Entry,
+    mut rep: EntryReport,
+) {
+    let Some(now) = rep.disposal.clone() else {
+        return;
+    };
+    let (entry_c, report_c, rep_c) = (entry.clone(), report.clone(), rep.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        crate::upload::dispose::dispose(&entry_c, rep_c.source, &now, |step| {
+            let mut r = rep_c.clone();
+            r.disposal = Some(step.clone());
+            report_c.update(r);
+        })
+    })
+    .await;
+    let Ok(result) = done else {
+        return;
+    };
+    ctx.events.emit(Event::SourceDisposed {
+        job: job_name.to_string(),
+        entry: entry.index,
+        local_path: entry.local_path.display().to_string(),
+        disposal: result.clone(),
+    });
+    rep.disposal = Some(result);
+    report.update(rep);
 }
 
 async fn run_entry(
@@ -428,7 +470,14 @@ async fn run_entry(
                     skipped: out.skipped,
                     segments: out.segments,
                 });
-                report.update(rep);
+                // Published and verified: journaled before the source is touched.
+                if !out.skipped {
+                    rep.disposal = crate::upload::dispose::pending(entry);
+                }
+                report.update(rep.clone());
+                if crate::upload::dispose::unfinished(&rep.disposal) {
+                    settle_disposal(ctx, report, job_name, entry, rep).await;
+                }
                 return;
             }
             Err(fault) => {
