@@ -54,7 +54,7 @@ async fn delete_and_move_only_after_the_verified_publish() {
     }
     let archive = dir.path().join("archive");
     // A file of that name is already archived: never overwritten.
-    support::write_file(&archive.join("b.bin"), b"an older b.bin");
+    support::write_file(archive.join("b.bin"), b"an older b.bin");
     let want_b = std::fs::read(&b).unwrap();
     let job = json!({"after": "delete", "entries": [
         named(&a, "d"),
@@ -70,7 +70,7 @@ async fn delete_and_move_only_after_the_verified_publish() {
             "{name} on the server"
         );
     }
-    support::assert_same_file(&archive.join("b-1.bin"), srv.path("d/b.bin"));
+    support::assert_same_file(archive.join("b-1.bin"), srv.path("d/b.bin"));
     assert_eq!(std::fs::read(archive.join("b-1.bin")).unwrap(), want_b);
     assert_eq!(
         std::fs::read(archive.join("b.bin")).unwrap(),
