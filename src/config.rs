@@ -103,6 +103,10 @@ pub struct Config {
     pub learned_ttl_secs: u64,
     /// The HTTP status API, metrics and dashboard of `ftpdrop run`.
     pub status: StatusConfig,
+    /// Upload bandwidth of the whole daemon, shared fairly by every
+    /// connection: bytes/s, `"512k"`, `"10M"`, `"off"`, or a timetable in
+    /// local time (`"08:00,512k 19:00,10M 23:00,off"`). Null: no limit.
+    pub max_rate: Option<crate::upload::rate::RateSetting>,
 }
 
 /// Where the status API listens, and who may use it.
@@ -277,6 +281,11 @@ pub struct ServerDef {
     /// Accept any certificate. Logged loudly at every connect.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Upload bandwidth to this server, shared by all its connections:
+    /// bytes/s, `"512k"`, `"10M"`, `"off"`, or a timetable in local time
+    /// (`"08:00,512k 19:00,10M 23:00,off"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<crate::upload::rate::RateSetting>,
 }
 
 fn default_port() -> u16 {
@@ -314,6 +323,7 @@ impl Default for Config {
             nats: None,
             learned_ttl_secs: 7 * 86_400,
             status: StatusConfig::default(),
+            max_rate: None,
         }
     }
 }
@@ -504,6 +514,7 @@ impl Config {
         }
         self.local_roots()?;
         self.status.listen_addr()?;
+        self.rate_limits()?;
         if let Some(n) = &self.nats {
             if n.url.trim().is_empty() {
                 bail!("nats.url is empty");
@@ -552,6 +563,29 @@ impl Config {
                 .with_context(|| format!("{what}: cannot create {}", dir.display()))?;
         }
         Ok(())
+    }
+
+    /// The bandwidth limits, parsed: global, and per server by `host:port`.
+    pub fn rate_limits(
+        &self,
+    ) -> Result<(
+        Option<crate::upload::rate::Schedule>,
+        BTreeMap<String, crate::upload::rate::Schedule>,
+    )> {
+        use crate::upload::rate::Schedule;
+        let global = match &self.max_rate {
+            Some(r) => Some(Schedule::parse(r).map_err(|e| anyhow::anyhow!("max_rate: {e}"))?),
+            None => None,
+        };
+        let mut servers = BTreeMap::new();
+        for (name, def) in &self.servers {
+            if let Some(r) = &def.max_rate {
+                let s = Schedule::parse(r)
+                    .map_err(|e| anyhow::anyhow!("servers.{name}.max_rate: {e}"))?;
+                servers.insert(crate::job::host_port(&def.host, def.port), s);
+            }
+        }
+        Ok((global, servers))
     }
 
     pub fn connect_timeout(&self) -> Duration {

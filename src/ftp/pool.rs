@@ -177,6 +177,8 @@ pub struct Pool {
     idle_timeout: Duration,
     /// Sessions opened, logins refused, limits lowered (see [`crate::events`]).
     events: crate::events::Events,
+    /// Bandwidth limits (`max_rate`): what data connections pay into.
+    pub limits: Arc<crate::upload::rate::Limits>,
 }
 
 /// A session lent to one entry. Dropping it returns the session to the pool
@@ -310,6 +312,7 @@ impl Pool {
             timeouts,
             idle_timeout,
             events: crate::events::Events::default(),
+            limits: Arc::default(),
         })
     }
 

@@ -165,6 +165,9 @@ pub struct Entry {
     pub local_roots: Arc<LocalRoots>,
     /// Live counters of this entry's upload, read by the status API.
     pub progress: Arc<crate::events::Progress>,
+    /// The bandwidth limits its data connections pay into (global, its
+    /// server's); set by the runner before each attempt (a reload may change them).
+    pub rates: Arc<crate::upload::rate::RateSet>,
 }
 
 impl Entry {
@@ -639,6 +642,7 @@ fn parse_entry(
         after,
         local_roots: limits.roots.clone(),
         progress: Default::default(),
+        rates: Arc::new(std::sync::RwLock::new(Arc::from(Vec::new()))),
     })
 }
 

@@ -46,6 +46,19 @@ fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
         Arc::new(learned_facts(&config)),
     )
     .with_events(events.clone());
+    if let Ok((global, servers)) = config.rate_limits() {
+        pool.limits.configure(global, servers);
+    }
+    // The timetables turn on the minute; checked every few seconds while the
+    // pool lives.
+    let limits = Arc::downgrade(&pool.limits);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let Some(l) = limits.upgrade() else { return };
+            l.tick(crate::upload::rate::local_minute());
+        }
+    });
     Arc::new(Ctx::new(config, pool, health, events))
 }
 
@@ -484,6 +497,10 @@ fn apply_reload(ctx: &Ctx, permits: &Arc<Semaphore>, job_limit: &mut usize, new:
     }
     ctx.pool
         .set_limits(new.max_connections, new.max_connections_per_server);
+    // Validated by the caller; in force for the next bytes of every upload.
+    if let Ok((global, servers)) = new.rate_limits() {
+        ctx.pool.limits.configure(global, servers);
+    }
     crate::pool::resize(permits, *job_limit, new.max_concurrent_jobs);
     *job_limit = new.max_concurrent_jobs;
     ctx.set_config(new);

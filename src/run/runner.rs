@@ -400,6 +400,7 @@ async fn run_entry(
         let attempt = rep.attempts;
         progress.set_attempt(attempt);
         progress.set_stage(Stage::Connecting);
+        *entry.rates.write().unwrap() = ctx.pool.limits.for_server(&server);
         let work = async {
             let mut lease = ctx.pool.acquire(&entry.server).await?;
             let rep_for_journal = rep.clone();

@@ -50,6 +50,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/jobs", get(list_jobs).post(submit_job))
         .route("/api/jobs/{job}", get(job_detail))
         .route("/api/servers", get(servers))
+        .route("/api/limits", get(limits))
         .route("/api/events", get(sse))
         .route("/api/ws", get(ws))
         .route("/health", get(health))
@@ -273,13 +274,28 @@ async fn ws_feed(mut socket: WebSocket, events: Events) {
 }
 
 async fn servers(State(api): State<Arc<Api>>) -> Response {
+    let (_, rates) = api.pool.limits.current();
     let load: Vec<Value> = api
         .pool
         .load()
         .into_iter()
-        .map(|l| json!({"server": l.server, "busy": l.busy, "idle": l.idle, "limit": l.limit}))
+        .map(|l| {
+            let max_rate = rates.get(&l.server).copied().filter(|r| *r > 0);
+            json!({"server": l.server, "busy": l.busy, "idle": l.idle, "limit": l.limit,
+                   "max_rate": max_rate})
+        })
         .collect();
     Json(load).into_response()
+}
+
+/// The bandwidth limits in force now, bytes per second (null: none).
+async fn limits(State(api): State<Arc<Api>>) -> Response {
+    let (global, servers) = api.pool.limits.current();
+    let servers: serde_json::Map<String, Value> = servers
+        .into_iter()
+        .map(|(k, v)| (k, if v > 0 { json!(v) } else { Value::Null }))
+        .collect();
+    Json(json!({"max_rate": (global > 0).then_some(global), "servers": servers})).into_response()
 }
 
 async fn health(State(api): State<Arc<Api>>) -> Response {
@@ -311,9 +327,12 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
     let waiting = tokio::task::spawn_blocking(move || crate::intake::scan(&inbox).len())
         .await
         .unwrap_or(0);
-    let body = api
-        .metrics
-        .render(&api.pool.load(), api.board.running(), waiting);
+    let body = api.metrics.render(
+        &api.pool.load(),
+        &api.pool.limits.current(),
+        api.board.running(),
+        waiting,
+    );
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

@@ -67,6 +67,12 @@ pub struct Metrics {
     limit: Family<ServerL, Gauge>,
     jobs_running: Gauge,
     inbox_waiting: Gauge,
+    max_rate: Family<ScopeL, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeL {
+    scope: String,
 }
 
 /// A server's sessions and limit at scrape time.
@@ -97,6 +103,7 @@ impl Metrics {
             limit: Family::default(),
             jobs_running: Gauge::default(),
             inbox_waiting: Gauge::default(),
+            max_rate: Family::default(),
             registry: Registry::default(),
         };
         registry.register("jobs", "Jobs that ended, by state", m.jobs.clone());
@@ -141,6 +148,11 @@ impl Metrics {
             "Job files waiting in the inbox",
             m.inbox_waiting.clone(),
         );
+        registry.register(
+            "max_rate_bytes_per_second",
+            "Bandwidth limit in force (scope: global or host:port); 0: none",
+            m.max_rate.clone(),
+        );
         let info: Family<VersionL, Gauge> = Family::default();
         info.get_or_create(&VersionL {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -154,9 +166,22 @@ impl Metrics {
     pub fn render(
         &self,
         servers: &[ServerLoad],
+        rates: &(u64, std::collections::BTreeMap<String, u64>),
         jobs_running: usize,
         inbox_waiting: usize,
     ) -> String {
+        self.max_rate
+            .get_or_create(&ScopeL {
+                scope: "global".into(),
+            })
+            .set(rates.0 as i64);
+        for (server, r) in &rates.1 {
+            self.max_rate
+                .get_or_create(&ScopeL {
+                    scope: server.clone(),
+                })
+                .set(*r as i64);
+        }
         for s in servers {
             let server = s.server.clone();
             for (state, n) in [("busy", s.busy), ("idle", s.idle)] {

@@ -5,8 +5,10 @@
 //! - [`segment`]: a big file over several connections at once, on servers a probe found able.
 //! - [`verify`]: server-side digests (HASH, XSHA256, XMD5, ...) and read-back of the temp file.
 //! - [`dispose`]: the local file after the verified publish: kept, deleted or moved.
+//! - [`rate`]: bandwidth limits (global, per server, on a timetable).
 
 pub mod dispose;
+pub mod rate;
 pub mod segment;
 pub mod source;
 pub mod transfer;

@@ -59,6 +59,8 @@ pub struct Local<'a> {
     pub remote: &'a str,
     /// Bumped with every chunk that goes out (the status API's live bytes).
     pub progress: &'a crate::events::Progress,
+    /// Bandwidth limits every chunk sent pays into.
+    pub rates: &'a crate::upload::rate::RateSet,
 }
 
 impl<'a> Local<'a> {
@@ -70,6 +72,7 @@ impl<'a> Local<'a> {
             roots: &entry.local_roots,
             remote,
             progress: &entry.progress,
+            rates: &entry.rates,
         }
     }
 
@@ -297,7 +300,10 @@ async fn pump(
 ) -> Result<(), Fault> {
     while let Some(chunk) = rx.recv().await {
         match tokio::time::timeout(timeout, upload.write_all(&chunk)).await {
-            Ok(Ok(())) => local.progress.add(chunk.len() as u64),
+            Ok(Ok(())) => {
+                local.progress.add(chunk.len() as u64);
+                crate::upload::rate::pay_set(local.rates, chunk.len() as u64).await;
+            }
             Ok(Err(e)) => return Err(local.send_error(e)),
             Err(_) => return Err(local.stalled(timeout)),
         }
@@ -434,7 +440,10 @@ mod zero_copy {
             };
             match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(0)) => break, // the file ended early
-                Ok(Ok(n)) => local.progress.add(n as u64),
+                Ok(Ok(n)) => {
+                    local.progress.add(n as u64);
+                    crate::upload::rate::pay_set(local.rates, n as u64).await;
+                }
                 Ok(Err(e))
                     if off as u64 == start
                         && matches!(
