@@ -107,6 +107,8 @@ pub struct Config {
     /// connection: bytes/s, `"512k"`, `"10M"`, `"off"`, or a timetable in
     /// local time (`"08:00,512k 19:00,10M 23:00,off"`). Null: no limit.
     pub max_rate: Option<crate::upload::rate::RateSetting>,
+    /// Who is told when a job ends: `{"webhooks": [{"url", "on", "secret_file", "headers", "ca_file"}]}`.
+    pub notify: crate::webhook::NotifyConfig,
 }
 
 /// Where the status API listens, and who may use it.
@@ -324,6 +326,7 @@ impl Default for Config {
             learned_ttl_secs: 7 * 86_400,
             status: StatusConfig::default(),
             max_rate: None,
+            notify: Default::default(),
         }
     }
 }
@@ -515,6 +518,7 @@ impl Config {
         self.local_roots()?;
         self.status.listen_addr()?;
         self.rate_limits()?;
+        self.notify.validate()?;
         if let Some(n) = &self.nats {
             if n.url.trim().is_empty() {
                 bail!("nats.url is empty");

@@ -198,6 +198,14 @@ pub enum Event {
         local_path: String,
         disposal: crate::report::Disposal,
     },
+    /// One webhook delivery attempt: `ok`, `retry` or `gave_up`.
+    WebhookDelivered {
+        job: String,
+        url: String,
+        result: &'static str,
+        attempt: u32,
+        detail: String,
+    },
     SessionOpened {
         server: String,
     },
@@ -372,6 +380,19 @@ fn log(event: &Event) {
                 to = disposal.to.as_deref().unwrap_or(""), "source disposed of"
             ),
         },
+        Event::WebhookDelivered {
+            job,
+            url,
+            result,
+            attempt,
+            detail,
+        } => {
+            if *result == "ok" {
+                info!(job = %job, url = %url, attempt, status = %detail, "webhook delivered")
+            } else {
+                warn!(job = %job, url = %url, attempt, result, error = %detail, "webhook delivery failed")
+            }
+        }
         Event::SessionOpened { server } => tracing::debug!(server = %server, "session opened"),
         Event::LoginFailed { server, result } => {
             tracing::debug!(server = %server, result, "login failed")

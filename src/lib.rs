@@ -24,6 +24,7 @@
 //!   a status update and a live message.
 //! - [`status`]: what operators see: the board of running jobs, Prometheus
 //!   metrics, the HTTP API (SSE, WebSocket) and the embedded dashboard.
+//! - [`webhook`]: final receipts POSTed to configured URLs, signed, at least once.
 //! - [`service`]: what systemd or the Windows service manager is told.
 //! - [`config`]: the configuration file, its defaults and validation.
 //! - [`secret`]: passwords that never print.
@@ -45,6 +46,7 @@ pub mod secret;
 pub mod service;
 pub mod status;
 pub mod upload;
+pub mod webhook;
 
 pub use ftp::{fault, pool, reply, tls};
 pub use job::{confine, schema};

@@ -209,6 +209,8 @@ pub async fn run_with(
             .clone()
             .run_ticker(ctx.events.clone(), stop_status.clone()),
     );
+    // Deliveries queued by this run and by earlier ones.
+    let webhooks = tokio::spawn(ctx.webhooks.clone().run(stop_status.clone()));
     let api_task = listener.map(|listener| {
         let addr = listener.local_addr().ok();
         if let Some(a) = addr {
@@ -400,6 +402,7 @@ pub async fn run_with(
     ctx.pool.close_all().await;
     stop_status.cancel();
     let _ = ticker.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), webhooks).await;
     if let Some(t) = api_task {
         // Live subscribers (SSE, WebSocket) hold connections open: not waited for long.
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
@@ -474,6 +477,13 @@ pub async fn once_with(
         results.push(r?);
     }
     ctx.pool.close_all().await;
+    // Webhooks of the jobs just ended get a chance before the process exits;
+    // what is still undelivered stays queued for the next run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ctx.webhooks.pending() > 0 && tokio::time::Instant::now() < deadline {
+        ctx.webhooks.pass().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop_ticker.cancel();
     let _ = ticker.await;
     results.sort_by(|a, b| a.0.cmp(&b.0));
@@ -501,6 +511,7 @@ fn apply_reload(ctx: &Ctx, permits: &Arc<Semaphore>, job_limit: &mut usize, new:
     if let Ok((global, servers)) = new.rate_limits() {
         ctx.pool.limits.configure(global, servers);
     }
+    ctx.webhooks.set_config(new.notify.clone());
     crate::pool::resize(permits, *job_limit, new.max_concurrent_jobs);
     *job_limit = new.max_concurrent_jobs;
     ctx.set_config(new);

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub board: Arc<Board>,
     /// Counters and histograms for `/metrics`, fed by `events`.
     pub metrics: Arc<crate::status::metrics::Metrics>,
+    /// Deliveries of final receipts to the configured webhooks.
+    pub webhooks: Arc<crate::webhook::Webhooks>,
 }
 
 /// How long a failed entry may spend deleting its temp file.
@@ -71,6 +73,8 @@ impl Ctx {
         events.add_sink(board.clone());
         let metrics = Arc::new(crate::status::metrics::Metrics::new());
         events.add_sink(metrics.clone());
+        let webhooks = crate::webhook::Webhooks::new(&config, events.clone());
+        events.add_sink(webhooks.clone());
         Ctx {
             config: std::sync::RwLock::new(Arc::new(config)),
             health,
@@ -80,6 +84,7 @@ impl Ctx {
             events,
             board,
             metrics,
+            webhooks,
         }
     }
 

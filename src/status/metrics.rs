@@ -68,6 +68,12 @@ pub struct Metrics {
     jobs_running: Gauge,
     inbox_waiting: Gauge,
     max_rate: Family<ScopeL, Gauge>,
+    webhooks: Family<ResultL, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultL {
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +110,7 @@ impl Metrics {
             jobs_running: Gauge::default(),
             inbox_waiting: Gauge::default(),
             max_rate: Family::default(),
+            webhooks: Family::default(),
             registry: Registry::default(),
         };
         registry.register("jobs", "Jobs that ended, by state", m.jobs.clone());
@@ -152,6 +159,11 @@ impl Metrics {
             "max_rate_bytes_per_second",
             "Bandwidth limit in force (scope: global or host:port); 0: none",
             m.max_rate.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by result (ok, retry, gave_up)",
+            m.webhooks.clone(),
         );
         let info: Family<VersionL, Gauge> = Family::default();
         info.get_or_create(&VersionL {
@@ -262,6 +274,13 @@ impl Sink for Metrics {
                     .get_or_create(&ServerReasonL {
                         server: server.clone(),
                         reason: (*reason).into(),
+                    })
+                    .inc();
+            }
+            Event::WebhookDelivered { result, .. } => {
+                self.webhooks
+                    .get_or_create(&ResultL {
+                        result: (*result).into(),
                     })
                     .inc();
             }
