@@ -127,7 +127,7 @@ async fn deliveries_are_signed_retried_and_made_once_per_job() {
     .await;
     assert!(ok, "deliveries: {}", got.lock().unwrap().ok.len());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let r = got.lock().unwrap();
+    let r = std::mem::take(&mut *got.lock().unwrap());
     assert_eq!(r.ok.len(), 2, "exactly one successful delivery per job");
     assert!(
         r.keys.len() >= 5,
@@ -229,8 +229,10 @@ async fn a_restart_with_deliveries_pending_still_delivers_them() {
 
 #[test]
 fn webhook_urls_come_only_from_the_config_and_are_checked() {
-    let mut cfg = ftpdrop::Config::default();
-    cfg.notify = serde_json::from_value(json!({"webhooks": [{"url": "ftp://x/hook"}]})).unwrap();
+    let mut cfg = ftpdrop::Config {
+        notify: serde_json::from_value(json!({"webhooks": [{"url": "ftp://x/hook"}]})).unwrap(),
+        ..Default::default()
+    };
     assert!(cfg
         .validate()
         .unwrap_err()

@@ -117,15 +117,20 @@ def main():
 
         seen, shot, state = [], False, ""
         deadline = time.time() + 90
+        # Read in one script: the page re-renders its rows on every event, so
+        # element handles found a moment earlier go stale.
+        probe = """
+            const bar = document.querySelector('tr.entry .bar');
+            const st = document.querySelector('tr.job .state');
+            return [bar ? Number(bar.dataset.sent) : null,
+                    bar ? bar.querySelector('i').style.width : '',
+                    st ? st.textContent : ''];
+        """
         while time.time() < deadline:
-            bars = driver.find_elements(By.CSS_SELECTOR, "tr.entry .bar")
-            states = driver.find_elements(By.CSS_SELECTOR, "tr.job .state")
-            state = states[0].text if states else ""
-            if bars:
-                sent = int(bars[0].get_attribute("data-sent") or 0)
+            sent, width, state = driver.execute_script(probe)
+            if sent is not None:
                 if not seen or sent != seen[-1]:
                     seen.append(sent)
-                width = bars[0].find_element(By.TAG_NAME, "i").get_attribute("style")
                 if not shot and SIZE * 0.3 < sent < SIZE * 0.8:
                     driver.save_screenshot(os.path.join(out_dir, "dashboard.png"))
                     shot = True
