@@ -1445,7 +1445,11 @@ async fn upload_with_resume_refused(
     refuser.inject("REST", "", rest, 5);
     refuser.inject_after("APPE", "", appe, 1, appe_times);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let mut cfg = support::daemon_config(dir.path());
+    // Time for the server to write what the cut connection delivered, so
+    // that the second attempt finds it and resumes (under load libunftp
+    // was seen answering SIZE before it had).
+    cfg.retry.initial_backoff_ms = 500;
     let local = dir.path().join(format!("data/{name}.bin"));
     support::write_random_file(&local, SIZE, 11);
     cutter.cut_data_after(3 * MIB, 1);
