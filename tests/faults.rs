@@ -1734,3 +1734,84 @@ async fn jobs_waiting_for_a_dead_server_hold_no_job_slot() {
     }
     d.stop().await;
 }
+
+/// Issue 15: `kill -9` of the real daemon while a job of 120 files with
+/// `after: delete` publishes and deletes them one by one. At the kill, no
+/// source is gone whose file is not whole under its final name on the
+/// server; after a restart every file is there, renamed into place once,
+/// and every source is deleted (those published but not yet disposed of
+/// included, without a second upload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_disposing_never_loses_a_file() {
+    const N: usize = 120;
+    let srv = FtpServer::start().await;
+    let proxy = FaultProxy::start(srv.addr).await;
+    // Slow enough that the kill lands mid-job.
+    proxy.throttle(2_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let cfg = write_daemon_config(&base, json!({}));
+    let (mut locals, mut wants, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..N {
+        let p = base.join(format!("data/f{i:03}.bin"));
+        support::write_random_file(&p, 200_000 + i as u64, i as u64);
+        wants.push(std::fs::read(&p).unwrap());
+        entries.push(entry(proxy.addr, &srv, &p, "k9"));
+        locals.push(p);
+    }
+    drop_job(
+        &base.join("files"),
+        "k9",
+        &json!({"after": "delete", "entries": entries}),
+    );
+    let gone = |locals: &[PathBuf]| locals.iter().filter(|p| !p.exists()).count();
+    let mut child = spawn_daemon(&base, &cfg, "run1");
+    wait_for(
+        Duration::from_secs(90),
+        "a quarter of the sources deleted",
+        || gone(&locals) >= N / 4,
+        || logs(&base),
+    )
+    .await;
+    sigkill(&mut child);
+    let at_kill = gone(&locals);
+    assert!(
+        at_kill < N,
+        "the job ended before the kill; nothing was tested"
+    );
+    for (i, p) in locals.iter().enumerate() {
+        if !p.exists() {
+            let on_server = std::fs::read(srv.path(&format!("k9/f{i:03}.bin"))).ok();
+            assert!(
+                on_server.as_deref() == Some(&wants[i][..]),
+                "f{i:03}.bin: source deleted, but not whole on the server"
+            );
+        }
+    }
+    let mut child = spawn_daemon(&base, &cfg, "run2");
+    let r = wait_receipt(&base.join("checked"), "k9", Duration::from_secs(120)).await;
+    let _ = sigterm_and_wait(&mut child, Duration::from_secs(30));
+    assert_eq!(r.state, JobState::Done, "{}", logs(&base));
+    for (i, p) in locals.iter().enumerate() {
+        assert!(!p.exists(), "f{i:03}.bin: source still there");
+        assert_eq!(
+            std::fs::read(srv.path(&format!("k9/f{i:03}.bin"))).unwrap(),
+            wants[i],
+            "f{i:03}.bin on the server"
+        );
+        let d = r.entries[i].disposal.as_ref().map(|d| d.state);
+        assert_eq!(
+            d,
+            Some(ftpdrop::report::DisposalState::Deleted),
+            "f{i:03}.bin"
+        );
+    }
+    let renames = proxy.commands_with_verb("RNTO");
+    for i in 0..N {
+        let name = format!("k9/f{i:03}.bin");
+        let n = renames.iter().filter(|c| c.ends_with(&name)).count();
+        assert_eq!(n, 1, "{name} renamed into place {n} times");
+    }
+    srv.assert_no_temp_files();
+    eprintln!("{at_kill} of {N} sources were deleted at the kill");
+}
