@@ -26,11 +26,13 @@ async fn main() -> Result<()> {
     );
 
     let work = tempfile::tempdir()?;
-    let cfg = Config {
+    let mut cfg = Config {
         inbox: work.path().join("files"),
         checked: work.path().join("checked"),
         ..Config::default()
     };
+    // The status API on a free port (9180 may be taken on this machine).
+    cfg.status.listen = Some("127.0.0.1:0".into());
     std::fs::create_dir_all(&cfg.inbox)?;
     std::fs::create_dir_all(&cfg.checked)?;
     println!("inbox:        {}", cfg.inbox.display());
@@ -46,9 +48,15 @@ async fn main() -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let checked = cfg.checked.clone();
     let inbox = cfg.inbox.clone();
-    let daemon = tokio::spawn(ftpdrop::run(cfg, async {
-        let _ = stop_rx.await;
-    }));
+    let opts = ftpdrop::daemon::Options::default();
+    let api = opts.status_addr.clone();
+    let daemon = tokio::spawn(ftpdrop::daemon::run_with(
+        cfg,
+        async {
+            let _ = stop_rx.await;
+        },
+        opts,
+    ));
 
     // The seeds' job format: port as a string, server_path a remote directory.
     let job = serde_json::json!([{
@@ -81,6 +89,9 @@ async fn main() -> Result<()> {
             bail!("no final receipt after 60 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(a) = api.get() {
+        println!("status API:   http://{a}/ (the dashboard), http://{a}/api/jobs/demo, http://{a}/metrics");
     }
     let _ = stop_tx.send(());
     daemon.await.context("daemon task")??;
