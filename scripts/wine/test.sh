@@ -92,7 +92,15 @@ config "$WORK/svc" > "$WORK/svc/config.json"
 # A service left by an interrupted earlier run of this script.
 wine "$EXE" service uninstall >/dev/null 2>&1 || true
 wine "$EXE" service install --config "$(winpath "$WORK/svc/config.json")"
-wine net start ftpdrop
+# In a prefix created moments ago, wine's service manager has been seen to
+# answer "Could not get handle to service" to the first start right after
+# the install: the start is tried again for a few seconds.
+started=no
+for _ in $(seq 1 10); do
+  if wine net start ftpdrop; then started=yes; break; fi
+  sleep 1
+done
+[ "$started" = yes ] || die "net start ftpdrop failed"
 wine "$EXE" service status
 job "$(winpath "$WORK/data/second.bin")" "$REMOTE/svc" > "$WORK/svc/.two.tmp"
 mkdir -p "$WORK/svc/files"
