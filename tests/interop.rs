@@ -1173,19 +1173,7 @@ async fn tls_reuse(t: &Target, log: &Path, version: &str) -> Outcome {
         same_bytes(&disk.join(format!("f{i}.bin")), body)?;
     }
     same_bytes(&disk.join("big.bin"), &big)?;
-    let retried: Vec<String> = r
-        .entries
-        .iter()
-        .filter(|e| e.attempts > 1)
-        .map(|e| {
-            format!(
-                "{}: {:?}",
-                e.remote_path,
-                log_lines(&e.remote_path, "attempt failed")
-            )
-        })
-        .collect();
-    ensure(retried.is_empty(), || format!("retries: {retried:?}"))?;
+    no_retries(&r)?;
     let new = log_since(log, before);
     let reused = new
         .lines()
@@ -1200,6 +1188,23 @@ async fn tls_reuse(t: &Target, log: &Path, version: &str) -> Outcome {
     Ok(format!(
         "{reused} data connections resumed the {version} session, 2 sessions"
     ))
+}
+
+/// No entry needed a second attempt; else each retried one with its failures from the log.
+fn no_retries(r: &ftpdrop::Receipt) -> Result<(), String> {
+    let retried: Vec<String> = r
+        .entries
+        .iter()
+        .filter(|e| e.attempts > 1)
+        .map(|e| {
+            format!(
+                "{}: {:?}",
+                e.remote_path,
+                log_lines(&e.remote_path, "attempt failed")
+            )
+        })
+        .collect();
+    ensure(retried.is_empty(), || format!("retries: {retried:?}"))
 }
 
 /// The probe's verdict on `t` as ftpdrop logged it: `Some(true)` segments,
@@ -1762,19 +1767,7 @@ async fn proftpd_tls_reuse(t: &Target, tls_log: &Path, expect: &str) -> Outcome 
     for (i, body) in bodies.iter().enumerate() {
         same_bytes(&disk.join(format!("f{i}.bin")), body)?;
     }
-    let retried: Vec<String> = r
-        .entries
-        .iter()
-        .filter(|e| e.attempts > 1)
-        .map(|e| {
-            format!(
-                "{}: {:?}",
-                e.remote_path,
-                log_lines(&e.remote_path, "attempt failed")
-            )
-        })
-        .collect();
-    ensure(retried.is_empty(), || format!("retries: {retried:?}"))?;
+    no_retries(&r)?;
     let new = log_since(tls_log, before);
     ensure(!new.contains("did not reuse"), || {
         format!(

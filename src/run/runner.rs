@@ -73,6 +73,8 @@ impl Ctx {
         events.add_sink(board.clone());
         let metrics = Arc::new(crate::status::metrics::Metrics::new());
         events.add_sink(metrics.clone());
+        // The status line's "last error" comes from the same events.
+        events.add_sink(health.clone());
         let webhooks = crate::webhook::Webhooks::new(&config, events.clone());
         events.add_sink(webhooks.clone());
         Ctx {
@@ -537,18 +539,10 @@ async fn run_entry(
                         elapsed_ms: rep.elapsed_ms,
                         error: rep.error.clone().unwrap_or_default(),
                     });
-                    ctx.health.record_error(format!(
-                        "{job_name} entry {}: {}",
-                        entry.index, fault.message
-                    ));
                     report.update(rep);
                     return;
                 }
                 let wait = backoff(config, counted.max(backpressure.min(6)));
-                ctx.health.record_error(format!(
-                    "{job_name} entry {}: {}",
-                    entry.index, fault.message
-                ));
                 let next_attempt_at =
                     humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
                         .to_string();

@@ -65,11 +65,8 @@ impl Client {
 pub fn jobs(config: &Config, limit: usize) -> (Vec<JobSummary>, Source) {
     if let Some(c) = Client::from_config(config) {
         if let Some((200, v)) = c.get(&format!("/api/jobs?limit={limit}")) {
-            if let Ok(jobs) = serde_json::from_value::<Vec<JobSummaryIn>>(v) {
-                return (
-                    jobs.into_iter().map(JobSummaryIn::into).collect(),
-                    Source::Api,
-                );
+            if let Ok(jobs) = serde_json::from_value::<Vec<JobSummary>>(v) {
+                return (jobs, Source::Api);
             }
         }
     }
@@ -91,36 +88,6 @@ pub fn job(config: &Config, job: &str) -> Option<(Value, Source)> {
     let path = config.checked.join(format!("{job}.report.json"));
     let r = crate::report::Receipt::load(&path).ok()?;
     Some((serde_json::to_value(r).ok()?, Source::Receipts))
-}
-
-/// `JobSummary` as the API sends it.
-#[derive(serde::Deserialize)]
-struct JobSummaryIn {
-    job: String,
-    state: crate::report::JobState,
-    claimed_at: String,
-    finished_at: Option<String>,
-    entries_total: usize,
-    entries_done: usize,
-    entries_failed: usize,
-    bytes_total: u64,
-    bytes_sent: u64,
-}
-
-impl From<JobSummaryIn> for JobSummary {
-    fn from(j: JobSummaryIn) -> JobSummary {
-        JobSummary {
-            job: j.job,
-            state: j.state,
-            claimed_at: j.claimed_at,
-            finished_at: j.finished_at,
-            entries_total: j.entries_total,
-            entries_done: j.entries_done,
-            entries_failed: j.entries_failed,
-            bytes_total: j.bytes_total,
-            bytes_sent: j.bytes_sent,
-        }
-    }
 }
 
 fn human(n: u64) -> String {

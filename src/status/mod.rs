@@ -55,7 +55,7 @@ pub struct Board {
 }
 
 /// One line of `GET /api/jobs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct JobSummary {
     pub job: String,
     pub state: JobState,
