@@ -94,10 +94,18 @@ wine "$EXE" service uninstall >/dev/null 2>&1 || true
 wine "$EXE" service install --config "$(winpath "$WORK/svc/config.json")"
 # In a prefix created moments ago, wine's service manager has been seen to
 # answer "Could not get handle to service" to the first start right after
-# the install: the start is tried again for a few seconds.
+# the install, and yet start the service: a failed start is followed by a
+# look at the service's state, and only a service that is neither starting
+# nor running is started again ("Service already running" is a failure to
+# `net start`, not to this test).
 started=no
 for _ in $(seq 1 10); do
   if wine net start ftpdrop; then started=yes; break; fi
+  status="$(wine "$EXE" service status 2>/dev/null | tr -d '\r' || true)"
+  log "net start failed; the service is: ${status:-unknown}"
+  case "$status" in
+    Running|StartPending) started=yes; break ;;
+  esac
   sleep 1
 done
 [ "$started" = yes ] || die "net start ftpdrop failed"
