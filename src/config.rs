@@ -72,6 +72,10 @@ pub struct Config {
     /// split only if the rest would then take over 2 s at the rate so far.
     /// 0: split at once, without measuring.
     pub segment_after_ms: u64,
+    /// Send several FTP commands per round trip where a probe finds that the
+    /// server keeps them in order (see `ftp::pipeline`); false: one at a
+    /// time, everywhere (for a middlebox that mangles pipelined commands).
+    pub pipelining: bool,
     /// Servers that job files may name instead of carrying credentials.
     pub servers: BTreeMap<String, ServerDef>,
     /// Folders that jobs may read local files from. A `local_path` must
@@ -315,6 +319,7 @@ impl Default for Config {
             segment_threshold_bytes: 64 * 1024 * 1024,
             max_segments: 4,
             segment_after_ms: 1000,
+            pipelining: true,
             servers: BTreeMap::new(),
             local_roots: Vec::new(),
             allowed_hosts: Vec::new(),

@@ -92,11 +92,19 @@ async fn nested_dirs_cyrillic_names_and_session_reuse() {
             format!("file {i}")
         );
     }
-    // Ten entries, one connection allowed: one login, reused.
-    assert_eq!(
-        srv.count_logins(),
-        1,
-        "a logged-in session is reused for the next entry"
+    // Ten entries, one connection allowed: one login, reused. The first
+    // pipelining probe may cost one more: libunftp runs pipelined commands
+    // concurrently and sometimes loses a reply, which leaves the probing
+    // session out of step. Its verdict is remembered, so that happens once.
+    let logins = srv.count_logins();
+    assert!(
+        (1..=2).contains(&logins),
+        "a logged-in session is reused for the next entry ({logins} logins)"
+    );
+    let learned = std::fs::read_to_string(d.dir.path().join("ftpdrop-learned.json")).unwrap();
+    assert!(
+        learned.contains("\"pipelining\": false"),
+        "libunftp's concurrent commands are found out and remembered: {learned}"
     );
     srv.assert_no_temp_files();
     d.stop().await;

@@ -86,6 +86,15 @@ fn entry(addr: SocketAddr, srv: &FtpServer, local: &Path, server_path: &str) -> 
 
 use support::{receipt_now, wait_receipt};
 
+/// The daemon config of these tests: one command at a time, so that the
+/// commands a dry run saw are the ones a scripted fault counts (the
+/// pipelining probes add commands, and on libunftp they may cost a session).
+fn config(base: &std::path::Path) -> ftpdrop::Config {
+    let mut cfg = support::daemon_config(base);
+    cfg.pipelining = false;
+    cfg
+}
+
 /// Polls `cond` until it holds; panics with `what` (and `context()`) after `limit`.
 async fn wait_for(
     limit: Duration,
@@ -171,6 +180,8 @@ fn write_daemon_config(base: &Path, extra: Value) -> PathBuf {
         "settle_ms": 50,
         "sweep_interval_ms": 500,
         "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 1000},
+        // As in `config`: the commands the faults count stay the same.
+        "pipelining": false,
     });
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
@@ -253,6 +264,7 @@ fn sigterm_and_wait(child: &mut std::process::Child, limit: Duration) -> std::pr
 /// The kill while streaming leaves the server writing the dead connection's last bytes for a
 /// moment after the restart asked for the temp file's size: this test caught resumes with APPE
 /// ("append at the end, wherever it is now") publishing a shifted, corrupt file of the right size.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_large_upload_resumes_and_publishes_once() {
     const SIZE: u64 = 200 * MIB;
@@ -405,7 +417,7 @@ async fn connection_cut_mid_transfer_resumes_from_server_offset() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let local = dir.path().join("data/cut.bin");
     support::write_random_file(&local, SIZE, 2);
     proxy.cut_data_after(CUT, 1);
@@ -463,7 +475,7 @@ async fn silent_truncation_is_caught_by_the_size_check_and_resumed() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let local = dir.path().join("data/short.bin");
     support::write_random_file(&local, SIZE, 3);
     proxy.truncate_data_after(3 * MIB, 1);
@@ -500,7 +512,7 @@ async fn control_cut_at_rename_is_retried_without_a_second_upload() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let local = dir.path().join("data/rn.bin");
     support::write_random_file(&local, SIZE, 4);
     proxy.cut_control_on_command("RNTO", 1);
@@ -536,7 +548,7 @@ async fn dry_run_commands(local: &Path, server_path: &str) -> Vec<String> {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let d = Daemon::start(&cfg);
     drop_job(
         &cfg.inbox,
@@ -570,7 +582,7 @@ async fn connection_lost_after_rename_settles_without_second_upload() {
 
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     // Forward everything up to and including RNTO (its 250 reply arrives), cut on the next command.
     proxy.cut_control_after_commands(rnto as u32 + 1, 1);
     let d = Daemon::start(&cfg);
@@ -601,7 +613,7 @@ async fn crash_between_rename_and_receipt_settles_by_size_without_upload() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let local = dir.path().join("data/pub.bin");
     let content = support::random_bytes(1_000_000, 10);
     support::write_file(&local, &content);
@@ -701,7 +713,7 @@ fn file_identity(p: &Path) -> (u64, std::time::SystemTime) {
 async fn server_down_at_start_up_later() {
     let addr = support::free_local_addr();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.retry.initial_backoff_ms = 200;
     cfg.retry.max_backoff_ms = 800;
     cfg.retry.max_attempts = 30;
@@ -744,7 +756,7 @@ async fn wrong_credentials_permanent_no_retry_storm() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let local = dir.path().join("data/x.txt");
     support::write_file(&local, b"x");
     let mut e = entry(proxy.addr, &srv, &local, "w");
@@ -786,7 +798,7 @@ async fn transient_faults_back_off_and_give_up_after_max_attempts() {
     let proxy = FaultProxy::start(srv.addr).await;
     proxy.refuse_connections(true);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.retry.max_attempts = 3;
     cfg.retry.initial_backoff_ms = 200;
     cfg.retry.max_backoff_ms = 1000;
@@ -819,7 +831,7 @@ async fn transient_4xx_replies_are_retried_permanent_5xx_fail_fast() {
     let srv = FtpServer::start().await;
     let proxy = ReplyProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let cases = [
         (
             421,
@@ -903,7 +915,7 @@ async fn local_file_rewritten_during_upload_is_never_published_as_a_mix() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let local = dir.path().join("data/mix.bin");
     support::write_random_file(&local, SIZE, 11);
 
@@ -963,7 +975,7 @@ async fn local_file_changed_while_upload_stalled_starts_over() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.data_timeout_secs = 1;
     let local = dir.path().join("data/grow.bin");
     support::write_random_file(&local, SIZE, 13);
@@ -1026,7 +1038,7 @@ async fn graceful_shutdown_honours_grace_and_next_start_resumes() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.shutdown_grace_secs = 1;
     cfg.data_timeout_secs = 60;
     let local = dir.path().join("data/g.bin");
@@ -1100,7 +1112,7 @@ async fn shutdown_right_after_rename_does_not_publish_twice() {
     let srv = FtpServer::start().await;
     let proxy = ReplyProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.shutdown_grace_secs = 1;
     let local = dir.path().join("data/p.bin");
     support::write_random_file(&local, SIZE, 16);
@@ -1148,7 +1160,7 @@ async fn shutdown_right_after_rename_does_not_publish_twice() {
 async fn receipt_write_failure_is_retried_and_does_not_block_other_jobs() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let squat = cfg.checked.join(".blocked.report.json.tmp");
     std::fs::create_dir_all(squat.join("x")).unwrap();
     let a = dir.path().join("data/a.txt");
@@ -1188,7 +1200,7 @@ async fn receipt_write_failure_is_retried_and_does_not_block_other_jobs() {
 async fn job_file_vanishing_before_claim_does_not_stop_intake() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.settle_ms = 500;
     let local = dir.path().join("data/v.txt");
     support::write_file(&local, b"v");
@@ -1227,7 +1239,7 @@ async fn job_file_vanishing_before_claim_does_not_stop_intake() {
 async fn job_the_watcher_cannot_see_is_found_by_the_sweep() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.sweep_interval_ms = 300;
     let local = dir.path().join("data/s.txt");
     support::write_file(&local, b"swept");
@@ -1445,7 +1457,7 @@ async fn upload_with_resume_refused(
     refuser.inject("REST", "", rest, 5);
     refuser.inject_after("APPE", "", appe, 1, appe_times);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     // Time for the server to write what the cut connection delivered, so
     // that the second attempt finds it and resumes (under load libunftp
     // was seen answering SIZE before it had).
@@ -1511,7 +1523,7 @@ async fn a_server_down_for_many_attempts_still_gets_its_file() {
     let proxy = FaultProxy::start(srv.addr).await;
     proxy.refuse_connections(true);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.retry = Config::default().retry;
     cfg.retry.initial_backoff_ms = 50;
     cfg.retry.max_backoff_ms = 200;
@@ -1556,7 +1568,7 @@ async fn give_up_after_secs_ends_the_retries() {
     let proxy = FaultProxy::start(srv.addr).await;
     proxy.refuse_connections(true);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.retry.max_attempts = 0;
     cfg.retry.give_up_after_secs = 2;
     let local = dir.path().join("data/never.txt");
@@ -1601,7 +1613,7 @@ async fn a_failed_entry_leaves_no_temp_file() {
     let srv = FtpServer::start().await;
     let proxy = FaultProxy::start(srv.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.retry.max_attempts = 2;
     let local = dir.path().join("data/cut.bin");
     support::write_random_file(&local, 4 * MIB, 13);
@@ -1627,7 +1639,7 @@ async fn a_failed_entry_leaves_no_temp_file() {
 async fn upper_case_json_is_a_job() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     let local = dir.path().join("data/u.txt");
     support::write_file(&local, b"upper");
     let d = Daemon::start(&cfg);
@@ -1652,7 +1664,7 @@ async fn a_job_written_in_pieces_is_not_claimed_half_written() {
     use std::io::Write;
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::daemon_config(dir.path());
+    let cfg = config(dir.path());
     assert!(cfg.settle_ms < 300);
     let local = dir.path().join("data/pieces.txt");
     support::write_file(&local, b"pieces");
@@ -1690,7 +1702,7 @@ async fn jobs_waiting_for_a_dead_server_hold_no_job_slot() {
     let dead = FaultProxy::start(srv.addr).await;
     dead.refuse_connections(true);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = support::daemon_config(dir.path());
+    let mut cfg = config(dir.path());
     cfg.max_concurrent_jobs = 2;
     cfg.retry.max_attempts = 0;
     cfg.retry.initial_backoff_ms = 1000;

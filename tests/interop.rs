@@ -1316,10 +1316,9 @@ async fn segmented_cut(t: &Target) -> Outcome {
     let local = big_file();
     let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
     let proxy = FaultProxy::start(upstream).await;
-    // A data connection claims a fault at its first byte: the probe's three
-    // 4-byte uploads claim (and never reach) the first three, then two of
-    // the segments are cut.
-    proxy.cut_data_after(10 * MIB, 5);
+    // A fault goes to the first data connections that reach 10 MiB (the
+    // probes' few bytes never do): two of the segments are cut.
+    proxy.cut_data_after(10 * MIB, 2);
     let mut via = t.clone();
     via.port = proxy.addr.port();
     let r = w

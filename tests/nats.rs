@@ -219,10 +219,7 @@ fn job_for(srv: &FtpServer, proxy: &FaultProxy, local: &Path, dir: &str) -> Valu
 }
 
 fn assert_renamed_once(proxy: &FaultProxy, expect: usize) {
-    let mut renames: HashMap<String, usize> = HashMap::new();
-    for c in proxy.commands_with_verb("RNTO") {
-        *renames.entry(c["RNTO ".len()..].to_string()).or_default() += 1;
-    }
+    let renames = proxy.publishes();
     let twice: Vec<_> = renames.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "renamed into twice: {twice:?}");
     assert_eq!(renames.len(), expect, "one rename per file");

@@ -121,6 +121,11 @@ impl Fault {
 }
 
 /// suppaftp maps codes it has no name for to `Unknown` (0); the body still starts with the digits.
+/// The reply code of `resp`, also for codes suppaftp has no name for.
+pub fn reply_code_of(resp: &suppaftp::types::Response) -> u32 {
+    code_of(resp)
+}
+
 fn code_of(resp: &suppaftp::types::Response) -> u32 {
     match resp.status {
         Status::Unknown => resp

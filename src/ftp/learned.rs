@@ -38,6 +38,14 @@ pub struct Facts {
     /// `Some(false)` once such a server refused TLS 1.2 (TLS 1.3 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls12: Option<bool>,
+    /// The server keeps pipelined commands in order (see `pipeline`):
+    /// `Some(false)` for one that runs them concurrently (libunftp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipelining: Option<bool>,
+    /// The server leaves commands sent during a transfer for after its
+    /// reply (see `Session::probe_queueing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues_in_transfer: Option<bool>,
     /// When these facts were learned, in seconds since the epoch.
     pub learned_at: u64,
 }
@@ -113,6 +121,14 @@ impl Learned {
 
     pub fn set_rest(&self, key: &ServerKey, works: bool) {
         self.update(key, |f| f.rest = Some(works));
+    }
+
+    pub fn set_pipelining(&self, key: &ServerKey, in_order: bool) {
+        self.update(key, |f| f.pipelining = Some(in_order));
+    }
+
+    pub fn set_queues_in_transfer(&self, key: &ServerKey, queues: bool) {
+        self.update(key, |f| f.queues_in_transfer = Some(queues));
     }
 
     pub fn set_tls12(&self, key: &ServerKey, use_it: bool) {

@@ -6,6 +6,7 @@
 //! - [`session`]: one FTP/FTPS session; every protocol detail lives here
 //!   (its items are re-exported here: `ftp::Session`).
 //! - [`pool`]: logged-in sessions reused per server and credentials; global and per-server limits.
+//! - [`pipeline`]: several commands per round trip, where a probe says the server keeps order.
 //! - [`learned`]: per-server facts (probe verdict, connection limit) kept across restarts.
 //! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
 //! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
@@ -14,6 +15,7 @@
 pub mod data;
 pub mod fault;
 pub mod learned;
+pub mod pipeline;
 pub mod pool;
 pub mod reply;
 pub mod session;

@@ -21,7 +21,7 @@ use crate::ftp::{DirCache, Session, Timeouts};
 use crate::job::{ServerKey, ServerSpec};
 use crate::tls::TlsConfigs;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -58,12 +58,16 @@ struct Slot {
     /// failed login (3-4 s on vsftpd and pure-ftpd). Keyed by credentials so
     /// that one job's wrong password never fails another job's right one.
     refused_logins: Mutex<Vec<(Instant, Creds, Fault)>>,
+    /// A session is running the pipelining probes for this server: the
+    /// others go on without pipelining meanwhile, rather than each probe.
+    probing: AtomicBool,
     /// Whether the server takes segmented uploads (see `segment`): one of
     /// the `SEGMENTS_*` values, learnt once per server by a probe.
     segments: AtomicU8,
-    /// One login at a time per server. A login can cost seconds of server
-    /// CPU (pure-ftpd's default password hash), and a session returned while
-    /// an entry waits serves it sooner than a login of its own would.
+    /// One login at a time per server, unless logins are known to be cheap
+    /// for the server. A login can cost seconds of server CPU (pure-ftpd's
+    /// default password hash), and a session returned while an entry waits
+    /// serves it sooner than a login of its own would.
     login_gate: Arc<Semaphore>,
     /// Signalled when a session goes back to `idle`.
     returned: tokio::sync::Notify,
@@ -71,6 +75,10 @@ struct Slot {
     open: Arc<Semaphore>,
     /// How long the last connect + login took, in microseconds.
     login_micros: AtomicU64,
+    /// The server's own work in the last login (its time less the round
+    /// trips it took, see [`Session::login_work`]), in microseconds;
+    /// `u64::MAX` until a login was seen.
+    login_work_micros: AtomicU64,
     /// How long an entry holds a session, on average (EWMA), in microseconds.
     use_micros: AtomicU64,
     /// Entries waiting for a session of this server.
@@ -89,15 +97,24 @@ impl Slot {
         Duration::from_micros(self.login_micros.load(Ordering::Relaxed))
     }
 
+    /// Do logins cost the server little? Then they are paid in parallel,
+    /// up to the limits, however long they take: a login across a 40 ms
+    /// link takes ~7 round trips (280 ms) of waiting, not of server work.
+    fn logins_cheap(&self) -> bool {
+        let work = self.login_work_micros.load(Ordering::Relaxed);
+        work != u64::MAX && Duration::from_micros(work) < CHEAP_LOGIN
+    }
+
     /// Is another login worth its cost? Only when the work queued for the
     /// open sessions would keep them busy for longer than a login takes.
     /// On pure-ftpd a login costs ~3 s of server CPU while an entry holds a
     /// session for milliseconds: logging in early only to find the work done
     /// made a 1,000-file job 70% slower than lftp -P1. A cheap login is
-    /// always worth it: on vsftpd, holding back cost a 1,000-file job 80%.
+    /// always worth it: on vsftpd, holding back cost a 1,000-file job 80%,
+    /// and across a WAN link it left half the allowed connections unused.
     fn worth_logging_in(&self) -> bool {
         let open = self.open_sessions() as u64;
-        if open == 0 || self.login_cost() < CHEAP_LOGIN {
+        if open == 0 || self.logins_cheap() {
             return true;
         }
         let backlog = self.waiting.load(Ordering::Relaxed) as u64
@@ -111,10 +128,14 @@ const SEGMENTS_UNKNOWN: u8 = 0;
 const SEGMENTS_YES: u8 = 1;
 const SEGMENTS_NO: u8 = 2;
 
-/// Logins faster than this are taken freely: parallel sessions win more
-/// than the login costs (vsftpd: milliseconds). Slower ones (pure-ftpd's
-/// argon2 hash: seconds of server CPU) must be earned by queued work.
-const CHEAP_LOGIN: Duration = Duration::from_millis(250);
+/// Logins whose server work is under this are taken freely, in parallel:
+/// parallel sessions win more than the login costs. vsftpd's PAM check of a
+/// yescrypt hash costs ~0.25 s of server work here, and at 40 ms RTT its
+/// seven round trips add 0.28 s of waiting; both are paid once per session
+/// and bought 3 times the throughput of one session. pure-ftpd's argon2
+/// hash (~3 s of server CPU per login) is made one login at a time, and
+/// must be earned by queued work.
+const CHEAP_LOGIN: Duration = Duration::from_millis(1000);
 
 /// Makes `sem`, which stood for `from` permits, stand for `to`: more are
 /// added at once; fewer are taken out as they come free (a task waits for
@@ -179,6 +200,8 @@ pub struct Pool {
     events: crate::events::Events,
     /// Bandwidth limits (`max_rate`): what data connections pay into.
     pub limits: Arc<crate::upload::rate::Limits>,
+    /// The `pipelining` setting: false keeps every session one command at a time.
+    pipelining: AtomicBool,
 }
 
 /// A session lent to one entry. Dropping it returns the session to the pool
@@ -188,7 +211,7 @@ pub struct Lease {
     /// What the session logged in with; it goes back to the idle list under these.
     creds: Creds,
     global: Option<OwnedSemaphorePermit>,
-    _in_use: OwnedSemaphorePermit,
+    in_use: Option<OwnedSemaphorePermit>,
     slot: Arc<Slot>,
     pool: Arc<Pool>,
     /// When the session was lent, to learn how long entries hold one.
@@ -205,6 +228,55 @@ impl Lease {
     }
 
     /// What the probe found about segmented uploads to this server; `None`: not probed yet.
+    /// Whether the server keeps pipelined commands in order, as far as
+    /// any session found out; also given to this lease's session.
+    pub fn pipelining(&mut self) -> Option<bool> {
+        if !self.pool.pipelining.load(Ordering::Relaxed) {
+            self.session().pipelining = Some(false);
+            return Some(false);
+        }
+        let (known, queues) = {
+            let f = self.slot.facts.lock().unwrap();
+            (f.pipelining, f.queues_in_transfer)
+        };
+        let session = self.session();
+        if session.pipelining.is_none() {
+            session.pipelining = known;
+        }
+        if session.queues_in_transfer.is_none() {
+            session.queues_in_transfer = queues;
+        }
+        session.pipelining
+    }
+
+    /// Closes this lease's session (broken by a probe) and lends a fresh
+    /// one in its place; the old one's permits go first, so that a limit
+    /// of one session is no deadlock.
+    pub async fn renew(&mut self, spec: &ServerSpec) -> Result<(), Fault> {
+        drop(self.session.take());
+        drop(self.global.take());
+        drop(self.in_use.take());
+        *self = self.pool.acquire(spec).await?;
+        Ok(())
+    }
+
+    /// May this lease's session run the pipelining probes? True for one
+    /// session per server at a time; [`Lease::learned`] ends its turn.
+    pub fn may_probe(&self) -> bool {
+        self.slot
+            .probing
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Shares what this session found out with the server's other sessions now.
+    pub fn learned(&mut self) {
+        if let Some(session) = &self.session {
+            self.pool.learn_from(&self.slot, session);
+        }
+        self.slot.probing.store(false, Ordering::SeqCst);
+    }
+
     pub fn segments_ok(&self) -> Option<bool> {
         match self.slot.segments.load(Ordering::SeqCst) {
             SEGMENTS_YES => Some(true),
@@ -239,27 +311,22 @@ impl Drop for Lease {
             return;
         };
         self.pool.learn_from(&self.slot, &session);
-        if session.broken
-            || session.tls_spent()
-            || session.mid_transfer()
-            || self.pool.global_waiters.load(Ordering::SeqCst) > 0
+        if session.owes()
+            && !session.broken
+            && (self.slot.waiting.load(Ordering::Relaxed) == 0
+                || self.pool.global_waiters.load(Ordering::SeqCst) > 0)
         {
-            // Closing frees the global permit for whoever waits for it.
-            drop(global);
+            // Replies are owed to an entry that waits for them, and no
+            // entry is about to use the session (and read them on its
+            // way): read them now, then put the session back.
+            let (pool, slot, creds) = (self.pool.clone(), self.slot.clone(), self.creds);
+            tokio::spawn(async move {
+                let _ = session.settle().await;
+                Pool::put_back(&pool, &slot, session, creds, global);
+            });
             return;
         }
-        session.last_used = Instant::now();
-        self.slot.idle.lock().unwrap().push(Idle {
-            session,
-            creds: self.creds,
-            global,
-            since: Instant::now(),
-        });
-        // Every waiter looks, because the one `notify_one` would pick may
-        // hold other credentials; `notify_one` also keeps a permit for a
-        // waiter that is between its look at the idle list and its wait.
-        self.slot.returned.notify_waiters();
-        self.slot.returned.notify_one();
+        Pool::put_back(&self.pool, &self.slot, session, self.creds, global);
     }
 }
 
@@ -313,7 +380,13 @@ impl Pool {
             idle_timeout,
             events: crate::events::Events::default(),
             limits: Arc::default(),
+            pipelining: AtomicBool::new(true),
         })
+    }
+
+    /// The `pipelining` setting (see [`crate::config::Config::pipelining`]).
+    pub fn allow_pipelining(&self, on: bool) {
+        self.pipelining.store(on, Ordering::Relaxed);
     }
 
     fn slot(&self, key: &ServerKey) -> Arc<Slot> {
@@ -342,14 +415,66 @@ impl Pool {
                     login_gate: Arc::new(Semaphore::new(1)),
                     open: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
                     login_micros: AtomicU64::new(0),
+                    login_work_micros: AtomicU64::new(u64::MAX),
                     use_micros: AtomicU64::new(0),
                     waiting: AtomicUsize::new(0),
                     returned: tokio::sync::Notify::new(),
                     segments: AtomicU8::new(segments),
+                    probing: AtomicBool::new(false),
                     facts: Mutex::new(facts),
                 })
             })
             .clone()
+    }
+
+    /// Makes a session that is done with idle for the next entry, or closes
+    /// it if it cannot serve one.
+    fn put_back(
+        pool: &Arc<Pool>,
+        slot: &Arc<Slot>,
+        mut session: Session,
+        creds: Creds,
+        global: OwnedSemaphorePermit,
+    ) {
+        if session.broken
+            || session.tls_spent()
+            || session.mid_transfer()
+            || pool.global_waiters.load(Ordering::SeqCst) > 0
+        {
+            // Closing frees the global permit for whoever waits for it.
+            drop(global);
+            return;
+        }
+        session.last_used = Instant::now();
+        slot.idle.lock().unwrap().push(Idle {
+            session,
+            creds,
+            global,
+            since: Instant::now(),
+        });
+        // Every waiter looks, because the one `notify_one` would pick may
+        // hold other credentials; `notify_one` also keeps a permit for a
+        // waiter that is between its look at the idle list and its wait.
+        slot.returned.notify_waiters();
+        slot.returned.notify_one();
+    }
+
+    /// Reads the replies that idle sessions of `spec`'s server owe (see
+    /// `Session::send_owed`): for an entry whose session was put back for
+    /// a next entry that then took another one.
+    pub async fn settle_idle(self: &Arc<Self>, spec: &ServerSpec) {
+        let slot = self.slot(&spec.key());
+        let owing: Vec<Idle> = {
+            let mut idle = slot.idle.lock().unwrap();
+            let (owing, rest): (Vec<Idle>, Vec<Idle>) =
+                idle.drain(..).partition(|i| i.session.owes());
+            *idle = rest;
+            owing
+        };
+        for mut i in owing {
+            let _ = i.session.settle().await;
+            Pool::put_back(self, &slot, i.session, i.creds, i.global);
+        }
     }
 
     /// Closes one idle session of any server; true if there was one.
@@ -485,21 +610,26 @@ impl Pool {
         let slot = self.slot(&key);
         refused_before(&slot, creds)?;
         self.maybe_raise_limit(&key, &slot);
+        // Counted from here: a session put back finds this entry waiting
+        // even before the permit it frees reaches it.
+        slot.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(slot.clone());
         let in_use = slot
             .in_use
             .clone()
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-
-        slot.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(slot.clone());
         let gate = loop {
             if let Some(idle) = Self::take_idle(&slot, creds).await {
                 return Ok(self.lease(idle.session, creds, idle.global, in_use, slot));
             }
+            if slot.logins_cheap() {
+                break None;
+            }
+            // `returned` also wakes us when a login showed logins to be cheap.
             tokio::select! {
-                g = slot.login_gate.clone().acquire_owned() => break g.expect("semaphore never closed"),
+                g = slot.login_gate.clone().acquire_owned() => break Some(g.expect("semaphore never closed")),
                 _ = slot.returned.notified() => {}
             }
         };
@@ -554,7 +684,10 @@ impl Pool {
         if let Some(idle) = Self::take_idle(&slot, creds).await {
             return Some(self.lease(idle.session, creds, idle.global, in_use, slot));
         }
-        let gate = slot.login_gate.clone().try_acquire_owned().ok()?;
+        let gate = match slot.logins_cheap() {
+            true => None,
+            false => Some(slot.login_gate.clone().try_acquire_owned().ok()?),
+        };
         let global = match self.global.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) if self.evict_one() => self.global.clone().try_acquire_owned().ok()?,
@@ -597,7 +730,7 @@ impl Pool {
             session: Some(session),
             creds,
             global: Some(global),
-            _in_use: in_use,
+            in_use: Some(in_use),
             slot,
             pool: self.clone(),
             since: Instant::now(),
@@ -611,6 +744,18 @@ impl Pool {
         if !session.create_with_appe && facts.appe != Some(false) {
             facts.appe = Some(false);
             self.learned.set_appe(&slot.key, false);
+        }
+        if session.pipelining.is_some() && facts.pipelining != session.pipelining {
+            facts.pipelining = session.pipelining;
+            self.learned
+                .set_pipelining(&slot.key, session.pipelining == Some(true));
+        }
+        if session.queues_in_transfer.is_some()
+            && facts.queues_in_transfer != session.queues_in_transfer
+        {
+            facts.queues_in_transfer = session.queues_in_transfer;
+            self.learned
+                .set_queues_in_transfer(&slot.key, session.queues_in_transfer == Some(true));
         }
         if !session.rest_works && facts.rest != Some(false) {
             facts.rest = Some(false);
@@ -676,6 +821,13 @@ impl Pool {
             Ok(mut session) => {
                 slot.login_micros
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let cheap_before = slot.logins_cheap();
+                slot.login_work_micros
+                    .store(session.login_work.as_micros() as u64, Ordering::Relaxed);
+                if slot.logins_cheap() && !cheap_before {
+                    // Entries queued at the gate may log in alongside now.
+                    slot.returned.notify_waiters();
+                }
                 session.counted = slot.open.clone().try_acquire_owned().ok();
                 self.events.emit(crate::events::Event::SessionOpened {
                     server: key.host_port(),

@@ -30,6 +30,14 @@ type Ftp = ImplAsyncFtpStream<FtpsStream>;
 
 pub use super::data::Upload;
 
+/// How long the queueing probe holds its transfer open after sending SIZE:
+/// long enough for a server that polls its control connection to answer.
+const QUEUEING_PROBE_WAIT: Duration = Duration::from_millis(150);
+
+/// How long a passive port asked for ahead (see `pending_passive`) is
+/// used: servers may give up on a listener nobody connects to.
+const PASSIVE_AHEAD_FRESH: Duration = Duration::from_secs(5);
+
 /// How long, after the transfer's reply, to keep reading what the server
 /// still sends on a TLS data connection (see [`Upload::drain`]).
 const DRAIN_AFTER_REPLY: Duration = Duration::from_millis(200);
@@ -48,9 +56,9 @@ pub use crate::reply::Features;
 pub type DirCache = Arc<Mutex<HashSet<String>>>;
 
 pub struct Session {
-    ftp: Ftp,
+    pub(super) ftp: Ftp,
     pub features: Features,
-    timeouts: Timeouts,
+    pub(super) timeouts: Timeouts,
     /// Cleared the first time the server refuses EPSV; PASV is used from then on.
     epsv: bool,
     /// New temp files are created with APPE until the server refuses it (see [`Session::store_at`]).
@@ -58,7 +66,7 @@ pub struct Session {
     /// Cleared when the server says it does not implement REST: resumes use APPE.
     pub(crate) rest_works: bool,
     /// Kept only to scrub it from server replies that echo it.
-    password: Secret,
+    pub(super) password: Secret,
     /// Set when the control connection can no longer be trusted to be in sync.
     pub broken: bool,
     pub last_used: Instant,
@@ -82,6 +90,36 @@ pub struct Session {
     tickets_on_data: bool,
     /// The algorithm last chosen with `OPTS HASH`, so it is sent once per session.
     hash_algo: Option<String>,
+    /// The server's own work in the login: USER + PASS took this much more
+    /// than the two round trips they cost (a round trip measured by
+    /// `TYPE I`, which costs the server nothing). Tells a login that is slow
+    /// because the server is far (cheap: open sessions in parallel) from one
+    /// that is slow because it hashes the password (pure-ftpd's argon2).
+    pub login_work: Duration,
+    /// The round trip `TYPE I` took at login.
+    pub(super) rtt: Duration,
+    /// While a probe runs: how long it waits for a reply (see `probe_wait`).
+    pub(super) probe_timeout: Option<Duration>,
+    /// Does the server keep pipelined commands in order (see
+    /// [`super::pipeline`])? `None` until probed.
+    pub(crate) pipelining: Option<bool>,
+    /// Does the server leave commands that arrive during a transfer unread
+    /// until the transfer's reply (see [`Session::probe_queueing`])? Then
+    /// an upload's SIZE goes out as soon as its data connection closes.
+    pub(crate) queues_in_transfer: Option<bool>,
+    /// The file whose SIZE (and the next EPSV) is to go out as soon as the
+    /// current upload's data connection closes, and then its answer.
+    size_after_close: Option<String>,
+    size_after_reply: Option<(String, Result<Option<u64>, Fault>)>,
+    /// The control connection is TLS: its writes go through suppaftp only.
+    pub(super) control_tls: bool,
+    /// The reply to an EPSV sent ahead, with the last commands of the
+    /// previous upload: the server listens there for the next data connection.
+    pending_passive: Option<(SocketAddr, Instant)>,
+    /// Commands sent whose replies are not read yet: an upload's rename,
+    /// whose outcome its entry awaits while the next entry already uses the
+    /// session (see [`super::pipeline`]). Read before anything else is.
+    pub(super) owed: std::collections::VecDeque<super::pipeline::Owed>,
 }
 
 /// Why a data connection was not opened: its `REST` was refused (the
@@ -97,6 +135,12 @@ impl Refused {
             Refused::Rest(f) | Refused::Other(f) => f,
         }
     }
+}
+
+/// `f` with the password scrubbed from its message (servers echo commands).
+fn scrubbed(mut f: Fault, password: &Secret) -> Fault {
+    f.message = scrub(&f.message, &[password]);
+    f
 }
 
 /// Runs one FTP operation under a timeout and turns its error into a [`Fault`].
@@ -209,6 +253,8 @@ impl Session {
                 Ok(mut s) => {
                     s.create_with_appe = known.appe != Some(false);
                     s.rest_works = known.rest != Some(false);
+                    s.pipelining = known.pipelining;
+                    s.queues_in_transfer = known.queues_in_transfer;
                     return Ok(s);
                 }
                 Err(mut f)
@@ -353,6 +399,16 @@ impl Session {
             peer: addr,
             tickets_on_data: true,
             hash_algo: None,
+            login_work: Duration::ZERO,
+            rtt: Duration::ZERO,
+            probe_timeout: None,
+            pipelining: None,
+            queues_in_transfer: None,
+            size_after_close: None,
+            size_after_reply: None,
+            control_tls: spec.tls != TlsMode::None,
+            pending_passive: None,
+            owed: Default::default(),
         };
         session.login(spec, server).await?;
         Ok(session)
@@ -360,6 +416,7 @@ impl Session {
 
     async fn login(&mut self, spec: &ServerSpec, server: &str) -> Result<(), Fault> {
         let t = self.timeouts.command;
+        let started = Instant::now();
         let login = timed(
             &mut self.broken,
             &self.password,
@@ -377,6 +434,7 @@ impl Session {
             }
             return Err(f);
         }
+        let login_time = started.elapsed();
         // An odd or failing FEAT means "features unknown", never a failed login.
         // suppaftp reads the whole FEAT reply before parsing it, so a reply it
         // cannot parse (feature lines not indented, say) leaves the connection in step.
@@ -413,6 +471,7 @@ impl Session {
             )
             .await;
         }
+        let started = Instant::now();
         timed(
             &mut self.broken,
             &self.password,
@@ -421,11 +480,22 @@ impl Session {
             self.ftp.transfer_type(FileType::Binary),
         )
         .await?;
+        self.rtt = started.elapsed();
+        self.login_work = login_time.saturating_sub(2 * self.rtt);
+        tracing::debug!(
+            server,
+            login_ms = login_time.as_millis() as u64,
+            work_ms = self.login_work.as_millis() as u64,
+            "logged in"
+        );
         Ok(())
     }
 
     /// Is an idle session still alive? Servers drop idle control connections.
     pub async fn noop(&mut self) -> bool {
+        if self.settle().await.is_err() {
+            return false;
+        }
         timed(
             &mut self.broken,
             &self.password,
@@ -439,6 +509,7 @@ impl Session {
 
     /// Size of a remote file, or `None` when the server says it does not exist.
     pub async fn size(&mut self, path: &str) -> Result<Option<u64>, Fault> {
+        self.settle().await?;
         let t = self.timeouts.command;
         let what = format!("SIZE {path}");
         match timed(
@@ -472,7 +543,34 @@ impl Session {
         if dir.is_empty() || dir == "/" || known.lock().unwrap().contains(&dir) {
             return Ok(());
         }
+        self.settle().await?;
         let prefixes = dir_prefixes(&dir);
+        if self.pipelines() {
+            // Every missing level at once, parents first: one round trip.
+            let missing: Vec<String> = {
+                let known = known.lock().unwrap();
+                prefixes
+                    .iter()
+                    .filter(|p| !known.contains(*p))
+                    .cloned()
+                    .collect()
+            };
+            let commands: Vec<String> = missing.iter().map(|p| format!("MKD {p}")).collect();
+            let replies = self.batch(&commands).await?;
+            for (p, r) in missing.into_iter().zip(replies) {
+                match r.code {
+                    200..=299 => {}
+                    // 550/521 mostly mean "exists"; if it was a refusal, STOR will say so.
+                    500..=599 => {
+                        self.last_mkd_refusal =
+                            Some(scrubbed(r.fault(format!("MKD {p}")), &self.password).message)
+                    }
+                    _ => return Err(scrubbed(r.fault(format!("MKD {p}")), &self.password)),
+                }
+                known.lock().unwrap().insert(p);
+            }
+            return Ok(());
+        }
         // Try the whole path first: when only the leaf is missing that is one round trip.
         let t = self.timeouts.command;
         if timed(
@@ -532,6 +630,11 @@ impl Session {
     /// peer and only the port is taken from the reply: servers behind NAT
     /// advertise private addresses in PASV (curl does the same).
     async fn passive(&mut self) -> Result<SocketAddr, Fault> {
+        if let Some((addr, when)) = self.pending_passive.take() {
+            if when.elapsed() < PASSIVE_AHEAD_FRESH {
+                return Ok(addr);
+            }
+        }
         if self.epsv {
             match self
                 .command("EPSV".into(), &[Status::ExtendedPassiveMode])
@@ -564,17 +667,25 @@ impl Session {
     /// connection is up, runs alongside them (see [`super::data`]).
     async fn open_data(&mut self, command: String, rest: Option<u64>) -> Result<Upload, Refused> {
         let addr = self.passive().await.map_err(Refused::Other)?;
-        let tcp = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
-            .await
-            .map_err(|_| Fault::transient(format!("data connection to {addr}: timed out")))
-            .and_then(|r| {
-                r.map_err(|e| Fault::transient(format!("data connection to {addr}: {e}")))
-            })
-            .map_err(Refused::Other)?;
-        // Small files are dominated by round trips; Nagle only adds delay.
-        let _ = tcp.set_nodelay(true);
         let tls = self.data_tls.clone();
+        let connect_timeout = self.timeouts.connect;
+        // The TCP connect, and the TLS handshake after it, run alongside
+        // REST and the command: over a WAN link the connect's round trip and
+        // the command's overlap (the server accepts once it has the command).
         let handshake = async move {
+            let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("data connection to {addr}: timed out"),
+                    )
+                })?
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("data connection to {addr}: {e}"))
+                })?;
+            // Small files are dominated by round trips; Nagle only adds delay.
+            let _ = tcp.set_nodelay(true);
             match tls {
                 Some((connector, name)) => connector
                     .connect(name, tcp)
@@ -587,6 +698,10 @@ impl Session {
         let mut shaken = None;
         let reply = {
             let commands = async {
+                if rest.is_none() && !self.owed.is_empty() {
+                    return self.behind_owed(&command).await.map_err(Refused::Other);
+                }
+                self.settle().await.map_err(Refused::Other)?;
                 if let Some(offset) = rest {
                     self.command(format!("REST {offset}"), &[Status::RequestFilePending])
                         .await
@@ -599,9 +714,22 @@ impl Session {
             tokio::pin!(commands);
             loop {
                 tokio::select! {
-                    r = &mut commands => break r,
-                    r = &mut handshake, if shaken.is_none() => shaken = Some(r),
+                    r = &mut commands => break Ok(r),
+                    r = &mut handshake, if shaken.is_none() => match r {
+                        Err(e) if e.to_string().starts_with("data connection to") => break Err(e),
+                        r => shaken = Some(r),
+                    }
                 }
+            }
+        };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // No data connection: the command's reply (a refusal, once
+                // the server's accept times out) is owed to a session that
+                // is dropped for it.
+                self.broken = true;
+                return Err(Refused::Other(Fault::transient(e.to_string())));
             }
         };
         // A refused command drops the connection, handshake and all.
@@ -621,6 +749,10 @@ impl Session {
             Ok(conn) => {
                 self.open_transfers += 1;
                 Ok(conn)
+            }
+            Err(e) if e.to_string().starts_with("data connection to") => {
+                self.broken = true;
+                Err(Refused::Other(Fault::transient(e.to_string())))
             }
             Err(e) => {
                 // The server waits on a transfer that will not happen; its reply is owed.
@@ -725,6 +857,16 @@ impl Session {
     pub async fn finish(&mut self, mut upload: Upload, path: &str) -> Result<(), Fault> {
         let received = self.tls_cache.as_ref().map(|c| c.received());
         let closed = tokio::time::timeout(self.timeouts.data, upload.close_write()).await;
+        let size_after = self.size_after_close.take().filter(|_| {
+            self.pipelines()
+                && self.queues_in_transfer == Some(true)
+                && self.epsv
+                && matches!(upload, Upload::Plain(_))
+                && matches!(closed, Ok(Ok(())))
+        });
+        if let Some(file) = size_after {
+            return self.finish_then_size(upload, path, file).await;
+        }
         let verdict = {
             let reply = timed(
                 &mut self.broken,
@@ -775,6 +917,120 @@ impl Session {
         }
     }
 
+    /// [`Session::finish`] with `SIZE file` and the next upload's `EPSV`
+    /// sent as soon as the data connection is closed, behind the transfer
+    /// (a server that queues commands during a transfer answers them after
+    /// its 226). The size is kept for [`Session::size_then_passive`].
+    async fn finish_then_size(
+        &mut self,
+        upload: Upload,
+        path: &str,
+        file: String,
+    ) -> Result<(), Fault> {
+        let size_cmd = format!("SIZE {file}");
+        let sent = self
+            .write_commands(&[size_cmd.clone(), "EPSV".to_string()])
+            .await;
+        self.open_transfers = self.open_transfers.saturating_sub(1);
+        drop(upload);
+        sent?;
+        let verdict = timed(
+            &mut self.broken,
+            &self.password,
+            self.timeouts.data,
+            format!("finishing upload of {path}"),
+            self.ftp
+                .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
+        )
+        .await;
+        // The two replies behind it are owed either way.
+        let size = self.reply(&size_cmd).await?;
+        let epsv = self.reply("EPSV").await?;
+        verdict?;
+        self.pending_passive = match (epsv.code, crate::reply::epsv_port(&epsv.text())) {
+            (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
+            _ => None,
+        };
+        let size = self.size_reply(&size, &file);
+        self.size_after_reply = Some((file, size));
+        Ok(())
+    }
+
+    /// Asks for `SIZE file` (and the next EPSV) to go out as soon as the
+    /// next upload's data connection closes, where the server allows it.
+    pub fn size_after_close(&mut self, file: &str) {
+        self.size_after_close = Some(file.to_string());
+        self.size_after_reply = None;
+    }
+
+    /// Forgets a [`Session::size_after_close`] (the upload failed).
+    pub fn no_size_after_close(&mut self) {
+        self.size_after_close = None;
+        self.size_after_reply = None;
+    }
+
+    /// Does the server queue commands sent during a transfer until the
+    /// transfer's reply? Uploads a probe file in `dir` and, before closing
+    /// its data connection, sends `SIZE` for it and waits: a server that
+    /// reads its control connection during transfers (and answers, or
+    /// refuses "transfer in progress", or aborts) shows it now, with the
+    /// transfer held open, not by the luck of a race. `None`: no verdict
+    /// (the probe could not upload here).
+    pub async fn probe_queueing(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
+        if !self.pipelines() {
+            return Ok(None);
+        }
+        self.settle().await?;
+        let tag = hex::encode(rand::random::<[u8; 6]>());
+        let probe = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}"));
+        let mut up = match self.store_exact(&probe, 0).await {
+            Ok(up) => up,
+            Err(f) if !self.broken => {
+                tracing::debug!(error = %f, "queueing probe: cannot upload here; no verdict");
+                return Ok(None);
+            }
+            Err(f) => return Err(f),
+        };
+        use tokio::io::AsyncWriteExt;
+        let wrote = up.write_all(b"probe").await.and(up.flush().await);
+        let size_cmd = format!("SIZE {probe}");
+        let sent = self.write_commands(std::slice::from_ref(&size_cmd)).await;
+        tokio::time::sleep(QUEUEING_PROBE_WAIT).await;
+        let closed = up.close_write().await;
+        self.open_transfers = self.open_transfers.saturating_sub(1);
+        drop(up);
+        sent?;
+        self.probe_timeout = Some(self.probe_wait() + QUEUEING_PROBE_WAIT);
+        let replies = async {
+            let first = self.reply("the probe upload").await?;
+            let second = self.reply(&size_cmd).await?;
+            Ok::<_, Fault>((first, second))
+        }
+        .await;
+        self.probe_timeout = None;
+        let (first, second) = match replies {
+            Ok(r) => r,
+            Err(f) if self.broken => {
+                tracing::info!(error = %f, "a command sent during a transfer lost its reply: SIZE waits for the transfer's reply");
+                return Ok(Some(false));
+            }
+            Err(f) => return Err(f),
+        };
+        let in_order = wrote.is_ok()
+            && closed.is_ok()
+            && matches!(first.code, 226 | 250)
+            && second.code == 213
+            && crate::reply::size(&second.text()) == Some(5);
+        if !in_order {
+            tracing::info!(
+                first = %first.text(), second = %second.text(),
+                "the server answers commands during a transfer: SIZE waits for the transfer's reply"
+            );
+        }
+        let _ = self.delete(&probe).await;
+        Ok(Some(in_order))
+    }
+
     /// Can an upload continue a partial file here? Not on a server known to
     /// implement neither REST (with STOR) nor APPE: there it starts over.
     pub fn can_resume(&self) -> bool {
@@ -803,7 +1059,86 @@ impl Session {
                 .is_some_and(|c| c.is_tls13() && c.tickets() == 0)
     }
 
+    /// `SIZE from` and `RNFR from` in one batch (one round trip where the
+    /// server pipelines): the size of the file about to be renamed, and
+    /// whether the server took the RNFR. Safe to send together: an RNFR
+    /// without its RNTO changes nothing, and the caller sends RNTO only once
+    /// the size is right.
+    pub async fn size_then_rnfr(
+        &mut self,
+        from: &str,
+    ) -> Result<(Option<u64>, Result<(), Fault>), Fault> {
+        let r = self
+            .batch(&[format!("SIZE {from}"), format!("RNFR {from}")])
+            .await?;
+        let size = self.size_reply(&r[0], from)?;
+        let rnfr = match r[1].code {
+            350 => Ok(()),
+            _ => Err(scrubbed(r[1].fault(format!("RNFR {from}")), &self.password)),
+        };
+        Ok((size, rnfr))
+    }
+
+    /// `RNTO to` after an accepted `RNFR`, then `SIZE to`, in one batch
+    /// where the server pipelines; there an `EPSV` for the next upload goes
+    /// with them (see `pending_passive`). The rename's outcome, and the size
+    /// of the file now under `to`.
+    pub async fn rnto_then_size(
+        &mut self,
+        to: &str,
+    ) -> Result<(Result<(), Fault>, Option<u64>), Fault> {
+        let mut commands = vec![format!("RNTO {to}"), format!("SIZE {to}")];
+        let ahead = self.pipelines() && self.epsv;
+        if ahead {
+            commands.push("EPSV".to_string());
+        }
+        let r = self.batch(&commands).await?;
+        let renamed = match r[0].code {
+            200..=299 => Ok(()),
+            _ => Err(scrubbed(r[0].fault(format!("RNTO {to}")), &self.password)),
+        };
+        let size = self.size_reply(&r[1], to)?;
+        if ahead {
+            match (r[2].code, crate::reply::epsv_port(&r[2].text())) {
+                (229, Some(port)) => {
+                    self.pending_passive =
+                        Some((SocketAddr::new(self.peer.ip(), port), Instant::now()))
+                }
+                // Refused, as EPSV alone would have been: the next passive() finds out.
+                _ => self.pending_passive = None,
+            }
+        }
+        Ok((renamed, size))
+    }
+
+    /// A SIZE reply: the size, `None` for "no such file", else a fault.
+    fn size_reply(&self, r: &super::pipeline::Reply, path: &str) -> Result<Option<u64>, Fault> {
+        super::pipeline::size_of(r, path).map_err(|f| scrubbed(f, &self.password))
+    }
+
+    /// `SIZE path`, with an `EPSV` for the next upload in the same batch
+    /// (where the server pipelines; see `pending_passive`).
+    pub async fn size_then_passive(&mut self, path: &str) -> Result<Option<u64>, Fault> {
+        if let Some((file, size)) = self.size_after_reply.take() {
+            if file == path {
+                return size;
+            }
+        }
+        if !(self.pipelines() && self.epsv) {
+            return self.size(path).await;
+        }
+        let r = self
+            .batch(&[format!("SIZE {path}"), "EPSV".to_string()])
+            .await?;
+        self.pending_passive = match (r[1].code, crate::reply::epsv_port(&r[1].text())) {
+            (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
+            _ => None,
+        };
+        self.size_reply(&r[0], path)
+    }
+
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
+        self.settle().await?;
         timed(
             &mut self.broken,
             &self.password,
@@ -820,6 +1155,7 @@ impl Session {
     /// a path (550); they list dot files without it. An empty directory
     /// may answer 450/550.
     pub async fn names(&mut self, dir: &str) -> Result<Vec<String>, Fault> {
+        self.settle().await?;
         let target = if dir.is_empty() { "." } else { dir };
         let mut last = Ok(Vec::new());
         for arg in [format!("-a {target}"), target.to_string()] {
@@ -896,6 +1232,7 @@ impl Session {
     }
 
     pub async fn delete(&mut self, path: &str) -> Result<(), Fault> {
+        self.settle().await?;
         let r = timed(
             &mut self.broken,
             &self.password,
@@ -912,6 +1249,7 @@ impl Session {
 
     /// A polite goodbye; errors do not matter, the connection is going anyway.
     pub async fn quit(mut self) {
+        let _ = self.settle().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ftp.quit()).await;
     }
 
@@ -921,6 +1259,7 @@ impl Session {
 
     /// Raw access for the hash commands (see `verify`).
     pub async fn custom(&mut self, command: String, ok: &[Status]) -> Result<String, Fault> {
+        self.settle().await?;
         let resp = timed(
             &mut self.broken,
             &self.password,
@@ -934,6 +1273,7 @@ impl Session {
 
     /// Chooses the algorithm of later `HASH` commands (`OPTS HASH SHA-256`).
     pub async fn select_hash(&mut self, algo: &str) -> Result<(), Fault> {
+        self.settle().await?;
         if self.hash_algo.as_deref() == Some(algo) {
             return Ok(());
         }
@@ -946,6 +1286,7 @@ impl Session {
     /// Sends a hash command (`HASH`, `XSHA256`, `XMD5`, ...) for `path` and
     /// returns the last line of the reply, which carries the digest.
     pub async fn hash_command(&mut self, command: &str, path: &str) -> Result<String, Fault> {
+        self.settle().await?;
         let reply = self
             .custom(
                 format!("{command} {path}"),
@@ -961,6 +1302,7 @@ impl Session {
 
     /// Reads `path` back over a data connection; returns its SHA-256 and size.
     pub async fn download_sha256(&mut self, path: &str) -> Result<(String, u64), Fault> {
+        self.settle().await?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         self.read_data(format!("RETR {path}"), |chunk| {

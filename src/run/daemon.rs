@@ -46,6 +46,7 @@ fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
         Arc::new(learned_facts(&config)),
     )
     .with_events(events.clone());
+    pool.allow_pipelining(config.pipelining);
     if let Ok((global, servers)) = config.rate_limits() {
         pool.limits.configure(global, servers);
     }

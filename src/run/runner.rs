@@ -296,7 +296,10 @@ async fn run_claimed(
     if let Some(s) = &slot {
         s.set_active(pending.len());
     }
-    let width = config.max_connections.max(1);
+    // Twice as many entries as connections: an entry whose rename is on
+    // its way has put its session back, and the next entry should be
+    // there to take it (its upload then goes out behind the rename).
+    let width = config.max_connections.max(1) * 2;
     futures_util::stream::iter(pending)
         .for_each_concurrent(width, |entry| {
             let report = report.clone();
@@ -411,7 +414,7 @@ async fn run_entry(
         let work = async {
             let mut lease = ctx.pool.acquire(&entry.server).await?;
             let rep_for_journal = rep.clone();
-            transfer::attempt(
+            let mut out = transfer::attempt(
                 &mut lease,
                 &ctx.pool,
                 &policy,
@@ -427,7 +430,13 @@ async fn run_entry(
                     report.update(r);
                 },
             )
-            .await
+            .await?;
+            // The next entry's upload goes out behind this one's rename.
+            drop(lease);
+            if let Some(renaming) = out.renaming.take() {
+                renaming.outcome(&ctx.pool, &entry.server).await?;
+            }
+            Ok::<_, crate::fault::Fault>(out)
         };
         let result = tokio::select! {
             r = work => r,

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// What a finished attempt achieved.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
     pub bytes: u64,
     pub sha256: Option<String>,
@@ -33,6 +33,10 @@ pub struct Outcome {
     pub resumed_from: u64,
     /// Connections the bytes went over (1 unless the upload was segmented).
     pub segments: usize,
+    /// The rename, sent and not yet answered: the caller puts the session
+    /// back (the next entry's upload goes out behind it) and then awaits
+    /// it with [`Renaming::outcome`]. The entry is done only then.
+    pub renaming: Option<Renaming>,
 }
 
 /// What the scheduler remembers about an entry between attempts (and restarts).
@@ -122,12 +126,35 @@ pub async fn attempt(
                 skipped: false,
                 resumed_from: stamp.size,
                 segments: 1,
+                renaming: None,
             });
         }
         memory.publishing = false;
     }
 
     lease.session().mkdir_p(&dir, &dirs).await?;
+    let probe = lease.pipelining().is_none()
+        || (lease.session().pipelines() && lease.session().queues_in_transfer.is_none());
+    if probe && lease.may_probe() {
+        let session = lease.session();
+        let probed = async {
+            if session.pipelining.is_none() {
+                session.pipelining = session.probe_pipelining(&dir).await?;
+            }
+            if session.pipelines() && session.queues_in_transfer.is_none() {
+                session.queues_in_transfer = session.probe_queueing(&dir).await?;
+            }
+            Ok::<_, Fault>(())
+        }
+        .await;
+        lease.learned();
+        probed?;
+        if lease.session().broken {
+            // The probe cost this session (a server that lost replies to
+            // pipelined commands): the entry goes on with a fresh one.
+            lease.renew(&entry.server).await?;
+        }
+    }
 
     if entry.if_exists != IfExists::Overwrite {
         if let Some(existing) = lease.session().size(&final_path).await? {
@@ -139,6 +166,7 @@ pub async fn attempt(
                     skipped: true,
                     resumed_from: 0,
                     segments: 1,
+                    renaming: None,
                 });
             }
             return Err(Fault::permanent(format!(
@@ -177,6 +205,7 @@ pub async fn attempt(
 
     entry.progress.start(offset, stamp.size, 1);
     entry.progress.set_stage(Stage::Uploading);
+
     let (sent, segments) =
         if offset == 0 && segment::may_split(lease, &entry.server, policy, stamp.size) {
             let mut split = |m: &mut Memory| {
@@ -232,14 +261,44 @@ pub async fn attempt(
     }
 
     entry.progress.set_stage(Stage::Verifying);
-    let have = session.size(&temp_path).await?;
-    if have != Some(stamp.size) {
-        return Err(Fault::transient(format!(
-            "size check of {temp_path}: server has {}, expected {} bytes",
-            have.map_or("nothing".to_string(), |n| n.to_string()),
-            stamp.size
-        )));
+    if !crate::verify::asks_server(entry, &session.features) {
+        // The size is the only check.
+        let mut renaming = None;
+        if session.pipelines() {
+            // SIZE with the next upload's EPSV; the rename goes out
+            // unanswered, and the next entry's upload right behind it.
+            let have = session.size_then_passive(&temp_path).await?;
+            check_size(&temp_path, have, stamp.size, "")?;
+            memory.publishing = true;
+            journal(memory);
+            entry.progress.set_stage(Stage::Publishing);
+            renaming =
+                Some(Renaming::send(session, entry, &temp_path, &final_path, stamp.size).await?);
+        } else {
+            // SIZE and RNFR together, then RNTO and the final SIZE.
+            publish_fast(
+                session,
+                entry,
+                memory,
+                &mut journal,
+                &temp_path,
+                &final_path,
+                stamp.size,
+            )
+            .await?;
+        }
+        return Ok(Outcome {
+            bytes: stamp.size,
+            sha256: Some(sha),
+            verification: vec!["size".to_string()],
+            skipped: false,
+            resumed_from: offset,
+            segments,
+            renaming,
+        });
     }
+    let have = session.size(&temp_path).await?;
+    check_size(&temp_path, have, stamp.size, "")?;
     let mut verification = vec!["size".to_string()];
     verification
         .extend(crate::verify::temp_file(session, entry, &temp_path, stamp.size, &sha).await?);
@@ -250,13 +309,7 @@ pub async fn attempt(
     publish(session, &temp_path, &final_path, entry.if_exists).await?;
 
     let have = session.size(&final_path).await?;
-    if have != Some(stamp.size) {
-        return Err(Fault::transient(format!(
-            "size check of {final_path} after rename: server has {}, expected {} bytes",
-            have.map_or("nothing".to_string(), |n| n.to_string()),
-            stamp.size
-        )));
-    }
+    check_size(&final_path, have, stamp.size, " after rename")?;
     verification.dedup();
     Ok(Outcome {
         bytes: stamp.size,
@@ -265,7 +318,158 @@ pub async fn attempt(
         skipped: false,
         resumed_from: offset,
         segments,
+        renaming: None,
     })
+}
+
+/// The size check, done and then published in two round trips (one each,
+/// where the server pipelines): `SIZE temp` + `RNFR temp`; then, only if
+/// the size is right, `RNTO final` + `SIZE final` (+ the next upload's
+/// `EPSV`). The order that makes the publish safe is the one of
+/// [`publish`]: nothing is renamed before its size was seen to be right.
+///
+/// The final SIZE is kept, at no round trip of its own: a server may
+/// answer 250 to an RNTO that did not put those bytes under the final name
+/// (a rename hook that moves or converts the file, a server that copies
+/// across volumes and loses the copy, another writer replacing the name in
+/// the same moment), and the receipt says "done" only for bytes seen there.
+#[allow(clippy::too_many_arguments)]
+async fn publish_fast(
+    session: &mut Session,
+    entry: &Entry,
+    memory: &mut Memory,
+    journal: &mut impl FnMut(&Memory),
+    temp_path: &str,
+    final_path: &str,
+    size: u64,
+) -> Result<(), Fault> {
+    let (have, rnfr) = session.size_then_rnfr(temp_path).await?;
+    check_size(temp_path, have, size, "")?;
+    memory.publishing = true;
+    journal(memory);
+    entry.progress.set_stage(Stage::Publishing);
+    let renamed = match rnfr {
+        Ok(()) => {
+            let (renamed, have) = session.rnto_then_size(final_path).await?;
+            if renamed.is_ok() {
+                return check_size(final_path, have, size, " after rename");
+            }
+            renamed
+        }
+        Err(f) => Err(f),
+    };
+    match renamed {
+        Err(f) if f.is_permanent() && entry.if_exists == IfExists::Overwrite && !session.broken => {
+            // Perhaps a server that will not rename onto an existing file.
+            publish(session, temp_path, final_path, entry.if_exists).await?;
+            let have = session.size(final_path).await?;
+            check_size(final_path, have, size, " after rename")
+        }
+        other => other,
+    }
+}
+
+/// A rename sent on a session that has been put back since: `RNFR temp`,
+/// `RNTO final` and `SIZE final`, whose replies the session reads when it
+/// is next used (by the next entry, on its way to its own upload).
+#[derive(Debug)]
+pub struct Renaming {
+    replies: Vec<crate::ftp::pipeline::Pending>,
+    temp: String,
+    fin: String,
+    size: u64,
+    if_exists: IfExists,
+}
+
+impl Renaming {
+    async fn send(
+        session: &mut Session,
+        entry: &Entry,
+        temp: &str,
+        fin: &str,
+        size: u64,
+    ) -> Result<Renaming, Fault> {
+        let replies = session
+            .send_owed(&[
+                format!("RNFR {temp}"),
+                format!("RNTO {fin}"),
+                format!("SIZE {fin}"),
+            ])
+            .await?;
+        Ok(Renaming {
+            replies,
+            temp: temp.to_string(),
+            fin: fin.to_string(),
+            size,
+            if_exists: entry.if_exists,
+        })
+    }
+
+    /// Waits for the rename's replies (reading them itself from an idle
+    /// session if nobody else did within a moment) and checks them: the
+    /// final name holds a file of the right size.
+    pub async fn outcome(
+        self,
+        pool: &Arc<Pool>,
+        spec: &crate::job::ServerSpec,
+    ) -> Result<(), Fault> {
+        let mut replies = Vec::new();
+        for rx in self.replies {
+            replies.push(settled(rx, pool, spec).await?);
+        }
+        let what = format!("RNFR {} / RNTO {}", self.temp, self.fin);
+        let renamed = match (&replies[0], &replies[1]) {
+            (f, _) if f.code != 350 => Err(f.fault(&what)),
+            (_, t) if !(200..300).contains(&t.code) => Err(t.fault(&what)),
+            _ => Ok(()),
+        };
+        match renamed {
+            Ok(()) => {
+                let have = crate::ftp::pipeline::size_of(&replies[2], &self.fin)?;
+                check_size(&self.fin, have, self.size, " after rename")
+            }
+            Err(f) if f.is_permanent() && self.if_exists == IfExists::Overwrite => {
+                // Perhaps a server that will not rename onto an existing file.
+                let mut lease = pool.acquire(spec).await?;
+                let session = lease.session();
+                publish(session, &self.temp, &self.fin, self.if_exists).await?;
+                let have = session.size(&self.fin).await?;
+                check_size(&self.fin, have, self.size, " after rename")
+            }
+            Err(f) => Err(f),
+        }
+    }
+}
+
+/// The reply `rx` waits for. Its session reads it when it is next used;
+/// if it sits idle instead (the entry it was put back for took another),
+/// the idle sessions of the server are made to read what they owe.
+async fn settled(
+    mut rx: crate::ftp::pipeline::Pending,
+    pool: &Arc<Pool>,
+    spec: &crate::job::ServerSpec,
+) -> Result<crate::ftp::pipeline::Reply, Fault> {
+    loop {
+        tokio::select! {
+            r = &mut rx => {
+                return r.unwrap_or_else(|_| {
+                    Err(Fault::transient("the connection closed before the rename was answered"))
+                })
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => pool.settle_idle(spec).await,
+        }
+    }
+}
+
+/// The server's size of `path` is `want`, or a transient fault naming both.
+fn check_size(path: &str, have: Option<u64>, want: u64, when: &str) -> Result<(), Fault> {
+    if have == Some(want) {
+        return Ok(());
+    }
+    Err(Fault::transient(format!(
+        "size check of {path}{when}: server has {}, expected {want} bytes",
+        have.map_or("nothing".to_string(), |n| n.to_string()),
+    )))
 }
 
 /// Streams the file from `offset` to `temp_path`; returns (sha256, bytes in the file).
@@ -278,6 +482,11 @@ async fn send(
 ) -> Result<(String, u64), Fault> {
     let timeout = session.data_timeout();
     let local = source::Local::of(entry, temp_path);
+    if !crate::verify::asks_server(entry, &session.features) {
+        // The size check goes out as the data connection closes, where the
+        // server allows it (see `Session::finish`).
+        session.size_after_close(temp_path);
+    }
     // A small file is read while the STOR is negotiated.
     let prefetch = source::is_small(offset, expected)
         .then(|| source::prefetch(source::Opener::of(entry), expected));
@@ -296,6 +505,9 @@ async fn send(
         Ok(sent)
     }
     .await;
+    if result.is_err() {
+        session.no_size_after_close();
+    }
     if result.is_err() && (verdict_pending || offset > 0) {
         // Do not reuse the session: a data connection dropped before its
         // verdict leaves that reply unread on the control connection, and a

@@ -113,6 +113,16 @@ pub fn methods(features: &Features) -> Vec<Method> {
     out
 }
 
+/// Does [`temp_file`] ask the server anything for this entry (a digest
+/// command, a read-back)? If not, the size is the only check.
+pub fn asks_server(entry: &Entry, features: &Features) -> bool {
+    match entry.verify {
+        Verify::Size => false,
+        Verify::Download => true,
+        _ => !methods(features).is_empty(),
+    }
+}
+
 /// Checks the uploaded temporary file as `entry.verify` asks. Returns the
 /// names of the checks that passed; a mismatch deletes `temp_path` and is a
 /// transient fault.

@@ -211,6 +211,26 @@ impl Faults {
             .collect()
     }
 
+    /// How many times each name was renamed into (RNTO), the pipelining
+    /// probes' directories aside: a publish count per final name.
+    pub fn publishes(&self) -> std::collections::HashMap<String, usize> {
+        let mut renames = std::collections::HashMap::new();
+        for c in self.commands_with_verb("RNTO") {
+            if !c.contains(".ftpdrop-probe-") {
+                *renames.entry(c["RNTO ".len()..].to_string()).or_default() += 1;
+            }
+        }
+        renames
+    }
+
+    fn next_data_limit(&self) -> Option<u64> {
+        self.data_faults
+            .lock()
+            .unwrap()
+            .first()
+            .map(|(f, _)| f.limit())
+    }
+
     fn claim_data_fault(&self) -> Option<DataFault> {
         let mut faults = self.data_faults.lock().unwrap();
         let (fault, times) = faults.first_mut()?;
@@ -644,7 +664,14 @@ async fn data_up(
             Err(_) => break End::Reset,
             Ok(n) => n,
         };
-        if !claimed {
+        // A fault goes to the first data connection that reaches its
+        // limit: a small upload before it (a probe's few bytes) leaves it
+        // for the transfer it is meant for.
+        if !claimed
+            && faults
+                .next_data_limit()
+                .is_some_and(|l| sent + n as u64 >= l)
+        {
             claimed = true;
             fault = faults.claim_data_fault();
         }

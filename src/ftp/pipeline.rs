@@ -1,0 +1,327 @@
+//! Command pipelining: several commands written at once, their replies read
+//! in order, so that a batch costs one round trip instead of one per command.
+//!
+//! FTP allows a client to send the next command before the last reply, but
+//! not every server processes commands strictly in order: libunftp runs
+//! them concurrently, so a pipelined `RNTO` can run before its `RNFR` ("450
+//! Please tell me what file you want to rename first"). Whether a server
+//! keeps order is decided by [`Session::probe_pipelining`], once per server
+//! (the verdict is kept in `ftpdrop-learned.json`), never assumed.
+//!
+//! A [`Session::batch`] has the same meaning pipelined or not: every command
+//! in it is sent, whatever the replies to the ones before it, so callers put
+//! together only commands for which that is safe (`SIZE temp` with `RNFR
+//! temp`: an RNFR without RNTO publishes nothing). Without the verdict, or
+//! on a TLS control connection (whose writes suppaftp alone can make), a
+//! batch is sent one command at a time.
+
+use super::session::Session;
+use crate::fault::Fault;
+use crate::secret::scrub;
+use suppaftp::types::Response;
+use suppaftp::FtpError;
+use tokio::sync::oneshot;
+
+/// A command sent whose reply nobody has read yet, and who waits for it.
+pub struct Owed {
+    command: String,
+    to: oneshot::Sender<Result<Reply, Fault>>,
+}
+
+/// The reply to an owed command, once the session has read it.
+pub type Pending = oneshot::Receiver<Result<Reply, Fault>>;
+
+/// One reply, whatever its code.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u32,
+    response: Response,
+}
+
+impl Reply {
+    fn of(response: Response) -> Reply {
+        let code = crate::fault::reply_code_of(&response);
+        Reply { code, response }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.response.body)
+            .trim()
+            .to_string()
+    }
+
+    /// A positive completion (2xx) or intermediate (3xx) reply.
+    pub fn ok(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    /// This reply as the fault of the command `what`.
+    pub fn fault(&self, what: impl std::fmt::Display) -> Fault {
+        Fault::from_ftp(what, &FtpError::UnexpectedResponse(self.response.clone()))
+    }
+}
+
+impl Session {
+    /// May commands be pipelined here: the server keeps order (probed), and
+    /// the control connection is plain (so its writes can be made here).
+    pub fn pipelines(&self) -> bool {
+        self.pipelining == Some(true) && !self.control_tls
+    }
+
+    /// Sends `commands` now and leaves their replies unread: each comes to
+    /// its [`Pending`] when the session next reads (whoever uses it next,
+    /// or [`Session::settle`]). Only where [`Session::pipelines`]: the
+    /// next user's commands go out behind these, before their replies.
+    pub async fn send_owed(&mut self, commands: &[String]) -> Result<Vec<Pending>, Fault> {
+        debug_assert!(self.pipelines());
+        self.write_commands(commands).await?;
+        Ok(commands
+            .iter()
+            .map(|c| {
+                let (to, pending) = oneshot::channel();
+                self.owed.push_back(Owed {
+                    command: c.clone(),
+                    to,
+                });
+                pending
+            })
+            .collect())
+    }
+
+    /// Does the session owe replies to commands sent earlier?
+    pub fn owes(&self) -> bool {
+        !self.owed.is_empty()
+    }
+
+    /// Reads the replies owed (see [`Session::send_owed`]) and hands each to
+    /// whoever waits for it. On a broken connection every one still owed
+    /// gets the fault.
+    pub async fn settle(&mut self) -> Result<(), Fault> {
+        while let Some(o) = self.owed.pop_front() {
+            match self.reply(&o.command).await {
+                Ok(r) => {
+                    let _ = o.to.send(Ok(r));
+                }
+                Err(f) => {
+                    let _ = o.to.send(Err(f.clone()));
+                    for rest in self.owed.drain(..) {
+                        let _ = rest.to.send(Err(f.clone()));
+                    }
+                    return Err(f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a transfer command behind the owed commands, then reads their
+    /// replies and its own (150 or 125): the next upload starts while the
+    /// last one's rename is still on its way.
+    pub(super) async fn behind_owed(&mut self, command: &str) -> Result<String, Fault> {
+        self.write_commands(&[command.to_string()]).await?;
+        self.settle().await?;
+        let r = self.reply(command).await?;
+        match r.code {
+            125 | 150 => Ok(r.text()),
+            _ => Err(scrub_fault(r.fault(command), self)),
+        }
+    }
+
+    /// Writes `commands` at once on the plain control connection.
+    pub(super) async fn write_commands(&mut self, commands: &[String]) -> Result<(), Fault> {
+        if let Some(bad) = commands.iter().find(|c| c.contains(['\r', '\n'])) {
+            return Err(Fault::permanent(format!(
+                "{}: a line break in a command",
+                scrub(bad, &[&self.password])
+            )));
+        }
+        let what = commands.join(", ");
+        let mut wire = String::new();
+        for c in commands {
+            wire.push_str(c);
+            wire.push_str("\r\n");
+        }
+        let written = {
+            let socket = self.ftp.get_ref().await;
+            tokio::time::timeout(self.timeouts.command, write_all(&socket, wire.as_bytes())).await
+        };
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.broken = true;
+                Err(Fault::transient(format!("{what}: connection error: {e}")))
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(Fault::transient(format!(
+                    "{what}: could not send within {} s",
+                    self.timeouts.command.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Sends `commands` and reads one reply to each, in order. Pipelined
+    /// where [`Session::pipelines`], else one at a time; every command is
+    /// sent either way. An error means the connection is no longer in step
+    /// (the session is then broken); a refusal is a [`Reply`].
+    pub async fn batch(&mut self, commands: &[String]) -> Result<Vec<Reply>, Fault> {
+        self.settle().await?;
+        let mut replies = Vec::with_capacity(commands.len());
+        if self.pipelines() {
+            self.write_commands(commands).await?;
+            for c in commands {
+                replies.push(self.reply(c).await?);
+            }
+        } else {
+            for c in commands {
+                let r = self.exchange(c).await?;
+                replies.push(r);
+            }
+        }
+        Ok(replies)
+    }
+
+    /// How long a probe waits for a reply: ten of the round trips that
+    /// `TYPE I` took at login, at least a second.
+    pub(super) fn probe_wait(&self) -> std::time::Duration {
+        (self.rtt * 10).clamp(std::time::Duration::from_secs(1), self.timeouts.command)
+    }
+
+    /// Reads the next reply, owed to `what`.
+    pub(super) async fn reply(&mut self, what: &str) -> Result<Reply, Fault> {
+        let t = self.probe_timeout.unwrap_or(self.timeouts.command);
+        match tokio::time::timeout(t, self.ftp.read_response_in(&[])).await {
+            Ok(Err(FtpError::UnexpectedResponse(r))) | Ok(Ok(r)) => Ok(Reply::of(r)),
+            Ok(Err(e)) => {
+                self.broken = true;
+                let mut f = Fault::from_ftp(what, &e);
+                f.message = scrub(&f.message, &[&self.password]);
+                Err(f)
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(Fault::transient(format!(
+                    "{what}: no reply within {} s",
+                    t.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Sends one command and reads its reply, whatever its code.
+    async fn exchange(&mut self, command: &str) -> Result<Reply, Fault> {
+        let t = self.timeouts.command;
+        match tokio::time::timeout(t, self.ftp.custom_command(command, &[])).await {
+            Ok(Err(FtpError::UnexpectedResponse(r))) | Ok(Ok(r)) => Ok(Reply::of(r)),
+            Ok(Err(e)) => {
+                self.broken = true;
+                let mut f = Fault::from_ftp(command, &e);
+                f.message = scrub(&f.message, &[&self.password]);
+                Err(f)
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(Fault::transient(format!(
+                    "{command}: no reply within {} s",
+                    t.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Does the server process pipelined commands strictly in order? Renames
+    /// a probe directory back and forth in `dir`, every command sent at
+    /// once: each RNTO depends on the RNFR just before it, so a server that
+    /// runs commands concurrently (libunftp) fails some of them. `None` when
+    /// the probe says nothing (no right to make a directory here, or a TLS
+    /// control connection, where nothing is pipelined anyway).
+    pub async fn probe_pipelining(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
+        if self.control_tls {
+            return Ok(None);
+        }
+        let tag = &hex::encode(rand::random::<[u8; 6]>());
+        let a = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-a"));
+        let b = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-b"));
+        let commands = vec![
+            format!("MKD {a}"),
+            format!("RNFR {a}"),
+            format!("RNTO {b}"),
+            format!("RNFR {b}"),
+            format!("RNTO {a}"),
+            format!("RNFR {a}"),
+            format!("RNTO {b}"),
+            format!("RMD {b}"),
+        ];
+        let expected = [257, 350, 250, 350, 250, 350, 250, 250];
+        self.settle().await?;
+        let was = self.pipelining.replace(true);
+        // A server that mishandles pipelining may lose replies: it gets a
+        // few round trips, not the command timeout, to answer them all.
+        self.probe_timeout = Some(self.probe_wait());
+        let replies = self.batch(&commands).await;
+        self.probe_timeout = None;
+        self.pipelining = was;
+        let replies = match replies {
+            Ok(r) => r,
+            Err(f) if self.broken => {
+                tracing::info!(error = %f, "the server lost pipelined commands' replies: no pipelining");
+                return Ok(Some(false));
+            }
+            Err(f) => return Err(f),
+        };
+        let codes: Vec<u32> = replies.iter().map(|r| r.code).collect();
+        let in_order = codes.iter().zip(expected).all(|(c, e)| *c == e);
+        // The directory was made (its 257 came, in whatever place), or an
+        // RNTO found no RNFR before it: the server reordered commands.
+        let reordered =
+            !in_order && (codes.contains(&257) || codes.iter().any(|c| matches!(c, 450 | 503)));
+        if !in_order && !reordered {
+            tracing::debug!(dir, reply = %replies[0].text(), "pipelining probe: no directory made here; no verdict");
+            return Ok(None);
+        }
+        if reordered {
+            tracing::info!(
+                ?codes,
+                "the server does not keep pipelined commands in order: no pipelining"
+            );
+            // Whatever is left of the probe goes (one at a time).
+            self.pipelining = Some(false);
+            for p in [&a, &b] {
+                let _ = self.exchange(&format!("RMD {p}")).await?;
+            }
+        }
+        Ok(Some(in_order))
+    }
+}
+
+/// A SIZE reply: the size, `None` for "no such file", else a fault.
+pub fn size_of(r: &Reply, path: &str) -> Result<Option<u64>, Fault> {
+    let what = format!("SIZE {path}");
+    match r.code {
+        213 => crate::reply::size(&r.text())
+            .map(Some)
+            .ok_or_else(|| Fault::transient(format!("{what}: reply not understood: {}", r.text()))),
+        550 | 450 | 553 => Ok(None),
+        _ => Err(r.fault(what)),
+    }
+}
+
+fn scrub_fault(mut f: Fault, s: &Session) -> Fault {
+    f.message = scrub(&f.message, &[&s.password]);
+    f
+}
+
+/// Writes all of `bytes` to the control socket (a shared reference: the
+/// lock that suppaftp's guard holds keeps everyone else off it).
+async fn write_all(socket: &tokio::net::TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
