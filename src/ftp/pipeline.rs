@@ -260,16 +260,26 @@ impl Session {
         // few round trips, not the command timeout, to answer them all.
         self.probe_timeout = Some(self.probe_wait());
         let replies = self.batch(&commands).await;
-        self.probe_timeout = None;
         self.pipelining = was;
         let replies = match replies {
             Ok(r) => r,
             Err(f) if self.broken => {
                 tracing::info!(error = %f, "the server lost pipelined commands' replies: no pipelining");
+                // Out of step: this session ends here. QUIT, and the
+                // server's close awaited, so that the fresh session the
+                // entry gets next is never one connection over a limit.
+                if self.write_commands(&["QUIT".to_string()]).await.is_ok() {
+                    while self.reply("QUIT").await.is_ok() {}
+                }
+                self.probe_timeout = None;
                 return Ok(Some(false));
             }
-            Err(f) => return Err(f),
+            Err(f) => {
+                self.probe_timeout = None;
+                return Err(f);
+            }
         };
+        self.probe_timeout = None;
         let codes: Vec<u32> = replies.iter().map(|r| r.code).collect();
         let in_order = codes.iter().zip(expected).all(|(c, e)| *c == e);
         // The directory was made (its 257 came, in whatever place), or an

@@ -58,6 +58,8 @@ struct Slot {
     /// failed login (3-4 s on vsftpd and pure-ftpd). Keyed by credentials so
     /// that one job's wrong password never fails another job's right one.
     refused_logins: Mutex<Vec<(Instant, Creds, Fault)>>,
+    /// Entries of this server waiting for a global permit (see `global_waiters`).
+    global_waiting: AtomicUsize,
     /// A session is running the pipelining probes for this server: the
     /// others go on without pipelining meanwhile, rather than each probe.
     probing: AtomicBool,
@@ -260,6 +262,11 @@ impl Lease {
         Ok(())
     }
 
+    /// Do other entries wait for a session of this server?
+    pub fn others_waiting(&self) -> bool {
+        self.slot.waiting.load(Ordering::Relaxed) > 0
+    }
+
     /// May this lease's session run the pipelining probes? True for one
     /// session per server at a time; [`Lease::learned`] ends its turn.
     pub fn may_probe(&self) -> bool {
@@ -314,15 +321,20 @@ impl Drop for Lease {
         if session.owes()
             && !session.broken
             && (self.slot.waiting.load(Ordering::Relaxed) == 0
-                || self.pool.global_waiters.load(Ordering::SeqCst) > 0)
+                || self.pool.others_wait_globally(&self.slot))
         {
             // Replies are owed to an entry that waits for them, and no
             // entry is about to use the session (and read them on its
             // way): read them now, then put the session back.
+            // The permit to use a session of the server goes with it: an
+            // entry that got it now would find no idle session and log in
+            // (and, at the global limit, make a session close for it).
             let (pool, slot, creds) = (self.pool.clone(), self.slot.clone(), self.creds);
+            let in_use = self.in_use.take();
             tokio::spawn(async move {
                 let _ = session.settle().await;
                 Pool::put_back(&pool, &slot, session, creds, global);
+                drop(in_use);
             });
             return;
         }
@@ -421,10 +433,17 @@ impl Pool {
                     returned: tokio::sync::Notify::new(),
                     segments: AtomicU8::new(segments),
                     probing: AtomicBool::new(false),
+                    global_waiting: AtomicUsize::new(0),
                     facts: Mutex::new(facts),
                 })
             })
             .clone()
+    }
+
+    /// Does an entry of another server wait for a global permit (that
+    /// closing one of `slot`'s sessions would give it)?
+    fn others_wait_globally(&self, slot: &Slot) -> bool {
+        self.global_waiters.load(Ordering::SeqCst) > slot.global_waiting.load(Ordering::SeqCst)
     }
 
     /// Makes a session that is done with idle for the next entry, or closes
@@ -439,7 +458,7 @@ impl Pool {
         if session.broken
             || session.tls_spent()
             || session.mid_transfer()
-            || pool.global_waiters.load(Ordering::SeqCst) > 0
+            || pool.others_wait_globally(slot)
         {
             // Closing frees the global permit for whoever waits for it.
             drop(global);
@@ -477,9 +496,16 @@ impl Pool {
         }
     }
 
-    /// Closes one idle session of any server; true if there was one.
-    fn evict_one(&self) -> bool {
-        let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
+    /// Closes one idle session of a server other than `except`; true if there was one.
+    fn evict_one(&self, except: &ServerKey) -> bool {
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != except)
+            .map(|(_, s)| s.clone())
+            .collect();
         for slot in slots {
             if let Some(idle) = slot.idle.lock().unwrap().pop() {
                 drop(idle);
@@ -653,16 +679,29 @@ impl Pool {
         refused_before(&slot, creds)?;
 
         let global = loop {
+            // A session of this server put back meanwhile serves at once:
+            // logging in for it would close that one for the permit.
+            if let Some(idle) = Self::take_idle(&slot, creds).await {
+                drop(gate);
+                return Ok(self.lease(idle.session, creds, idle.global, in_use, slot));
+            }
             if let Ok(p) = self.global.clone().try_acquire_owned() {
                 break p;
             }
-            if self.evict_one() {
+            if self.evict_one(&key) {
                 continue;
             }
             self.global_waiters.fetch_add(1, Ordering::SeqCst);
-            let p = self.global.clone().acquire_owned().await;
+            slot.global_waiting.fetch_add(1, Ordering::SeqCst);
+            let p = tokio::select! {
+                p = self.global.clone().acquire_owned() => Some(p.expect("semaphore never closed")),
+                _ = slot.returned.notified() => None,
+            };
+            slot.global_waiting.fetch_sub(1, Ordering::SeqCst);
             self.global_waiters.fetch_sub(1, Ordering::SeqCst);
-            break p.expect("semaphore never closed");
+            if let Some(p) = p {
+                break p;
+            }
         };
 
         let lease = self.connect(spec, creds, &key, slot, in_use, global).await;
@@ -690,7 +729,7 @@ impl Pool {
         };
         let global = match self.global.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) if self.evict_one() => self.global.clone().try_acquire_owned().ok()?,
+            Err(_) if self.evict_one(&key) => self.global.clone().try_acquire_owned().ok()?,
             Err(_) => return None,
         };
         let lease = self.connect(spec, creds, &key, slot, in_use, global).await;

@@ -32,7 +32,7 @@ pub use super::data::Upload;
 
 /// How long the queueing probe holds its transfer open after sending SIZE:
 /// long enough for a server that polls its control connection to answer.
-const QUEUEING_PROBE_WAIT: Duration = Duration::from_millis(150);
+const QUEUEING_PROBE_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a passive port asked for ahead (see `pending_passive`) is
 /// used: servers may give up on a listener nobody connects to.

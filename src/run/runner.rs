@@ -296,10 +296,11 @@ async fn run_claimed(
     if let Some(s) = &slot {
         s.set_active(pending.len());
     }
-    // Twice as many entries as connections: an entry whose rename is on
-    // its way has put its session back, and the next entry should be
-    // there to take it (its upload then goes out behind the rename).
-    let width = config.max_connections.max(1) * 2;
+    // Three times as many entries as connections: besides an entry per
+    // session, an entry whose rename is on its way has put its session back
+    // and waits for the replies, and the next entry should already wait
+    // for that session (its upload then goes out behind the rename).
+    let width = config.max_connections.max(1) * 3;
     futures_util::stream::iter(pending)
         .for_each_concurrent(width, |entry| {
             let report = report.clone();

@@ -133,9 +133,12 @@ pub async fn attempt(
     }
 
     lease.session().mkdir_p(&dir, &dirs).await?;
+    // Probed only for work that will use the verdict: with nothing queued
+    // behind this entry (a one-file job), the probes' round trips would
+    // only delay it.
     let probe = lease.pipelining().is_none()
         || (lease.session().pipelines() && lease.session().queues_in_transfer.is_none());
-    if probe && lease.may_probe() {
+    if probe && lease.others_waiting() && lease.may_probe() {
         let session = lease.session();
         let probed = async {
             if session.pipelining.is_none() {
