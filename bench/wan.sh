@@ -59,4 +59,6 @@ trap 'bash "$SRC/scripts/interop/servers.sh" stop "$SRV_DIR" >/dev/null 2>&1 || 
 
 OUT="$SCRIPT_DIR/results/wan"
 python3 "$SCRIPT_DIR/wan.py" "$SRV_DIR/servers.env" "$BIN" "$OUT"
-log "wrote $OUT/summary.md and $OUT/wan-rtt.svg"
+# The picture goes beside BENCHMARKS.md too.
+[ -f "$OUT/wan-rtt.svg" ] && cp "$OUT/wan-rtt.svg" "$REPO/wan-rtt.svg"
+log "wrote $OUT/summary.md and $OUT/wan-rtt.svg (copied to wan-rtt.svg)"
