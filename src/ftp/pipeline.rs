@@ -191,40 +191,36 @@ impl Session {
     /// Reads the next reply, owed to `what`.
     pub(super) async fn reply(&mut self, what: &str) -> Result<Reply, Fault> {
         let t = self.probe_timeout.unwrap_or(self.timeouts.command);
-        match tokio::time::timeout(t, self.ftp.read_response_in(&[])).await {
-            Ok(Err(FtpError::UnexpectedResponse(r))) | Ok(Ok(r)) => Ok(Reply::of(r)),
-            Ok(Err(e)) => {
-                self.broken = true;
-                let mut f = Fault::from_ftp(what, &e);
-                f.message = scrub(&f.message, &[&self.password]);
-                Err(f)
-            }
-            Err(_) => {
-                self.broken = true;
-                Err(Fault::transient(format!(
-                    "{what}: no reply within {} s",
-                    t.as_secs()
-                )))
-            }
-        }
+        let read = tokio::time::timeout(t, self.ftp.read_response_in(&[])).await;
+        self.answered(what, t, read)
     }
 
     /// Sends one command and reads its reply, whatever its code.
     async fn exchange(&mut self, command: &str) -> Result<Reply, Fault> {
         let t = self.timeouts.command;
-        match tokio::time::timeout(t, self.ftp.custom_command(command, &[])).await {
+        let read = tokio::time::timeout(t, self.ftp.custom_command(command, &[])).await;
+        self.answered(command, t, read)
+    }
+
+    /// A reply of any code, or the fault of a connection out of step
+    /// (the session is then broken).
+    fn answered(
+        &mut self,
+        what: &str,
+        limit: std::time::Duration,
+        read: Result<suppaftp::FtpResult<Response>, tokio::time::error::Elapsed>,
+    ) -> Result<Reply, Fault> {
+        match read {
             Ok(Err(FtpError::UnexpectedResponse(r))) | Ok(Ok(r)) => Ok(Reply::of(r)),
             Ok(Err(e)) => {
                 self.broken = true;
-                let mut f = Fault::from_ftp(command, &e);
-                f.message = scrub(&f.message, &[&self.password]);
-                Err(f)
+                Err(scrub_fault(Fault::from_ftp(what, &e), self))
             }
             Err(_) => {
                 self.broken = true;
                 Err(Fault::transient(format!(
-                    "{command}: no reply within {} s",
-                    t.as_secs()
+                    "{what}: no reply within {} s",
+                    limit.as_secs()
                 )))
             }
         }

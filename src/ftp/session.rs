@@ -947,10 +947,7 @@ impl Session {
         let size = self.reply(&size_cmd).await?;
         let epsv = self.reply("EPSV").await?;
         verdict?;
-        self.pending_passive = match (epsv.code, crate::reply::epsv_port(&epsv.text())) {
-            (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
-            _ => None,
-        };
+        self.passive_ahead(&epsv);
         let size = self.size_reply(&size, &file);
         self.size_after_reply = Some((file, size));
         Ok(())
@@ -1079,36 +1076,31 @@ impl Session {
         Ok((size, rnfr))
     }
 
-    /// `RNTO to` after an accepted `RNFR`, then `SIZE to`, in one batch
-    /// where the server pipelines; there an `EPSV` for the next upload goes
-    /// with them (see `pending_passive`). The rename's outcome, and the size
-    /// of the file now under `to`.
+    /// `RNTO to` after an accepted `RNFR`, then `SIZE to`, in one batch.
+    /// The rename's outcome, and the size of the file now under `to`.
     pub async fn rnto_then_size(
         &mut self,
         to: &str,
     ) -> Result<(Result<(), Fault>, Option<u64>), Fault> {
-        let mut commands = vec![format!("RNTO {to}"), format!("SIZE {to}")];
-        let ahead = self.pipelines() && self.epsv;
-        if ahead {
-            commands.push("EPSV".to_string());
-        }
-        let r = self.batch(&commands).await?;
+        let r = self
+            .batch(&[format!("RNTO {to}"), format!("SIZE {to}")])
+            .await?;
         let renamed = match r[0].code {
             200..=299 => Ok(()),
             _ => Err(scrubbed(r[0].fault(format!("RNTO {to}")), &self.password)),
         };
         let size = self.size_reply(&r[1], to)?;
-        if ahead {
-            match (r[2].code, crate::reply::epsv_port(&r[2].text())) {
-                (229, Some(port)) => {
-                    self.pending_passive =
-                        Some((SocketAddr::new(self.peer.ip(), port), Instant::now()))
-                }
-                // Refused, as EPSV alone would have been: the next passive() finds out.
-                _ => self.pending_passive = None,
-            }
-        }
         Ok((renamed, size))
+    }
+
+    /// Keeps the port of an EPSV sent ahead for the next upload (see
+    /// `pending_passive`). A refusal keeps nothing: the next `passive()`
+    /// asks again, and finds out as EPSV alone would have.
+    fn passive_ahead(&mut self, r: &super::pipeline::Reply) {
+        self.pending_passive = match (r.code, crate::reply::epsv_port(&r.text())) {
+            (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
+            _ => None,
+        };
     }
 
     /// A SIZE reply: the size, `None` for "no such file", else a fault.
@@ -1130,10 +1122,7 @@ impl Session {
         let r = self
             .batch(&[format!("SIZE {path}"), "EPSV".to_string()])
             .await?;
-        self.pending_passive = match (r[1].code, crate::reply::epsv_port(&r[1].text())) {
-            (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
-            _ => None,
-        };
+        self.passive_ahead(&r[1]);
         self.size_reply(&r[0], path)
     }
 
