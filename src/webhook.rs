@@ -122,6 +122,22 @@ pub struct Webhooks {
     wake: tokio::sync::Notify,
 }
 
+/// When the job was claimed, from its receipt: the delivery's idempotency
+/// key. Only that field is kept; a 10,000-entry receipt is read past, not
+/// held.
+fn claimed_at(receipt: &std::path::Path) -> String {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        #[serde(default)]
+        claimed_at: String,
+    }
+    std::fs::File::open(receipt)
+        .ok()
+        .and_then(|f| serde_json::from_reader::<_, Claimed>(std::io::BufReader::new(f)).ok())
+        .map(|c| c.claimed_at)
+        .unwrap_or_default()
+}
+
 impl Webhooks {
     pub fn new(config: &Config, events: Events) -> Arc<Webhooks> {
         Arc::new(Webhooks {
@@ -139,10 +155,10 @@ impl Webhooks {
 
     fn queue(&self, job: &str, state: &str) {
         let hooks = self.config.lock().unwrap().webhooks.clone();
-        let claimed_at =
-            crate::report::Receipt::load(&self.checked.join(format!("{job}.report.json")))
-                .map(|r| r.claimed_at)
-                .unwrap_or_default();
+        if !hooks.iter().any(|w| w.on.iter().any(|s| s == state)) {
+            return;
+        }
+        let claimed_at = claimed_at(&self.checked.join(format!("{job}.report.json")));
         for (i, w) in hooks.iter().enumerate() {
             if !w.on.iter().any(|s| s == state) {
                 continue;

@@ -10,7 +10,9 @@
 use crate::job::REDACTED;
 use crate::report::{write_atomic, JobPaths, Receipt};
 use anyhow::{Context, Result};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -29,42 +31,95 @@ pub fn owner_only(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Replaces every non-empty `password` string in a job's JSON; true if any was.
-fn redact_value(v: &mut Value) -> bool {
-    match v {
-        Value::Object(map) => {
-            let mut changed = false;
-            for (k, val) in map.iter_mut() {
-                if k == "password" {
-                    if let Value::String(s) = val {
-                        if !s.is_empty() && s != REDACTED {
-                            *s = REDACTED.to_string();
-                            changed = true;
-                        }
-                        continue;
-                    }
-                }
-                changed |= redact_value(val);
+/// One JSON object's members, in file order, duplicates kept, each value
+/// left unparsed: a slice of the document it was read from.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
             }
-            changed
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |acc, item| redact_value(item) | acc),
-        _ => false,
+        d.deserialize_map(V)
     }
 }
 
-/// A job file's bytes with every inline password replaced by [`REDACTED`];
-/// `None` if there was nothing to redact, or the bytes are not JSON.
+/// Job files nest a few levels (`entries[i].server.password`); deeper
+/// values are not looked into.
+const REDACT_DEPTH: usize = 32;
+
+/// Where, in `doc`, the non-empty `password` strings inside `value` are.
+/// Only one level is parsed at a time, into slices of `doc`: a 10,000-entry
+/// job is never held as a tree (that tree cost 40 MB at the end of a job).
+fn password_spans(
+    doc: &str,
+    value: &RawValue,
+    depth: usize,
+    spans: &mut Vec<Range<usize>>,
+) -> serde_json::Result<()> {
+    let text = value.get();
+    if depth > REDACT_DEPTH {
+        return Ok(());
+    }
+    let children: Vec<(Option<String>, &RawValue)> = match text.as_bytes().first() {
+        Some(b'{') => serde_json::from_str::<Members>(text)?
+            .0
+            .into_iter()
+            .map(|(k, v)| (Some(k), v))
+            .collect(),
+        Some(b'[') => serde_json::from_str::<Vec<&RawValue>>(text)?
+            .into_iter()
+            .map(|v| (None, v))
+            .collect(),
+        _ => return Ok(()),
+    };
+    for (key, child) in children {
+        let inner = child.get();
+        if key.as_deref() == Some("password") && inner.starts_with('"') {
+            let secret: String = serde_json::from_str(inner)?;
+            if !secret.is_empty() && secret != REDACTED {
+                let at = inner.as_ptr() as usize - doc.as_ptr() as usize;
+                spans.push(at..at + inner.len());
+            }
+            continue;
+        }
+        password_spans(doc, child, depth + 1, spans)?;
+    }
+    Ok(())
+}
+
+/// A job file's bytes with every inline password replaced by [`REDACTED`],
+/// everything else byte for byte as it was; `None` if there was nothing to
+/// redact, or the bytes are not JSON.
 pub fn redacted(bytes: &[u8]) -> Option<Vec<u8>> {
     let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    let mut v = serde_json::from_slice::<Value>(body).ok()?;
-    if !redact_value(&mut v) {
+    let doc = std::str::from_utf8(body).ok()?;
+    let top: &RawValue = serde_json::from_str(doc).ok()?;
+    let mut spans = Vec::new();
+    password_spans(doc, top, 0, &mut spans).ok()?;
+    if spans.is_empty() {
         return None;
     }
-    let mut out = serde_json::to_vec_pretty(&v).expect("JSON serializes");
-    out.push(b'\n');
+    let with = serde_json::to_string(REDACTED).expect("a string serializes");
+    let mut out = Vec::with_capacity(doc.len());
+    let mut from = 0;
+    for span in spans {
+        out.extend_from_slice(&body[from..span.start]);
+        out.extend_from_slice(with.as_bytes());
+        from = span.end;
+    }
+    out.extend_from_slice(&body[from..]);
     Some(out)
 }
 
@@ -143,16 +198,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_anywhere_are_redacted_once() {
-        let mut v = serde_json::json!([
-            {"server": {"host": "h", "login": "u", "password": "s3cret"}, "file": {}},
-            {"server": "named", "file": {}},
-            {"server": {"host": "h", "login": "u", "password": ""}}
-        ]);
-        assert!(redact_value(&mut v));
+    fn passwords_anywhere_are_redacted_once_and_nothing_else_changes() {
+        let doc = r#"[
+  {"server": {"host": "h", "login": "u", "password": "s3cr\u0065t", "password": "again"}, "file": {}},
+  {"server": "named", "file": {"local_path": "/a/password", "password": 7}},
+  {"server": {"host": "h", "login": "u", "password": ""}},
+  {"servers": [{"deep": {"password": "x\"y"}}]}
+]
+"#;
+        let out = String::from_utf8(redacted(doc.as_bytes()).unwrap()).unwrap();
+        let want = doc
+            .replace(
+                r#""s3cr\u0065t""#,
+                &serde_json::to_string(REDACTED).unwrap(),
+            )
+            .replace(r#""again""#, &serde_json::to_string(REDACTED).unwrap())
+            .replace(r#""x\"y""#, &serde_json::to_string(REDACTED).unwrap());
+        assert_eq!(out, want);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v[0]["server"]["password"], REDACTED);
         assert_eq!(v[2]["server"]["password"], "");
-        assert!(!redact_value(&mut v));
-        assert!(!v.to_string().contains("s3cret"));
+        assert_eq!(v[3]["servers"][0]["deep"]["password"], REDACTED);
+        assert!(redacted(out.as_bytes()).is_none(), "redacted twice");
+        let bom = [b"\xef\xbb\xbf".as_slice(), doc.as_bytes()].concat();
+        assert_eq!(redacted(&bom).unwrap(), out.as_bytes());
+        assert!(
+            redacted(b"[{\"password\": \"s\"").is_none(),
+            "not JSON: left alone"
+        );
+        assert!(redacted(br#"{"server": "named"}"#).is_none());
     }
 }
