@@ -106,6 +106,10 @@ async fn nested_dirs_cyrillic_names_and_session_reuse() {
         learned.contains("\"pipelining\": false"),
         "libunftp's concurrent commands are found out and remembered: {learned}"
     );
+    assert!(
+        learned.contains("\"cheap_logins\": true"),
+        "a login that costs the server little is remembered as such: {learned}"
+    );
     srv.assert_no_temp_files();
     d.stop().await;
 }

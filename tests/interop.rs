@@ -330,7 +330,19 @@ impl Work {
         entries: Vec<Value>,
         tweak: impl FnOnce(&mut Config),
     ) -> Receipt {
-        let base = self.dir.path().join(format!("daemon-{job}"));
+        self.run_in(job, job, entries, tweak).await
+    }
+
+    /// Runs one job with the state folder of `daemon`: a second job there
+    /// starts with what the first learned (`ftpdrop-learned.json`).
+    async fn run_in(
+        &self,
+        daemon: &str,
+        job: &str,
+        entries: Vec<Value>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Receipt {
+        let base = self.dir.path().join(format!("daemon-{daemon}"));
         let mut cfg = Config {
             inbox: base.join("files"),
             checked: base.join("checked"),
@@ -757,7 +769,41 @@ async fn many_small(t: &Target) -> Outcome {
     }
     no_temp_files(&disk)?;
     let retried = r.entries.iter().filter(|e| e.attempts > 1).count();
-    Ok(format!("{secs:.1} s, {retried} retried"))
+    // A second job starts from what the first learned: where the server
+    // keeps pipelined commands in order, its logins pipeline FEAT, OPTS,
+    // TYPE and the first EPSV, and its uploads pipeline from the first.
+    let learned = std::fs::read_to_string(w.dir.path().join("daemon-many/ftpdrop-learned.json"))
+        .map_err(|e| format!("no learned facts after the first job: {e}"))?;
+    let mut again = Vec::new();
+    let mut again_bodies = Vec::new();
+    for i in 0..40u64 {
+        let body = support::random_bytes(100 + (i as usize * 53) % 2000, 5000 + i);
+        let local = w.local(&format!("again/g{i:03}.bin"), &body);
+        again.push(t.entry(&local, &format!("{rel}/again")));
+        again_bodies.push(body);
+    }
+    let r = w
+        .run_in("many", "again", again, |c| {
+            c.max_connections = 8;
+            c.max_connections_per_server = 8;
+        })
+        .await;
+    all_done_on(t, &r)?;
+    for (i, body) in again_bodies.iter().enumerate() {
+        same_bytes(&disk.join(format!("again/g{i:03}.bin")), body)?;
+    }
+    no_temp_files(&disk)?;
+    let pipelined = learned.contains("\"pipelining\": true");
+    // Every plain-FTP server of the suite keeps order but libunftp; over
+    // TLS nothing is pipelined (the control writes are suppaftp's).
+    ensure(
+        pipelined == (t.tls == "none" && t.name != "libunftp"),
+        || format!("{}: unexpected pipelining verdict: {learned}", t.name),
+    )?;
+    Ok(format!(
+        "{secs:.1} s, {retried} retried; second job {} pipelined logins",
+        if pipelined { "with" } else { "without" }
+    ))
 }
 
 async fn resume_after_cut(t: &Target) -> Outcome {

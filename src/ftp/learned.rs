@@ -46,6 +46,11 @@ pub struct Facts {
     /// reply (see `Session::probe_queueing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues_in_transfer: Option<bool>,
+    /// A login costs the server little work (see `Session::login_work`):
+    /// new sessions log in in parallel from the first, rather than one
+    /// login measuring it while the others wait a login's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cheap_logins: Option<bool>,
     /// When these facts were learned, in seconds since the epoch.
     pub learned_at: u64,
 }
@@ -131,6 +136,10 @@ impl Learned {
         self.update(key, |f| f.queues_in_transfer = Some(queues));
     }
 
+    pub fn set_cheap_logins(&self, key: &ServerKey, cheap: bool) {
+        self.update(key, |f| f.cheap_logins = Some(cheap));
+    }
+
     pub fn set_tls12(&self, key: &ServerKey, use_it: bool) {
         self.update(key, |f| f.tls12 = Some(use_it));
     }
@@ -185,6 +194,7 @@ mod tests {
         l.set_appe(&key(), false);
         l.set_rest(&key(), false);
         l.set_tls12(&key(), true);
+        l.set_cheap_logins(&key(), true);
         let again = Learned::load(path.clone(), Duration::from_secs(3600));
         let f = again.get(&key()).unwrap();
         assert_eq!((f.segments, f.limit), (Some(false), Some(2)));
@@ -192,6 +202,7 @@ mod tests {
             (f.appe, f.rest, f.tls12),
             (Some(false), Some(false), Some(true))
         );
+        assert_eq!(f.cheap_logins, Some(true));
         assert!(!std::fs::read_to_string(&path).unwrap().contains("password"));
         let expired = Learned::load(path, Duration::ZERO);
         assert!(expired.get(&key()).is_none());

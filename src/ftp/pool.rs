@@ -427,7 +427,12 @@ impl Pool {
                     login_gate: Arc::new(Semaphore::new(1)),
                     open: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
                     login_micros: AtomicU64::new(0),
-                    login_work_micros: AtomicU64::new(u64::MAX),
+                    // A server whose logins were cheap before starts with
+                    // them cheap; the first login here measures again.
+                    login_work_micros: AtomicU64::new(match facts.cheap_logins {
+                        Some(true) => 0,
+                        _ => u64::MAX,
+                    }),
                     use_micros: AtomicU64::new(0),
                     waiting: AtomicUsize::new(0),
                     returned: tokio::sync::Notify::new(),
@@ -564,15 +569,16 @@ impl Pool {
         }
     }
 
-    /// Closes every idle session politely (used at shutdown).
+    /// Closes every idle session politely (used at shutdown), all at once:
+    /// one after another, eight QUITs across a 40 ms link added a third of
+    /// a second to every `ftpdrop once`.
     pub async fn close_all(&self) {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
-        for slot in slots {
-            let idle: Vec<Idle> = std::mem::take(&mut *slot.idle.lock().unwrap());
-            for i in idle {
-                i.session.quit().await;
-            }
-        }
+        let idle: Vec<Idle> = slots
+            .iter()
+            .flat_map(|slot| std::mem::take(&mut *slot.idle.lock().unwrap()))
+            .collect();
+        futures_util::future::join_all(idle.into_iter().map(|i| i.session.quit())).await;
     }
 
     /// Puts new limits in force (a reload). Sessions in use keep going; a
@@ -822,7 +828,10 @@ impl Pool {
         in_use: OwnedSemaphorePermit,
         global: OwnedSemaphorePermit,
     ) -> Result<Lease, Fault> {
-        let facts = slot.facts.lock().unwrap().clone();
+        let mut facts = slot.facts.lock().unwrap().clone();
+        if !self.pipelining.load(Ordering::Relaxed) {
+            facts.pipelining = Some(false);
+        }
         let tls12 = facts.tls12 == Some(true);
         let tls_config = |tls12: bool| match spec.tls {
             crate::config::TlsMode::None => Ok(None),
@@ -863,9 +872,14 @@ impl Pool {
                 let cheap_before = slot.logins_cheap();
                 slot.login_work_micros
                     .store(session.login_work.as_micros() as u64, Ordering::Relaxed);
-                if slot.logins_cheap() && !cheap_before {
+                let cheap = slot.logins_cheap();
+                if cheap && !cheap_before {
                     // Entries queued at the gate may log in alongside now.
                     slot.returned.notify_waiters();
+                }
+                let known = slot.facts.lock().unwrap().cheap_logins.replace(cheap);
+                if known != Some(cheap) {
+                    self.learned.set_cheap_logins(key, cheap);
                 }
                 session.counted = slot.open.clone().try_acquire_owned().ok();
                 self.events.emit(crate::events::Event::SessionOpened {
