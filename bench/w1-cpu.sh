@@ -41,7 +41,9 @@ one() {
     if [ "$tool" = lftp ]; then
         CMD=(lftp -u "$U,$PW" -p "$P" "$H" -e "set cmd:fail-exit yes; set ftp:ssl-allow no; mirror -R --parallel=8 --no-perms $W1 w1; quit")
     else
-        local st="$WORK/state"; rm -rf "$st"; mkdir -p "$st/files" "$st/checked"
+        # What ftpdrop learned about the server in earlier runs stays, as in service.
+        local st="$WORK/state"
+        rm -rf "$st/files" "$st/checked" "$st/cfg.json"; mkdir -p "$st/files" "$st/checked"
         printf '{"inbox":"%s","checked":"%s","max_connections":8,"max_connections_per_server":8,"max_concurrent_jobs":1}\n' \
             "$st/files" "$st/checked" >"$st/cfg.json"
         cp "$WORK/job.json" "$st/files/job.json"; touch -d '-1 min' "$st/files/job.json"
