@@ -11,9 +11,10 @@
 //! A [`Session::batch`] has the same meaning pipelined or not: every command
 //! in it is sent, whatever the replies to the ones before it, so callers put
 //! together only commands for which that is safe (`SIZE temp` with `RNFR
-//! temp`: an RNFR without RNTO publishes nothing). Without the verdict, or
-//! on a TLS control connection (whose writes suppaftp alone can make), a
-//! batch is sent one command at a time.
+//! temp`: an RNFR without RNTO publishes nothing). Without the verdict, a
+//! batch is sent one command at a time. On a TLS control connection, whose
+//! stream suppaftp owns, pipelined commands go through the stream's
+//! [`crate::tls::Outbox`].
 
 use super::session::Session;
 use crate::fault::Fault;
@@ -62,10 +63,9 @@ impl Reply {
 }
 
 impl Session {
-    /// May commands be pipelined here: the server keeps order (probed), and
-    /// the control connection is plain (so its writes can be made here).
+    /// May commands be pipelined here: the server keeps order (probed).
     pub fn pipelines(&self) -> bool {
-        self.pipelining == Some(true) && !self.control_tls
+        self.pipelining == Some(true)
     }
 
     /// Sends `commands` now and leaves their replies unread: each comes to
@@ -127,7 +127,9 @@ impl Session {
         }
     }
 
-    /// Writes `commands` at once on the plain control connection.
+    /// Writes `commands` at once on the control connection. On TLS they go
+    /// into the stream's [`crate::tls::Outbox`], sent when the stream is
+    /// next written or read (the wait for their replies, at the latest).
     pub(super) async fn write_commands(&mut self, commands: &[String]) -> Result<(), Fault> {
         if let Some(bad) = commands.iter().find(|c| c.contains(['\r', '\n'])) {
             return Err(Fault::permanent(format!(
@@ -140,6 +142,10 @@ impl Session {
         for c in commands {
             wire.push_str(c);
             wire.push_str("\r\n");
+        }
+        if self.control_tls {
+            self.outbox.push(wire.as_bytes());
+            return Ok(());
         }
         let written = {
             let socket = self.ftp.get_ref().await;
@@ -233,9 +239,6 @@ impl Session {
     /// the probe says nothing (no right to make a directory here, or a TLS
     /// control connection, where nothing is pipelined anyway).
     pub async fn probe_pipelining(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
-        if self.control_tls {
-            return Ok(None);
-        }
         let tag = &hex::encode(rand::random::<[u8; 6]>());
         let a = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-a"));
         let b = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-b"));

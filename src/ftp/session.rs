@@ -112,7 +112,9 @@ pub struct Session {
     size_after_close: Option<String>,
     size_after_reply: Option<(String, Result<Option<u64>, Fault>)>,
     /// The control connection is TLS: its writes go through suppaftp only.
-    pub(super) control_tls: bool,
+    pub control_tls: bool,
+    /// Where pipelined commands go on a TLS control connection.
+    pub(super) outbox: crate::tls::Outbox,
     /// The reply to an EPSV sent ahead, with the last commands of the
     /// previous upload: the server listens there for the next data connection.
     pending_passive: Option<(SocketAddr, Instant)>,
@@ -298,7 +300,8 @@ impl Session {
             }
             _ => (None, None),
         };
-        let connector = || tls.clone().map(FtpsConnector::new);
+        let outbox = crate::tls::Outbox::default();
+        let connector = || tls.clone().map(|c| FtpsConnector::new(c, outbox.clone()));
         let data_tls = match &tls {
             Some(cfg) => Some((
                 suppaftp::tokio_rustls::TlsConnector::from(cfg.clone()),
@@ -411,6 +414,7 @@ impl Session {
             size_after_close: None,
             size_after_reply: None,
             control_tls: spec.tls != TlsMode::None,
+            outbox,
             pending_passive: None,
             owed: Default::default(),
         };
@@ -1023,7 +1027,9 @@ impl Session {
     /// transfer held open, not by the luck of a race. `None`: no verdict
     /// (the probe could not upload here).
     pub async fn probe_queueing(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
-        if !self.pipelines() {
+        // On TLS the SIZE would leave only with the next read, after the
+        // transfer: the probe could not tell.
+        if !self.pipelines() || self.control_tls {
             return Ok(None);
         }
         self.settle().await?;

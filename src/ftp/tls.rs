@@ -256,6 +256,51 @@ impl ServerCertVerifier for NoVerification {
 #[derive(Debug)]
 pub struct FtpsStream {
     inner: suppaftp::tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    /// Command lines the session wrote itself (see [`Outbox`]).
+    outbox: Outbox,
+}
+
+/// Command lines for a TLS control connection that the session writes
+/// itself, to pipeline them: suppaftp owns the stream, so they are queued
+/// here and the stream writes them before anything suppaftp writes and
+/// before it reads, which keeps them in order with suppaftp's own commands
+/// and sends them no later than the wait for their replies.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Outbox {
+    pub fn push(&self, bytes: &[u8]) {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+    }
+}
+
+impl FtpsStream {
+    /// Writes what is queued in the outbox into the TLS stream.
+    fn poll_outbox(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let outbox = self.outbox.0.clone();
+        let mut queued = outbox.lock().unwrap();
+        while !queued.is_empty() {
+            match tokio::io::AsyncWrite::poll_write(
+                std::pin::Pin::new(&mut self.inner),
+                cx,
+                &queued,
+            ) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    queued.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl FtpsStream {
@@ -271,6 +316,7 @@ impl tokio::io::AsyncRead for FtpsStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_outbox(cx))?;
         let inner = std::pin::Pin::new(&mut self.inner);
         if let std::task::Poll::Ready(Err(e)) = tokio::io::AsyncWrite::poll_flush(inner, cx) {
             return std::task::Poll::Ready(Err(e));
@@ -285,6 +331,7 @@ impl tokio::io::AsyncWrite for FtpsStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_outbox(cx))?;
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if r.is_ready() {
             // Best effort; what stays buffered goes out at the next read.
@@ -324,13 +371,22 @@ impl suppaftp::tokio::TokioTlsStream for FtpsStream {
     }
 }
 
-/// Starts TLS on FTPS control and data connections, as [`FtpsStream`]s.
+/// Starts TLS on FTPS control connections, as [`FtpsStream`]s.
 #[derive(Clone)]
-pub struct FtpsConnector(suppaftp::tokio_rustls::TlsConnector);
+pub struct FtpsConnector {
+    tls: suppaftp::tokio_rustls::TlsConnector,
+    /// The control connection's outbox, for the first stream made (the
+    /// control connection); any later one (suppaftp's own data
+    /// connections, which ftpdrop does not use) gets one of its own.
+    outbox: Arc<std::sync::Mutex<Option<Outbox>>>,
+}
 
 impl FtpsConnector {
-    pub fn new(config: Arc<ClientConfig>) -> FtpsConnector {
-        FtpsConnector(suppaftp::tokio_rustls::TlsConnector::from(config))
+    pub fn new(config: Arc<ClientConfig>, outbox: Outbox) -> FtpsConnector {
+        FtpsConnector {
+            tls: suppaftp::tokio_rustls::TlsConnector::from(config),
+            outbox: Arc::new(std::sync::Mutex::new(Some(outbox))),
+        }
     }
 }
 
@@ -361,10 +417,11 @@ impl suppaftp::tokio::AsyncTlsConnector for FtpsConnector {
         Box::pin(async move {
             let name = ServerName::try_from(domain.to_string())
                 .map_err(|e| suppaftp::FtpError::SecureError(e.to_string()))?;
-            self.0
+            let outbox = self.outbox.lock().unwrap().take().unwrap_or_default();
+            self.tls
                 .connect(name, stream)
                 .await
-                .map(|inner| FtpsStream { inner })
+                .map(|inner| FtpsStream { inner, outbox })
                 .map_err(|e| suppaftp::FtpError::SecureError(e.to_string()))
         })
     }

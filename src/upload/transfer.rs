@@ -136,15 +136,16 @@ pub async fn attempt(
     // Probed only for work that will use the verdict: with nothing queued
     // behind this entry (a one-file job), the probes' round trips would
     // only delay it.
-    let probe = lease.pipelining().is_none()
-        || (lease.session().pipelines() && lease.session().queues_in_transfer.is_none());
+    let queueing_unknown =
+        |s: &crate::ftp::Session| s.pipelines() && !s.control_tls && s.queues_in_transfer.is_none();
+    let probe = lease.pipelining().is_none() || queueing_unknown(lease.session());
     if probe && lease.others_waiting() && lease.may_probe() {
         let session = lease.session();
         let probed = async {
             if session.pipelining.is_none() {
                 session.pipelining = session.probe_pipelining(&dir).await?;
             }
-            if session.pipelines() && session.queues_in_transfer.is_none() {
+            if queueing_unknown(session) {
                 session.queues_in_transfer = session.probe_queueing(&dir).await?;
             }
             Ok::<_, Fault>(())
