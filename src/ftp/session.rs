@@ -492,14 +492,29 @@ impl Session {
         )
         .await?;
         self.rtt = started.elapsed();
+        self.logged_in(server, login_time, "one command at a time");
+        Ok(())
+    }
+
+    /// The server's own work in the login just made: its time less the two
+    /// round trips of USER and PASS, one round trip being what TYPE I took.
+    fn logged_in(&mut self, server: &str, login_time: Duration, how: &str) {
         self.login_work = login_time.saturating_sub(2 * self.rtt);
         tracing::debug!(
             server,
             login_ms = login_time.as_millis() as u64,
             work_ms = self.login_work.as_millis() as u64,
+            how,
             "logged in"
         );
-        Ok(())
+    }
+
+    /// The server refused EPSV: PASV from now on, for suppaftp's own
+    /// transfers (none left on the upload path) too.
+    fn epsv_refused(&mut self, reply: &str) {
+        tracing::debug!(reply, "EPSV refused, using PASV from now on");
+        self.epsv = false;
+        self.ftp.set_mode(Mode::Passive);
     }
 
     /// The rest of a login where the server is known to keep pipelined
@@ -529,18 +544,10 @@ impl Session {
         }
         let epsv = self.reply("EPSV").await?;
         if matches!(epsv.code, 500 | 501 | 502 | 522) {
-            tracing::debug!(server, reply = %epsv.text(), "EPSV refused, using PASV from now on");
-            self.epsv = false;
-            self.ftp.set_mode(Mode::Passive);
+            self.epsv_refused(&epsv.text());
         }
         self.passive_ahead(&epsv);
-        self.login_work = login_time.saturating_sub(2 * self.rtt);
-        tracing::debug!(
-            server,
-            login_ms = login_time.as_millis() as u64,
-            work_ms = self.login_work.as_millis() as u64,
-            "logged in (FEAT, OPTS, TYPE and EPSV pipelined)"
-        );
+        self.logged_in(server, login_time, "FEAT, OPTS, TYPE and EPSV pipelined");
         Ok(())
     }
 
@@ -700,10 +707,7 @@ impl Session {
                     return Ok(SocketAddr::new(self.peer.ip(), port));
                 }
                 Err(f) if !self.broken && matches!(f.code, Some(500 | 501 | 502 | 522)) => {
-                    tracing::debug!(error = %f, "EPSV refused, using PASV from now on");
-                    self.epsv = false;
-                    // suppaftp's own transfers (none left on the upload path) follow suit.
-                    self.ftp.set_mode(Mode::Passive);
+                    self.epsv_refused(&f.message);
                 }
                 Err(f) => return Err(f),
             }

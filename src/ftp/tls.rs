@@ -281,14 +281,10 @@ impl FtpsStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
-        let outbox = self.outbox.0.clone();
-        let mut queued = outbox.lock().unwrap();
+        let FtpsStream { inner, outbox } = self;
+        let mut queued = outbox.0.lock().unwrap();
         while !queued.is_empty() {
-            match tokio::io::AsyncWrite::poll_write(
-                std::pin::Pin::new(&mut self.inner),
-                cx,
-                &queued,
-            ) {
+            match tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(&mut *inner), cx, &queued) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
