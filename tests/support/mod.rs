@@ -177,6 +177,7 @@ impl XorShift {
 /// Daemon settings for tests: folders under `base` (created), fast settle
 /// and retries, so that tests spend their time on what they test.
 pub fn daemon_config(base: &Path) -> ftpdrop::Config {
+    log_if_asked();
     let mut cfg = ftpdrop::Config {
         inbox: base.join("files"),
         checked: base.join("checked"),
@@ -217,4 +218,19 @@ pub async fn wait_receipt(checked: &Path, job: &str, limit: Duration) -> ftpdrop
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// With `FTPDROP_TEST_LOG` set (an env-filter, such as `ftpdrop=debug`),
+/// the daemons in this test binary log to the test's captured output: a
+/// failure then shows what the daemon did.
+pub fn log_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("FTPDROP_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }

@@ -47,12 +47,17 @@ enum DataFault {
     Truncate(u64),
     /// Forward `n` bytes, then stop reading (client writes block); reset after a long hold.
     Stall(u64),
+    /// Forward `n` bytes, then close the server side cleanly (FIN) and reset the client's.
+    Severed(u64),
 }
 
 impl DataFault {
     fn limit(self) -> u64 {
         match self {
-            DataFault::Cut(n) | DataFault::Truncate(n) | DataFault::Stall(n) => n,
+            DataFault::Cut(n)
+            | DataFault::Truncate(n)
+            | DataFault::Stall(n)
+            | DataFault::Severed(n) => n,
         }
     }
 }
@@ -113,6 +118,15 @@ impl Faults {
     /// at most `bytes` bytes and answers the STOR with `426`. Replaces an earlier setting.
     pub fn cut_data_after(&self, bytes: u64, times: u32) {
         self.set_data_fault(DataFault::Cut(bytes), times);
+    }
+
+    /// The next `times` upload data connections are cut after `bytes` bytes as a link that
+    /// dies is cut, once the server has every byte that crossed it: the server side gets a
+    /// clean EOF, the client's a reset. A reset towards the server (`cut_data_after`) can
+    /// lose what still sits unread in the server's socket, so the server may keep anything
+    /// from 0 to `bytes` bytes; here it keeps exactly `bytes`.
+    pub fn sever_data_after(&self, bytes: u64, times: u32) {
+        self.set_data_fault(DataFault::Severed(bytes), times);
     }
 
     /// The next `times` upload data connections are silently truncated: after `bytes` bytes the
@@ -345,6 +359,8 @@ enum End {
     Done,
     /// Fault, kill or I/O error (e.g. a peer reset): `drive` closes both sockets with RST.
     Reset,
+    /// The server side was closed cleanly; `drive` resets the client's.
+    ResetClient,
 }
 
 async fn handle_control(
@@ -397,22 +413,32 @@ async fn drive(
         let (mut up_done, mut down_done) = (false, false);
         loop {
             if up_done && down_done {
-                break false;
+                break None;
             }
             tokio::select! {
                 end = &mut up, if !up_done => {
-                    if end == End::Reset { break true; }
+                    match end {
+                        End::Done => {}
+                        reset => break Some(reset),
+                    }
                     up_done = true;
                 }
                 end = &mut down, if !down_done => {
-                    if end == End::Reset { break true; }
+                    match end {
+                        End::Done => {}
+                        reset => break Some(reset),
+                    }
                     down_done = true;
                 }
             }
         }
     };
-    if reset {
-        set_reset_on_close(&[cr.as_ref(), sr.as_ref()]);
+    if let Some(end) = reset {
+        if end == End::ResetClient {
+            set_reset_on_close(&[cr.as_ref()]);
+        } else {
+            set_reset_on_close(&[cr.as_ref(), sr.as_ref()]);
+        }
         cw.forget();
         sw.forget();
     }
@@ -717,6 +743,10 @@ async fn data_up(
                     _ = kill.changed() => {}
                 }
                 break End::Reset;
+            }
+            Some(DataFault::Severed(_)) => {
+                let _ = sw.shutdown().await;
+                break End::ResetClient;
             }
             _ => break End::Reset,
         }
