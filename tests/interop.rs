@@ -907,7 +907,7 @@ async fn probe_quirks(t: &Target) {
             .get(t.ca.as_deref(), t.insecure, false)
             .ok()
     };
-    let mut s = match Session::connect(&t.spec(), tls, timeouts, &Default::default()).await {
+    let mut s = match Session::connect(&t.spec(), tls, timeouts, &Default::default(), None).await {
         Ok(s) => s,
         Err(e) => {
             note_quirk(&t.name, format!("probe login failed: {e}"));
@@ -1236,9 +1236,87 @@ async fn tls_reuse(t: &Target, log: &Path, version: &str) -> Outcome {
     ensure(learned.contains("\"pipelining\": true"), || {
         format!("no pipelining verdict over TLS: {learned}")
     })?;
+    // The second session's control handshake resumed the first one's TLS
+    // 1.2 session, and its probe's data connection went through.
+    let control = version == "TLSv1.2";
+    ensure(
+        !control || learned.contains("\"control_tls_resume\": true"),
+        || format!("no verdict on resuming control connections: {learned}"),
+    )?;
     Ok(format!(
-        "{reused} data connections resumed the {version} session, 2 sessions, pipelined"
+        "{reused} data connections resumed the {version} session, 2 sessions, pipelined{}",
+        if control {
+            ", control connection resumed"
+        } else {
+            ""
+        }
     ))
+}
+
+/// A second control connection resumes the first one's TLS 1.2 session
+/// (from the server's `ControlShare`), and its own data connections still
+/// resume *its* session: an upload over it lands whole, where the server
+/// requires session reuse on data connections.
+async fn tls_control_resume(t: &Target, tls12: bool) -> Outcome {
+    let (rel, disk) = t.dir(&format!("tls-resume-{}", t.name));
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        command: Duration::from_secs(20),
+        data: Duration::from_secs(20),
+    };
+    let tls = ftpdrop::tls::TlsConfigs::default()
+        .get(t.ca.as_deref(), t.insecure, false)
+        .map_err(|e| format!("{e:#}"))?;
+    let share = ftpdrop::tls::Sharing {
+        share: Default::default(),
+        sessions: true,
+    };
+    let mut resumed = Vec::new();
+    let mut kinds = Vec::new();
+    for i in 0..3 {
+        let mut s = Session::connect(
+            &t.spec(),
+            Some(tls.clone()),
+            timeouts,
+            &Default::default(),
+            Some(share.clone()),
+        )
+        .await
+        .map_err(|f| format!("login {i}: {f}"))?;
+        resumed.push(s.control_tls_resumed());
+        kinds.push(s.control_tls_handshake());
+        s.mkdir_p(&rel, &Default::default())
+            .await
+            .map_err(|f| f.to_string())?;
+        let body = support::random_bytes(100_000, 500 + i);
+        let path = format!("{rel}/r{i}.bin");
+        let mut up = s.store_at(&path, 0).await.map_err(|f| f.to_string())?;
+        use tokio::io::AsyncWriteExt;
+        up.write_all(&body).await.map_err(|e| e.to_string())?;
+        s.finish(up, &path).await.map_err(|f| f.to_string())?;
+        same_bytes(&disk.join(format!("r{i}.bin")), &body)?;
+        s.quit().await;
+    }
+    // TLS 1.2 sessions are shared between control connections; TLS 1.3
+    // tickets are not (see `ftpdrop::tls`).
+    let expected = [false, tls12, tls12];
+    ensure(resumed == expected, || {
+        format!("control handshakes that resumed: {resumed:?}, expected {expected:?}")
+    })?;
+    // The key exchange group the first login settled on is shared: a
+    // server that does not take rustls's first choice (vsftpd takes P-256
+    // only) asks the first login to retry, and no later one.
+    ensure(
+        kinds[1..]
+            .iter()
+            .all(|k| *k != Some(rustls::HandshakeKind::FullWithHelloRetryRequest)),
+        || format!("control handshakes: {kinds:?}"),
+    )?;
+    Ok(if tls12 {
+        format!("logins 2 and 3 resumed TLS 1.2; their uploads landed; handshakes {kinds:?}")
+    } else {
+        format!("TLS 1.3: no control resumption (by design); uploads landed; handshakes {kinds:?}")
+    })
 }
 
 /// No entry needed a second attempt; else each retried one with its failures from the log.
@@ -1691,6 +1769,21 @@ async fn tls() {
         )
         .await,
     ];
+    for (t, name, tls12) in [
+        (&v13, "vsftpd-tls", false),
+        (&v12, "vsftpd-tls12", true),
+        (&imp, "vsftpd-implicit", false),
+    ] {
+        failures.push(
+            scenario(
+                "TLS",
+                "new control connections resume the TLS 1.2 session",
+                name,
+                tls_control_resume(t, tls12),
+            )
+            .await,
+        );
+    }
     failures.push(
         scenario(
             "TLS",
@@ -1819,15 +1912,33 @@ async fn proftpd_tls_reuse(t: &Target, tls_log: &Path, expect: &str) -> Outcome 
     }
     no_retries(&r)?;
     let new = log_since(tls_log, before);
-    ensure(!new.contains("did not reuse"), || {
-        format!(
-            "the server refused a data connection that did not reuse the TLS session: {:?}",
-            new.lines()
-                .filter(|l| l.contains("did not reuse"))
-                .take(3)
-                .collect::<Vec<_>>()
-        )
-    })?;
+    // mod_tls refuses the data connection of a control connection that
+    // resumed another one's TLS 1.2 session: the probe's, once per session
+    // that probed, and never an upload's.
+    let refused = new.lines().filter(|l| l.contains("did not reuse")).count();
+    let learned = std::fs::read_to_string(w.dir.path().join("daemon-protls/ftpdrop-learned.json"))
+        .unwrap_or_default();
+    let probes = log_text()
+        .lines()
+        .filter(|l| {
+            l.contains(&format!(":{} ", t.port))
+                && l.contains("may resume another one's TLS session")
+                && l.contains("works=false")
+        })
+        .count();
+    ensure(
+        refused <= probes && (refused == 0 || learned.contains("\"control_tls_resume\": false")),
+        || {
+            format!(
+                "the server refused {refused} data connection(s) that did not reuse the TLS \
+                 session, after {probes} probe(s): {:?}; learned: {learned}",
+                new.lines()
+                    .filter(|l| l.contains("did not reuse"))
+                    .take(3)
+                    .collect::<Vec<_>>()
+            )
+        },
+    )?;
     let versions: Vec<&str> = ["TLSv1.2", "TLSv1.3"]
         .into_iter()
         .filter(|v| {
@@ -1843,7 +1954,8 @@ async fn proftpd_tls_reuse(t: &Target, tls_log: &Path, expect: &str) -> Outcome 
         format!("30 small files took {:.1} s", took.as_secs_f64())
     })?;
     Ok(format!(
-        "30 files, no retry, {:.1} s; TLS log: {versions:?}",
+        "30 files, no retry, {:.1} s; TLS log: {versions:?}; {refused} probe data connection(s) \
+         refused after a resumed control handshake",
         took.as_secs_f64()
     ))
 }

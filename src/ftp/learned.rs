@@ -51,6 +51,13 @@ pub struct Facts {
     /// login measuring it while the others wait a login's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cheap_logins: Option<bool>,
+    /// A new control connection may resume another one's TLS 1.2 session:
+    /// its data connections were let through after it did (see
+    /// `Session::probe_control_resume`). `Some(false)` for a server that ties
+    /// data connections to the control connection's own session (proftpd's
+    /// mod_tls), where each control connection does a full handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_tls_resume: Option<bool>,
     /// When these facts were learned, in seconds since the epoch.
     pub learned_at: u64,
 }
@@ -138,6 +145,10 @@ impl Learned {
 
     pub fn set_cheap_logins(&self, key: &ServerKey, cheap: bool) {
         self.update(key, |f| f.cheap_logins = Some(cheap));
+    }
+
+    pub fn set_control_tls_resume(&self, key: &ServerKey, works: bool) {
+        self.update(key, |f| f.control_tls_resume = Some(works));
     }
 
     pub fn set_tls12(&self, key: &ServerKey, use_it: bool) {

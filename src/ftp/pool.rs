@@ -60,6 +60,8 @@ struct Slot {
     refused_logins: Mutex<Vec<(Instant, Creds, Fault)>>,
     /// Entries of this server waiting for a global permit (see `global_waiters`).
     global_waiting: AtomicUsize,
+    /// What the server's control connections share of TLS (see `tls`).
+    control_tls: Arc<crate::tls::ControlShare>,
     /// A session is running the pipelining probes for this server: the
     /// others go on without pipelining meanwhile, rather than each probe.
     probing: AtomicBool,
@@ -439,6 +441,7 @@ impl Pool {
                     segments: AtomicU8::new(segments),
                     probing: AtomicBool::new(false),
                     global_waiting: AtomicUsize::new(0),
+                    control_tls: Arc::default(),
                     facts: Mutex::new(facts),
                 })
             })
@@ -848,20 +851,66 @@ impl Pool {
             );
         }
         let started = Instant::now();
-        let mut connected = Session::connect(spec, tls_config(tls12)?, self.timeouts, &facts).await;
+        let share = |sessions: bool| {
+            Some(crate::tls::Sharing {
+                share: slot.control_tls.clone(),
+                sessions,
+            })
+        };
+        let resume = facts.control_tls_resume != Some(false);
+        let mut connected = Session::connect(
+            spec,
+            tls_config(tls12)?,
+            self.timeouts,
+            &facts,
+            share(resume),
+        )
+        .await;
         if tls12 {
             if let Err(f) = &connected {
                 if f.message.contains("TLS") {
                     // Learned TLS 1.2, but the server speaks TLS 1.3 only:
                     // stay with 1.3 and let sessions end as their tickets do.
-                    let again =
-                        Session::connect(spec, tls_config(false)?, self.timeouts, &facts).await;
+                    let again = Session::connect(
+                        spec,
+                        tls_config(false)?,
+                        self.timeouts,
+                        &facts,
+                        share(resume),
+                    )
+                    .await;
                     if again.is_ok() {
                         tracing::info!(server = %key, error = %f, "the server refused TLS 1.2; staying with TLS 1.3");
                         slot.facts.lock().unwrap().tls12 = Some(false);
                         self.learned.set_tls12(key, false);
                     }
                     connected = again;
+                }
+            }
+        }
+        if let Ok(session) = &mut connected {
+            if session.control_tls_resumed() && facts.control_tls_resume.is_none() {
+                if let Some(works) = session.probe_control_resume().await {
+                    tracing::info!(
+                        server = %key,
+                        works,
+                        "whether new control connections may resume another one's TLS session"
+                    );
+                    slot.facts.lock().unwrap().control_tls_resume = Some(works);
+                    self.learned.set_control_tls_resume(key, works);
+                }
+                if session.broken {
+                    // Its data connections would be refused too: log in
+                    // again with a handshake of its own.
+                    let tls12 = slot.facts.lock().unwrap().tls12 == Some(true);
+                    connected = Session::connect(
+                        spec,
+                        tls_config(tls12)?,
+                        self.timeouts,
+                        &facts,
+                        share(false),
+                    )
+                    .await;
                 }
             }
         }

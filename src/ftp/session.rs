@@ -211,6 +211,7 @@ impl Session {
         tls: Option<Arc<rustls::ClientConfig>>,
         timeouts: Timeouts,
         known: &crate::ftp::learned::Facts,
+        share: Option<crate::tls::Sharing>,
     ) -> Result<Session, Fault> {
         let server = spec.to_string();
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
@@ -251,8 +252,16 @@ impl Session {
         // 127.0.0.1); a server often listens on only one of them.
         let mut last = None;
         for addr in addrs {
-            match Session::connect_to(spec, &server, addr, tls.clone(), timeouts, known.pipelining)
-                .await
+            match Session::connect_to(
+                spec,
+                &server,
+                addr,
+                tls.clone(),
+                timeouts,
+                known.pipelining,
+                share.clone(),
+            )
+            .await
             {
                 Ok(mut s) => {
                     s.create_with_appe = known.appe != Some(false);
@@ -289,19 +298,24 @@ impl Session {
         tls: Option<Arc<rustls::ClientConfig>>,
         timeouts: Timeouts,
         pipelining: Option<bool>,
+        share: Option<crate::tls::Sharing>,
     ) -> Result<Session, Fault> {
         let mut broken = false;
         // Each control connection gets its own TLS session cache: its data
         // connections must resume its session, not another connection's.
         let (tls, tls_cache) = match (&tls, spec.tls) {
             (Some(base), TlsMode::Explicit | TlsMode::Implicit) => {
-                let (cfg, cache) = crate::tls::for_session(base);
+                let (cfg, cache) = crate::tls::for_session(base, share);
                 (Some(cfg), Some(cache))
             }
             _ => (None, None),
         };
         let outbox = crate::tls::Outbox::default();
-        let connector = || tls.clone().map(|c| FtpsConnector::new(c, outbox.clone()));
+        let connector = || {
+            let cache = tls_cache.clone()?;
+            tls.clone()
+                .map(|c| FtpsConnector::new(c, outbox.clone(), cache))
+        };
         let data_tls = match &tls {
             Some(cfg) => Some((
                 suppaftp::tokio_rustls::TlsConnector::from(cfg.clone()),
@@ -380,6 +394,13 @@ impl Session {
         };
         if spec.tls == TlsMode::Implicit {
             let _ = ftp.get_ref().await.set_nodelay(true);
+        }
+        if let Some(cache) = &tls_cache {
+            tracing::debug!(
+                server,
+                resumed = cache.control_resumed(),
+                "control connection secured"
+            );
         }
         // Servers behind NAT advertise private addresses in PASV; the control
         // connection's address is the one known to work (curl does the same).
@@ -1093,6 +1114,17 @@ impl Session {
         (self.features.rest_stream && self.rest_works) || self.create_with_appe
     }
 
+    /// How the control connection's TLS handshake went (`None` without TLS).
+    pub fn control_tls_handshake(&self) -> Option<rustls::HandshakeKind> {
+        self.tls_cache.as_ref()?.control_handshake()
+    }
+
+    /// Did the control connection's TLS handshake resume an earlier control
+    /// connection's session?
+    pub fn control_tls_resumed(&self) -> bool {
+        self.tls_cache.as_ref().is_some_and(|c| c.control_resumed())
+    }
+
     /// Is a data connection of this session still open (its task was cancelled)?
     pub fn mid_transfer(&self) -> bool {
         self.open_transfers > 0
@@ -1223,6 +1255,25 @@ impl Session {
             }
         }
         last
+    }
+
+    /// Does the server let this session's data connections through, now that
+    /// its control connection resumed another one's TLS session? One
+    /// directory listing tells: proftpd's mod_tls refuses its data connection
+    /// (425), as it ties data connections to their own control connection's
+    /// tickets. `None`: no data connection was opened (a server that answers
+    /// an empty directory's LIST with 450), nothing learned. A session that
+    /// failed is broken: its data connections would fail too.
+    pub async fn probe_control_resume(&mut self) -> Option<bool> {
+        match self.read_data("LIST".into(), |_| {}).await {
+            Ok(_) => Some(true),
+            Err(f) if matches!(f.code, Some(450 | 550)) && !self.broken => None,
+            Err(f) => {
+                tracing::debug!(error = %f, "a data connection after a resumed control handshake failed");
+                self.broken = true;
+                Some(false)
+            }
+        }
     }
 
     /// Runs a command whose answer comes over a data connection (NLST,

@@ -15,6 +15,25 @@
 //! from the connection, which an upload never does; [`SessionCache`] counts
 //! the tickets so that `ftp` can read them off the data connection before
 //! closing it (see `Session::finish`).
+//!
+//! A server's control connections share [`ControlShare`]:
+//! - the key exchange group the server took. Without it every new control
+//!   connection to a server that does not take rustls's first choice
+//!   (vsftpd 3.0.3 takes P-256 only) pays a HelloRetryRequest: one more
+//!   round trip per login.
+//! - where the server allows it, a TLS 1.2 session: the next control
+//!   connection's handshake resumes it, one round trip shorter than a full
+//!   TLS 1.2 handshake, and without the key exchange and certificate check.
+//!   Only the control handshake looks there; data connections keep to their
+//!   own control connection's cache. Whether the server allows it is learned
+//!   (`Facts::control_tls_resume`): proftpd's mod_tls ties data connections
+//!   to tickets issued on their own control connection, and refuses (425)
+//!   those of a control connection that resumed another one's session.
+//!
+//! TLS 1.3 tickets are not shared: a resumed TLS 1.3 handshake is no
+//! shorter than a full one, and where tickets come on the control
+//! connection only, each one lent away is one data connection fewer for the
+//! session that got it.
 
 use anyhow::{anyhow, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -114,9 +133,17 @@ impl TlsConfigs {
     }
 }
 
-/// Gives one control connection its own copy of `base` with its own session cache.
-pub fn for_session(base: &Arc<ClientConfig>) -> (Arc<ClientConfig>, Arc<SessionCache>) {
-    let cache = Arc::new(SessionCache::default());
+/// Gives one control connection its own copy of `base` with its own
+/// session cache, which shares what `share` allows with the server's other
+/// control connections.
+pub fn for_session(
+    base: &Arc<ClientConfig>,
+    share: Option<Sharing>,
+) -> (Arc<ClientConfig>, Arc<SessionCache>) {
+    let cache = Arc::new(SessionCache {
+        share,
+        ..SessionCache::default()
+    });
     let mut cfg = (**base).clone();
     cfg.resumption = Resumption::store(cache.clone());
     (Arc::new(cfg), cache)
@@ -130,6 +157,27 @@ const MAX_TICKETS: usize = 8;
 #[derive(Debug, Default)]
 pub struct SessionCache {
     state: Mutex<CacheState>,
+    /// What is shared with the server's other control connections.
+    share: Option<Sharing>,
+    /// How the control connection's handshake went, once it is over: from
+    /// then on only data connections look here, and they must not resume
+    /// another control connection's session.
+    control: OnceLock<rustls::HandshakeKind>,
+}
+
+/// What one server's control connections share (see the module doc).
+#[derive(Debug, Default)]
+pub struct ControlShare {
+    kx_hint: Mutex<Option<NamedGroup>>,
+    tls12: Mutex<Option<Tls12ClientSessionValue>>,
+}
+
+/// A control connection's part in its server's [`ControlShare`].
+#[derive(Debug, Clone)]
+pub struct Sharing {
+    pub share: Arc<ControlShare>,
+    /// The control handshake may resume the shared TLS 1.2 session.
+    pub sessions: bool,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +200,35 @@ impl SessionCache {
         self.state.lock().unwrap().tls13.len()
     }
 
+    /// The control connection's handshake is over, and went as `kind`.
+    fn control_done(&self, kind: Option<rustls::HandshakeKind>) {
+        let _ = self
+            .control
+            .set(kind.unwrap_or(rustls::HandshakeKind::Full));
+    }
+
+    /// How the control handshake went, once it is over.
+    pub fn control_handshake(&self) -> Option<rustls::HandshakeKind> {
+        self.control.get().copied()
+    }
+
+    /// Did the control handshake resume a session (from an earlier control
+    /// connection to the server)?
+    pub fn control_resumed(&self) -> bool {
+        self.control_handshake() == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    /// The shared TLS 1.2 session, while the control handshake runs and
+    /// where it may resume one.
+    fn shared_tls12(&self) -> Option<Tls12ClientSessionValue> {
+        match &self.share {
+            Some(s) if s.sessions && self.control.get().is_none() => {
+                s.share.tls12.lock().unwrap().clone()
+            }
+            _ => None,
+        }
+    }
+
     /// A counter that moves each time a TLS 1.3 ticket arrives.
     pub fn received(&self) -> u64 {
         self.state.lock().unwrap().tls13_received
@@ -160,19 +237,37 @@ impl SessionCache {
 
 impl ClientSessionStore for SessionCache {
     fn set_kx_hint(&self, _: ServerName<'static>, group: NamedGroup) {
+        if let Some(s) = &self.share {
+            *s.share.kx_hint.lock().unwrap() = Some(group);
+        }
         self.state.lock().unwrap().kx_hint = Some(group);
     }
 
     fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
-        self.state.lock().unwrap().kx_hint
+        let own = self.state.lock().unwrap().kx_hint;
+        own.or_else(|| {
+            let s = self.share.as_ref()?;
+            *s.share.kx_hint.lock().unwrap()
+        })
     }
 
     fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        if let Some(s) = &self.share {
+            // A TLS 1.2 session resumes any number of times. Only control
+            // handshakes look at it, and only where the server allows.
+            *s.share.tls12.lock().unwrap() = Some(value.clone());
+        }
         self.state.lock().unwrap().tls12 = Some(value);
     }
 
     fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
-        self.state.lock().unwrap().tls12.clone()
+        let mut st = self.state.lock().unwrap();
+        if st.tls12.is_none() {
+            // Kept here too: if the handshake resumes it, this control
+            // connection's data connections resume the same session.
+            st.tls12 = self.shared_tls12();
+        }
+        st.tls12.clone()
     }
 
     fn remove_tls12_session(&self, _: &ServerName<'static>) {
@@ -371,17 +466,27 @@ impl suppaftp::tokio::TokioTlsStream for FtpsStream {
 #[derive(Clone)]
 pub struct FtpsConnector {
     tls: suppaftp::tokio_rustls::TlsConnector,
-    /// The control connection's outbox, for the first stream made (the
-    /// control connection); any later one (suppaftp's own data
-    /// connections, which ftpdrop does not use) gets one of its own.
-    outbox: Arc<std::sync::Mutex<Option<Outbox>>>,
+    /// The control connection's outbox and session cache, for the first
+    /// stream made (the control connection); any later one (suppaftp's own
+    /// data connections, which ftpdrop does not use) gets an outbox of its
+    /// own and tells the cache nothing.
+    control: Arc<std::sync::Mutex<Option<ControlParts>>>,
 }
 
+/// What only the control connection's stream gets: its outbox, and the
+/// session cache to tell how its handshake went.
+type ControlParts = (Outbox, Arc<SessionCache>);
+
 impl FtpsConnector {
-    pub fn new(config: Arc<ClientConfig>, outbox: Outbox) -> FtpsConnector {
+    /// `config` must be the one [`for_session`] gave with `cache`.
+    pub fn new(
+        config: Arc<ClientConfig>,
+        outbox: Outbox,
+        cache: Arc<SessionCache>,
+    ) -> FtpsConnector {
         FtpsConnector {
             tls: suppaftp::tokio_rustls::TlsConnector::from(config),
-            outbox: Arc::new(std::sync::Mutex::new(Some(outbox))),
+            control: Arc::new(std::sync::Mutex::new(Some((outbox, cache)))),
         }
     }
 }
@@ -413,12 +518,20 @@ impl suppaftp::tokio::AsyncTlsConnector for FtpsConnector {
         Box::pin(async move {
             let name = ServerName::try_from(domain.to_string())
                 .map_err(|e| suppaftp::FtpError::SecureError(e.to_string()))?;
-            let outbox = self.outbox.lock().unwrap().take().unwrap_or_default();
-            self.tls
+            let control = self.control.lock().unwrap().take();
+            let inner = self
+                .tls
                 .connect(name, stream)
                 .await
-                .map(|inner| FtpsStream { inner, outbox })
-                .map_err(|e| suppaftp::FtpError::SecureError(e.to_string()))
+                .map_err(|e| suppaftp::FtpError::SecureError(e.to_string()))?;
+            let outbox = match control {
+                Some((outbox, cache)) => {
+                    cache.control_done(inner.get_ref().1.handshake_kind());
+                    outbox
+                }
+                None => Outbox::default(),
+            };
+            Ok(FtpsStream { inner, outbox })
         })
     }
 }
