@@ -22,7 +22,10 @@ fn server_def(srv: &FtpServer, max_rate: Option<&str>) -> serde_json::Value {
     v
 }
 
-/// 24 MiB with `max_rate: "4M"` (4 MiB/s) take about 6 s: 5.5 to 7.
+/// 24 MiB with `max_rate: "4M"` (4 MiB/s) take about 6 s: no less than 5.5
+/// (the limit holds), no more than 9 (a limiter that throttled to half the
+/// rate would take 12). The upper bound was 7 s until a CI run on a loaded
+/// machine took 7.27 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_limit_of_4m_sends_24_mib_in_about_6_s() {
     let srv = FtpServer::start().await;
@@ -44,7 +47,7 @@ async fn a_global_limit_of_4m_sends_24_mib_in_about_6_s() {
     assert_eq!(states[0].1, ftpdrop::JobState::Done);
     support::assert_same_file(&local, srv.path("rate/r.bin"));
     assert!(
-        took >= Duration::from_millis(5500) && took <= Duration::from_secs(7),
+        took >= Duration::from_millis(5500) && took <= Duration::from_secs(9),
         "24 MiB at 4 MiB/s took {took:?}"
     );
     eprintln!("24 MiB at max_rate 4M: {:.2} s", took.as_secs_f64());
