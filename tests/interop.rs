@@ -1236,6 +1236,16 @@ async fn tls_reuse(t: &Target, log: &Path, version: &str) -> Outcome {
     ensure(learned.contains("\"pipelining\": true"), || {
         format!("no pipelining verdict over TLS: {learned}")
     })?;
+    // The key exchange group the server took is kept for the next run's
+    // first logins (rustls reports it for TLS 1.3).
+    let group = learned
+        .split("\"tls_group\": ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u16>().ok());
+    ensure(version != "TLSv1.3" || group.is_some(), || {
+        format!("no key exchange group learned: {learned}")
+    })?;
     // The second session's control handshake resumed the first one's TLS
     // 1.2 session, and its probe's data connection went through.
     let control = version == "TLSv1.2";
@@ -1244,12 +1254,15 @@ async fn tls_reuse(t: &Target, log: &Path, version: &str) -> Outcome {
         || format!("no verdict on resuming control connections: {learned}"),
     )?;
     Ok(format!(
-        "{reused} data connections resumed the {version} session, 2 sessions, pipelined{}",
+        "{reused} data connections resumed the {version} session, 2 sessions, pipelined{}{}",
         if control {
             ", control connection resumed"
         } else {
             ""
-        }
+        },
+        group
+            .map(|g| format!(", key exchange group {g} kept"))
+            .unwrap_or_default()
     ))
 }
 

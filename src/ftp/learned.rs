@@ -58,6 +58,11 @@ pub struct Facts {
     /// mod_tls), where each control connection does a full handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_tls_resume: Option<bool>,
+    /// The TLS key exchange group the server took (its IANA number; 23 is
+    /// P-256): a restarted daemon's first logins offer it at once, rather
+    /// than each paying a HelloRetryRequest round trip to learn it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_group: Option<u16>,
     /// When these facts were learned, in seconds since the epoch.
     pub learned_at: u64,
 }
@@ -145,6 +150,10 @@ impl Learned {
 
     pub fn set_cheap_logins(&self, key: &ServerKey, cheap: bool) {
         self.update(key, |f| f.cheap_logins = Some(cheap));
+    }
+
+    pub fn set_tls_group(&self, key: &ServerKey, group: u16) {
+        self.update(key, |f| f.tls_group = Some(group));
     }
 
     pub fn set_control_tls_resume(&self, key: &ServerKey, works: bool) {

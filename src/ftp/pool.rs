@@ -441,7 +441,7 @@ impl Pool {
                     segments: AtomicU8::new(segments),
                     probing: AtomicBool::new(false),
                     global_waiting: AtomicUsize::new(0),
-                    control_tls: Arc::default(),
+                    control_tls: Arc::new(crate::tls::ControlShare::with_group(facts.tls_group)),
                     facts: Mutex::new(facts),
                 })
             })
@@ -912,6 +912,12 @@ impl Pool {
                     )
                     .await;
                 }
+            }
+        }
+        if let Some(group) = slot.control_tls.group() {
+            let known = slot.facts.lock().unwrap().tls_group.replace(group);
+            if known != Some(group) {
+                self.learned.set_tls_group(key, group);
             }
         }
         match connected {

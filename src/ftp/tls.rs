@@ -172,6 +172,21 @@ pub struct ControlShare {
     tls12: Mutex<Option<Tls12ClientSessionValue>>,
 }
 
+impl ControlShare {
+    /// Starts with the group learned earlier, if any.
+    pub fn with_group(group: Option<u16>) -> ControlShare {
+        ControlShare {
+            kx_hint: Mutex::new(group.map(NamedGroup::from)),
+            ..ControlShare::default()
+        }
+    }
+
+    /// The key exchange group the server took, as its IANA number.
+    pub fn group(&self) -> Option<u16> {
+        self.kx_hint.lock().unwrap().map(u16::from)
+    }
+}
+
 /// A control connection's part in its server's [`ControlShare`].
 #[derive(Debug, Clone)]
 pub struct Sharing {
