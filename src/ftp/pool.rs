@@ -851,34 +851,27 @@ impl Pool {
             );
         }
         let started = Instant::now();
-        let share = |sessions: bool| {
-            Some(crate::tls::Sharing {
+        // `tls12`: TLS 1.2 only; `sessions`: the control handshake may
+        // resume the TLS 1.2 session another control connection left.
+        let connect = |tls12: bool, sessions: bool| {
+            let tls = tls_config(tls12)?;
+            let share = crate::tls::Sharing {
                 share: slot.control_tls.clone(),
                 sessions,
+            };
+            let facts = &facts;
+            Ok::<_, Fault>(async move {
+                Session::connect(spec, tls, self.timeouts, facts, Some(share)).await
             })
         };
         let resume = facts.control_tls_resume != Some(false);
-        let mut connected = Session::connect(
-            spec,
-            tls_config(tls12)?,
-            self.timeouts,
-            &facts,
-            share(resume),
-        )
-        .await;
+        let mut connected = connect(tls12, resume)?.await;
         if tls12 {
             if let Err(f) = &connected {
                 if f.message.contains("TLS") {
                     // Learned TLS 1.2, but the server speaks TLS 1.3 only:
                     // stay with 1.3 and let sessions end as their tickets do.
-                    let again = Session::connect(
-                        spec,
-                        tls_config(false)?,
-                        self.timeouts,
-                        &facts,
-                        share(resume),
-                    )
-                    .await;
+                    let again = connect(false, resume)?.await;
                     if again.is_ok() {
                         tracing::info!(server = %key, error = %f, "the server refused TLS 1.2; staying with TLS 1.3");
                         slot.facts.lock().unwrap().tls12 = Some(false);
@@ -903,14 +896,7 @@ impl Pool {
                     // Its data connections would be refused too: log in
                     // again with a handshake of its own.
                     let tls12 = slot.facts.lock().unwrap().tls12 == Some(true);
-                    connected = Session::connect(
-                        spec,
-                        tls_config(tls12)?,
-                        self.timeouts,
-                        &facts,
-                        share(false),
-                    )
-                    .await;
+                    connected = connect(tls12, false)?.await;
                 }
             }
         }
