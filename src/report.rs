@@ -281,23 +281,40 @@ fn owner_only_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> 
 /// never a mix. The file is readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    // A temp name of this writer's own: two writers of one path at once
+    // (instances sharing a folder, a sweep beside a job's end) each rename
+    // a whole file instead of interleaving into a shared temp file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp",
+        ".{}.{}-{}.tmp",
         path.file_name()
             .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    {
+    let written = (|| {
         let mut f = owner_only_file(&tmp, false)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)?;
+    written?;
     #[cfg(unix)]
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Whether `name` is a temp file of [`write_atomic`] (left by a crash if it
+/// is old).
+pub fn is_atomic_temp(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
 }
 
 /// One line of the journal.

@@ -174,6 +174,15 @@ impl Webhooks {
                 next_at: 0,
             };
             let path = self.dir.join(format!("{job}.{i}.json"));
+            // The same run of the job ended twice (it cannot; if it ever
+            // did): its delivery is queued once, its retry state kept.
+            let same = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Pending>(&b).ok())
+                .is_some_and(|q| q.key == p.key);
+            if same {
+                continue;
+            }
             let written = std::fs::create_dir_all(&self.dir).and_then(|_| {
                 crate::report::write_atomic(&path, &serde_json::to_vec(&p).unwrap_or_default())
             });
@@ -201,18 +210,30 @@ impl Webhooks {
 
     /// One attempt at every delivery that is due.
     pub async fn pass(self: &Arc<Self>) {
+        self.pass_until(&tokio_util::sync::CancellationToken::new())
+            .await
+    }
+
+    /// As [`Self::pass`], stopping between deliveries once `stop` is
+    /// cancelled; a delivery under way is finished, never cut off.
+    async fn pass_until(self: &Arc<Self>, stop: &tokio_util::sync::CancellationToken) {
         for path in self.queued() {
-            self.clone().attempt(&path).await;
+            if stop.is_cancelled() {
+                return;
+            }
+            let this = self.clone();
+            // The whole attempt (claim, POST, the queue file's update) is one
+            // blocking call: if this task is dropped, the thread still
+            // finishes its bookkeeping, and its claim keeps every other pass
+            // off the file until then.
+            let _ = tokio::task::spawn_blocking(move || this.attempt(&path)).await;
         }
     }
 
     /// Delivers what is queued (now and from earlier runs) until `stop`.
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
-            tokio::select! {
-                _ = self.pass() => {}
-                _ = stop.cancelled() => return,
-            }
+            self.pass_until(&stop).await;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -221,11 +242,14 @@ impl Webhooks {
         }
     }
 
-    async fn attempt(self: Arc<Self>, path: &Path) {
-        let Ok(mut p) = std::fs::read(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| serde_json::from_slice::<Pending>(&b).map_err(anyhow::Error::from))
-        else {
+    /// One attempt at the delivery queued in `path`, if it is due and no
+    /// other pass (of this process or another instance sharing `checked/`)
+    /// has it.
+    fn attempt(&self, path: &Path) {
+        let Some(claim) = Claim::take(path) else {
+            return;
+        };
+        let Ok(mut p) = serde_json::from_slice::<Pending>(&claim.bytes) else {
             let _ = std::fs::remove_file(path);
             return;
         };
@@ -247,17 +271,16 @@ impl Webhooks {
                 return;
             }
         };
-        let p2 = p.clone();
-        let sent = tokio::task::spawn_blocking(move || post(&hook, &p2, &body)).await;
-        let result = match sent {
-            Ok(Ok(status)) if (200..300).contains(&status) => Ok(status),
-            Ok(Ok(status)) => Err(format!("the receiver answered {status}")),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(e) => Err(e.to_string()),
+        let result = match post(&hook, &p, &body) {
+            Ok(status) if (200..300).contains(&status) => Ok(status),
+            Ok(status) => Err(format!("the receiver answered {status}")),
+            Err(e) => Err(format!("{e:#}")),
         };
         p.attempts += 1;
         match result {
             Ok(status) => {
+                // Removed while the claim is held: a pass waiting for the
+                // claim finds the path gone.
                 let _ = std::fs::remove_file(path);
                 self.events.emit(Event::WebhookDelivered {
                     job: p.job,
@@ -275,6 +298,8 @@ impl Webhooks {
                 if gave_up {
                     let _ = std::fs::remove_file(path);
                 } else {
+                    // A new file under the same name: a pass holding the
+                    // old one sees that it was replaced.
                     let _ = crate::report::write_atomic(
                         path,
                         &serde_json::to_vec(&p).unwrap_or_default(),
@@ -289,6 +314,32 @@ impl Webhooks {
                 });
             }
         }
+        drop(claim);
+    }
+}
+
+/// A queue file taken by one pass: locked (released when dropped, or when
+/// the process dies), and still the file its path names.
+struct Claim {
+    _file: std::fs::File,
+    bytes: Vec<u8>,
+}
+
+impl Claim {
+    fn take(path: &Path) -> Option<Claim> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).ok()?;
+        file.try_lock().ok()?;
+        // Between our open and our lock, the holder may have removed the
+        // file (delivered) or replaced it (rescheduled): a lock on the old
+        // file is a claim on nothing.
+        let now = same_file::Handle::from_path(path).ok()?;
+        if same_file::Handle::from_file(file.try_clone().ok()?).ok()? != now {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        Some(Claim { _file: file, bytes })
     }
 }
 

@@ -257,3 +257,116 @@ fn webhook_urls_come_only_from_the_config_and_are_checked() {
     .unwrap_err();
     assert!(p.join(" ").contains("entries[0].webhook"), "{p:?}");
 }
+
+/// A receiver that holds each request for `delay` before answering 204,
+/// counting requests as they arrive and as they are answered.
+async fn slow_receiver(delay: Duration) -> (String, Arc<Mutex<(usize, usize)>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<(usize, usize)>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(
+                move |State(s): State<Arc<Mutex<(usize, usize)>>>| async move {
+                    s.lock().unwrap().0 += 1;
+                    tokio::time::sleep(delay).await;
+                    s.lock().unwrap().1 += 1;
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// One queued delivery of job `j`, with its receipt in `checked/`.
+fn queue_one(cfg: &ftpdrop::Config) -> Arc<ftpdrop::webhook::Webhooks> {
+    use ftpdrop::events::Sink;
+    std::fs::write(
+        cfg.checked.join("j.report.json"),
+        br#"{"job":"j","state":"done","claimed_at":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let hooks = ftpdrop::webhook::Webhooks::new(cfg, ftpdrop::events::Events::new());
+    hooks.on_event(&ftpdrop::events::Event::JobFinished {
+        job: "j".into(),
+        state: ftpdrop::JobState::Done,
+        done: 1,
+        failed: 0,
+    });
+    assert_eq!(hooks.pending(), 1);
+    hooks
+}
+
+/// The mechanism behind issue 27: a pass stopped while its POST was on the
+/// wire (a shutdown) left that POST running, and the queue file behind it;
+/// the next pass (the restarted daemon) sent it again. And two passes at
+/// once (two instances sharing `checked/`) each sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_taken_by_exactly_one_pass() {
+    let (url, seen) = slow_receiver(Duration::from_millis(800)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with_hook(dir.path(), &url);
+
+    // A pass dropped mid-POST, then a new pass while the first POST is on the wire.
+    let first = queue_one(&cfg);
+    let pass = tokio::spawn({
+        let first = first.clone();
+        async move { first.pass().await }
+    });
+    assert!(
+        support::wait_until(Duration::from_secs(10), || seen.lock().unwrap().0 == 1).await,
+        "the first POST arrives"
+    );
+    pass.abort();
+    let restarted = ftpdrop::webhook::Webhooks::new(&cfg, ftpdrop::events::Events::new());
+    restarted.pass().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    restarted.pass().await;
+    assert_eq!(*seen.lock().unwrap(), (1, 1), "one POST, answered");
+    assert_eq!(
+        restarted.pending(),
+        0,
+        "the delivered one is no longer queued"
+    );
+
+    // Two instances' passes at once.
+    let a = queue_one(&cfg);
+    let b = ftpdrop::webhook::Webhooks::new(&cfg, ftpdrop::events::Events::new());
+    tokio::join!(a.pass(), b.pass());
+    a.pass().await;
+    b.pass().await;
+    assert_eq!(*seen.lock().unwrap(), (2, 2), "one more POST, not two");
+    assert_eq!(a.pending(), 0);
+}
+
+/// An invalid job's receipt is delivered too (issue 19): the event used to
+/// fire before the receipt existed, and the delivery was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_jobs_receipt_is_delivered() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = receiver(listener, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_with_hook(dir.path(), &url);
+    cfg.notify.webhooks[0].on = vec!["invalid".into()];
+    let (stop, daemon) = run_daemon(cfg.clone()).await;
+    std::fs::write(cfg.inbox.join("broken.json"), b"[{\"nope\": 1}]").unwrap();
+    let ok = support::wait_until(Duration::from_secs(20), || {
+        !got.lock().unwrap().ok.is_empty()
+    })
+    .await;
+    assert!(ok, "the invalid job's receipt is delivered");
+    let (body, key) = {
+        let r = got.lock().unwrap();
+        (r.ok[0].1.clone(), r.keys[0].clone())
+    };
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["job"], "broken");
+    assert_eq!(body["state"], "invalid");
+    assert!(!key.ends_with('@'), "the key names the run: {key}");
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+}

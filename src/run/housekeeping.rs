@@ -153,6 +153,36 @@ fn ended_at(receipt: &Receipt, receipt_path: &Path) -> Option<SystemTime> {
 /// final jobs older than `retention_days` (0: never). Returns how many
 /// jobs were removed.
 pub fn sweep(checked: &Path, retention_days: u64) -> usize {
+    // A sweep slower than the interval is not joined by the next one.
+    static SWEEPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEEPING.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return 0;
+    }
+    let removed = sweep_once(checked, retention_days);
+    remove_stale_temps(checked);
+    remove_stale_temps(&checked.join("webhooks"));
+    SWEEPING.store(false, std::sync::atomic::Ordering::Release);
+    removed
+}
+
+/// Temp files of atomic writes that a crash left behind: an hour old, no
+/// writer still holds them.
+fn remove_stale_temps(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if crate::report::is_atomic_temp(&name) && stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+fn sweep_once(checked: &Path, retention_days: u64) -> usize {
     let keep_for = Duration::from_secs(retention_days.saturating_mul(86_400));
     let mut removed = 0;
     for job_file in crate::intake::scan(checked)

@@ -206,11 +206,7 @@ async fn run_claimed(
             let mut receipt = Receipt::new(&job_name, job_file);
             receipt.state = JobState::Invalid;
             receipt.finished_at = Some(crate::report::now());
-            ctx.events.emit(Event::JobInvalid {
-                job: job_name.clone(),
-                problems: problems.clone(),
-            });
-            receipt.problems = problems;
+            receipt.problems = problems.clone();
             let report = match ReportHandle::open(paths, receipt, Some(ctx.health.clone())) {
                 Ok(r) => r,
                 Err(e) => {
@@ -218,7 +214,13 @@ async fn run_claimed(
                     return JobState::Invalid;
                 }
             };
-            return report.finish().await;
+            let state = report.finish().await;
+            // After the receipt exists: a webhook delivers the receipt.
+            ctx.events.emit(Event::JobInvalid {
+                job: job_name.clone(),
+                problems,
+            });
+            return state;
         }
     };
 
