@@ -281,17 +281,18 @@ fn owner_only_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> 
 /// never a mix. The file is readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    // A temp name of this writer's own: two writers of one path at once
-    // (instances sharing a folder, a sweep beside a job's end) each rename
-    // a whole file instead of interleaving into a shared temp file.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // A temp name of this process's own: two instances writing one file at
+    // once (the learned facts, a job's end beside another's sweep) each
+    // rename a whole file instead of interleaving into a shared temp file.
+    // Within a process each file has one writer at a time (a receipt under
+    // its job's lock, the learned facts under their mutex, a claimed job's
+    // redaction under its lock).
     let tmp = dir.join(format!(
-        ".{}.{}-{}.tmp",
+        ".{}.{}.tmp",
         path.file_name()
             .map(|f| f.to_string_lossy().to_string())
             .unwrap_or_default(),
         std::process::id(),
-        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let written = (|| {
         let mut f = owner_only_file(&tmp, false)?;

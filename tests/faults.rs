@@ -1161,7 +1161,10 @@ async fn receipt_write_failure_is_retried_and_does_not_block_other_jobs() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let squat = cfg.checked.join(".blocked.report.json.tmp");
+    // The daemon runs in this process: its temp names carry this pid.
+    let squat = cfg
+        .checked
+        .join(format!(".blocked.report.json.{}.tmp", std::process::id()));
     std::fs::create_dir_all(squat.join("x")).unwrap();
     let a = dir.path().join("data/a.txt");
     let b = dir.path().join("data/b.txt");

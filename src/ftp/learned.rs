@@ -168,23 +168,24 @@ impl Learned {
         let Some(path) = &self.path else {
             return;
         };
-        let bytes = {
-            let mut servers = self.servers.lock().unwrap();
-            let f = servers.entry(key.to_string()).or_default();
-            let before = f.clone();
-            change(f);
-            if *f == before {
-                return;
-            }
-            f.learned_at = now_secs();
-            let file = StateFile {
-                servers: servers.clone(),
-            };
-            serde_json::to_vec_pretty(&file).expect("state serializes")
+        let mut servers = self.servers.lock().unwrap();
+        let f = servers.entry(key.to_string()).or_default();
+        let before = f.clone();
+        change(f);
+        if *f == before {
+            return;
+        }
+        f.learned_at = now_secs();
+        let file = StateFile {
+            servers: servers.clone(),
         };
+        let bytes = serde_json::to_vec_pretty(&file).expect("state serializes");
+        // Written under the lock: one writer at a time, and the newest
+        // facts last.
         if let Err(e) = crate::report::write_atomic(path, &bytes) {
             tracing::warn!(path = %path.display(), error = %e, "cannot save what was learned about servers");
         }
+        drop(servers);
     }
 }
 

@@ -128,6 +128,10 @@ pub fn redacted(bytes: &[u8]) -> Option<Vec<u8>> {
 /// A file that is not JSON at all (an invalid job) cannot be taken apart;
 /// it stays as it is, readable by the owner only.
 pub fn redact_claimed(job_file: &Path) -> Result<bool> {
+    // One rewrite at a time in this process (a job's end beside a sweep):
+    // their atomic writes share this process's temp name.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bytes =
         std::fs::read(job_file).with_context(|| format!("cannot read {}", job_file.display()))?;
     let Some(out) = redacted(&bytes) else {
