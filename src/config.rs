@@ -122,9 +122,14 @@ pub struct StatusConfig {
     /// `address:port`; null turns the API off. Default `127.0.0.1:9180`.
     /// Anything but a loopback address needs `token_file`.
     pub listen: Option<String>,
-    /// A file whose first line is the bearer token every request must carry
-    /// (`Authorization: Bearer <token>`).
+    /// A file whose first line is the token every request must carry
+    /// (`Authorization: Bearer <token>`). Default: `ftpdrop-api-token`
+    /// beside `checked/`, generated at first start, owner-only.
     pub token_file: Option<PathBuf>,
+    /// Host names the API answers to besides IP addresses and `localhost`
+    /// (a reverse proxy's name). Any other `Host` is refused, so that a web
+    /// page cannot reach the API through a name of its own (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for StatusConfig {
@@ -132,6 +137,7 @@ impl Default for StatusConfig {
         StatusConfig {
             listen: Some("127.0.0.1:9180".into()),
             token_file: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

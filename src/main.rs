@@ -120,6 +120,12 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         limit: usize,
     },
+    /// Print the dashboard's address with the API token in its fragment (the
+    /// part a browser never sends); open it in a browser on this machine.
+    Dashboard {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
         #[arg(value_enum)]
@@ -278,6 +284,27 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Status { config, job, limit } => {
             let config = Config::load(config.as_deref())?;
             status(&config, job.as_deref(), limit)
+        }
+        Command::Dashboard { config } => {
+            let config = Config::load(config.as_deref())?;
+            let Some(addr) = config.status.listen_addr()? else {
+                anyhow::bail!("status.listen is null: the status API (and its dashboard) is off");
+            };
+            let path = config
+                .status
+                .token_file
+                .clone()
+                .unwrap_or_else(|| ftpdrop::status::auth::default_token_file(&config.checked));
+            let token = ftpdrop::status::auth::load_or_create(&path, false).context(
+                "the daemon makes the token at its first start; run this as its user once it has",
+            )?;
+            let host = if addr.ip().is_unspecified() {
+                format!("127.0.0.1:{}", addr.port())
+            } else {
+                addr.to_string()
+            };
+            println!("http://{host}/#token={token}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -123,6 +123,7 @@ async fn a_reload_changes_the_limit_within_a_second() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let api = *addr.get().unwrap();
+    support::http::register(api, ftpdrop::status::auth::default_token_file(&cfg.checked));
     assert_eq!(
         support::http::get(api, "/api/limits").json()["max_rate"].as_u64(),
         Some(MIB)

@@ -36,7 +36,15 @@ async fn live_progress_through_the_api_sse_and_websocket() {
     let d = Daemon::start(dir, cfg);
     let api = d.api().await;
     let sse = http::sse(api, &[]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{api}/api/ws"))
+    let ws_request = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = format!("ws://{api}/api/ws").into_client_request().unwrap();
+        let bearer = format!("Bearer {}", http::token(api).expect("the API token"));
+        r.headers_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        r
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request)
         .await
         .expect("WebSocket connects");
     d.drop_job("big", &json!([via(&proxy, &srv, &local, "live")]));
@@ -296,11 +304,26 @@ async fn token_submit_health_and_ready() {
     support::write_file(&local, b"posted through the API");
     let d = Daemon::start(dir, cfg);
     let api = d.api().await;
-    let auth = [("Authorization", "Bearer s3cret-token")];
-    for path in ["/health", "/ready", "/metrics", "/api/jobs", "/"] {
-        assert_eq!(http::get(api, path).status, 401, "{path} without a token");
+    let auth = [
+        ("Authorization", "Bearer s3cret-token"),
+        ("Content-Type", "application/json"),
+    ];
+    for path in [
+        "/metrics",
+        "/api/jobs",
+        "/api/servers",
+        "/api/events",
+        "/api/ws",
+    ] {
+        let none = http::request(api, "GET", path, &[http::NO_AUTH], b"");
+        assert_eq!(none.status, 401, "{path} without a token");
         let wrong = http::request(api, "GET", path, &[("Authorization", "Bearer nope")], b"");
         assert_eq!(wrong.status, 401, "{path} with a wrong token");
+    }
+    // Probes and the page (which holds no data, and asks for the token) are open.
+    for path in ["/health", "/ready", "/"] {
+        let none = http::request(api, "GET", path, &[http::NO_AUTH], b"");
+        assert_ne!(none.status, 401, "{path} without a token");
     }
     assert_eq!(http::request(api, "GET", "/health", &auth, b"").status, 200);
     let started = Instant::now();

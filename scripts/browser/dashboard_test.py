@@ -107,7 +107,15 @@ def main():
                   f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
             opts.add_argument(a)
         driver = webdriver.Chrome(service=Service(which("chromedriver")), options=opts)
-        driver.get(base + "/")
+        # As an operator opens it: the address `ftpdrop dashboard` prints,
+        # the API token in its fragment.
+        url = subprocess.run([binary, "dashboard", "--config", cfg], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        if not url.startswith(base + "/#token="):
+            fail(f"ftpdrop dashboard printed {url!r}")
+        driver.get(url)
+        if "token=" in driver.current_url:
+            fail("the token stays in the address bar")
         if driver.title != "ftpdrop":
             fail(f"page title {driver.title!r}")
 

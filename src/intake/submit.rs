@@ -13,6 +13,9 @@ fn free(inbox: &Path, checked: &Path, name: &str) -> bool {
         && !checked.join(format!("{name}.report.json")).exists()
 }
 
+/// The longest job name it gives (bytes), before any `-<n>`.
+const MAX_STEM: usize = 150;
+
 /// Writes `bytes` into `inbox` as a new job named after `stem`; returns the
 /// job's name. A hidden temp file is linked into place, which fails rather
 /// than overwrite a job that took the name meanwhile.
@@ -32,8 +35,36 @@ pub fn into_inbox(inbox: &Path, checked: &Path, stem: &str, bytes: &[u8]) -> Res
     } else {
         stem
     };
-    let tmp = inbox.join(format!(".{stem}.{}.json.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Room for `-<n>`, `.report.json` and the journal's suffix within the
+    // 255 bytes a file name may have.
+    let stem: String = stem
+        .char_indices()
+        .take_while(|(i, c)| i + c.len_utf8() <= MAX_STEM)
+        .map(|(_, c)| c)
+        .collect();
+    // A temp file of this call's own (two requests in one millisecond used
+    // to share one, and swap bodies), owner-only: a job may hold a password.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = inbox.join(format!(
+        ".{stem}.{}-{}.json.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let written = {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(&tmp).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
     let mut name = stem.clone();
     let mut n = 0u32;
     let result = loop {
@@ -73,5 +104,49 @@ mod tests {
             3,
             "no temp file left"
         );
+        let long = super::into_inbox(&inbox, &checked, &"я".repeat(200), b"[]").unwrap();
+        assert!(long.len() <= super::MAX_STEM, "{}", long.len());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(inbox.join(format!("{long}.json")))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "a job may hold a password");
+        }
+    }
+
+    /// Two submissions at once never swap bodies (they shared a temp file).
+    #[test]
+    fn concurrent_submissions_keep_their_bodies() {
+        let d = tempfile::tempdir().unwrap();
+        let (inbox, checked) = (d.path().join("in"), d.path().join("checked"));
+        std::fs::create_dir_all(&inbox).unwrap();
+        std::fs::create_dir_all(&checked).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (inbox, checked) = (inbox.clone(), checked.clone());
+                std::thread::spawn(move || {
+                    (0..40)
+                        .map(|i| {
+                            let body = format!("[{t}, {i}, \"{}\"]", "x".repeat(i * 97));
+                            let name =
+                                super::into_inbox(&inbox, &checked, "api-same-ms", body.as_bytes())
+                                    .unwrap();
+                            (name, body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut names = std::collections::HashSet::new();
+        for t in threads {
+            for (name, body) in t.join().unwrap() {
+                let on_disk = std::fs::read_to_string(inbox.join(format!("{name}.json"))).unwrap();
+                assert_eq!(on_disk, body, "{name}");
+                assert!(names.insert(name));
+            }
+        }
     }
 }

@@ -198,8 +198,8 @@ pub async fn run_with(
         ),
         None => None,
     };
-    let token = match &config.status.token_file {
-        Some(path) => Some(crate::status::http::load_token(path)?),
+    let auth = match &listener {
+        Some(_) => Some(crate::status::http::load_token(&config)?),
         None => None,
     };
     let ctx = make_ctx(config, health.clone());
@@ -228,7 +228,7 @@ pub async fn run_with(
                 let ctx = ctx.clone();
                 Arc::new(move || ctx.config())
             },
-            token,
+            auth,
         });
         tokio::spawn(crate::status::http::serve(
             listener,

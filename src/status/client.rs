@@ -30,12 +30,13 @@ impl Client {
         } else {
             addr.to_string()
         };
-        let token = config
+        // Never generated here: only the daemon makes the token.
+        let path = config
             .status
             .token_file
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+            .clone()
+            .unwrap_or_else(|| crate::status::auth::default_token_file(&config.checked));
+        let token = crate::status::auth::load_or_create(&path, false).ok();
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .http_status_as_error(false)
@@ -51,8 +52,20 @@ impl Client {
     /// GET `path`: the JSON and the HTTP status; `None` if no daemon answers.
     pub fn get(&self, path: &str) -> Option<(u16, Value)> {
         let mut req = self.agent.get(format!("{}{path}", self.base));
+        // Signed over the daemon's nonce, never the token itself: a process
+        // that took the port while the daemon was down learns nothing it
+        // can use.
         if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
+            let mut r = self
+                .agent
+                .get(format!("{}/api/auth/nonce", self.base))
+                .call()
+                .ok()?;
+            let nonce = r.body_mut().read_json::<Value>().ok()?["nonce"]
+                .as_str()?
+                .to_string();
+            let signed = crate::status::auth::sign(t, &nonce, "GET", path);
+            req = req.header("Authorization", signed);
         }
         let mut resp = req.call().ok()?;
         let status = resp.status().as_u16();
@@ -79,7 +92,17 @@ pub fn jobs(config: &Config, limit: usize) -> (Vec<JobSummary>, Source) {
 /// One job: the API's view (receipt plus live `progress`), else its receipt.
 pub fn job(config: &Config, job: &str) -> Option<(Value, Source)> {
     if let Some(c) = Client::from_config(config) {
-        match c.get(&format!("/api/jobs/{job}")) {
+        // Encoded as the server will see it: the signature covers the path.
+        let segment: String = job
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        match c.get(&format!("/api/jobs/{segment}")) {
             Some((200, v)) => return Some((v, Source::Api)),
             Some((404, _)) => {}
             _ => {}

@@ -2,9 +2,14 @@
 //! job submission, health, readiness, Prometheus metrics and the dashboard.
 //!
 //! Everything is JSON except `/metrics` (Prometheus text) and `/` (the
-//! dashboard, embedded in the binary: no CDN). With `status.token_file`,
-//! every request needs `Authorization: Bearer <token>`, compared in
-//! constant time.
+//! dashboard, embedded in the binary: no CDN). Every request passes
+//! [`crate::status::guard`] (no other site, no rebound name) and all but
+//! `/`, `/health` and `/ready` need the token ([`crate::status::auth`]).
+//!
+//! Served by hyper directly rather than `axum::serve`, for what a daemon
+//! that must keep its file descriptors needs: at most [`MAX_CONNECTIONS`]
+//! at once, a request's head within [`HEAD_TIMEOUT`] (an idle keep-alive
+//! connection included), its body within [`BODY_TIMEOUT`].
 
 use crate::config::Config;
 use crate::events::{Event, Events};
@@ -22,7 +27,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -39,9 +43,20 @@ pub struct Api {
     pub pool: Arc<Pool>,
     /// The configuration in force (a reload swaps it).
     pub config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
-    /// SHA-256 of the bearer token, if one is required.
-    pub token: Option<[u8; 32]>,
+    /// What a request must show; `None` only in tests of the handlers.
+    pub auth: Option<crate::status::auth::Verifier>,
 }
+
+/// Connections served at once; more wait in the listen backlog. Far below
+/// the 1,024 descriptors a service usually gets, which jobs need too.
+pub const MAX_CONNECTIONS: usize = 128;
+/// A request's head (or the next one, on a kept-alive connection) must
+/// arrive within this.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's body must arrive within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a WebSocket client may send: the feed is one way.
+const WS_MAX_MESSAGE: usize = 4096;
 
 /// The router, for [`serve`] and for tests.
 pub fn router(api: Arc<Api>) -> Router {
@@ -53,6 +68,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/limits", get(limits))
         .route("/api/events", get(sse))
         .route("/api/ws", get(ws))
+        .route("/api/auth/nonce", get(nonce))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -62,53 +78,125 @@ pub fn router(api: Arc<Api>) -> Router {
 
 /// Serves the API on `listener` until `stop` is cancelled.
 pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, stop: CancellationToken) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let app = router(api);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "status API stopped");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("never closed"),
+            _ = stop.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of descriptors: wait instead of spinning.
+                    tracing::warn!(error = %e, "status API: cannot accept");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
     }
+    while conns.join_next().await.is_some() {}
 }
 
-/// Reads the token file: its first line, trimmed; an empty one is an error.
-pub fn load_token(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("status.token_file: cannot read {}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if token.is_empty() {
-        anyhow::bail!("status.token_file {} is empty", path.display());
-    }
-    Ok(Sha256::digest(token.as_bytes()).into())
+/// Reads the token file (see [`crate::status::auth`]), creating it with a
+/// new token if it is the default one and does not exist yet.
+pub fn load_token(config: &Config) -> anyhow::Result<crate::status::auth::Verifier> {
+    let (path, generate) = match &config.status.token_file {
+        Some(p) => (p.clone(), false),
+        None => (
+            crate::status::auth::default_token_file(&config.checked),
+            true,
+        ),
+    };
+    let token = crate::status::auth::load_or_create(&path, generate)
+        .map_err(|e| e.context("status.token_file"))?;
+    Ok(crate::status::auth::Verifier::new(&token))
+}
+
+fn refuse(code: StatusCode, message: &str) -> Response {
+    (code, Json(json!({"error": message}))).into_response()
 }
 
 async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
-    let Some(want) = api.token else {
-        return next.run(req).await;
+    match refusal(&api, &req) {
+        None => next.run(req).await,
+        Some(refused) => refused,
+    }
+}
+
+/// Why `req` is refused, if it is: the guard, then the token (see the
+/// module doc).
+fn refusal(api: &Api, req: &Request) -> Option<Response> {
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let seen = crate::status::guard::Seen {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        host: h(header::HOST.as_str()),
+        origin: h(header::ORIGIN.as_str()),
+        fetch_site: h("sec-fetch-site"),
+        content_type: h(header::CONTENT_TYPE.as_str()),
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Sha256::digest(t.trim().as_bytes()));
-    // Digests of equal length, compared without an early exit.
-    let ok = given.is_some_and(|g| {
-        g.iter()
-            .zip(want.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    });
-    if ok {
-        next.run(req).await
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "a valid `Authorization: Bearer <token>` is required"})),
-        )
-            .into_response()
+    let allowed = (api.config)().status.allowed_hosts.clone();
+    if let Err((code, why)) = crate::status::guard::check(&seen, &allowed) {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
+        return Some(refuse(code, why));
+    }
+    let open = matches!(
+        req.uri().path(),
+        "/" | "/health" | "/ready" | "/api/auth/nonce"
+    );
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let admitted = match &api.auth {
+        None => true,
+        Some(v) => {
+            open || v.admits(
+                h(header::AUTHORIZATION.as_str()),
+                req.method().as_str(),
+                target,
+            )
+        }
+    };
+    if admitted {
+        return None;
+    }
+    Some((
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "the API token is required: `Authorization: Bearer <token>` (the token is in status.token_file, by default ftpdrop-api-token beside checked/)"})),
+    )
+        .into_response())
+}
+
+/// A nonce for one signed request ([`crate::status::auth`]).
+async fn nonce(State(api): State<Arc<Api>>) -> Response {
+    match &api.auth {
+        Some(v) => Json(json!({"nonce": v.issue()})).into_response(),
+        None => refuse(StatusCode::NOT_FOUND, "no token is in use"),
     }
 }
 
@@ -178,19 +266,29 @@ async fn job_detail(State(api): State<Arc<Api>>, UrlPath(job): UrlPath<String>) 
     Json(v).into_response()
 }
 
-async fn submit_job(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Response {
+async fn submit_job(State(api): State<Arc<Api>>, body: axum::body::Body) -> Response {
     let config = (api.config)();
-    if body.len() as u64 > config.max_job_bytes {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Json(json!({"problems": [format!(
-                "the job is {} bytes, over the limit of {} bytes (max_job_bytes)",
-                body.len(),
-                config.max_job_bytes
-            )]})),
-        )
-            .into_response();
-    }
+    let limit = usize::try_from(config.max_job_bytes).unwrap_or(usize::MAX);
+    // Read within BODY_TIMEOUT and never past the limit: a slow or endless
+    // body holds neither a connection nor memory.
+    let body =
+        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({"problems": [format!(
+                    "the job is over the limit of {} bytes (max_job_bytes), or its body broke off",
+                    config.max_job_bytes
+                )]})),
+            )
+                .into_response(),
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                )
+            }
+        };
     if let Err(problems) = crate::job::parse(&body, &config) {
         return (
             StatusCode::BAD_REQUEST,
@@ -249,7 +347,10 @@ async fn sse(State(api): State<Arc<Api>>) -> impl IntoResponse {
 
 async fn ws(State(api): State<Arc<Api>>, upgrade: WebSocketUpgrade) -> Response {
     let events = api.events.clone();
-    upgrade.on_upgrade(move |socket| ws_feed(socket, events))
+    upgrade
+        .max_message_size(WS_MAX_MESSAGE)
+        .max_frame_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |socket| ws_feed(socket, events))
 }
 
 async fn ws_feed(mut socket: WebSocket, events: Events) {

@@ -8,7 +8,9 @@
 //! the receipts in `checked/`, so history survives restarts and job names
 //! never reset.
 
+pub mod auth;
 pub mod client;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod progress;

@@ -18,6 +18,8 @@ pub struct Daemon {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Where the status API listens, once it does.
     status: std::sync::Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    /// The API's token file.
+    pub token_file: PathBuf,
 }
 
 impl Daemon {
@@ -31,6 +33,11 @@ impl Daemon {
         let (tx, rx) = oneshot::channel::<()>();
         let inbox = cfg.inbox.clone();
         let checked = cfg.checked.clone();
+        let token_file = cfg
+            .status
+            .token_file
+            .clone()
+            .unwrap_or_else(|| ftpdrop::status::auth::default_token_file(&cfg.checked));
         let opts = ftpdrop::daemon::Options::default();
         let status = opts.status_addr.clone();
         let task = tokio::spawn(ftpdrop::daemon::run_with(
@@ -47,6 +54,7 @@ impl Daemon {
             stop: Some(tx),
             task: Some(task),
             status,
+            token_file,
         }
     }
 
@@ -54,6 +62,7 @@ impl Daemon {
     pub async fn api(&self) -> std::net::SocketAddr {
         for _ in 0..500 {
             if let Some(a) = self.status.get() {
+                super::http::register(*a, self.token_file.clone());
                 return *a;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -27,6 +27,32 @@ impl Reply {
     }
 }
 
+/// API tokens of the daemons the tests started, by address: every request
+/// carries its daemon's token unless it names `Authorization` itself (or
+/// [`NO_AUTH`]), as `ftpdrop status` and the dashboard do.
+static TOKENS: Mutex<Vec<(SocketAddr, std::path::PathBuf)>> = Mutex::new(Vec::new());
+
+/// A header that makes [`request`] send no token.
+pub const NO_AUTH: (&str, &str) = ("X-Test-No-Auth", "1");
+
+/// The token file of the daemon at `addr` (the default one is beside `checked/`).
+pub fn register(addr: SocketAddr, token_file: std::path::PathBuf) {
+    TOKENS.lock().unwrap().push((addr, token_file));
+}
+
+/// The token of the daemon at `addr`, if one was registered.
+pub fn token(addr: SocketAddr) -> Option<String> {
+    let file = TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, f)| f.clone())?;
+    let text = std::fs::read_to_string(file).ok()?;
+    Some(text.lines().next()?.trim().to_string())
+}
+
 fn send(
     addr: SocketAddr,
     method: &str,
@@ -34,14 +60,28 @@ fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> TcpStream {
+    let anonymous = headers.contains(&NO_AUTH)
+        || headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    let bearer = (!anonymous)
+        .then(|| token(addr))
+        .flatten()
+        .map(|t| format!("Bearer {t}"));
     let mut s = TcpStream::connect(addr).expect("connect to the status API");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    for (n, v) in headers {
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (n, v) in headers.iter().filter(|h| **h != NO_AUTH) {
         req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if let Some(b) = bearer {
+        req.push_str(&format!("Authorization: {b}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
