@@ -347,12 +347,7 @@ fn validate_file(path: &std::path::Path, config: &Config) -> Result<usize, Vec<S
     let mut problems = Vec::new();
     for e in &job.entries {
         // Opened as the upload would open it, so `local_roots` is applied.
-        match e.open_local().and_then(|f| f.metadata()) {
-            Ok(m) if m.is_dir() => problems.push(format!(
-                "entries[{}].file.local_path: is a directory, not a file: {}",
-                e.index,
-                e.local_path.display()
-            )),
+        match e.open_local() {
             Ok(_) => {}
             Err(err) => {
                 problems.push(ftpdrop::source::read_error(e.index, &e.local_path, err).message)

@@ -55,6 +55,9 @@ pub use crate::reply::Features;
 /// that `mkdir -p` costs round trips only the first time.
 pub type DirCache = Arc<Mutex<HashSet<String>>>;
 
+/// How long a failed data connection waits for the command's refusal.
+const REFUSAL_GRACE: Duration = Duration::from_secs(5);
+
 pub struct Session {
     pub(super) ftp: Ftp,
     pub features: Features,
@@ -774,6 +777,7 @@ impl Session {
         };
         tokio::pin!(handshake);
         let mut shaken = None;
+        let refusal_grace = self.timeouts.command.min(REFUSAL_GRACE);
         let reply = {
             let commands = async {
                 if rest.is_none() && !self.owed.is_empty() {
@@ -794,7 +798,18 @@ impl Session {
                 tokio::select! {
                     r = &mut commands => break Ok(r),
                     r = &mut handshake, if shaken.is_none() => match r {
-                        Err(e) if e.to_string().starts_with("data connection to") => break Err(e),
+                        Err(e) if e.to_string().starts_with("data connection to") => {
+                            // A server that refuses the command closes its
+                            // passive port, and a connect slower than its
+                            // refusal (a loaded machine) fails: the refusal,
+                            // if it comes, is the answer, and the session
+                            // stays in step (proftpd refuses REST beyond the
+                            // end at STOR, the segment probe's verdict).
+                            match tokio::time::timeout(refusal_grace, &mut commands).await {
+                                Ok(Err(refused)) => break Ok(Err(refused)),
+                                _ => break Err(e),
+                            }
+                        }
                         r => shaken = Some(r),
                     }
                 }

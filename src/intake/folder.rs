@@ -57,6 +57,11 @@ fn scan_split(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
         let name = e.file_name().to_string_lossy().to_string();
         let Ok(meta) = e.metadata() else { continue };
         if !meta.is_file() {
+            // A job-named symlink, FIFO or device: claimed only to be set
+            // aside (directories are left alone).
+            if eligible(&name) && !meta.is_dir() && odd_kind(&meta).is_some() {
+                found.push((std::time::UNIX_EPOCH, e.path()));
+            }
             continue;
         }
         if eligible(&name) {
@@ -77,13 +82,99 @@ fn scan_split(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
 /// `flock(2)` on Unix (on Linux NFS clients, and on NFSv4, mapped to the
 /// server's byte-range locks; on SMB/CIFS to the server's share locks) and
 /// `LockFileEx` on Windows.
+///
+/// Only a regular file is opened, never through a symlink, and the open
+/// cannot block (a FIFO swapped in would wait for a writer forever): the
+/// error for anything else carries [`crate::confine::NotAFile`].
 pub fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let f = std::fs::File::open(path)?;
+    let f = lock_free_open(path)?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// Opens a regular file for reading, never through a symlink, never
+/// waiting (see [`lock`]).
+fn lock_free_open(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut o,
+        libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY,
+    );
+    let f = match o.open(path) {
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_a_file(path, "a symbolic link"))
+        }
+        r => r?,
+    };
+    if !f.metadata()?.is_file() {
+        return Err(not_a_file(path, "not a regular file"));
+    }
+    Ok(f)
+}
+
+fn not_a_file(path: &Path, what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        crate::confine::NotAFile(format!("{} is {what}", path.display())),
+    )
+}
+
+fn is_not_a_file(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|r| r.is::<crate::confine::NotAFile>())
+}
+
+/// What an inbox entry is, if it is not a regular file.
+fn odd_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_symlink() {
+        Some("a symbolic link")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else {
+        Some("a special file (a FIFO, a socket or a device)")
+    }
+}
+
+/// Moves an inbox entry that is not a regular file into `checked/` as
+/// `<name>.rejected`, without following or opening it, beside an invalid
+/// receipt that says why.
+fn set_aside(src: &Path, checked: &Path, stem: &str, what: &str) -> std::io::Result<()> {
+    let (dst, name) = (0u32..)
+        .map(|n| {
+            let c = if n == 0 {
+                stem.to_string()
+            } else {
+                format!("{stem}-{n}")
+            };
+            (checked.join(format!("{c}.rejected")), c)
+        })
+        .find(|(d, c)| {
+            std::fs::symlink_metadata(d).is_err()
+                && !checked.join(format!("{c}.json")).exists()
+                && !checked.join(format!("{c}.report.json")).exists()
+        })
+        .expect("a free name");
+    std::fs::rename(src, &dst)?;
+    let mut receipt = crate::report::Receipt::new(&name, &dst);
+    receipt.state = crate::report::JobState::Invalid;
+    receipt.finished_at = Some(crate::report::now());
+    receipt.problems = vec![format!(
+        "the inbox entry is {what}, not a regular file; it was set aside as {} without being followed or opened",
+        dst.display()
+    )];
+    let bytes = serde_json::to_vec_pretty(&receipt).expect("a receipt serializes");
+    crate::report::write_atomic(&checked.join(format!("{name}.report.json")), &bytes)?;
+    warn!(job = %name, what, "inbox entry is not a regular file; set aside as invalid");
+    Ok(())
 }
 
 /// A job for the scheduler.
@@ -111,12 +202,6 @@ pub struct Claimed {
 /// instance can mistake it for an orphan. `Ok(None)` means the file is gone
 /// or locked: another instance is claiming it.
 pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
-    let lock = match lock(src) {
-        Ok(Some(l)) => l,
-        Ok(None) => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
     let name = src
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -126,6 +211,33 @@ pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
     if stem.ends_with(".report") {
         stem.push_str("-job");
     }
+    match std::fs::symlink_metadata(src) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(meta) => {
+            if let Some(what) = odd_kind(&meta) {
+                set_aside(src, checked, &stem, what)?;
+                return Ok(None);
+            }
+        }
+    }
+    let lock = match lock(src) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Swapped for something else since the look above.
+        Err(e) if is_not_a_file(&e) => {
+            let meta = std::fs::symlink_metadata(src)?;
+            set_aside(
+                src,
+                checked,
+                &stem,
+                odd_kind(&meta).unwrap_or("not a regular file"),
+            )?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     for n in 0u32.. {
         let candidate = if n == 0 {
             stem.clone()
@@ -169,7 +281,9 @@ struct Pending {
 fn truncated_json(path: &Path) -> bool {
     use std::io::Read;
     let mut bytes = Vec::new();
-    let read = std::fs::File::open(path).and_then(|f| f.take(64 << 20).read_to_end(&mut bytes));
+    // Never opened if it is not a regular file (a FIFO would block); the
+    // claim sets such entries aside.
+    let read = lock_free_open(path).and_then(|f| f.take(64 << 20).read_to_end(&mut bytes));
     if read.is_err() {
         return false;
     }
@@ -215,8 +329,9 @@ impl Intake {
             self.note_ignored(&name);
             return;
         }
-        let meta = match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => m,
+        let meta = match std::fs::symlink_metadata(path) {
+            // Odd entries (symlinks, FIFOs) go on to be set aside at the claim.
+            Ok(m) if !m.is_dir() => m,
             Ok(_) => return,
             Err(_) => {
                 pending.remove(path);
@@ -283,7 +398,7 @@ impl Intake {
             if p.truncated && p.since.elapsed() < self.incomplete_grace {
                 continue;
             }
-            match std::fs::metadata(path) {
+            match std::fs::symlink_metadata(path) {
                 Ok(m) if Stamp::of(&m) == p.stamp => {
                     if !p.truncated && truncated_json(path) {
                         // Claimed now it would be invalid: wait for the rest.

@@ -86,6 +86,17 @@ impl LocalRoots {
         )
     }
 
+    /// A file a job names besides its `local_path` (a CA bundle): under a
+    /// root after symlinks, or anywhere when nothing is confined.
+    pub fn allows_file(&self, path: &Path) -> Result<(), String> {
+        if self.is_unrestricted() {
+            return Ok(());
+        }
+        // Where it would be, as far as it exists (it may not exist yet; it
+        // is read, capped, only when a connection needs it).
+        self.allows_dir(path)
+    }
+
     /// A folder sources may be moved to: under a root (after symlinks, as
     /// far as it exists), or anywhere when nothing is confined.
     pub fn allows_dir(&self, dir: &Path) -> Result<(), String> {
@@ -110,6 +121,9 @@ impl LocalRoots {
         if rest.iter().any(|n| n == "..") {
             return Err(format!("{} contains ..", dir.display()));
         }
+        // The parts that do not exist yet go where the deepest one that
+        // does exist really is.
+        let real = rest.iter().rev().fold(real, |p, n| p.join(n));
         if self.contains(&real) {
             Ok(())
         } else {
@@ -117,23 +131,129 @@ impl LocalRoots {
         }
     }
 
-    /// Opens `path` for reading, if the file opened lies under a root.
+    /// Opens `path` for reading, if it is a regular file and the file
+    /// opened lies under a root.
+    ///
+    /// Nothing but a regular file is ever opened for a job: the name is
+    /// looked at first (a FIFO, a device or a socket is refused without an
+    /// open, which could block or have effects of its own), outside roots
+    /// it is refused before the open too, and the open itself cannot block
+    /// (`O_NONBLOCK`: a FIFO swapped in meanwhile opens at once and is then
+    /// refused by what the open handle is).
     pub fn open(&self, path: &Path) -> std::io::Result<File> {
-        if self.is_unrestricted() {
-            return File::open(path);
-        }
-        if path.is_relative() {
+        if !self.is_unrestricted() && path.is_relative() {
             // Relative to whatever the daemon's working directory is: not a
             // place a job can be trusted to mean.
             return Err(self.outside(path, path));
         }
-        let file = File::open(path)?;
+        regular(&std::fs::metadata(path)?, path)?;
+        if !self.is_unrestricted() {
+            if let Ok(real) = std::fs::canonicalize(path) {
+                if !self.contains(&real) {
+                    return Err(self.outside(path, &real));
+                }
+            }
+        }
+        let file = open_nonblocking(path)?;
+        regular(&file.metadata()?, path)?;
+        if self.is_unrestricted() {
+            return Ok(file);
+        }
         let real = real_path(&file, path)?;
         if !self.contains(&real) {
             return Err(self.outside(path, &real));
         }
         Ok(file)
     }
+}
+
+/// Reads a small regular file a job names besides its `local_path` (a CA
+/// bundle): no FIFO or device, no open that blocks, at most `cap` bytes.
+pub fn read_small_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    regular(&std::fs::metadata(path)?, path)?;
+    let file = open_nonblocking(path)?;
+    let meta = file.metadata()?;
+    regular(&meta, path)?;
+    if meta.len() > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is {} bytes, over the limit of {cap}",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} grew over the limit of {cap} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The `io::Error` payload for a path that is not a regular file (a FIFO,
+/// a device, a socket, a directory): permanent, whatever the kind says.
+#[derive(Debug)]
+pub struct NotAFile(pub String);
+
+impl std::fmt::Display for NotAFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotAFile {}
+
+fn regular(meta: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "a directory"
+    } else {
+        kind_of(meta)
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        NotAFile(format!("is {what}, not a regular file: {}", path.display())),
+    ))
+}
+
+#[cfg(unix)]
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(not(unix))]
+fn kind_of(_meta: &std::fs::Metadata) -> &'static str {
+    "a special file"
+}
+
+/// Opens for reading without waiting for a writer (a FIFO) or a carrier (a
+/// terminal); on a regular file the flag changes nothing.
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NONBLOCK | libc::O_NOCTTY);
+    o.open(path)
 }
 
 /// Where an open file really is.

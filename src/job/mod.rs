@@ -478,7 +478,20 @@ fn parse_entry(
             );
             None
         }
-        Some(Value::Object(s)) => parse_server(s, p),
+        Some(Value::Object(s)) => parse_server(s, p).and_then(|spec| {
+            // A job names no file beyond its local_path but a CA bundle,
+            // and that one is confined like local_path.
+            match spec.ca_file.as_deref().map(|c| limits.roots.allows_file(c)) {
+                Some(Err(why)) => {
+                    p.add(
+                        "server.ca_file",
+                        format!("must lie under local_roots: {why}"),
+                    );
+                    None
+                }
+                _ => Some(spec),
+            }
+        }),
         Some(other) => {
             p.add(
                 "server",
@@ -514,6 +527,8 @@ fn parse_entry(
                 "ca_file",
                 "a configured server's CA file is set in the configuration, not by a job",
             );
+        } else if let Err(why) = limits.roots.allows_file(std::path::Path::new(&ca)) {
+            p.add("ca_file", format!("must lie under local_roots: {why}"));
         } else if let Some(s) = server.as_mut() {
             s.ca_file = Some(PathBuf::from(ca));
         }

@@ -94,6 +94,12 @@ pub fn read_error(index: usize, path: &Path, e: std::io::Error) -> Fault {
     if let Some(outside) = e.get_ref().and_then(|r| r.downcast_ref::<OutsideRoots>()) {
         return Fault::permanent(format!("{field}: {outside}"));
     }
+    if let Some(odd) = e
+        .get_ref()
+        .and_then(|r| r.downcast_ref::<crate::confine::NotAFile>())
+    {
+        return Fault::permanent(format!("{field}: {odd}"));
+    }
     let why = match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
@@ -191,7 +197,9 @@ pub fn prefetch(file: Opener, expected: u64) -> Prefetch {
             }
             hasher.update(&chunk);
             total += filled as u64;
-            if tx.blocking_send(chunk).is_err() || (filled as u64) < want {
+            // A file that grew past its stamped size is noticed by the
+            // caller from one byte more; no more than that is read.
+            if tx.blocking_send(chunk).is_err() || (filled as u64) < want || total > expected {
                 // Either the uploader gave up (its error is the one to
                 // report), or this was the end of the file.
                 break;
@@ -271,7 +279,11 @@ pub async fn send_range(
 ) -> Result<u64, Fault> {
     #[cfg(target_os = "linux")]
     if let Some(tcp) = upload.plain_tcp() {
-        let file = local.opener().open().map_err(|e| local.read_error(e))?;
+        let opener = local.opener();
+        let file = tokio::task::spawn_blocking(move || opener.open())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| local.read_error(e))?;
         match zero_copy::send(tcp, &file, start, cut, timeout, local).await {
             Ok(n) => return Ok(n),
             // Not every file can be sent this way (some FUSE and special

@@ -67,19 +67,18 @@ pub fn temp_name(run: &str, entry: &Entry) -> String {
     format!(".ftpdrop-{}.part", &hex::encode(h.finalize())[..16])
 }
 
-/// The local file's size and mtime, read from the file `local_roots` allows opening.
-fn local_stamp(entry: &Entry) -> Result<Stamp, Fault> {
-    let meta = entry
-        .open_local()
-        .and_then(|f| f.metadata())
-        .map_err(|e| source::read_error(entry.index, &entry.local_path, e))?;
-    if meta.is_dir() {
-        return Err(Fault::permanent(format!(
-            "entries[{}].file.local_path: is a directory, not a file: {}",
-            entry.index,
-            entry.local_path.display()
-        )));
-    }
+/// The local file's size and mtime, read from the file `local_roots` allows
+/// opening; on a blocking thread (a job's path may be on a slow mount).
+async fn local_stamp(entry: &Entry) -> Result<Stamp, Fault> {
+    let (index, path, roots) = (
+        entry.index,
+        entry.local_path.clone(),
+        entry.local_roots.clone(),
+    );
+    let meta = tokio::task::spawn_blocking(move || roots.open(&path).and_then(|f| f.metadata()))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| source::read_error(index, &entry.local_path, e))?;
     Ok(Stamp::of(&meta))
 }
 
@@ -104,7 +103,7 @@ pub async fn attempt(
     mut journal: impl FnMut(&Memory),
 ) -> Result<Outcome, Fault> {
     let dirs = lease.dirs().clone();
-    let stamp = local_stamp(entry)?;
+    let stamp = local_stamp(entry).await?;
     let dir = normalize_dir(&entry.server_path);
     let final_path = join_remote(&dir, &entry.remote_name);
     let temp_path = join_remote(&dir, &temp_name(run, entry));
@@ -252,7 +251,7 @@ pub async fn attempt(
         other => other?,
     };
 
-    let after = local_stamp(entry)?;
+    let after = local_stamp(entry).await?;
     if after != stamp || sent_total != stamp.size {
         // Never publish a mix of two versions; the next attempt starts over.
         // `memory.source` stays the stamp the temp file was started from, so
