@@ -1416,15 +1416,7 @@ async fn segmented_big(
     support::assert_same_file(&local, &remote);
     no_temp_files(&disk)?;
     let e = &r.entries[0];
-    // The probe runs in a task of its own and may end after the upload (a
-    // 100 MiB stream on loopback takes 0.3 s; a probe on a loaded machine,
-    // longer): its verdict is waited for, not looked for once.
-    let mut verdict = probe_verdict(t);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while verdict.is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        verdict = probe_verdict(t);
-    }
+    let verdict = probe_verdict(t);
     let used = e.segments.unwrap_or(1);
     let note = if segments {
         ensure(used > 1, || {
