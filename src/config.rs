@@ -168,6 +168,7 @@ impl StatusConfig {
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
     /// Server URL(s), comma-separated, e.g. `nats://nats1:4222,nats://nats2:4222`.
+    #[serde(serialize_with = "crate::secret::serialize_url")]
     pub url: String,
     /// The stream holding the jobs; created (work-queue retention) if missing.
     #[serde(default = "default_nats_stream")]

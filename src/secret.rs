@@ -99,3 +99,87 @@ mod tests {
         assert_eq!(scrub("530 bad pass hunter2", &[&s]), "530 bad pass ***");
     }
 }
+
+/// A URL as it may be shown (logs, live events, `check-config`): a
+/// password in its user part and every query value replaced by `***`.
+/// Webhook and NATS URLs carry credentials and tokens there. Several URLs
+/// separated by commas (NATS) are each redacted.
+pub fn redact_url(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            // A lone user part is often a token itself (nats://TOKEN@host).
+            None => format!("***@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, format!("#{f}")),
+                None => (query, String::new()),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}=***"),
+                    None => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}{fragment}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+/// Serializes a URL redacted (see [`redact_url`]).
+pub fn serialize_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// Serializes header values as `***` (they are API keys as often as not).
+pub fn serialize_header_values<S: Serializer>(
+    headers: &std::collections::BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(headers.len()))?;
+    for k in headers.keys() {
+        m.serialize_entry(k, "***")?;
+    }
+    m.end()
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_passwords_tokens_and_query_values() {
+        assert_eq!(
+            redact_url("https://hook:s3cret@example.net/in?token=abc&x=1#f"),
+            "https://hook:***@example.net/in?token=***&x=***#f"
+        );
+        assert_eq!(
+            redact_url("nats://TOKEN@n1:4222,nats://u:p@n2:4222"),
+            "nats://***@n1:4222,nats://u:***@n2:4222"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:8080/hook"),
+            "http://127.0.0.1:8080/hook"
+        );
+    }
+}

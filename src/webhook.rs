@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// `http://` or `https://` URL the receipt is POSTed to.
+    #[serde(serialize_with = "crate::secret::serialize_url")]
     pub url: String,
     /// Final states that trigger it; default all: done, failed, partial, invalid.
     #[serde(default = "all_states")]
@@ -39,7 +40,7 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// Extra request headers (e.g. an API key of the receiver's).
-    #[serde(default)]
+    #[serde(default, serialize_with = "crate::secret::serialize_header_values")]
     pub headers: BTreeMap<String, String>,
     /// PEM CAs trusted for this receiver instead of the system roots.
     #[serde(default)]
@@ -258,7 +259,7 @@ impl Webhooks {
         }
         let hook = self.config.lock().unwrap().webhooks.get(p.webhook).cloned();
         let Some(hook) = hook.filter(|h| h.url == p.url) else {
-            tracing::warn!(job = %p.job, url = %p.url, "webhook no longer configured; delivery dropped");
+            tracing::warn!(job = %p.job, url = %crate::secret::redact_url(&p.url), "webhook no longer configured; delivery dropped");
             let _ = std::fs::remove_file(path);
             return;
         };
@@ -274,7 +275,7 @@ impl Webhooks {
         let result = match post(&hook, &p, &body) {
             Ok(status) if (200..300).contains(&status) => Ok(status),
             Ok(status) => Err(format!("the receiver answered {status}")),
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => Err(format!("{e:#}").replace(&p.url, &crate::secret::redact_url(&p.url))),
         };
         p.attempts += 1;
         match result {
@@ -284,7 +285,7 @@ impl Webhooks {
                 let _ = std::fs::remove_file(path);
                 self.events.emit(Event::WebhookDelivered {
                     job: p.job,
-                    url: p.url,
+                    url: crate::secret::redact_url(&p.url),
                     result: "ok",
                     attempt: p.attempts,
                     detail: format!("{status}"),
@@ -307,7 +308,7 @@ impl Webhooks {
                 }
                 self.events.emit(Event::WebhookDelivered {
                     job: p.job,
-                    url: p.url,
+                    url: crate::secret::redact_url(&p.url),
                     result: if gave_up { "gave_up" } else { "retry" },
                     attempt: p.attempts,
                     detail: why,

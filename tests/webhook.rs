@@ -370,3 +370,38 @@ async fn an_invalid_jobs_receipt_is_delivered() {
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
 }
+
+/// Webhook URLs and header values, and NATS URLs, carry credentials:
+/// `check-config` shows them redacted (issue 19), and so do the events.
+#[test]
+fn check_config_redacts_webhook_and_nats_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&json!({
+            "inbox": dir.path().join("files"), "checked": dir.path().join("checked"),
+            "status": {"listen": null},
+            "notify": {"webhooks": [{"url": "https://hook:pa55word@example.net/in?token=t0k3n",
+                                      "headers": {"X-Api-Key": "k3y-value"}}]},
+            "nats": {"url": "nats://natsuser:natspw@127.0.0.1:4222"},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for secret in ["pa55word", "t0k3n", "k3y-value", "natspw"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(text.contains("X-Api-Key") && text.contains("https://hook:***@example.net/in"));
+}

@@ -95,6 +95,32 @@ pub fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     }
 }
 
+/// The longest job name a claim gives (bytes): its receipt
+/// (`.report.json`), journal and their temp files (`.<name>.<pid>.tmp`)
+/// must fit the 255 bytes of a file name.
+const MAX_JOB_NAME: usize = 200;
+
+/// The job's name from its inbox file's stem: control characters (a newline
+/// or an ESC would forge log lines) become `_`, and a name too long for its
+/// receipt is cut, with a digest of the whole to keep it unique.
+fn claimed_stem(stem: &str) -> String {
+    let clean: String = stem
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    if clean.len() <= MAX_JOB_NAME {
+        return clean;
+    }
+    use sha2::Digest;
+    let digest = hex::encode(&sha2::Sha256::digest(stem.as_bytes())[..4]);
+    let keep: String = clean
+        .char_indices()
+        .take_while(|(i, c)| i + c.len_utf8() <= MAX_JOB_NAME - 9)
+        .map(|(_, c)| c)
+        .collect();
+    format!("{keep}-{digest}")
+}
+
 /// Opens a regular file for reading, never through a symlink, never
 /// waiting (see [`lock`]).
 fn lock_free_open(path: &Path) -> std::io::Result<std::fs::File> {
@@ -206,7 +232,7 @@ pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let mut stem = json_stem(&name).unwrap_or(&name).to_string();
+    let mut stem = claimed_stem(json_stem(&name).unwrap_or(&name));
     // `x.report.json` would be mistaken for a receipt in checked/.
     if stem.ends_with(".report") {
         stem.push_str("-job");
@@ -383,7 +409,7 @@ impl Intake {
         }
         let mut logged = self.ignored.lock().unwrap();
         if logged.len() < 10_000 && logged.insert(name.to_string()) {
-            info!(file = %name, "ignoring a file in the inbox: job files must end in .json");
+            info!(file = ?name, "ignoring a file in the inbox: job files must end in .json");
         }
     }
 
@@ -402,7 +428,7 @@ impl Intake {
                 Ok(m) if Stamp::of(&m) == p.stamp => {
                     if !p.truncated && truncated_json(path) {
                         // Claimed now it would be invalid: wait for the rest.
-                        debug!(path = %path.display(), "job file ends mid-JSON; waiting for its writer");
+                        debug!(path = ?path, "job file ends mid-JSON; waiting for its writer");
                         p.truncated = true;
                         p.immediate = false;
                         continue;
@@ -419,7 +445,7 @@ impl Intake {
             }
         }
         for g in gone {
-            debug!(path = %g.display(), "job file vanished before it was claimed");
+            debug!(path = ?g, "job file vanished before it was claimed");
             pending.remove(&g);
         }
         out.sort();
@@ -538,9 +564,9 @@ impl Intake {
                             return;
                         }
                     }
-                    Ok(None) => debug!(path = %path.display(), "job file gone (claimed elsewhere)"),
+                    Ok(None) => debug!(path = ?path, "job file gone (claimed elsewhere)"),
                     Err(e) => {
-                        warn!(path = %path.display(), error = %e, "cannot claim job file; will retry at the next sweep")
+                        warn!(path = ?path, error = %e, "cannot claim job file; will retry at the next sweep")
                     }
                 }
                 // Keep up with events while draining a large batch.
@@ -691,5 +717,27 @@ mod tests {
         std::fs::remove_file(&gone).unwrap();
         assert_eq!(intake.ready(&mut pending), vec![stays.clone()]);
         assert!(!pending.contains_key(&gone));
+    }
+
+    #[test]
+    fn claimed_names_fit_their_receipts_and_hold_no_control_characters() {
+        let d = tempfile::tempdir().unwrap();
+        let (inbox, checked) = (d.path().join("in"), d.path().join("checked"));
+        std::fs::create_dir_all(&inbox).unwrap();
+        std::fs::create_dir_all(&checked).unwrap();
+        let long = format!("{}.json", "ж".repeat(125));
+        assert_eq!(long.len(), 255);
+        std::fs::write(inbox.join(&long), b"[]").unwrap();
+        let got = super::claim(&inbox.join(&long), &checked).unwrap().unwrap();
+        let name = got.path.file_name().unwrap().to_string_lossy().into_owned();
+        let stem = name.strip_suffix(".json").unwrap();
+        assert!(stem.len() <= super::MAX_JOB_NAME, "{}", stem.len());
+        let receipt = checked.join(format!(".{stem}.report.json.4294967295.tmp"));
+        std::fs::write(&receipt, b"{}").expect("the receipt's temp name fits");
+        let odd = "a\nINFO forged\u{1b}[31m.json";
+        std::fs::write(inbox.join(odd), b"[]").unwrap();
+        let got = super::claim(&inbox.join(odd), &checked).unwrap().unwrap();
+        let name = got.path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name, "a_INFO forged_[31m.json");
     }
 }

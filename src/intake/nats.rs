@@ -65,9 +65,12 @@ pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client> {
             .with_context(|| format!("nats.token_file: cannot read {}", file.display()))?;
         opts = opts.token(token.lines().next().unwrap_or("").to_string());
     }
-    opts.connect(cfg.url.as_str())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", cfg.url))
+    opts.connect(cfg.url.as_str()).await.with_context(|| {
+        format!(
+            "cannot connect to NATS at {}",
+            crate::secret::redact_url(&cfg.url)
+        )
+    })
 }
 
 /// A job name from a message id: what a file name can hold.

@@ -203,6 +203,7 @@ pub fn basename(path: &str) -> Option<&str> {
 
 /// Why a host as written cannot be one, with what to write instead; `None` if it can.
 pub fn bad_host(host: &str) -> Option<String> {
+    let shown = without_password(host.trim());
     let host = host.trim();
     if let Some((scheme, rest)) = host.split_once("://") {
         let rest = rest.rsplit('@').next().unwrap_or(rest);
@@ -219,7 +220,7 @@ pub fn bad_host(host: &str) -> Option<String> {
             _ => "",
         };
         return Some(format!(
-            "{host:?} is a URL, not a host name; write {hint}{tls}"
+            "{shown:?} is a URL, not a host name; write {hint}{tls}"
         ));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -233,7 +234,25 @@ pub fn bad_host(host: &str) -> Option<String> {
             ));
         }
     }
-    Some(format!("{host:?} is not a host name or an IP address"))
+    Some(format!("{shown:?} is not a host name or an IP address"))
+}
+
+/// `host` as it may be shown: a password in a URL's user part (`user:pw@`)
+/// replaced by `***`. A host field is not a place for one, but people paste
+/// URLs, and the message goes to the receipt, the log and the live feed.
+pub fn without_password(host: &str) -> String {
+    let (scheme, rest) = match host.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), host),
+    };
+    let Some((user, after)) = rest.rsplit_once('@') else {
+        return host.to_string();
+    };
+    let user = match user.split_once(':') {
+        Some((name, _)) => format!("{name}:***"),
+        None => user.to_string(),
+    };
+    format!("{scheme}{user}@{after}")
 }
 
 /// The configuration's confinement, as one job's validation needs it.
@@ -808,6 +827,22 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_with_a_password_as_host_is_refused_without_echoing_it() {
+        let job = r#"[{"server": {"host": "ftp://bob:hunter2@ftp.example.net:2121", "port": 21,
+                      "login": "u", "password": "p"},
+                      "file": {"local_path": "/tmp/x", "server_path": "d"}}]"#;
+        let problems = parse_str(job).unwrap_err();
+        let text = problems.join("\n");
+        assert!(
+            text.contains("is a URL") && text.contains("bob:***@"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(without_password("user@host"), "user@host");
+        assert_eq!(without_password("a:b@c@host"), "a:***@host");
+    }
 
     fn parse_str(s: &str) -> Result<Job, Vec<String>> {
         parse(s.as_bytes(), &Config::default())
