@@ -312,3 +312,91 @@ async fn move_to_another_filesystem() {
         "no temp file left"
     );
 }
+
+/// Issue 19: a folder swapped for a symlink after its file was sent. The
+/// attacker copies the file's size and mtime to a file outside
+/// `local_roots`, then swaps the source's folder (and the `move_to` folder)
+/// for symlinks to outside. Deleting, or moving into, the swapped folder
+/// used to touch the outside files; disposal now keeps the source, and the
+/// outside stays as it was. (A swap during the upload fails the entry at
+/// its second look at the file, before any disposal.)
+#[cfg(unix)]
+#[test]
+fn a_folder_swapped_for_a_symlink_leads_disposal_nowhere() {
+    use ftpdrop::report::{Disposal, DisposalState, Stamp};
+    const SIZE: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    let mut cfg = ftpdrop::Config {
+        local_roots: vec![root.clone()],
+        ..Default::default()
+    };
+    cfg.servers = serde_json::from_value(json!({"srv": {
+        "host": "127.0.0.1", "port": 21, "login": "u", "password": "p",
+    }}))
+    .unwrap();
+    let mut sent = Vec::new();
+    for job in ["del", "mv"] {
+        let src = root.join(job).join("f.bin");
+        support::write_random_file(&src, SIZE, 7);
+        // The outside twin: same name, size and mtime.
+        let twin = outside.join(job).join("f.bin");
+        support::write_random_file(&twin, SIZE, 8);
+        let mtime = std::fs::metadata(&src).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&twin)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        sent.push(Stamp::of(&std::fs::metadata(&src).unwrap()));
+    }
+    std::fs::create_dir_all(root.join("archive")).unwrap();
+    std::fs::create_dir_all(outside.join("archive")).unwrap();
+    let jobs = [
+        json!({"after": "delete", "entries": [named(&root.join("del/f.bin"), "d")]}),
+        json!({"after": {"move_to": root.join("archive")},
+               "entries": [named(&root.join("mv/f.bin"), "m")]}),
+    ];
+    let entries: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            ftpdrop::job::parse(&serde_json::to_vec(j).unwrap(), &cfg)
+                .unwrap()
+                .entries
+                .remove(0)
+        })
+        .collect();
+    // The upload is over; the swap comes before the disposal.
+    for d in ["del", "mv", "archive"] {
+        std::fs::rename(root.join(d), root.join(format!("{d}-real"))).unwrap();
+        std::os::unix::fs::symlink(outside.join(d), root.join(d)).unwrap();
+    }
+    let pending = Disposal {
+        state: DisposalState::Pending,
+        to: None,
+        reason: None,
+    };
+    for (job, (entry, stamp)) in ["del", "mv"].iter().zip(entries.iter().zip(sent)) {
+        let d = ftpdrop::upload::dispose::dispose(entry, Some(stamp), &pending, |_| {});
+        assert_eq!(d.state, DisposalState::Kept, "{job}: {d:?}");
+        assert!(
+            d.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("outside local_roots"),
+            "{job}: {d:?}"
+        );
+        assert!(
+            outside.join(job).join("f.bin").exists(),
+            "{job}: the outside twin is untouched"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(outside.join("archive")).unwrap().count(),
+        0,
+        "nothing was moved outside"
+    );
+    assert!(root.join("del-real/f.bin").exists() && root.join("mv-real/f.bin").exists());
+}

@@ -65,6 +65,53 @@ impl LocalRoots {
         self.roots.is_empty()
     }
 
+    /// The folder `dir` as a handle that cannot lead out: opened through the
+    /// root it lies under (cap-std refuses a symlink or `..` that leaves the
+    /// root, whenever it is met), or directly when nothing is confined.
+    /// With `create`, the missing part below the root is made.
+    pub fn open_dir(&self, dir: &Path, create: bool) -> std::io::Result<cap_std::fs::Dir> {
+        let ambient = cap_std::ambient_authority();
+        if self.is_unrestricted() {
+            if create {
+                std::fs::create_dir_all(dir)?;
+            }
+            return cap_std::fs::Dir::open_ambient_dir(dir, ambient);
+        }
+        // Where it is now, as far as it exists: that picks the root. What
+        // is below the root is then walked through the root's handle, so a
+        // swap after this look is caught there.
+        let mut existing = dir.to_path_buf();
+        let mut rest = Vec::new();
+        let real = loop {
+            match std::fs::canonicalize(&existing) {
+                Ok(r) => break r,
+                Err(_) => match (existing.file_name(), existing.parent()) {
+                    (Some(name), Some(parent)) => {
+                        rest.push(name.to_os_string());
+                        existing = parent.to_path_buf();
+                    }
+                    _ => return Err(self.outside(dir, dir)),
+                },
+            }
+        };
+        if rest.iter().any(|n| n == "..") {
+            return Err(self.outside(dir, dir));
+        }
+        let real = rest.iter().rev().fold(real, |p, n| p.join(n));
+        let Some(root) = self.roots.iter().find(|r| real.starts_with(r)) else {
+            return Err(self.outside(dir, &real));
+        };
+        let rel = real.strip_prefix(root).unwrap_or(Path::new(""));
+        let root_dir = cap_std::fs::Dir::open_ambient_dir(root, ambient)?;
+        if rel.as_os_str().is_empty() {
+            return Ok(root_dir);
+        }
+        if create {
+            root_dir.create_dir_all(rel)?;
+        }
+        root_dir.open_dir(rel)
+    }
+
     fn contains(&self, real: &Path) -> bool {
         self.is_unrestricted() || self.roots.iter().any(|r| real.starts_with(r))
     }
