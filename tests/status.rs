@@ -505,3 +505,56 @@ async fn submit_wait_status_completions_manpage() {
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH ftpdrop 1"));
     d.stop().await;
 }
+
+/// One job naming 100 hosts (issue 19: 1,500 made 1,500 series and pool
+/// slots, never pruned): the metrics keep at most `MAX_SERVERS` server
+/// labels plus `other`, and `/api/servers` forgets the hosts once nothing
+/// holds a session to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_hosts_leave_bounded_metrics_and_no_slots() {
+    let (dir, mut cfg) = Daemon::prepare();
+    cfg.retry.max_attempts = 1;
+    let local = dir.path().join("local/x.txt");
+    support::write_file(&local, b"x");
+    let entries: Vec<Value> = (0..100)
+        .map(|_| {
+            let port = support::free_local_addr().port();
+            json!({"server": {"host": "127.0.0.1", "port": port.to_string(), "login": "u", "password": "p"},
+                   "file": {"local_path": local, "server_path": "x"}})
+        })
+        .collect();
+    let d = Daemon::start(dir, cfg);
+    let api = d.api().await;
+    d.drop_job("many", &Value::Array(entries));
+    let r = tokio::time::timeout(Duration::from_secs(60), d.receipt("many"))
+        .await
+        .expect("the job ends");
+    assert_eq!(r.state, ftpdrop::JobState::Failed);
+    let m = tokio::task::spawn_blocking(move || http::get(api, "/metrics").body)
+        .await
+        .unwrap();
+    let servers: std::collections::HashSet<&str> = m
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("server=\"").nth(1))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert!(
+        servers.len() <= ftpdrop::status::metrics::MAX_SERVERS + 1,
+        "{} server labels",
+        servers.len()
+    );
+    assert!(servers.contains("other"), "{servers:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = tokio::task::spawn_blocking(move || http::get(api, "/api/servers").json())
+            .await
+            .unwrap();
+        if s.as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never forgotten: {s}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    d.stop().await;
+}

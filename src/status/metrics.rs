@@ -2,7 +2,10 @@
 //! read at scrape time (sessions, limits, running jobs, the inbox).
 //!
 //! Histograms have explicit buckets. Labels never carry credentials: a
-//! server is `host:port`.
+//! server is `host:port`. At most [`MAX_SERVERS`] servers get series of
+//! their own, the rest count as `other`: a job may name any host, and one
+//! naming 1,500 of them made 1,500 series that never went away. The
+//! scrape-time gauges show the servers of now only.
 
 use crate::events::{Event, Sink};
 use crate::status::state_name;
@@ -69,7 +72,12 @@ pub struct Metrics {
     inbox_waiting: Gauge,
     max_rate: Family<ScopeL, Gauge>,
     webhooks: Family<ResultL, Counter>,
+    /// The servers that have series of their own.
+    named: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Servers with series of their own.
+pub const MAX_SERVERS: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultL {
@@ -96,6 +104,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The `server` label for `server`: itself while there is room.
+    fn label(&self, server: &str) -> String {
+        let mut named = self.named.lock().unwrap();
+        if named.contains(server) || named.len() < MAX_SERVERS && named.insert(server.to_string()) {
+            server.to_string()
+        } else {
+            "other".to_string()
+        }
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ftpdrop");
         let m = Metrics {
@@ -112,6 +130,7 @@ impl Metrics {
             max_rate: Family::default(),
             webhooks: Family::default(),
             registry: Registry::default(),
+            named: Default::default(),
         };
         registry.register("jobs", "Jobs that ended, by state", m.jobs.clone());
         registry.register(
@@ -194,19 +213,22 @@ impl Metrics {
                 })
                 .set(*r as i64);
         }
+        // The servers of now: one gone since the last scrape has no series.
+        self.sessions.clear();
+        self.limit.clear();
         for s in servers {
-            let server = s.server.clone();
+            let server = self.label(&s.server);
             for (state, n) in [("busy", s.busy), ("idle", s.idle)] {
                 self.sessions
                     .get_or_create(&StateServerL {
                         state: state.into(),
                         server: server.clone(),
                     })
-                    .set(n as i64);
+                    .inc_by(n as i64);
             }
             self.limit
                 .get_or_create(&ServerL { server })
-                .set(s.limit as i64);
+                .inc_by(s.limit as i64);
         }
         self.jobs_running.set(jobs_running as i64);
         self.inbox_waiting.set(inbox_waiting as i64);
@@ -241,6 +263,7 @@ impl Sink for Metrics {
                 skipped,
                 ..
             } => {
+                let server = &self.label(server);
                 let state = if *skipped { "skipped" } else { "done" };
                 self.entries
                     .get_or_create(&StateServerL {
@@ -262,6 +285,7 @@ impl Sink for Metrics {
                 }
             }
             Event::EntryFailed { server, .. } => {
+                let server = &self.label(server);
                 self.entries
                     .get_or_create(&StateServerL {
                         state: "failed".into(),
@@ -270,6 +294,7 @@ impl Sink for Metrics {
                     .inc();
             }
             Event::RetryScheduled { server, reason, .. } => {
+                let server = &self.label(server);
                 self.retries
                     .get_or_create(&ServerReasonL {
                         server: server.clone(),
@@ -285,6 +310,7 @@ impl Sink for Metrics {
                     .inc();
             }
             Event::SessionOpened { server } => {
+                let server = &self.label(server);
                 self.logins
                     .get_or_create(&ServerResultL {
                         server: server.clone(),
@@ -293,6 +319,7 @@ impl Sink for Metrics {
                     .inc();
             }
             Event::LoginFailed { server, result } => {
+                let server = &self.label(server);
                 self.logins
                     .get_or_create(&ServerResultL {
                         server: server.clone(),
