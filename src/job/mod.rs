@@ -22,6 +22,7 @@ use crate::confine::{HostRules, HostVerdict, LocalRoots};
 use crate::secret::Secret;
 use ipnet::IpNet;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -274,52 +275,82 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
         },
         (Err(e), _) | (_, Err(e)) => return Err(vec![format!("configuration: {e:#}")]),
     };
-    let value: Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
-        Err(e) => return Err(vec![format!("not valid JSON: {e}")]),
-    };
-    // `{"after": ..., "entries": [...]}`: entries with job-wide defaults.
+    // Entries are kept as slices of the document and parsed one at a time:
+    // a tree of the whole job cost twenty times its size (16 MiB of job
+    // peaked at 560 MiB).
+    let not_json = |e: serde_json::Error| vec![format!("not valid JSON: {e}")];
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let mut job_after = None;
     let mut problems = Vec::new();
-    let value = match value {
-        Value::Object(mut o) if o.contains_key("entries") => {
-            for k in o.keys() {
-                if !["entries", "after", "$schema"].contains(&k.as_str()) {
-                    problems.push(format!(
-                        "{k}: unknown field (a job object takes entries, after)"
-                    ));
+    let items: Vec<&RawValue> = match first {
+        Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(bytes).map_err(not_json)?,
+        Some(b'{') => {
+            let o: Vec<(String, &RawValue)> = serde_json::from_slice::<Members>(bytes)
+                .map_err(not_json)?
+                .0;
+            let has = |k: &str| o.iter().any(|(n, _)| n == k);
+            if has("entries") {
+                // `{"after": ..., "entries": [...]}`: entries with job-wide defaults.
+                for (k, _) in &o {
+                    if !["entries", "after", "$schema"].contains(&k.as_str()) {
+                        problems.push(format!(
+                            "{k}: unknown field (a job object takes entries, after)"
+                        ));
+                    }
                 }
-            }
-            if let Some(a) = o.get("after") {
-                match parse_after(a, &limits) {
-                    Ok(a) => job_after = Some(a),
-                    Err(e) => problems.push(format!("after: {e}")),
+                // The last of duplicate keys counts, as in a JSON object.
+                let last = |k: &str| o.iter().rev().find(|(n, _)| n == k).map(|(_, v)| *v);
+                if let Some(a) = last("after") {
+                    let a: Value = serde_json::from_str(a.get()).map_err(not_json)?;
+                    match parse_after(&a, &limits) {
+                        Ok(a) => job_after = Some(a),
+                        Err(e) => problems.push(format!("after: {e}")),
+                    }
                 }
+                let entries = last("entries").map_or("null", |v| v.get());
+                match serde_json::from_str::<Vec<&RawValue>>(entries) {
+                    Ok(list) => list,
+                    // One entry object under "entries", without job-wide defaults.
+                    Err(_) if job_after.is_none() && entries.trim_start().starts_with('{') => {
+                        vec![serde_json::from_str::<&RawValue>(entries).map_err(not_json)?]
+                    }
+                    Err(_) => {
+                        let v: Value = serde_json::from_str(entries).map_err(not_json)?;
+                        return Err(vec![format!(
+                            "a job must be an array of entries or one entry object, found {}",
+                            kind(&v)
+                        )]);
+                    }
+                }
+            } else {
+                vec![serde_json::from_slice::<&RawValue>(bytes).map_err(not_json)?]
             }
-            o.remove("entries").unwrap_or(Value::Null)
         }
-        v => v,
-    };
-    let items: Vec<&Value> = match &value {
-        Value::Array(a) if a.is_empty() => return Err(vec!["the job has no entries".into()]),
-        Value::Array(a) => a.iter().collect(),
-        Value::Object(_) if job_after.is_none() => vec![&value],
-        other => {
+        _ => {
+            let v: Value = serde_json::from_slice(bytes).map_err(not_json)?;
             return Err(vec![format!(
                 "a job must be an array of entries or one entry object, found {}",
-                kind(other)
-            )])
+                kind(&v)
+            )]);
         }
     };
+    if items.is_empty() {
+        return Err(vec!["the job has no entries".into()]);
+    }
     let mut entries = Vec::new();
     // A configured server's password is resolved (its variable or file read)
     // once per job, not once per entry.
     let mut passwords = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, raw) in items.iter().enumerate() {
         let mut p = Problems {
             prefix: format!("entries[{i}]"),
             list: &mut problems,
         };
+        let item: Value = match serde_json::from_str(raw.get()) {
+            Ok(v) => v,
+            Err(e) => return Err(vec![format!("not valid JSON: {e}")]),
+        };
+        let item = &item;
         if let Some(mut e) = parse_entry(i, item, &limits, &mut passwords, &mut p) {
             if item.get("after").is_none() {
                 if let Some(a) = &job_after {
@@ -333,6 +364,33 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
         Ok(Job { entries })
     } else {
         Err(problems)
+    }
+}
+
+/// A JSON object's members in file order, duplicates kept, each value a
+/// slice of the document it was read from (never a tree of the whole).
+pub(crate) struct Members<'a>(pub(crate) Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(m) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(m);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 

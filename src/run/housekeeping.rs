@@ -7,10 +7,9 @@
 //! journal) once they are that old. A job that is running, or locked by
 //! another instance, is never touched.
 
-use crate::job::REDACTED;
+use crate::job::{Members, REDACTED};
 use crate::report::{write_atomic, JobPaths, Receipt};
 use anyhow::{Context, Result};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::ops::Range;
 use std::path::Path;
@@ -28,30 +27,6 @@ pub fn owner_only(path: &Path) -> std::io::Result<()> {
         // Windows: files inherit the ACL of the service's state folder.
         let _ = path;
         Ok(())
-    }
-}
-
-/// One JSON object's members, in file order, duplicates kept, each value
-/// left unparsed: a slice of the document it was read from.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(member);
-                }
-                Ok(Members(members))
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 
