@@ -24,18 +24,52 @@ pub struct LocalRoots {
     roots: Vec<PathBuf>,
 }
 
-/// The `io::Error` payload for a file outside the roots, so that callers
-/// can tell it from an ordinary read error.
-#[derive(Debug)]
-pub struct OutsideRoots(pub String);
-
-impl std::fmt::Display for OutsideRoots {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// Where `dir` is, after symlinks, as far as it exists; the parts that do
+/// not exist yet go below the deepest one that does. `None` if a missing
+/// part is `..`.
+fn resolved(dir: &Path) -> Option<PathBuf> {
+    let mut existing = dir.to_path_buf();
+    let mut rest = Vec::new();
+    let real = loop {
+        match std::fs::canonicalize(&existing) {
+            Ok(r) => break r,
+            Err(_) => match (existing.file_name(), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent.to_path_buf();
+                }
+                _ => break existing,
+            },
+        }
+    };
+    if rest.iter().any(|n| n == "..") {
+        return None;
     }
+    Some(rest.iter().rev().fold(real, |p, n| p.join(n)))
 }
 
-impl std::error::Error for OutsideRoots {}
+/// A message that travels as an `io::Error` payload, so that callers can
+/// tell its kind from an ordinary read error.
+macro_rules! payload {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub String);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+payload!(
+    /// A file outside the roots.
+    OutsideRoots
+);
 
 impl LocalRoots {
     /// Canonicalizes the configured folders. A folder that does not exist
@@ -80,24 +114,7 @@ impl LocalRoots {
         // Where it is now, as far as it exists: that picks the root. What
         // is below the root is then walked through the root's handle, so a
         // swap after this look is caught there.
-        let mut existing = dir.to_path_buf();
-        let mut rest = Vec::new();
-        let real = loop {
-            match std::fs::canonicalize(&existing) {
-                Ok(r) => break r,
-                Err(_) => match (existing.file_name(), existing.parent()) {
-                    (Some(name), Some(parent)) => {
-                        rest.push(name.to_os_string());
-                        existing = parent.to_path_buf();
-                    }
-                    _ => return Err(self.outside(dir, dir)),
-                },
-            }
-        };
-        if rest.iter().any(|n| n == "..") {
-            return Err(self.outside(dir, dir));
-        }
-        let real = rest.iter().rev().fold(real, |p, n| p.join(n));
+        let real = resolved(dir).ok_or_else(|| self.outside(dir, dir))?;
         let Some(root) = self.roots.iter().find(|r| real.starts_with(r)) else {
             return Err(self.outside(dir, &real));
         };
@@ -150,27 +167,7 @@ impl LocalRoots {
         if self.is_unrestricted() {
             return Ok(());
         }
-        // The deepest part that exists decides where the rest will be.
-        let mut existing = dir.to_path_buf();
-        let mut rest = Vec::new();
-        let real = loop {
-            match std::fs::canonicalize(&existing) {
-                Ok(r) => break r,
-                Err(_) => match (existing.file_name(), existing.parent()) {
-                    (Some(name), Some(parent)) => {
-                        rest.push(name.to_os_string());
-                        existing = parent.to_path_buf();
-                    }
-                    _ => break existing,
-                },
-            }
-        };
-        if rest.iter().any(|n| n == "..") {
-            return Err(format!("{} contains ..", dir.display()));
-        }
-        // The parts that do not exist yet go where the deepest one that
-        // does exist really is.
-        let real = rest.iter().rev().fold(real, |p, n| p.join(n));
+        let real = resolved(dir).ok_or_else(|| format!("{} contains ..", dir.display()))?;
         if self.contains(&real) {
             Ok(())
         } else {
@@ -243,18 +240,11 @@ pub fn read_small_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The `io::Error` payload for a path that is not a regular file (a FIFO,
-/// a device, a socket, a directory): permanent, whatever the kind says.
-#[derive(Debug)]
-pub struct NotAFile(pub String);
-
-impl std::fmt::Display for NotAFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotAFile {}
+payload!(
+    /// A path that is not a regular file (a FIFO, a device, a socket, a
+    /// directory): permanent, whatever the kind says.
+    NotAFile
+);
 
 fn regular(meta: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
     if meta.is_file() {
