@@ -8,11 +8,18 @@ with explicit browser and driver paths: nothing is downloaded), and checks
 that the entry's progress bar advances and that the job ends done, with the
 file whole on the server's disk. Screenshots go to OUT_DIR.
 
+Then a page on another origin, in the same browser, attacks the API as a
+hostile web page would (issue 19): a cross-site POST of a job naming a
+local secret, a read of the job list, the live WebSocket. None may work.
+
 Usage: dashboard_test.py SERVERS_ENV FTPDROP_BIN OUT_DIR
 """
 
+import functools
+import http.server
 import json
 import os
+import threading
 import shutil
 import socket
 import subprocess
@@ -49,6 +56,61 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def hostile_page(driver, base, port, work, inbox, checked):
+    """A page served from http://localhost:<other port>: another site than
+    the API at 127.0.0.1. It tries what a hostile page can without a token."""
+    secret = os.path.join(work, "secret.txt")
+    with open(secret, "w") as f:
+        f.write("do not leak")
+    job = json.dumps([{"server": {"host": "127.0.0.1", "port": "2121", "login": "u", "password": "p"},
+                       "file": {"local_path": secret, "server_path": "loot"}}])
+    page_dir = os.path.join(work, "evil")
+    os.makedirs(page_dir)
+    with open(os.path.join(page_dir, "index.html"), "w") as f:
+        f.write(f"""<!doctype html><title>evil</title><script>
+const out = {{}};
+(async () => {{
+  try {{
+    await fetch("{base}/api/jobs", {{method: "POST", mode: "no-cors",
+      headers: {{"Content-Type": "text/plain"}}, body: {json.dumps(job)}}});
+    out.post = "sent";
+  }} catch (e) {{ out.post = "error"; }}
+  try {{ const r = await fetch("{base}/api/jobs"); out.read = "read " + r.status; }}
+  catch (e) {{ out.read = "blocked"; }}
+  await new Promise(done => {{
+    const ws = new WebSocket("ws://127.0.0.1:{port}/api/ws");
+    ws.onopen = () => {{ out.ws = "open"; done(); }};
+    ws.onerror = () => {{ out.ws = "refused"; done(); }};
+    setTimeout(() => {{ out.ws = out.ws || "timeout"; done(); }}, 5000);
+  }});
+  document.title = "result " + JSON.stringify(out);
+}})();
+</script>""")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=page_dir)
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        before = set(os.listdir(inbox)) | set(os.listdir(checked))
+        driver.get(f"http://localhost:{evil.server_address[1]}/")
+        deadline = time.time() + 20
+        while not driver.title.startswith("result ") and time.time() < deadline:
+            time.sleep(0.2)
+        if not driver.title.startswith("result "):
+            fail(f"the hostile page did not finish: {driver.title!r}")
+        out = json.loads(driver.title[len("result "):])
+        time.sleep(1.5)
+        after = set(os.listdir(inbox)) | set(os.listdir(checked))
+        if after != before:
+            fail(f"a cross-site page made a job: {sorted(after - before)}")
+        if out.get("read") != "blocked":
+            fail(f"a cross-site page read the job list: {out}")
+        if out.get("ws") == "open":
+            fail(f"a cross-site page opened the live feed: {out}")
+        print(f"ok: a page on another origin got nothing: {out}")
+    finally:
+        evil.shutdown()
 
 
 def which(*names):
@@ -162,6 +224,7 @@ def main():
         print(f"ok: the bar showed {len(moving)} intermediate values, then done; "
               f"screenshots in {out_dir}")
         shutil.rmtree(os.path.join(env["FTPDROP_VSFTPDTHROTTLED_ROOT"], remote_dir), ignore_errors=True)
+        hostile_page(driver, base, port, work, inbox, checked)
     finally:
         if driver:
             driver.quit()
