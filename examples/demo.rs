@@ -92,6 +92,10 @@ async fn main() -> Result<()> {
     }
     if let Some(a) = api.get() {
         println!("status API:   http://{a}/ (the dashboard), http://{a}/api/jobs/demo, http://{a}/metrics");
+        println!(
+            "API token:    {} (send it as `Authorization: Bearer <token>`; `ftpdrop dashboard` prints the dashboard's address with it)",
+            ftpdrop::status::auth::default_token_file(&checked).display()
+        );
     }
     let _ = stop_tx.send(());
     daemon.await.context("daemon task")??;
