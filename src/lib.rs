@@ -28,6 +28,7 @@
 //! - [`service`]: what systemd or the Windows service manager is told.
 //! - [`config`]: the configuration file, its defaults and validation.
 //! - [`secret`]: passwords that never print.
+//! - [`localfile`]: opening files others name: regular files only, never blocking.
 //! - [`logging`]: text or JSON logs, with protocol traces kept out.
 //!
 //! Every module of a folder is also reachable at the crate root
@@ -39,6 +40,7 @@ pub mod events;
 pub mod ftp;
 pub mod intake;
 pub mod job;
+pub mod localfile;
 pub mod logging;
 pub mod report;
 pub mod run;

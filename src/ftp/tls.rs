@@ -76,7 +76,7 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore> {
     let mut store = RootCertStore::empty();
     // A job may name it: a regular file only, never an open that blocks,
     // and no bigger than any real CA bundle.
-    let pem = crate::confine::read_small_file(path, CA_FILE_MAX)
+    let pem = crate::localfile::read_small(path, CA_FILE_MAX)
         .with_context(|| format!("cannot read ca_file {}", path.display()))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()

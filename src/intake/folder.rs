@@ -85,9 +85,9 @@ fn scan_split(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
 ///
 /// Only a regular file is opened, never through a symlink, and the open
 /// cannot block (a FIFO swapped in would wait for a writer forever): the
-/// error for anything else carries [`crate::confine::NotAFile`].
+/// error for anything else carries [`crate::localfile::NotAFile`].
 pub fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let f = lock_free_open(path)?;
+    let f = crate::localfile::open_regular(path, false)?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -119,41 +119,6 @@ fn claimed_stem(stem: &str) -> String {
         .map(|(_, c)| c)
         .collect();
     format!("{keep}-{digest}")
-}
-
-/// Opens a regular file for reading, never through a symlink, never
-/// waiting (see [`lock`]).
-fn lock_free_open(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(
-        &mut o,
-        libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY,
-    );
-    let f = match o.open(path) {
-        #[cfg(unix)]
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(not_a_file(path, "a symbolic link"))
-        }
-        r => r?,
-    };
-    if !f.metadata()?.is_file() {
-        return Err(not_a_file(path, "not a regular file"));
-    }
-    Ok(f)
-}
-
-fn not_a_file(path: &Path, what: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        crate::confine::NotAFile(format!("{} is {what}", path.display())),
-    )
-}
-
-fn is_not_a_file(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|r| r.is::<crate::confine::NotAFile>())
 }
 
 /// What an inbox entry is, if it is not a regular file.
@@ -252,7 +217,7 @@ pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
         Ok(None) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // Swapped for something else since the look above.
-        Err(e) if is_not_a_file(&e) => {
+        Err(e) if crate::localfile::is_not_a_file(&e) => {
             let meta = std::fs::symlink_metadata(src)?;
             set_aside(
                 src,
@@ -309,7 +274,8 @@ fn truncated_json(path: &Path) -> bool {
     let mut bytes = Vec::new();
     // Never opened if it is not a regular file (a FIFO would block); the
     // claim sets such entries aside.
-    let read = lock_free_open(path).and_then(|f| f.take(64 << 20).read_to_end(&mut bytes));
+    let read = crate::localfile::open_regular(path, false)
+        .and_then(|f| f.take(64 << 20).read_to_end(&mut bytes));
     if read.is_err() {
         return false;
     }

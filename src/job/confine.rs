@@ -48,25 +48,7 @@ fn resolved(dir: &Path) -> Option<PathBuf> {
     Some(rest.iter().rev().fold(real, |p, n| p.join(n)))
 }
 
-/// A message that travels as an `io::Error` payload, so that callers can
-/// tell its kind from an ordinary read error.
-macro_rules! payload {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug)]
-        pub struct $name(pub String);
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl std::error::Error for $name {}
-    };
-}
-
-payload!(
+crate::localfile::payload!(
     /// A file outside the roots.
     OutsideRoots
 );
@@ -190,7 +172,7 @@ impl LocalRoots {
             // place a job can be trusted to mean.
             return Err(self.outside(path, path));
         }
-        regular(&std::fs::metadata(path)?, path)?;
+        crate::localfile::regular(&std::fs::metadata(path)?, path)?;
         if !self.is_unrestricted() {
             if let Ok(real) = std::fs::canonicalize(path) {
                 if !self.contains(&real) {
@@ -198,8 +180,7 @@ impl LocalRoots {
                 }
             }
         }
-        let file = open_nonblocking(path)?;
-        regular(&file.metadata()?, path)?;
+        let file = crate::localfile::open_regular(path, true)?;
         if self.is_unrestricted() {
             return Ok(file);
         }
@@ -209,88 +190,6 @@ impl LocalRoots {
         }
         Ok(file)
     }
-}
-
-/// Reads a small regular file a job names besides its `local_path` (a CA
-/// bundle): no FIFO or device, no open that blocks, at most `cap` bytes.
-pub fn read_small_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    regular(&std::fs::metadata(path)?, path)?;
-    let file = open_nonblocking(path)?;
-    let meta = file.metadata()?;
-    regular(&meta, path)?;
-    if meta.len() > cap {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} is {} bytes, over the limit of {cap}",
-                path.display(),
-                meta.len()
-            ),
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(cap + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > cap {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} grew over the limit of {cap} bytes", path.display()),
-        ));
-    }
-    Ok(bytes)
-}
-
-payload!(
-    /// A path that is not a regular file (a FIFO, a device, a socket, a
-    /// directory): permanent, whatever the kind says.
-    NotAFile
-);
-
-fn regular(meta: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
-    if meta.is_file() {
-        return Ok(());
-    }
-    let what = if meta.is_dir() {
-        "a directory"
-    } else {
-        kind_of(meta)
-    };
-    Err(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        NotAFile(format!("is {what}, not a regular file: {}", path.display())),
-    ))
-}
-
-#[cfg(unix)]
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
-}
-
-#[cfg(not(unix))]
-fn kind_of(_meta: &std::fs::Metadata) -> &'static str {
-    "a special file"
-}
-
-/// Opens for reading without waiting for a writer (a FIFO) or a carrier (a
-/// terminal); on a regular file the flag changes nothing.
-fn open_nonblocking(path: &Path) -> std::io::Result<File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NONBLOCK | libc::O_NOCTTY);
-    o.open(path)
 }
 
 /// Where an open file really is.

@@ -96,7 +96,7 @@ pub fn read_error(index: usize, path: &Path, e: std::io::Error) -> Fault {
     }
     if let Some(odd) = e
         .get_ref()
-        .and_then(|r| r.downcast_ref::<crate::confine::NotAFile>())
+        .and_then(|r| r.downcast_ref::<crate::localfile::NotAFile>())
     {
         return Fault::permanent(format!("{field}: {odd}"));
     }
