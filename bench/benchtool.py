@@ -385,6 +385,14 @@ def cmd_report(results_dir, out):
         s = k[0]
         w(f"| peak RSS ≤ 64 MiB for one job of {meta.get('entries_10k', 10000)} entries | "
           f"{fmt(s['rss_max'], 1)} MiB ({fmt(s['med'])} s) | {'yes' if s['rss_max'] <= 64 else 'NO'} |")
+    b = [s for (sec, _, _, t), s in med.items() if sec == "rssbig" and t == "ftpdrop" and s["med"] is not None]
+    big_meta = os.path.join(results_dir, "rssbig.json")
+    if b and os.path.exists(big_meta):
+        s, job_bytes = b[0], json.load(open(big_meta))["job_bytes"]
+        ratio = s["rss_max"] * (1 << 20) / job_bytes
+        w(f"| peak RSS ≤ 8 × the job file for one {job_bytes / (1 << 20):.1f} MiB job | "
+          f"{fmt(s['rss_max'], 1)} MiB = {ratio:.1f} × ({fmt(s['med'])} s, {s['ok']}/{s['n']} complete) | "
+          f"{'yes' if ratio <= 8 and s['ok'] == s['n'] else 'NO'} |")
     if lat:
         vals = [r["ms_first"] for r in lat if not r["cold"] and "ms_first" in r]
         if vals:

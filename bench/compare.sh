@@ -19,9 +19,10 @@
 #   BENCH_LAT_JOBS=20       warm jobs for intake latency (plus one cold)
 #   BENCH_10K_ENTRIES=10000 entries of the big-job RSS run (64-byte files)
 #   BENCH_10K_RUNS=3        runs of it
+#   BENCH_BIG_ENTRIES=110000 entries of the large-job run (a ~16 MiB job file; peak RSS / job size)
 #   BENCH_REV=HEAD          commit to build (from a clean snapshot); "worktree" = the work tree
 #   BENCH_CONNS=8           connections for ftpdrop, lftp -P, rclone --transfers
-#   BENCH_SECTIONS="main pureftpd latency rss10k profile"   which parts to run
+#   BENCH_SECTIONS="main pureftpd latency rss10k rssbig profile"   which parts to run
 #   BENCH_SERVERS_DIR=target/bench-servers
 #   BENCH_RESULTS_DIR=bench/results   where latest.md and latest/ go
 set -euo pipefail
@@ -36,15 +37,17 @@ if [ "$QUICK" = 1 ]; then
     RUNS="${BENCH_RUNS:-2}"; PURE_RUNS="${BENCH_PURE_RUNS:-1}"
     W1_FILES="${BENCH_W1_FILES:-200}"; W2_BYTES="${BENCH_W2_BYTES:-$((64 << 20))}"
     LAT_JOBS="${BENCH_LAT_JOBS:-5}"; N10K="${BENCH_10K_ENTRIES:-2000}"; RUNS_10K="${BENCH_10K_RUNS:-1}"
+    NBIG="${BENCH_BIG_ENTRIES:-20000}"
 else
     RUNS="${BENCH_RUNS:-5}"; PURE_RUNS="${BENCH_PURE_RUNS:-5}"
     W1_FILES="${BENCH_W1_FILES:-1000}"; W2_BYTES="${BENCH_W2_BYTES:-$((1 << 30))}"
     LAT_JOBS="${BENCH_LAT_JOBS:-20}"; N10K="${BENCH_10K_ENTRIES:-10000}"; RUNS_10K="${BENCH_10K_RUNS:-3}"
+    NBIG="${BENCH_BIG_ENTRIES:-110000}"
 fi
 W1_DIRS="${BENCH_W1_DIRS:-10}"
 W1_SIZE="${BENCH_W1_SIZE:-4096}"
 CONNS="${BENCH_CONNS:-8}"
-SECTIONS="${BENCH_SECTIONS:-main pureftpd latency rss10k profile}"
+SECTIONS="${BENCH_SECTIONS:-main pureftpd latency rss10k rssbig profile}"
 SRV_DIR="${BENCH_SERVERS_DIR:-$REPO/target/bench-servers}"
 
 WORK="$REPO/target/bench-work"
@@ -344,6 +347,39 @@ if has rss10k; then
         echo "rss10k,${N10K}x64B,vsftpd,ftpdrop,$run,$wall,$rss,$us,$ss,$rc,$ok,$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
         log "rss10k run $run: ${wall}s ${rss}KiB rc=$rc ok=$ok"
     done
+fi
+
+# ----------------------------------------------------------- rssbig ---
+# One job file as large as an operator may send (~16 MiB): its peak cost
+# must be a small multiple of its size (issue 19).
+if has rssbig; then
+    prepare_server VSFTPD vsftpd
+    WBIG="$DATA/wbig-$NBIG"
+    if [ ! -f "$WBIG.done" ]; then
+        log "generating $NBIG tiny files"
+        rm -rf "$WBIG"; $TOOL gen-files "$WBIG" "$NBIG" 100 8; touch "$WBIG.done"
+    fi
+    $TOOL job "$WORK/job-big.json" "$WBIG" wbig "$H" "$P" "$U" "$PW"
+    big_bytes=$(stat -c %s "$WORK/job-big.json")
+    echo "{\"entries\": $NBIG, \"job_bytes\": $big_bytes}" >"$OUT/rssbig.json"
+    log "rssbig: one job of $NBIG entries ($big_bytes B job file)"
+    clean_root
+    ftpdrop_state "$WORK/state"
+    # The default cap is 16 MiB; the run measures a job at about that size.
+    python3 - "$WORK/state/cfg.json" "$big_bytes" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["max_job_bytes"] = max(int(sys.argv[2]), 16 << 20) + 4096
+json.dump(c, open(sys.argv[1], "w"))
+PY
+    cp "$WORK/job-big.json" "$WORK/state/files/job.json"; touch -d '-1 min' "$WORK/state/files/job.json"
+    rc=0
+    /usr/bin/time -f "%e %M %U %S" -o "$LOGS/rssbig.time" -- \
+        "$BIN" once --config "$WORK/state/cfg.json" >"$LOGS/rssbig.log" 2>&1 || rc=$?
+    read -r wall rss us ss < <(tail -n1 "$LOGS/rssbig.time")
+    ok=1; $TOOL tree-check "$ROOT/wbig" "$NBIG" $((NBIG * 8)) 2>>"$LOGS/rssbig.log" || ok=0
+    [ "$rc" = 0 ] || ok=0
+    echo "rssbig,${NBIG}x8B,vsftpd,ftpdrop,1,$wall,$rss,$us,$ss,$rc,$ok,$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+    log "rssbig: ${wall}s ${rss}KiB for a ${big_bytes} B job, rc=$rc ok=$ok"
 fi
 
 # ---------------------------------------------------------- profile ---

@@ -225,6 +225,194 @@ impl Receipt {
     }
 }
 
+/// A receipt's top and a tally of its entries, read without holding the
+/// entries: the daemon looks at every receipt in `checked/` (which jobs are
+/// unfinished, the API's job list, the retention sweep), and a whole
+/// receipt of a 100,000-entry job costs hundreds of megabytes to parse.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceiptHead {
+    pub job: String,
+    pub state: JobState,
+    pub claimed_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub entries: Tally,
+}
+
+/// Counts over a receipt's entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub total: usize,
+    /// Done or skipped.
+    pub done: usize,
+    pub failed: usize,
+    /// The local files' sizes (as first seen, else as sent).
+    pub bytes_total: u64,
+    /// Bytes of the entries done or skipped.
+    pub bytes_sent: u64,
+}
+
+impl Tally {
+    fn add(&mut self, state: EntryState, bytes: Option<u64>, source: Option<Stamp>) {
+        self.total += 1;
+        let finished = matches!(state, EntryState::Done | EntryState::Skipped);
+        self.done += finished as usize;
+        self.failed += (state == EntryState::Failed) as usize;
+        self.bytes_total += source.map(|s| s.size).or(bytes).unwrap_or(0);
+        if finished {
+            self.bytes_sent += bytes.unwrap_or(0);
+        }
+    }
+
+    pub fn of(entries: &[EntryReport]) -> Tally {
+        let mut t = Tally::default();
+        for e in entries {
+            t.add(e.state, e.bytes, e.source);
+        }
+        t
+    }
+}
+
+impl<'de> Deserialize<'de> for Tally {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The fields of an entry the tally reads; the rest is skipped unread.
+        #[derive(Deserialize)]
+        struct Brief {
+            state: EntryState,
+            #[serde(default)]
+            bytes: Option<u64>,
+            #[serde(default)]
+            source: Option<Stamp>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Tally;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of entries")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Tally, A::Error> {
+                let mut t = Tally::default();
+                while let Some(b) = seq.next_element::<Brief>()? {
+                    t.add(b.state, b.bytes, b.source);
+                }
+                Ok(t)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl ReceiptHead {
+    /// Reads the receipt at `path` through a buffer, keeping only its top and tally.
+    pub fn load(path: &Path) -> Result<ReceiptHead> {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_reader(std::io::BufReader::with_capacity(64 * 1024, f))
+            .with_context(|| format!("{} is not a receipt", path.display()))
+    }
+}
+
+/// One page of a receipt: its top-level fields as written, the entries
+/// `offset..offset + limit`, and how many entries it has in all.
+#[derive(Debug)]
+pub struct Page {
+    pub top: serde_json::Map<String, serde_json::Value>,
+    pub entries: Vec<EntryReport>,
+    pub total: usize,
+}
+
+impl Page {
+    /// Reads a page of the receipt at `path` through a buffer; the entries
+    /// outside the page are skipped unread (the API must not hold a whole
+    /// 100,000-entry receipt per request).
+    pub fn load(path: &Path, offset: usize, limit: usize) -> Result<Page> {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut de =
+            serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, f));
+        let page = serde::de::DeserializeSeed::deserialize(PageSeed { offset, limit }, &mut de)
+            .and_then(|p| de.end().map(|()| p))
+            .with_context(|| format!("{} is not a receipt", path.display()))?;
+        Ok(page)
+    }
+}
+
+struct PageSeed {
+    offset: usize,
+    limit: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PageSeed {
+    type Value = Page;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Page, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PageSeed {
+    type Value = Page;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a receipt")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Page, A::Error> {
+        let mut page = Page {
+            top: serde_json::Map::new(),
+            entries: Vec::new(),
+            total: 0,
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "entries" {
+                (page.entries, page.total) = map.next_value_seed(EntriesSeed {
+                    offset: self.offset,
+                    limit: self.limit,
+                })?;
+            } else {
+                page.top.insert(key, map.next_value()?);
+            }
+        }
+        Ok(page)
+    }
+}
+
+struct EntriesSeed {
+    offset: usize,
+    limit: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed {
+    type Value = (Vec<EntryReport>, usize);
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed {
+    type Value = (Vec<EntryReport>, usize);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of entries")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Vec::new();
+        let mut n = 0;
+        loop {
+            let wanted = n >= self.offset && n - self.offset < self.limit;
+            let more = if wanted {
+                seq.next_element::<EntryReport>()?.map(|e| kept.push(e))
+            } else {
+                seq.next_element::<serde::de::IgnoredAny>()?.map(drop)
+            };
+            if more.is_none() {
+                return Ok((kept, n));
+            }
+            n += 1;
+        }
+    }
+}
+
 /// The entry with this index. Entries are kept in index order, so this is a
 /// direct lookup; the search is only a fallback. (A linear search per update
 /// made a 10,000-entry job quadratic.)
@@ -280,6 +468,16 @@ fn owner_only_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> 
 /// Writes `bytes` to `path` so that readers see the old or the new content,
 /// never a mix. The file is readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content produced by `fill` straight into the
+/// temp file (through a buffer), so that a large receipt is never held whole
+/// in memory as bytes.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     // A temp name of this process's own: two instances writing one file at
     // once (the learned facts, a job's end beside another's sweep) each
@@ -295,8 +493,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id(),
     ));
     let written = (|| {
-        let mut f = owner_only_file(&tmp, false)?;
-        f.write_all(bytes)?;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, owner_only_file(&tmp, false)?);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)
@@ -380,8 +579,10 @@ impl ReportHandle {
         }
     }
 
-    pub fn snapshot(&self) -> Receipt {
-        self.receipt.lock().unwrap().clone()
+    /// Reads the live receipt without copying it (a copy of a large job's
+    /// receipt costs several times the job file).
+    pub fn with<T>(&self, read: impl FnOnce(&Receipt) -> T) -> T {
+        read(&self.receipt.lock().unwrap())
     }
 
     pub fn entry(&self, index: usize) -> EntryReport {
@@ -414,17 +615,25 @@ impl ReportHandle {
     }
 
     /// Writes the receipt now, retrying until it succeeds (disk full, permissions).
-    pub async fn flush(&self) {
+    ///
+    /// The receipt is serialized straight into the temp file while its lock
+    /// is held: a copy or a byte buffer of a 100,000-entry receipt would cost
+    /// several times the job's size. Updates wait for the serialization
+    /// (tens of milliseconds for such a job); [`Self::write_loop`] spaces the
+    /// writes so that this stays a small share of the time.
+    pub async fn flush(self: &Arc<Self>) {
         let _one_at_a_time = self.writing.lock().await;
         let pending = self.health.as_ref().map(|h| h.receipt_writing());
         let mut delay = Duration::from_millis(200);
         loop {
-            let bytes = {
-                let r = self.receipt.lock().unwrap();
-                serde_json::to_vec_pretty(&*r).expect("receipt serializes")
-            };
-            let path = self.paths.receipt.clone();
-            let res = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await;
+            let me = self.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                write_atomic_with(&me.paths.receipt, |w| {
+                    let r = me.receipt.lock().unwrap();
+                    serde_json::to_writer_pretty(w, &*r).map_err(std::io::Error::from)
+                })
+            })
+            .await;
             match res {
                 Ok(Ok(())) => {
                     if let Some(w) = pending {
@@ -448,7 +657,9 @@ impl ReportHandle {
         }
     }
 
-    /// Rewrites the receipt whenever it changed, at most every `interval`.
+    /// Rewrites the receipt whenever it changed, at most every `interval`,
+    /// and never more than a fifth of the time: a write of a large receipt
+    /// holds up updates while it serializes.
     pub async fn write_loop(self: Arc<Self>, interval: Duration) {
         use std::sync::atomic::Ordering;
         while !self.closed.load(Ordering::SeqCst) {
@@ -456,9 +667,11 @@ impl ReportHandle {
             if self.closed.load(Ordering::SeqCst) {
                 break;
             }
+            let began = std::time::Instant::now();
             self.flush().await;
+            let pause = interval.max(began.elapsed() * 4);
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(pause) => {}
                 // `notify_one` keeps a permit, so a close during the flush is not missed.
                 _ = self.closing.notified() => break,
             }
@@ -473,7 +686,7 @@ impl ReportHandle {
     }
 
     /// Settles the job state, writes the final receipt and drops the journal.
-    pub async fn finish(&self) -> JobState {
+    pub async fn finish(self: &Arc<Self>) -> JobState {
         let state = {
             let mut r = self.receipt.lock().unwrap();
             r.settle();
@@ -490,5 +703,77 @@ impl ReportHandle {
 
     pub fn paths(&self) -> &JobPaths {
         &self.paths
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt_of(n: usize) -> Receipt {
+        let mut r = Receipt::new("big", Path::new("/x/big.json"));
+        r.entries = (0..n)
+            .map(|i| EntryReport {
+                index: i,
+                state: [EntryState::Done, EntryState::Failed, EntryState::Skipped][i % 3],
+                server: "u@h:21".into(),
+                local_path: format!("/l/{i}"),
+                remote_path: format!("r/{i}"),
+                bytes: Some(i as u64),
+                sha256: None,
+                verification: vec!["size".into()],
+                attempts: 1,
+                elapsed_ms: 1,
+                error: (i % 3 == 1).then(|| "refused".into()),
+                source: Some(Stamp {
+                    size: 10,
+                    mtime_ns: 1,
+                }),
+                publishing: false,
+                segmented: false,
+                segments: None,
+                next_attempt_at: None,
+                disposal: None,
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn a_page_holds_only_its_window_and_counts_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.report.json");
+        let r = receipt_of(2_500);
+        write_atomic(&path, &serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+
+        let p = Page::load(&path, 2_400, 1_000).unwrap();
+        assert_eq!(p.total, 2_500);
+        let got: Vec<usize> = p.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, (2_400..2_500).collect::<Vec<_>>());
+        assert_eq!(p.entries[1].error.as_deref(), Some("refused"));
+        assert_eq!(p.top["job"], "big");
+        assert!(!p.top.contains_key("entries"));
+
+        let p = Page::load(&path, 10_000, 5).unwrap();
+        assert_eq!((p.entries.len(), p.total), (0, 2_500));
+    }
+
+    #[test]
+    fn a_head_tallies_the_entries_as_the_whole_receipt_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.report.json");
+        let r = receipt_of(1_000);
+        write_atomic(&path, &serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        let h = ReceiptHead::load(&path).unwrap();
+        assert_eq!(h.entries, Tally::of(&r.entries));
+        assert_eq!(
+            (h.entries.total, h.entries.done, h.entries.failed),
+            (1_000, 667, 333)
+        );
+        assert_eq!(h.entries.bytes_total, 10_000);
+        assert_eq!(h.state, JobState::Running);
+        // Not a receipt: an error, not a guess.
+        std::fs::write(&path, b"[1, 2]").unwrap();
+        assert!(ReceiptHead::load(&path).is_err());
     }
 }

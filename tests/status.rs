@@ -558,3 +558,57 @@ async fn many_hosts_leave_bounded_metrics_and_no_slots() {
     }
     d.stop().await;
 }
+
+/// A job of thousands of entries is served a page at a time (the whole
+/// receipt per request cost the daemon hundreds of megabytes), and the job
+/// list counts them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_job_is_served_a_page_at_a_time() {
+    let (dir, mut cfg) = Daemon::prepare();
+    cfg.retry.max_attempts = 1;
+    let local = dir.path().join("local/x.txt");
+    support::write_file(&local, b"x");
+    let port = support::free_local_addr().port();
+    let entries: Vec<Value> = (0..2_500)
+        .map(|i| {
+            json!({"server": {"host": "127.0.0.1", "port": port, "login": "u", "password": "p"},
+                   "file": {"local_path": local, "server_path": format!("d{i}")}})
+        })
+        .collect();
+    let d = Daemon::start(dir, cfg);
+    let api = d.api().await;
+    d.drop_job("paged", &Value::Array(entries));
+    let r = tokio::time::timeout(Duration::from_secs(120), d.receipt("paged"))
+        .await
+        .expect("the job ends");
+    assert_eq!(r.entries.len(), 2_500);
+    let (first, last, list) = tokio::task::spawn_blocking(move || {
+        (
+            http::get(api, "/api/jobs/paged").json(),
+            http::get(api, "/api/jobs/paged?offset=2400&limit=1000").json(),
+            http::get(api, "/api/jobs").json(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(first["entries_total"], 2_500);
+    assert_eq!(first["entries"].as_array().unwrap().len(), 1_000);
+    assert_eq!(first["entries"][999]["index"], 999);
+    let indexes: Vec<u64> = last["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, (2_400..2_500).collect::<Vec<_>>());
+    assert_eq!(last["entries"][0]["remote_path"], "d2400/x.txt");
+    let job = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "paged")
+        .expect("listed");
+    assert_eq!(job["entries_total"], 2_500);
+    assert_eq!(job["entries_failed"], 2_500);
+    d.stop().await;
+}

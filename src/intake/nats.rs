@@ -244,7 +244,7 @@ impl NatsIntake {
         let paths = JobPaths::for_claimed(&path);
 
         // Done here before (the ack was lost): answer again, run nothing.
-        if let Ok(r) = Receipt::load(&paths.receipt) {
+        if let Ok(r) = crate::report::ReceiptHead::load(&paths.receipt) {
             if r.state.is_final() {
                 debug!(job = %name, "NATS job delivered again after it ended; acking");
                 publish_receipt(&client, &self.config, &name, &paths.receipt).await;

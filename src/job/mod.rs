@@ -152,7 +152,8 @@ pub enum After {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub index: usize,
-    pub server: ServerSpec,
+    /// Shared by the entries of a job that name the same server alike.
+    pub server: Arc<ServerSpec>,
     pub local_path: PathBuf,
     /// Remote directory as written in the job (relative to the login directory unless it starts with `/`).
     pub server_path: String,
@@ -167,7 +168,8 @@ pub struct Entry {
     /// Live counters of this entry's upload, read by the status API.
     pub progress: Arc<crate::events::Progress>,
     /// The bandwidth limits its data connections pay into (global, its
-    /// server's); set by the runner before each attempt (a reload may change them).
+    /// server's); set by the runner before each attempt (a reload may change
+    /// them). Shared by the job's entries to the same server.
     pub rates: Arc<crate::upload::rate::RateSet>,
 }
 
@@ -337,10 +339,13 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
     if items.is_empty() {
         return Err(vec!["the job has no entries".into()]);
     }
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(items.len());
     // A configured server's password is resolved (its variable or file read)
     // once per job, not once per entry.
     let mut passwords = HashMap::new();
+    // Entries naming the same server share one spec: a job of 100,000
+    // entries to one inline server would otherwise hold 100,000 copies.
+    let mut servers: Vec<(Arc<ServerSpec>, Arc<crate::upload::rate::RateSet>)> = Vec::new();
     for (i, raw) in items.iter().enumerate() {
         let mut p = Problems {
             prefix: format!("entries[{i}]"),
@@ -356,6 +361,11 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
                 if let Some(a) = &job_after {
                     e.after = a.clone();
                 }
+            }
+            match servers.iter().find(|(s, _)| *s == e.server) {
+                Some((same, rates)) => (e.server, e.rates) = (same.clone(), rates.clone()),
+                None if servers.len() < 64 => servers.push((e.server.clone(), e.rates.clone())),
+                None => {}
             }
             entries.push(e);
         }
@@ -725,7 +735,7 @@ fn parse_entry(
     }
     Some(Entry {
         index,
-        server: server?,
+        server: Arc::new(server?),
         local_path: PathBuf::from(local_path?),
         server_path: server_path?.to_string(),
         remote_name: remote_name?,

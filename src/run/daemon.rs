@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::ftp::Timeouts;
 use crate::intake::{self, Intake};
 use crate::pool::Pool;
-use crate::report::{JobPaths, JobState, Receipt};
+use crate::report::{JobPaths, JobState, ReceiptHead};
 use crate::run::health::{Health, Loop};
 use crate::run::slot::JobSlot;
 use crate::runner::{run_job, Ctx};
@@ -139,8 +139,8 @@ fn orphans(
             continue;
         };
         // Settled while we looked (its instance finished it just now)?
-        let settled =
-            Receipt::load(&JobPaths::for_claimed(&path).receipt).is_ok_and(|r| r.state.is_final());
+        let settled = ReceiptHead::load(&JobPaths::for_claimed(&path).receipt)
+            .is_ok_and(|r| r.state.is_final());
         if settled {
             continue;
         }
@@ -159,7 +159,7 @@ pub fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
         .filter(|p| !p.to_string_lossy().ends_with(".report.json"))
         .filter(|p| {
             let paths = JobPaths::for_claimed(p);
-            match Receipt::load(&paths.receipt) {
+            match ReceiptHead::load(&paths.receipt) {
                 Ok(r) => !r.state.is_final(),
                 Err(_) => true,
             }

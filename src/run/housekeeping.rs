@@ -8,7 +8,7 @@
 //! another instance, is never touched.
 
 use crate::job::{Members, REDACTED};
-use crate::report::{write_atomic, JobPaths, Receipt};
+use crate::report::{write_atomic, JobPaths, ReceiptHead};
 use anyhow::{Context, Result};
 use serde_json::value::RawValue;
 use std::ops::Range;
@@ -119,7 +119,7 @@ pub fn redact_claimed(job_file: &Path) -> Result<bool> {
 }
 
 /// When a final job ended: its receipt's `finished_at`, else the receipt's mtime.
-fn ended_at(receipt: &Receipt, receipt_path: &Path) -> Option<SystemTime> {
+fn ended_at(receipt: &ReceiptHead, receipt_path: &Path) -> Option<SystemTime> {
     receipt
         .finished_at
         .as_deref()
@@ -169,7 +169,7 @@ fn sweep_once(checked: &Path, retention_days: u64) -> usize {
         .filter(|p| !p.to_string_lossy().ends_with(".report.json"))
     {
         let paths = JobPaths::for_claimed(&job_file);
-        let Ok(receipt) = Receipt::load(&paths.receipt) else {
+        let Ok(receipt) = ReceiptHead::load(&paths.receipt) else {
             continue;
         };
         if !receipt.state.is_final() {

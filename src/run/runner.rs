@@ -274,8 +274,11 @@ async fn run_claimed(
         }
         e.progress.set_stage(stage);
     }
-    ctx.board
-        .track(&job_name, &report.snapshot().claimed_at, &job.entries);
+    ctx.board.track(
+        &job_name,
+        &report.with(|r| r.claimed_at.clone()),
+        &job.entries,
+    );
     ctx.events.emit(Event::JobStarted {
         job: job_name.clone(),
         entries: job.entries.len(),
@@ -318,11 +321,7 @@ async fn run_claimed(
 
     // Entries still pending here were stopped by a shutdown.
     let interrupted = ctx.cancel.is_cancelled()
-        || report
-            .snapshot()
-            .entries
-            .iter()
-            .any(|e| e.state == EntryState::Pending);
+        || report.with(|r| r.entries.iter().any(|e| e.state == EntryState::Pending));
     if interrupted {
         report.flush().await;
         info!(job = %job_name, "job interrupted by shutdown; it resumes at the next start");
@@ -330,17 +329,19 @@ async fn run_claimed(
         return JobState::Running;
     }
     let state = report.finish().await;
-    let r = report.snapshot();
-    let done = r
-        .entries
-        .iter()
-        .filter(|e| e.state != EntryState::Failed)
-        .count();
+    let (done, failed) = report.with(|r| {
+        let failed = r
+            .entries
+            .iter()
+            .filter(|e| e.state == EntryState::Failed)
+            .count();
+        (r.entries.len() - failed, failed)
+    });
     ctx.events.emit(Event::JobFinished {
         job: job_name.clone(),
         state,
         done,
-        failed: r.entries.len() - done,
+        failed,
     });
     state
 }

@@ -200,7 +200,14 @@ pub fn job_table(v: &Value) -> String {
             detail,
         ]);
     }
-    table(&rows)
+    let mut out = table(&rows);
+    let shown = v["entries"].as_array().map_or(0, Vec::len);
+    if let Some(total) = v["entries_total"].as_u64().filter(|t| *t as usize > shown) {
+        out.push_str(&format!(
+            "(the first {shown} of {total} entries; the receipt has them all)\n"
+        ));
+    }
+    out
 }
 
 fn table<const N: usize>(rows: &[[String; N]]) -> String {

@@ -232,35 +232,62 @@ fn valid_name(job: &str) -> bool {
     !job.is_empty() && !job.starts_with('.') && !job.contains(['/', '\\', '\0'])
 }
 
-async fn job_detail(State(api): State<Arc<Api>>, UrlPath(job): UrlPath<String>) -> Response {
+/// `?offset=&limit=` of `GET /api/jobs/{job}`: a window of its entries.
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// Entries per page unless asked: a whole 100,000-entry job per request
+/// would cost the daemon hundreds of megabytes and the browser seconds.
+const PAGE_DEFAULT: usize = 1_000;
+const PAGE_MAX: usize = 10_000;
+
+async fn job_detail(
+    State(api): State<Arc<Api>>,
+    UrlPath(job): UrlPath<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
     if !valid_name(&job) {
         return error(StatusCode::NOT_FOUND, format!("no job {job:?}"));
     }
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
     let path = (api.config)().checked.join(format!("{job}.report.json"));
-    let receipt = tokio::task::spawn_blocking(move || crate::report::Receipt::load(&path)).await;
-    let mut v = match receipt {
-        Ok(Ok(r)) => serde_json::to_value(&r).unwrap_or(Value::Null),
+    let page =
+        tokio::task::spawn_blocking(move || crate::report::Page::load(&path, offset, limit)).await;
+    let mut v = match page {
+        Ok(Ok(page)) => {
+            let mut top = page.top;
+            let entries: Vec<Value> = page
+                .entries
+                .iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+                    // Each done entry gets its link, without credentials.
+                    if e.state == crate::report::EntryState::Done {
+                        let host = e.server.rsplit('@').next().unwrap_or(&e.server);
+                        let host = host.rsplit("://").next().unwrap_or(host);
+                        v["url"] = json!(crate::status::ftp_url(host, &e.remote_path));
+                    }
+                    v
+                })
+                .collect();
+            top.insert("entries".into(), Value::Array(entries));
+            top.insert("entries_total".into(), json!(page.total));
+            Value::Object(top)
+        }
         _ => {
-            if api.board.progress(&job).is_none() {
+            if !api.board.is_running(&job) {
                 return error(StatusCode::NOT_FOUND, format!("no job {job:?}"));
             }
             json!({"job": job, "state": "running", "entries": []})
         }
     };
-    // Each done entry gets its link, without credentials.
-    if let Some(entries) = v.get_mut("entries").and_then(Value::as_array_mut) {
-        for e in entries {
-            let done = e.get("state").and_then(Value::as_str) == Some("done");
-            let server = e.get("server").and_then(Value::as_str).unwrap_or("");
-            let path = e.get("remote_path").and_then(Value::as_str).unwrap_or("");
-            if done {
-                let host = server.rsplit('@').next().unwrap_or(server);
-                let host = host.rsplit("://").next().unwrap_or(host);
-                e["url"] = json!(crate::status::ftp_url(host, path));
-            }
-        }
-    }
-    if let Some(p) = api.board.progress(&job) {
+    v["entries_offset"] = json!(offset);
+    v["entries_limit"] = json!(limit);
+    if let Some(p) = api.board.progress(&job, offset, limit) {
         v["progress"] = serde_json::to_value(p).unwrap_or(Value::Null);
     }
     Json(v).into_response()

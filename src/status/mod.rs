@@ -31,7 +31,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// One entry of a running job, as the board tracks it.
 struct Tracked {
-    server: String,
+    /// Shared by the job's entries to one server.
+    server: Arc<str>,
     remote_path: String,
     progress: Arc<Progress>,
     /// Bytes per second, smoothed over the last few ticks.
@@ -99,10 +100,18 @@ impl Board {
     /// Starts tracking a job's entries (their `progress` counters are the
     /// ones the senders bump).
     pub fn track(&self, job: &str, claimed_at: &str, entries: &[Entry]) {
+        let mut last: Option<(&Arc<crate::job::ServerSpec>, Arc<str>)> = None;
         let entries = entries
             .iter()
             .map(|e| Tracked {
-                server: e.server.key().host_port(),
+                server: match &last {
+                    Some((spec, name)) if Arc::ptr_eq(spec, &e.server) => name.clone(),
+                    _ => {
+                        let name: Arc<str> = e.server.key().host_port().into();
+                        last = Some((&e.server, name.clone()));
+                        name
+                    }
+                },
                 remote_path: e.remote_path(),
                 progress: e.progress.clone(),
                 rate: 0.0,
@@ -132,17 +141,19 @@ impl Board {
         self.jobs.lock().unwrap().len()
     }
 
-    fn live_entries(job: &LiveJob) -> Vec<EntryProgress> {
+    fn live_entries(job: &LiveJob, offset: usize, limit: usize) -> Vec<EntryProgress> {
         job.entries
             .iter()
             .enumerate()
+            .skip(offset)
+            .take(limit)
             .map(|(i, t)| {
                 let (sent, total) = (t.progress.sent(), t.progress.total());
                 let stage = t.progress.stage();
                 let rate = t.rate.round() as u64;
                 EntryProgress {
                     entry: i,
-                    server: t.server.clone(),
+                    server: t.server.to_string(),
                     remote_path: t.remote_path.clone(),
                     stage,
                     bytes_sent: sent,
@@ -160,30 +171,41 @@ impl Board {
             .collect()
     }
 
-    /// Live progress of a running job's entries; `None` if it is not running here.
-    pub fn progress(&self, job: &str) -> Option<Vec<EntryProgress>> {
-        self.jobs.lock().unwrap().get(job).map(Board::live_entries)
+    /// Live progress of a running job's entries `offset..offset + limit`;
+    /// `None` if it is not running here.
+    pub fn progress(&self, job: &str, offset: usize, limit: usize) -> Option<Vec<EntryProgress>> {
+        let jobs = self.jobs.lock().unwrap();
+        jobs.get(job).map(|j| Board::live_entries(j, offset, limit))
+    }
+
+    /// Whether `job` is running here.
+    pub fn is_running(&self, job: &str) -> bool {
+        self.jobs.lock().unwrap().contains_key(job)
     }
 
     fn live_summaries(&self) -> Vec<JobSummary> {
         let jobs = self.jobs.lock().unwrap();
         jobs.iter()
             .map(|(name, j)| {
-                let entries = Board::live_entries(j);
-                JobSummary {
+                let mut s = JobSummary {
                     job: name.clone(),
                     state: JobState::Running,
                     claimed_at: j.claimed_at.clone(),
                     finished_at: None,
-                    entries_total: entries.len(),
-                    entries_done: entries
-                        .iter()
-                        .filter(|e| matches!(e.stage, Stage::Done | Stage::Skipped))
-                        .count(),
-                    entries_failed: entries.iter().filter(|e| e.stage == Stage::Failed).count(),
-                    bytes_total: entries.iter().map(|e| e.bytes_total).sum(),
-                    bytes_sent: entries.iter().map(|e| e.bytes_sent).sum(),
+                    entries_total: j.entries.len(),
+                    entries_done: 0,
+                    entries_failed: 0,
+                    bytes_total: 0,
+                    bytes_sent: 0,
+                };
+                for t in &j.entries {
+                    let stage = t.progress.stage();
+                    s.entries_done += matches!(stage, Stage::Done | Stage::Skipped) as usize;
+                    s.entries_failed += (stage == Stage::Failed) as usize;
+                    s.bytes_total += t.progress.total();
+                    s.bytes_sent += t.progress.sent();
                 }
+                s
             })
             .collect()
     }
@@ -211,13 +233,13 @@ impl Board {
             if state.is_none() && out.len() >= limit {
                 break;
             }
-            let Ok(r) = Receipt::load(&path) else {
+            let Ok(r) = crate::report::ReceiptHead::load(&path) else {
                 continue;
             };
             if running.contains(&r.job) {
                 continue;
             }
-            out.push(summary_of(&r));
+            out.push(summary_of_head(&r));
         }
         if let Some(s) = state {
             out.retain(|j| state_name(j.state) == s);
@@ -288,7 +310,7 @@ impl Board {
                         out.push(Event::EntryStage {
                             job: name.clone(),
                             entry: i,
-                            server: t.server.clone(),
+                            server: t.server.to_string(),
                             remote_path: t.remote_path.clone(),
                             stage,
                             attempt: t.progress.attempt(),
@@ -394,33 +416,25 @@ pub fn state_name(s: JobState) -> &'static str {
 }
 
 pub fn summary_of(r: &Receipt) -> JobSummary {
-    use crate::report::EntryState;
-    JobSummary {
+    summary_of_head(&crate::report::ReceiptHead {
         job: r.job.clone(),
         state: r.state,
         claimed_at: r.claimed_at.clone(),
         finished_at: r.finished_at.clone(),
-        entries_total: r.entries.len(),
-        entries_done: r
-            .entries
-            .iter()
-            .filter(|e| matches!(e.state, EntryState::Done | EntryState::Skipped))
-            .count(),
-        entries_failed: r
-            .entries
-            .iter()
-            .filter(|e| e.state == EntryState::Failed)
-            .count(),
-        bytes_total: r
-            .entries
-            .iter()
-            .filter_map(|e| e.source.map(|s| s.size).or(e.bytes))
-            .sum(),
-        bytes_sent: r
-            .entries
-            .iter()
-            .filter(|e| matches!(e.state, EntryState::Done | EntryState::Skipped))
-            .filter_map(|e| e.bytes)
-            .sum(),
+        entries: crate::report::Tally::of(&r.entries),
+    })
+}
+
+pub fn summary_of_head(h: &crate::report::ReceiptHead) -> JobSummary {
+    JobSummary {
+        job: h.job.clone(),
+        state: h.state,
+        claimed_at: h.claimed_at.clone(),
+        finished_at: h.finished_at.clone(),
+        entries_total: h.entries.total,
+        entries_done: h.entries.done,
+        entries_failed: h.entries.failed,
+        bytes_total: h.entries.bytes_total,
+        bytes_sent: h.entries.bytes_sent,
     }
 }

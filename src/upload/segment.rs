@@ -134,7 +134,7 @@ pub fn may_split(lease: &mut Lease, spec: &ServerSpec, policy: &Policy, size: u6
 /// stream finishes first and nobody waits for the answer any more.
 fn spawn_splitter(
     pool: Arc<Pool>,
-    spec: ServerSpec,
+    spec: Arc<ServerSpec>,
     policy: Policy,
     dir: String,
     size: u64,
