@@ -217,6 +217,14 @@ pub enum Event {
         server: String,
         limit: usize,
     },
+    /// The server answered pipelined commands out of order: its replies were
+    /// matched to the wrong commands. Pipelining is off for it from now on
+    /// (also after a restart).
+    PipeliningOff {
+        server: String,
+        command: String,
+        reply: String,
+    },
     JobFinished {
         job: String,
         state: JobState,
@@ -400,6 +408,14 @@ fn log(event: &Event) {
         Event::LimitLowered { server, limit } => warn!(
             server = %server, limit,
             "server refused a connection as too many; lowering its limit"
+        ),
+        Event::PipeliningOff {
+            server,
+            command,
+            reply,
+        } => warn!(
+            server = %server, command = %command, reply = %reply,
+            "the server answered pipelined commands out of order; pipelining is off for it now"
         ),
         Event::JobFinished {
             job,

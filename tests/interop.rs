@@ -2501,3 +2501,82 @@ fn env_file_is_parsed_or_skipped_loudly() {
         );
     }
 }
+
+/// A server that answers a quiet pipelining probe in order but reorders
+/// replies under load (`q-reorder`: SIZE answers late, behind the replies
+/// to the commands sent after it). The probe says "in order"; the first
+/// reply matched to the wrong command is caught as a desync, pipelining
+/// turns off for the server by itself, and every file arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_reorders_under_load_is_caught() {
+    let Some(env) = require_servers(
+        "a_server_that_reorders_under_load_is_caught",
+        &["pyftpdlib-quirks"],
+    ) else {
+        return;
+    };
+    let _ = logs();
+    let mut t = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
+    t.user = "q-reorder".into();
+    t.name = "pyftpdlib `q-reorder`".into();
+    async fn job(t: &Target, name: &str, files: u64, equal: bool) -> Outcome {
+        let w = Work::new();
+        let (rel, disk) = t.dir(name);
+        let mut entries = Vec::new();
+        let mut bodies = Vec::new();
+        for i in 0..files {
+            // Equal sizes: one file's SIZE reply would pass for another's.
+            let len = if equal {
+                5121
+            } else {
+                300 + (i as usize * 97) % 9000
+            };
+            let body = support::random_bytes(len, 7000 + i);
+            entries.push(t.entry(&w.local(&format!("{name}/f{i:03}.bin"), &body), &rel));
+            bodies.push(body);
+        }
+        let started = Instant::now();
+        let r = w.run(name, entries, |_| {}).await;
+        all_done(&r)?;
+        for (i, body) in bodies.iter().enumerate() {
+            same_bytes(&disk.join(format!("f{i:03}.bin")), body)?;
+        }
+        no_temp_files(&disk)?;
+        let learned = std::fs::read_to_string(
+            w.dir
+                .path()
+                .join(format!("daemon-{name}/ftpdrop-learned.json")),
+        )
+        .map_err(|e| format!("no learned facts: {e}"))?;
+        ensure(learned.contains("\"pipelining\": false"), || {
+            format!("pipelining still on: {learned}")
+        })?;
+        let desyncs: Vec<String> = log_text()
+            .lines()
+            .filter(|l| l.contains(&format!("job={name} ")) && l.contains("out of order"))
+            .map(str::to_string)
+            .collect();
+        ensure(!desyncs.is_empty(), || {
+            "no desync was seen: the probe or the pipelining never ran".into()
+        })?;
+        let retried = r.entries.iter().filter(|e| e.attempts > 1).count();
+        Ok(format!(
+            "{files} files in {:.1} s, desync caught ({} log lines), {retried} entries retried",
+            started.elapsed().as_secs_f64(),
+            desyncs.len()
+        ))
+    }
+    let mut failures = Vec::new();
+    for (name, files, equal) in [("reorder30", 30, true), ("reorder300", 300, false)] {
+        failures.push(
+            scenario(
+                "Pipelining",
+                &format!("replies reordered under load, {files} files → desync caught, pipelining off, all arrive"),
+                &t.name,
+                job(&t, name, files, equal),
+            )
+            .await,
+        );
+    }
+    finish(failures);
+}

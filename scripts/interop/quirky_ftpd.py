@@ -19,6 +19,11 @@ the dash-separated words after it turn quirks on for that session, e.g.
             or RETR is forgotten, and the STOR then truncates the file
   noappe    APPE answers 502 "not implemented"
   norest    REST answers 502 "not implemented" (and FEAT does not list it)
+  reorder   an event-loop server that answers out of order under load: the
+            reply to SIZE comes 20-60 ms late, after the replies to the
+            commands sent behind it. A pipelining probe (MKD, RNFR, RNTO,
+            RMD) sees every reply in order; a pipelined rename + SIZE +
+            next upload does not
   tlsfirst  (TLS instance only) the 150/125 to a transfer command is sent
             only once the data connection's TLS handshake is complete, so a
             client that waits for the 150 before its handshake hangs
@@ -31,6 +36,7 @@ Usage: quirky_ftpd.py HOST PORT ROOT PASSWORD PASV_MIN PASV_MAX
 
 import hashlib
 import os
+import random
 import sys
 import threading
 import zlib
@@ -221,6 +227,23 @@ class QuirkHandler(BaseHandler):
         size = os.path.getsize(path)
         hexd = digest(path, HASH_ALGOS[self.hash_algo])
         self.respond(f"213 {self.hash_algo} 0-{size} {hexd} {self.fs.fs2ftp(path)}")
+
+    def ftp_SIZE(self, path):
+        if "reorder" not in self.quirks:
+            return super().ftp_SIZE(path)
+        real, held = self.respond, []
+        self.respond = lambda resp, logfun=None: held.append(resp)
+        try:
+            super().ftp_SIZE(path)
+        finally:
+            del self.respond
+
+        def late():
+            if not self._closed:
+                for resp in held:
+                    real(resp)
+
+        self.ioloop.call_later(random.uniform(0.02, 0.06), late, _errback=self.handle_error)
 
     def ftp_RNTO(self, path):
         if "nornto" in self.quirks and self._rnfr and os.path.exists(path):

@@ -16,6 +16,11 @@ pub enum FaultKind {
     TooManyConnections,
     /// Bad credentials, permission denied, missing local file: retrying will not help.
     Permanent,
+    /// A reply did not fit the pipelined command it was matched to: the
+    /// server answered out of order. The server's pipelining verdict turns
+    /// to no, and the entry is tried again on a clean session at once,
+    /// without counting an attempt (the fault was ours to avoid).
+    Desync,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +61,18 @@ impl Fault {
     /// about the server, not a verdict on the file.
     pub fn not_implemented(&self) -> bool {
         self.code.is_some_and(not_implemented)
+    }
+
+    /// `what` got a reply that belongs to another command.
+    pub fn desync(what: impl fmt::Display, code: u32, text: &str) -> Fault {
+        Fault {
+            kind: FaultKind::Desync,
+            message: format!(
+                "{what}: server replied {text}, a reply to another command: the server \
+                 answered pipelined commands out of order (pipelining is now off for it)"
+            ),
+            code: Some(code),
+        }
     }
 
     pub fn is_permanent(&self) -> bool {

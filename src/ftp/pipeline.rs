@@ -74,6 +74,11 @@ impl Session {
     /// next user's commands go out behind these, before their replies.
     pub async fn send_owed(&mut self, commands: &[String]) -> Result<Vec<Pending>, Fault> {
         debug_assert!(self.pipelines());
+        let mut in_flight: Vec<&str> = self.owed.iter().map(|o| o.command.as_str()).collect();
+        in_flight.extend(commands.iter().map(String::as_str));
+        if !distinct(&in_flight) {
+            self.settle().await?;
+        }
         self.write_commands(commands).await?;
         Ok(commands
             .iter()
@@ -118,6 +123,11 @@ impl Session {
     /// replies and its own (150 or 125): the next upload starts while the
     /// last one's rename is still on its way.
     pub(super) async fn behind_owed(&mut self, command: &str) -> Result<String, Fault> {
+        let mut in_flight: Vec<&str> = self.owed.iter().map(|o| o.command.as_str()).collect();
+        in_flight.push(command);
+        if !distinct(&in_flight) {
+            self.settle().await?;
+        }
         self.write_commands(&[command.to_string()]).await?;
         self.settle().await?;
         let r = self.reply(command).await?;
@@ -174,7 +184,9 @@ impl Session {
     pub async fn batch(&mut self, commands: &[String]) -> Result<Vec<Reply>, Fault> {
         self.settle().await?;
         let mut replies = Vec::with_capacity(commands.len());
-        if self.pipelines() {
+        let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
+        // The probe sends look-alike commands on purpose and reads their codes itself.
+        if self.pipelines() && (self.probe_timeout.is_some() || distinct(&refs)) {
             self.write_commands(commands).await?;
             for c in commands {
                 replies.push(self.reply(c).await?);
@@ -194,11 +206,25 @@ impl Session {
         (self.rtt * 10).clamp(std::time::Duration::from_secs(1), self.timeouts.command)
     }
 
-    /// Reads the next reply, owed to `what`.
+    /// Reads the next reply, owed to `what`. A positive reply that `what`
+    /// never gets is another command's: the session is out of step (a
+    /// desync) and ends here (the probe reads its replies as they come).
     pub(super) async fn reply(&mut self, what: &str) -> Result<Reply, Fault> {
         let t = self.probe_timeout.unwrap_or(self.timeouts.command);
         let read = tokio::time::timeout(t, self.ftp.read_response_in(&[])).await;
-        self.answered(what, t, read)
+        let r = self.answered(what, t, read)?;
+        if self.probe_timeout.is_none() && !fits(what, r.code) {
+            // Out of step: this session ends, and no session of this
+            // server pipelines again (the pool learns it from this one).
+            self.broken = true;
+            self.pipelining = Some(false);
+            self.desync = Some((
+                scrub(what, &[&self.password]),
+                scrub(&r.text(), &[&self.password]),
+            ));
+            return Err(scrub_fault(Fault::desync(what, r.code, &r.text()), self));
+        }
+        Ok(r)
     }
 
     /// Sends one command and reads its reply, whatever its code.
@@ -304,6 +330,50 @@ impl Session {
     }
 }
 
+/// The positive replies (1xx to 3xx) that `command` can get; `None` for a
+/// command not listed, which may get any. A refusal (4xx, 5xx) fits every
+/// command: it cannot be told apart, and it never makes anything done.
+fn positive_replies(command: &str) -> Option<&'static [u32]> {
+    let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
+    Some(match verb.as_str() {
+        "SIZE" | "MDTM" | "MFMT" => &[213],
+        "FEAT" => &[211],
+        "RNFR" | "REST" => &[350],
+        "RNTO" | "DELE" | "RMD" | "CWD" => &[250, 200],
+        "MKD" => &[257, 250],
+        "STOR" | "APPE" | "RETR" | "LIST" | "NLST" | "MLSD" => &[125, 150],
+        "EPSV" => &[229],
+        "PASV" => &[227],
+        "TYPE" | "NOOP" | "OPTS" | "PBSZ" | "PROT" | "PORT" | "EPRT" => &[200],
+        "QUIT" => &[221],
+        _ => return None,
+    })
+}
+
+/// Does a reply with `code` belong to `command`?
+pub fn fits(command: &str, code: u32) -> bool {
+    code >= 400 || positive_replies(command).is_none_or(|ok| ok.contains(&code))
+}
+
+/// Can replies to `commands`, all in flight at once, never be mistaken for
+/// one another: no two of them can get the same positive reply? Then a
+/// reply matched to the wrong command never fits it, and is caught (a
+/// `213` for one file's SIZE can never answer another's). Commands not
+/// listed in [`positive_replies`] are never pipelined with others.
+pub fn distinct(commands: &[&str]) -> bool {
+    let mut seen: Vec<u32> = Vec::new();
+    for c in commands {
+        let Some(codes) = positive_replies(c) else {
+            return commands.len() <= 1;
+        };
+        if codes.iter().any(|c| seen.contains(c)) {
+            return false;
+        }
+        seen.extend_from_slice(codes);
+    }
+    true
+}
+
 /// A SIZE reply: the size, `None` for "no such file", else a fault.
 pub fn size_of(r: &Reply, path: &str) -> Result<Option<u64>, Fault> {
     let what = format!("SIZE {path}");
@@ -333,4 +403,36 @@ async fn write_all(socket: &tokio::net::TcpStream, mut bytes: &[u8]) -> std::io:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_fits_only_its_own_command() {
+        assert!(fits("SIZE a", 213));
+        assert!(!fits("SIZE a", 229));
+        assert!(!fits("SIZE a", 250));
+        assert!(!fits("APPE t", 213));
+        assert!(!fits("RNFR t", 250));
+        assert!(fits("RNTO f", 250));
+        // Refusals fit anything: they never make anything done.
+        assert!(fits("SIZE a", 550));
+        assert!(fits("RNTO f", 553));
+        // Commands not listed take any reply.
+        assert!(fits("SITE CHMOD 600 x", 200));
+    }
+
+    #[test]
+    fn look_alike_commands_are_never_in_flight_together() {
+        assert!(distinct(&["RNFR t", "RNTO f", "SIZE f", "APPE u"]));
+        assert!(distinct(&["SIZE t", "EPSV"]));
+        assert!(!distinct(&["RNFR t", "RNTO f", "SIZE f", "SIZE u"]));
+        assert!(!distinct(&["MKD a", "MKD a/b"]));
+        // REST answers as RNFR does.
+        assert!(!distinct(&["RNFR t", "REST 5"]));
+        assert!(!distinct(&["SIZE t", "XSHA256 t"]));
+        assert!(distinct(&["XSHA256 t"]));
+    }
 }

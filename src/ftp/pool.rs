@@ -335,6 +335,7 @@ impl Drop for Lease {
             let in_use = self.in_use.take();
             tokio::spawn(async move {
                 let _ = session.settle().await;
+                pool.learn_from(&slot, &session);
                 Pool::put_back(&pool, &slot, session, creds, global);
                 drop(in_use);
             });
@@ -500,6 +501,8 @@ impl Pool {
         };
         for mut i in owing {
             let _ = i.session.settle().await;
+            // Reading them may have shown the server out of order.
+            self.learn_from(&slot, &i.session);
             Pool::put_back(self, &slot, i.session, i.creds, i.global);
         }
     }
@@ -783,6 +786,11 @@ impl Pool {
         in_use: OwnedSemaphorePermit,
         slot: Arc<Slot>,
     ) -> Lease {
+        let mut session = session;
+        // Another session found the server out of order since this one was idle.
+        if slot.facts.lock().unwrap().pipelining == Some(false) {
+            session.pipelining = Some(false);
+        }
         Lease {
             session: Some(session),
             creds,
@@ -801,6 +809,16 @@ impl Pool {
         if !session.create_with_appe && facts.appe != Some(false) {
             facts.appe = Some(false);
             self.learned.set_appe(&slot.key, false);
+        }
+        if let Some((command, reply)) = &session.desync {
+            // Told once per server, by the first session that saw it.
+            if facts.pipelining != Some(false) {
+                self.events.emit(crate::events::Event::PipeliningOff {
+                    server: slot.key.host_port(),
+                    command: command.clone(),
+                    reply: reply.clone(),
+                });
+            }
         }
         if session.pipelining.is_some() && facts.pipelining != session.pipelining {
             facts.pipelining = session.pipelining;

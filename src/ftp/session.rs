@@ -106,6 +106,9 @@ pub struct Session {
     /// Does the server keep pipelined commands in order (see
     /// [`super::pipeline`])? `None` until probed.
     pub(crate) pipelining: Option<bool>,
+    /// The command and the reply that showed the server out of order, if
+    /// one did (the session is then broken; see [`super::pipeline`]).
+    pub(crate) desync: Option<(String, String)>,
     /// Does the server leave commands that arrive during a transfer unread
     /// until the transfer's reply (see [`Session::probe_queueing`])? Then
     /// an upload's SIZE goes out as soon as its data connection closes.
@@ -434,6 +437,7 @@ impl Session {
             probe_timeout: None,
             // Known from an earlier session: the login's last commands go out at once.
             pipelining,
+            desync: None,
             queues_in_transfer: None,
             size_after_close: None,
             size_after_reply: None,

@@ -62,6 +62,11 @@ fn backoff_ceiling(cfg: &Config, attempt: u32) -> Duration {
 /// "Too many connections" retries are not counted, but not endless either.
 const MAX_BACKPRESSURE_RETRIES: u32 = 200;
 
+/// Desyncs are not counted either: the first turns pipelining off for the
+/// server, so another is a server out of step without pipelining, which
+/// these few retries do not hide.
+const MAX_DESYNC_RETRIES: u32 = 3;
+
 impl Ctx {
     pub fn new(
         config: Config,
@@ -402,6 +407,7 @@ async fn run_entry(
     let started = Instant::now();
     let mut counted = 0u32;
     let mut backpressure = 0u32;
+    let mut desyncs = 0u32;
     let server = entry.server.key().host_port();
     let remote_path = entry.remote_path();
     let progress = entry.progress.clone();
@@ -508,6 +514,10 @@ async fn run_entry(
                         backpressure += 1;
                         backpressure > MAX_BACKPRESSURE_RETRIES
                     }
+                    FaultKind::Desync => {
+                        desyncs += 1;
+                        desyncs > MAX_DESYNC_RETRIES
+                    }
                     FaultKind::Transient => {
                         counted += 1;
                         let max = config.retry.max_attempts;
@@ -555,7 +565,12 @@ async fn run_entry(
                     report.update(rep);
                     return;
                 }
-                let wait = backoff(config, counted.max(backpressure.min(6)));
+                // A desync is retried at once: a clean session, no pipelining.
+                let wait = if fault.kind == FaultKind::Desync {
+                    Duration::ZERO
+                } else {
+                    backoff(config, counted.max(backpressure.min(6)))
+                };
                 let next_attempt_at =
                     humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
                         .to_string();
@@ -567,10 +582,10 @@ async fn run_entry(
                     server: server.clone(),
                     remote_path: remote_path.clone(),
                     attempt,
-                    reason: if fault.kind == FaultKind::TooManyConnections {
-                        "too_many_connections"
-                    } else {
-                        "transient"
+                    reason: match fault.kind {
+                        FaultKind::TooManyConnections => "too_many_connections",
+                        FaultKind::Desync => "desync",
+                        _ => "transient",
                     },
                     error: fault.message.clone(),
                     retry_in_ms: wait.as_millis() as u64,
