@@ -2580,3 +2580,136 @@ async fn a_server_that_reorders_under_load_is_caught() {
     }
     finish(failures);
 }
+
+/// Probes leave nothing behind: a `kill -9` at any moment of a first
+/// contact (probes included) leaves no `.ftpdrop-*` name in the folder once
+/// the next run has talked to the server. What a probe makes is recorded in
+/// `ftpdrop-learned.json` before it is made, and the next run's first
+/// session removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_leave_nothing_behind_after_kill_9() {
+    let Some(env) = require_servers("probes_leave_nothing_behind_after_kill_9", &["vsftpd"]) else {
+        return;
+    };
+    let t = Target::from_env(env, "VSFTPD", "vsftpd");
+    let run = |state: &Path, entries: &[Value]| {
+        let cfg = json!({
+            "inbox": state.join("files"),
+            "checked": state.join("checked"),
+            "settle_ms": 0,
+            "status": {"listen": "127.0.0.1:0"},
+        });
+        std::fs::create_dir_all(state.join("files")).unwrap();
+        std::fs::create_dir_all(state.join("checked")).unwrap();
+        std::fs::write(state.join("cfg.json"), cfg.to_string()).unwrap();
+        std::fs::write(
+            state.join("files/job.json"),
+            Value::Array(entries.to_vec()).to_string(),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+            .args(["once", "--config"])
+            .arg(state.join("cfg.json"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let leftovers = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".ftpdrop-probe"))
+            .collect()
+    };
+    let outcome = async {
+        let w = Work::new();
+        let mut hits = 0;
+        for (i, delay_ms) in [5u64, 15, 25, 35, 45, 60, 80, 100, 130, 170]
+            .iter()
+            .enumerate()
+        {
+            let (rel, disk) = t.dir(&format!("litter{i}"));
+            let state = w.dir.path().join(format!("state{i}"));
+            let entries: Vec<Value> = (0..6)
+                .map(|k| {
+                    let body = support::random_bytes(2000 + k, 40 + k as u64);
+                    t.entry(&w.local(&format!("l{i}/f{k}.bin"), &body), &rel)
+                })
+                .collect();
+            let mut child = run(&state, &entries);
+            std::thread::sleep(Duration::from_millis(*delay_ms));
+            let _ = child.kill();
+            let _ = child.wait();
+            if !leftovers(&disk).is_empty() {
+                hits += 1;
+            }
+            // The next run talks to the server, and cleans up.
+            let mut again = run(&state, &entries);
+            let status = tokio::task::spawn_blocking(move || again.wait())
+                .await
+                .unwrap()
+                .unwrap();
+            ensure(status.success(), || {
+                format!("the second run ended {status}")
+            })?;
+            let left = leftovers(&disk);
+            ensure(left.is_empty(), || {
+                format!("killed after {delay_ms} ms, then run again: {left:?} stayed in {rel}")
+            })?;
+        }
+        // A crash right after a probe made its directory, for certain: the
+        // record is there and so is the directory.
+        let (rel, disk) = t.dir("litter-seeded");
+        let probe_dir = disk.join(".ftpdrop-probe-0123456789ab-a");
+        std::fs::create_dir_all(&probe_dir).unwrap();
+        // Owned as the server's user would have made them.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::metadata(&t.root).unwrap();
+            for d in [&disk, &probe_dir] {
+                std::os::unix::fs::chown(d, Some(owner.uid()), Some(owner.gid())).unwrap();
+            }
+        }
+        let state = w.dir.path().join("seeded");
+        std::fs::create_dir_all(&state).unwrap();
+        let key = format!("ftp://{}@{}:{}", t.user, t.host, t.port);
+        std::fs::write(
+            state.join("ftpdrop-learned.json"),
+            json!({"servers": {}, "litter": {key: [
+                format!("{rel}/.ftpdrop-probe-0123456789ab-a/"),
+                format!("{rel}/.ftpdrop-probe-0123456789ab-b/"),
+            ]}})
+            .to_string(),
+        )
+        .unwrap();
+        let body = b"one file".to_vec();
+        let entry = t.entry(&w.local("seeded/one.bin", &body), &rel);
+        let mut child = run(&state, &[entry]);
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        ensure(status.success(), || format!("the run ended {status}"))?;
+        same_bytes(&disk.join("one.bin"), &body)?;
+        let left = leftovers(&disk);
+        ensure(left.is_empty(), || format!("{left:?} stayed"))?;
+        let learned = std::fs::read_to_string(state.join("ftpdrop-learned.json")).unwrap();
+        ensure(!learned.contains("litter"), || {
+            format!("the record stayed: {learned}")
+        })?;
+        Ok(format!(
+            "10 kills at 5-170 ms ({hits} left probe names, all removed by the next run); a seeded leftover removed"
+        ))
+    };
+    let failure = scenario(
+        "Probes",
+        "kill -9 during a first contact → no .ftpdrop-probe name left once the next run talked to the server",
+        &t.name,
+        outcome,
+    )
+    .await;
+    finish(vec![failure]);
+}

@@ -12,7 +12,7 @@
 
 use crate::job::ServerKey;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -70,13 +70,28 @@ pub struct Facts {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
     servers: BTreeMap<String, Facts>,
+    /// What probes made on each server and have not removed yet: written
+    /// before a probe makes it, so that a crash (kill -9) in the middle
+    /// leaves a record, and the next session that logs in to the server
+    /// removes it. Paths of directories end in `/`. Never expires.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    litter: BTreeMap<String, BTreeSet<String>>,
 }
 
 pub struct Learned {
     /// `None`: nothing is kept (tests, `Pool` without a state folder).
     path: Option<PathBuf>,
     ttl: Duration,
-    servers: Mutex<BTreeMap<String, Facts>>,
+    state: Mutex<State>,
+}
+
+struct State {
+    servers: BTreeMap<String, Facts>,
+    litter: BTreeMap<String, BTreeSet<String>>,
+    /// The litter found in the file at start: an earlier run's, which no
+    /// probe of this process is using (this process's own is removed by
+    /// the probe that made it, never from under it).
+    inherited: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn now_secs() -> u64 {
@@ -91,36 +106,45 @@ impl Learned {
         Learned {
             path: None,
             ttl: Duration::ZERO,
-            servers: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(State {
+                servers: BTreeMap::new(),
+                litter: BTreeMap::new(),
+                inherited: BTreeMap::new(),
+            }),
         }
     }
 
     /// Reads the state file, dropping facts older than `ttl`. A missing or
     /// unreadable file is an empty one (it is a cache, not a record).
     pub fn load(path: PathBuf, ttl: Duration) -> Learned {
-        let mut servers = match std::fs::read(&path) {
+        let file = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
-                Ok(f) => f.servers,
+                Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable learned-facts file");
-                    BTreeMap::new()
+                    StateFile::default()
                 }
             },
-            Err(_) => BTreeMap::new(),
+            Err(_) => StateFile::default(),
         };
+        let (mut servers, litter) = (file.servers, file.litter);
         let now = now_secs();
         servers.retain(|_, f| now.saturating_sub(f.learned_at) < ttl.as_secs());
         Learned {
             path: Some(path),
             ttl,
-            servers: Mutex::new(servers),
+            state: Mutex::new(State {
+                servers,
+                inherited: litter.clone(),
+                litter,
+            }),
         }
     }
 
     /// What is known about `key`, if it has not expired.
     pub fn get(&self, key: &ServerKey) -> Option<Facts> {
-        let servers = self.servers.lock().unwrap();
-        let f = servers.get(&key.to_string())?;
+        let state = self.state.lock().unwrap();
+        let f = state.servers.get(&key.to_string())?;
         (now_secs().saturating_sub(f.learned_at) < self.ttl.as_secs()).then(|| f.clone())
     }
 
@@ -164,28 +188,80 @@ impl Learned {
         self.update(key, |f| f.tls12 = Some(use_it));
     }
 
-    fn update(&self, key: &ServerKey, change: impl FnOnce(&mut Facts)) {
-        let Some(path) = &self.path else {
+    /// Records that a probe is about to make `paths` on `key`'s server
+    /// (directories end in `/`); on disk before the probe makes them.
+    pub fn add_litter(&self, key: &ServerKey, paths: &[String]) {
+        let mut state = self.state.lock().unwrap();
+        let set = state.litter.entry(key.to_string()).or_default();
+        let before = set.len();
+        set.extend(paths.iter().cloned());
+        if set.len() != before {
+            self.save(&state);
+        }
+    }
+
+    /// `paths` are gone from `key`'s server.
+    pub fn clear_litter(&self, key: &ServerKey, paths: &[String]) {
+        let mut state = self.state.lock().unwrap();
+        let k = key.to_string();
+        let Some(set) = state.litter.get_mut(&k) else {
             return;
         };
-        let mut servers = self.servers.lock().unwrap();
-        let f = servers.entry(key.to_string()).or_default();
+        let before = set.len();
+        set.retain(|p| !paths.contains(p));
+        if set.len() == before {
+            return;
+        }
+        if set.is_empty() {
+            state.litter.remove(&k);
+        }
+        if let Some(old) = state.inherited.get_mut(&k) {
+            old.retain(|p| !paths.contains(p));
+        }
+        self.save(&state);
+    }
+
+    /// What an earlier run's probes left on `key`'s server (recorded by
+    /// [`Self::add_litter`], not cleared since): for the first session that
+    /// logs in there to remove.
+    pub fn litter(&self, key: &ServerKey) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .inherited
+            .get(&key.to_string())
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn update(&self, key: &ServerKey, change: impl FnOnce(&mut Facts)) {
+        if self.path.is_none() {
+            return;
+        }
+        let mut state = self.state.lock().unwrap();
+        let f = state.servers.entry(key.to_string()).or_default();
         let before = f.clone();
         change(f);
         if *f == before {
             return;
         }
         f.learned_at = now_secs();
+        self.save(&state);
+    }
+
+    /// Writes the state file. Under the state's lock: one writer at a
+    /// time, and the newest facts last.
+    fn save(&self, state: &State) {
+        let Some(path) = &self.path else {
+            return;
+        };
         let file = StateFile {
-            servers: servers.clone(),
+            servers: state.servers.clone(),
+            litter: state.litter.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("state serializes");
-        // Written under the lock: one writer at a time, and the newest
-        // facts last.
         if let Err(e) = crate::report::write_atomic(path, &bytes) {
             tracing::warn!(path = %path.display(), error = %e, "cannot save what was learned about servers");
         }
-        drop(servers);
     }
 }
 
@@ -227,5 +303,27 @@ mod tests {
         assert!(!std::fs::read_to_string(&path).unwrap().contains("password"));
         let expired = Learned::load(path, Duration::ZERO);
         assert!(expired.get(&key()).is_none());
+    }
+
+    #[test]
+    fn litter_is_on_disk_until_cleared_and_never_expires() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("learned.json");
+        let l = Learned::load(path.clone(), Duration::from_secs(3600));
+        l.add_litter(
+            &key(),
+            &["d/.ftpdrop-probe-1-a/".into(), "d/.ftpdrop-probe-2".into()],
+        );
+        // A crash now: the next run reads it back, whatever the TTL.
+        let again = Learned::load(path.clone(), Duration::ZERO);
+        assert_eq!(again.litter(&key()).len(), 2);
+        again.clear_litter(&key(), &["d/.ftpdrop-probe-2".into()]);
+        let again = Learned::load(path.clone(), Duration::ZERO);
+        assert_eq!(
+            again.litter(&key()),
+            vec!["d/.ftpdrop-probe-1-a/".to_string()]
+        );
+        again.clear_litter(&key(), &["d/.ftpdrop-probe-1-a/".into()]);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("litter"));
     }
 }

@@ -280,6 +280,8 @@ impl Session {
         ];
         let expected = [257, 350, 250, 350, 250, 350, 250, 250];
         self.settle().await?;
+        let made = [format!("{a}/"), format!("{b}/")];
+        self.note_litter(&made);
         let was = self.pipelining.replace(true);
         // A server that mishandles pipelining may lose replies: it gets a
         // few round trips, not the command timeout, to answer them all.
@@ -313,7 +315,12 @@ impl Session {
             !in_order && (codes.contains(&257) || codes.iter().any(|c| matches!(c, 450 | 503)));
         if !in_order && !reordered {
             tracing::debug!(dir, reply = %replies[0].text(), "pipelining probe: no directory made here; no verdict");
+            self.cleared_litter(&made);
             return Ok(None);
+        }
+        if in_order {
+            // Its last command removed the directory.
+            self.cleared_litter(&made);
         }
         if reordered {
             tracing::info!(
@@ -325,6 +332,7 @@ impl Session {
             for p in [&a, &b] {
                 let _ = self.exchange(&format!("RMD {p}")).await?;
             }
+            self.cleared_litter(&made);
         }
         Ok(Some(in_order))
     }

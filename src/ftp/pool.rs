@@ -791,6 +791,7 @@ impl Pool {
         if slot.facts.lock().unwrap().pipelining == Some(false) {
             session.pipelining = Some(false);
         }
+        session.litter = Some((self.learned.clone(), slot.key.clone()));
         Lease {
             session: Some(session),
             creds,
@@ -800,6 +801,55 @@ impl Pool {
             pool: self.clone(),
             since: Instant::now(),
         }
+    }
+
+    /// Removes what an earlier run's probes left on the server (a crash
+    /// between a probe's making and removing it), on the first session of
+    /// this run that logs in there: partners' systems pick up whatever
+    /// appears in their folders.
+    async fn sweep_litter(&self, session: &mut Session, key: &ServerKey) {
+        let litter = self.learned.litter(key);
+        let mut gone = Vec::new();
+        for p in &litter {
+            let removed = match p.strip_suffix('/') {
+                Some(dir) => session
+                    .custom(
+                        format!("RMD {dir}"),
+                        &[suppaftp::Status::RequestedFileActionOk],
+                    )
+                    .await
+                    .map(drop),
+                None => session.delete(p).await,
+            };
+            match removed {
+                Ok(()) => {
+                    tracing::info!(server = %key, remote_path = %p, "removed what an interrupted probe left");
+                    gone.push(p.clone());
+                }
+                // Not there (the probe had not made it, or removed it)? A
+                // 550 says that or "not allowed": the folder's list tells.
+                Err(f) if matches!(f.code, Some(550 | 450)) => {
+                    let path = p.trim_end_matches('/');
+                    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+                    match session.names(dir).await {
+                        Ok(names) if !names.iter().any(|n| n.rsplit('/').next() == Some(name)) => {
+                            gone.push(p.clone())
+                        }
+                        _ => tracing::warn!(
+                            server = %key, remote_path = %p, error = %f,
+                            "cannot remove what an interrupted probe left; trying again next time"
+                        ),
+                    }
+                }
+                Err(f) => {
+                    tracing::debug!(server = %key, remote_path = %p, error = %f, "cannot remove a probe's leftover yet");
+                    if session.broken {
+                        break;
+                    }
+                }
+            }
+        }
+        self.learned.clear_litter(key, &gone);
     }
 
     /// Keeps what `session` found out about its server's protocol, for the
@@ -950,6 +1000,7 @@ impl Pool {
                     self.learned.set_cheap_logins(key, cheap);
                 }
                 session.counted = slot.open.clone().try_acquire_owned().ok();
+                self.sweep_litter(&mut session, key).await;
                 self.events.emit(crate::events::Event::SessionOpened {
                     server: key.host_port(),
                 });

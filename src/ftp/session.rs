@@ -109,6 +109,12 @@ pub struct Session {
     /// The command and the reply that showed the server out of order, if
     /// one did (the session is then broken; see [`super::pipeline`]).
     pub(crate) desync: Option<(String, String)>,
+    /// Where probes record what they make before they make it (see
+    /// [`super::learned::Learned::add_litter`]); set by the pool.
+    pub(crate) litter: Option<(
+        std::sync::Arc<super::learned::Learned>,
+        crate::job::ServerKey,
+    )>,
     /// Does the server leave commands that arrive during a transfer unread
     /// until the transfer's reply (see [`Session::probe_queueing`])? Then
     /// an upload's SIZE goes out as soon as its data connection closes.
@@ -438,6 +444,7 @@ impl Session {
             // Known from an earlier session: the login's last commands go out at once.
             pipelining,
             desync: None,
+            litter: None,
             queues_in_transfer: None,
             size_after_close: None,
             size_after_reply: None,
@@ -1079,10 +1086,13 @@ impl Session {
         self.settle().await?;
         let tag = hex::encode(rand::random::<[u8; 6]>());
         let probe = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}"));
+        let made = [probe.clone()];
+        self.note_litter(&made);
         let mut up = match self.store_exact(&probe, 0).await {
             Ok(up) => up,
             Err(f) if !self.broken => {
                 tracing::debug!(error = %f, "queueing probe: cannot upload here; no verdict");
+                self.cleared_litter(&made);
                 return Ok(None);
             }
             Err(f) => return Err(f),
@@ -1123,8 +1133,25 @@ impl Session {
                 "the server answers commands during a transfer: SIZE waits for the transfer's reply"
             );
         }
-        let _ = self.delete(&probe).await;
+        if self.delete(&probe).await.is_ok() {
+            self.cleared_litter(&made);
+        }
         Ok(Some(in_order))
+    }
+
+    /// A probe is about to make `paths` (directories end in `/`): recorded
+    /// first, so that a crash leaves a note for the next run to clean up.
+    pub(crate) fn note_litter(&self, paths: &[String]) {
+        if let Some((learned, key)) = &self.litter {
+            learned.add_litter(key, paths);
+        }
+    }
+
+    /// What a probe made is gone again.
+    pub(crate) fn cleared_litter(&self, paths: &[String]) {
+        if let Some((learned, key)) = &self.litter {
+            learned.clear_litter(key, paths);
+        }
     }
 
     /// Can an upload continue a partial file here? Not on a server known to

@@ -267,12 +267,19 @@ pub async fn probe(a: &mut Session, b: &mut Session, dir: &str) -> Result<Probe,
         dir,
         &format!(".ftpdrop-probe-{:016x}", rand::random::<u64>()),
     );
+    let made = [path.clone()];
+    a.note_litter(&made);
     let verdict = probe_steps(a, b, &path).await;
     // Whatever happened, the probe file must not stay behind.
     for s in [a, b] {
         if !s.broken {
-            if let Err(e) = s.delete(&path).await {
-                tracing::warn!(remote_path = %path, error = %e, "could not delete the probe file");
+            match s.delete(&path).await {
+                Ok(()) => s.cleared_litter(&made),
+                // Never made (the first STOR was refused): nothing to remove.
+                Err(e) if e.code == Some(550) => s.cleared_litter(&made),
+                Err(e) => {
+                    tracing::warn!(remote_path = %path, error = %e, "could not delete the probe file")
+                }
             }
             break;
         }
