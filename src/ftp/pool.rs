@@ -809,47 +809,25 @@ impl Pool {
     /// appears in their folders.
     async fn sweep_litter(&self, session: &mut Session, key: &ServerKey) {
         let litter = self.learned.litter(key);
-        let mut gone = Vec::new();
-        for p in &litter {
-            let removed = match p.strip_suffix('/') {
-                Some(dir) => session
-                    .custom(
-                        format!("RMD {dir}"),
-                        &[suppaftp::Status::RequestedFileActionOk],
-                    )
-                    .await
-                    .map(drop),
-                None => session.delete(p).await,
-            };
-            match removed {
-                Ok(()) => {
-                    tracing::info!(server = %key, remote_path = %p, "removed what an interrupted probe left");
-                    gone.push(p.clone());
-                }
-                // Not there (the probe had not made it, or removed it)? A
-                // 550 says that or "not allowed": the folder's list tells.
-                Err(f) if matches!(f.code, Some(550 | 450)) => {
-                    let path = p.trim_end_matches('/');
-                    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-                    match session.names(dir).await {
-                        Ok(names) if !names.iter().any(|n| n.rsplit('/').next() == Some(name)) => {
-                            gone.push(p.clone())
-                        }
-                        _ => tracing::warn!(
-                            server = %key, remote_path = %p, error = %f,
-                            "cannot remove what an interrupted probe left; trying again next time"
-                        ),
-                    }
-                }
-                Err(f) => {
-                    tracing::debug!(server = %key, remote_path = %p, error = %f, "cannot remove a probe's leftover yet");
-                    if session.broken {
-                        break;
-                    }
-                }
-            }
+        if !litter.is_empty() {
+            let gone = remove_litter(session, key, &litter).await;
+            self.learned.clear_litter(key, &gone);
         }
-        self.learned.clear_litter(key, &gone);
+    }
+
+    /// Removes what a probe on a session that broke left behind, on a
+    /// fresh session of the same server (`lease`'s, renewed; it stays
+    /// broken if no fresh one could be had).
+    pub async fn clean_after_probe(&self, lease: &mut Lease, spec: &ServerSpec) {
+        let made = std::mem::take(&mut lease.session().made);
+        if made.is_empty() {
+            return;
+        }
+        if lease.renew(spec).await.is_ok() {
+            let key = spec.key();
+            let gone = remove_litter(lease.session(), &key, &made).await;
+            self.learned.clear_litter(&key, &gone);
+        }
     }
 
     /// Keeps what `session` found out about its server's protocol, for the
@@ -1040,4 +1018,48 @@ impl Pool {
             }
         }
     }
+}
+
+/// Removes `paths` (directories end in `/`) from the server; returns those
+/// now gone. A 550 says "not there" or "not allowed": the folder's listing tells.
+async fn remove_litter(session: &mut Session, key: &ServerKey, paths: &[String]) -> Vec<String> {
+    let mut gone = Vec::new();
+    for p in paths {
+        let removed = match p.strip_suffix('/') {
+            Some(dir) => session
+                .custom(
+                    format!("RMD {dir}"),
+                    &[suppaftp::Status::RequestedFileActionOk],
+                )
+                .await
+                .map(drop),
+            None => session.delete(p).await,
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(server = %key, remote_path = %p, "removed what an interrupted probe left");
+                gone.push(p.clone());
+            }
+            Err(f) if matches!(f.code, Some(550 | 450)) => {
+                let path = p.trim_end_matches('/');
+                let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+                match session.names(dir).await {
+                    Ok(names) if !names.iter().any(|n| n.rsplit('/').next() == Some(name)) => {
+                        gone.push(p.clone())
+                    }
+                    _ => tracing::warn!(
+                        server = %key, remote_path = %p, error = %f,
+                        "cannot remove what an interrupted probe left; trying again next time"
+                    ),
+                }
+            }
+            Err(f) => {
+                tracing::debug!(server = %key, remote_path = %p, error = %f, "cannot remove a probe's leftover yet");
+                if session.broken {
+                    break;
+                }
+            }
+        }
+    }
+    gone
 }

@@ -115,6 +115,8 @@ pub struct Session {
         std::sync::Arc<super::learned::Learned>,
         crate::job::ServerKey,
     )>,
+    /// What this session's probes made and have not removed (see [`Self::note_litter`]).
+    pub(crate) made: Vec<String>,
     /// Does the server leave commands that arrive during a transfer unread
     /// until the transfer's reply (see [`Session::probe_queueing`])? Then
     /// an upload's SIZE goes out as soon as its data connection closes.
@@ -445,6 +447,7 @@ impl Session {
             pipelining,
             desync: None,
             litter: None,
+            made: Vec::new(),
             queues_in_transfer: None,
             size_after_close: None,
             size_after_reply: None,
@@ -1141,14 +1144,16 @@ impl Session {
 
     /// A probe is about to make `paths` (directories end in `/`): recorded
     /// first, so that a crash leaves a note for the next run to clean up.
-    pub(crate) fn note_litter(&self, paths: &[String]) {
+    pub(crate) fn note_litter(&mut self, paths: &[String]) {
+        self.made.extend(paths.iter().cloned());
         if let Some((learned, key)) = &self.litter {
             learned.add_litter(key, paths);
         }
     }
 
     /// What a probe made is gone again.
-    pub(crate) fn cleared_litter(&self, paths: &[String]) {
+    pub(crate) fn cleared_litter(&mut self, paths: &[String]) {
+        self.made.retain(|p| !paths.contains(p));
         if let Some((learned, key)) = &self.litter {
             learned.clear_litter(key, paths);
         }

@@ -158,6 +158,11 @@ impl Renderer {
                 *done += 1;
                 bar.set_position(*done as u64);
             }
+            if self.multi.is_none() {
+                // Plain lines keep nothing of an ended entry: a job of
+                // 100,000 entries would keep 100,000 of them.
+                self.bars.remove(&(u.job.clone(), u.entry));
+            }
         }
     }
 

@@ -135,8 +135,6 @@ pub async fn attempt(
     // Probed only for work that will use the verdict: with nothing queued
     // behind this entry (a one-file job), the probes' round trips would
     // only delay it.
-    let queueing_unknown =
-        |s: &crate::ftp::Session| s.pipelines() && !s.control_tls && s.queues_in_transfer.is_none();
     let probe = lease.pipelining().is_none() || queueing_unknown(lease.session());
     if probe && lease.others_waiting() && lease.may_probe() {
         let session = lease.session();
@@ -154,8 +152,12 @@ pub async fn attempt(
         probed?;
         if lease.session().broken {
             // The probe cost this session (a server that lost replies to
-            // pipelined commands): the entry goes on with a fresh one.
-            lease.renew(&entry.server).await?;
+            // pipelined commands), and could not remove what it made: a
+            // fresh one does, and the entry goes on with it.
+            pool.clean_after_probe(lease, &entry.server).await;
+            if lease.session().broken {
+                lease.renew(&entry.server).await?;
+            }
         }
     }
 
@@ -370,6 +372,12 @@ async fn publish_fast(
         }
         other => other,
     }
+}
+
+/// Does `s` still have to find out whether its server answers commands sent
+/// during a transfer after the transfer's reply?
+fn queueing_unknown(s: &crate::ftp::Session) -> bool {
+    s.pipelines() && !s.control_tls && s.queues_in_transfer.is_none()
 }
 
 /// A rename sent on a session that has been put back since: `RNFR temp`,
