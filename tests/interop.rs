@@ -2713,3 +2713,92 @@ async fn probes_leave_nothing_behind_after_kill_9() {
     .await;
     finish(vec![failure]);
 }
+
+/// A fault in replies an entry was owed (its rename, sent as the session
+/// went back to the pool) is that entry's: the next entry, which only read
+/// them on its way to its own upload, is told so and starts again on a
+/// clean session. Before, the next entry reported the other file's RNFR as
+/// its own failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_in_owed_replies_belongs_to_their_entry() {
+    let Some(env) = require_servers(
+        "a_fault_in_owed_replies_belongs_to_their_entry",
+        &["vsftpd"],
+    ) else {
+        return;
+    };
+    let _ = logs();
+    let t = Target::from_env(env, "VSFTPD", "vsftpd");
+    let outcome = async {
+        let w = Work::new();
+        let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+        let proxy = FaultProxy::start(upstream).await;
+        let mut via = t.clone();
+        via.port = proxy.addr.port();
+        let one_session = |c: &mut Config| {
+            c.max_connections = 1;
+            c.max_connections_per_server = 1;
+            c.retry.initial_backoff_ms = 100;
+        };
+        let job = |name: &str, n: u64| {
+            let (rel, disk) = t.dir(name);
+            let mut entries = Vec::new();
+            let mut bodies = Vec::new();
+            for i in 0..n {
+                let body = support::random_bytes(1000 + i as usize, 300 + i);
+                entries.push(via.entry(&w.local(&format!("{name}/f{i}.bin"), &body), &rel));
+                bodies.push(body);
+            }
+            (entries, bodies, disk)
+        };
+        // A first job learns that the server keeps pipelined commands in order.
+        let (entries, _, _) = job("owed-warm", 6);
+        let r = w.run_in("owed", "warm", entries, one_session).await;
+        all_done(&r)?;
+        proxy.cut_control_on_command("RNTO", 2);
+        let (entries, bodies, disk) = job("owed-cut", 10);
+        let r = w.run_in("owed", "owedcut", entries, one_session).await;
+        all_done(&r)?;
+        for (i, body) in bodies.iter().enumerate() {
+            same_bytes(&disk.join(format!("f{i}.bin")), body)?;
+        }
+        no_temp_files(&disk)?;
+        let cuts = proxy.control_cuts_fired();
+        let retries: Vec<String> = log_text()
+            .lines()
+            .filter(|l| l.contains("job=owedcut ") && l.contains("will retry"))
+            .map(str::to_string)
+            .collect();
+        let error_of = |l: &str| l.split(" error=").nth(1).unwrap_or("").to_string();
+        let inherited = retries
+            .iter()
+            .filter(|l| error_of(l).starts_with("the session broke on an earlier entry's replies"))
+            .count();
+        let owners = retries
+            .iter()
+            .filter(|l| {
+                ["RNFR ", "RNTO ", "SIZE "]
+                    .iter()
+                    .any(|v| error_of(l).starts_with(v))
+            })
+            .count();
+        ensure(cuts >= 1, || "no RNTO was cut".into())?;
+        ensure(inherited >= 1, || {
+            format!("no entry was told the fault was another's: {retries:#?}")
+        })?;
+        ensure(owners <= cuts, || {
+            format!("{owners} entries blamed for {cuts} cut renames: {retries:#?}")
+        })?;
+        Ok(format!(
+            "{cuts} renames cut: {owners} owners retried, {inherited} readers started again clean"
+        ))
+    };
+    let failure = scenario(
+        "Faults",
+        "a fault in owed replies is reported against the entry that sent the commands",
+        &t.name,
+        outcome,
+    )
+    .await;
+    finish(vec![failure]);
+}

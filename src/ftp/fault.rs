@@ -21,6 +21,10 @@ pub enum FaultKind {
     /// to no, and the entry is tried again on a clean session at once,
     /// without counting an attempt (the fault was ours to avoid).
     Desync,
+    /// The session broke while reading replies that an earlier entry was
+    /// owed: the fault is that entry's (it gets it too), and this one tries
+    /// again at once on a clean session without counting an attempt.
+    Inherited,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +76,22 @@ impl Fault {
                  answered pipelined commands out of order (pipelining is now off for it)"
             ),
             code: Some(code),
+        }
+    }
+
+    /// This entry's view of `owed`, a fault of the replies an earlier entry
+    /// was owed on the session it took over.
+    pub fn inherited(owed: &Fault) -> Fault {
+        if owed.kind == FaultKind::Desync {
+            return owed.clone();
+        }
+        Fault {
+            kind: FaultKind::Inherited,
+            message: format!(
+                "the session broke on an earlier entry's replies ({}); starting again on a clean session",
+                owed.message
+            ),
+            code: None,
         }
     }
 

@@ -100,7 +100,9 @@ impl Session {
 
     /// Reads the replies owed (see [`Session::send_owed`]) and hands each to
     /// whoever waits for it. On a broken connection every one still owed
-    /// gets the fault.
+    /// gets the fault, and the caller gets [`Fault::inherited`]: the fault
+    /// belongs to the entries that sent those commands, not to whoever
+    /// happened to read their replies.
     pub async fn settle(&mut self) -> Result<(), Fault> {
         while let Some(o) = self.owed.pop_front() {
             match self.reply(&o.command).await {
@@ -112,7 +114,7 @@ impl Session {
                     for rest in self.owed.drain(..) {
                         let _ = rest.to.send(Err(f.clone()));
                     }
-                    return Err(f);
+                    return Err(Fault::inherited(&f));
                 }
             }
         }

@@ -62,9 +62,11 @@ fn backoff_ceiling(cfg: &Config, attempt: u32) -> Duration {
 /// "Too many connections" retries are not counted, but not endless either.
 const MAX_BACKPRESSURE_RETRIES: u32 = 200;
 
-/// Desyncs are not counted either: the first turns pipelining off for the
-/// server, so another is a server out of step without pipelining, which
-/// these few retries do not hide.
+/// Desyncs are not counted either, up to this many: the first turns
+/// pipelining off for the server, so another is a server out of step
+/// without pipelining, which these few retries do not hide. Nor are faults
+/// inherited from an earlier entry's owed replies (they are that entry's).
+/// Past the bound they count as transient faults.
 const MAX_DESYNC_RETRIES: u32 = 3;
 
 impl Ctx {
@@ -407,7 +409,7 @@ async fn run_entry(
     let started = Instant::now();
     let mut counted = 0u32;
     let mut backpressure = 0u32;
-    let mut desyncs = 0u32;
+    let mut uncounted_faults = 0u32;
     let server = entry.server.key().host_port();
     let remote_path = entry.remote_path();
     let progress = entry.progress.clone();
@@ -508,17 +510,21 @@ async fn run_entry(
                 return;
             }
             Err(fault) => {
+                // Past its bound, a desync or an inherited fault counts as
+                // any transient fault does (never an entry failed at once
+                // for faults that were not its own).
+                let uncounted = matches!(fault.kind, FaultKind::Desync | FaultKind::Inherited) && {
+                    uncounted_faults += 1;
+                    uncounted_faults <= MAX_DESYNC_RETRIES
+                };
                 let give_up = match fault.kind {
                     FaultKind::Permanent => true,
                     FaultKind::TooManyConnections => {
                         backpressure += 1;
                         backpressure > MAX_BACKPRESSURE_RETRIES
                     }
-                    FaultKind::Desync => {
-                        desyncs += 1;
-                        desyncs > MAX_DESYNC_RETRIES
-                    }
-                    FaultKind::Transient => {
+                    FaultKind::Desync | FaultKind::Inherited if uncounted => false,
+                    FaultKind::Transient | FaultKind::Desync | FaultKind::Inherited => {
                         counted += 1;
                         let max = config.retry.max_attempts;
                         (max > 0 && counted >= max)
@@ -566,7 +572,7 @@ async fn run_entry(
                     return;
                 }
                 // A desync is retried at once: a clean session, no pipelining.
-                let wait = if fault.kind == FaultKind::Desync {
+                let wait = if uncounted {
                     Duration::ZERO
                 } else {
                     backoff(config, counted.max(backpressure.min(6)))
@@ -585,6 +591,7 @@ async fn run_entry(
                     reason: match fault.kind {
                         FaultKind::TooManyConnections => "too_many_connections",
                         FaultKind::Desync => "desync",
+                        FaultKind::Inherited => "inherited",
                         _ => "transient",
                     },
                     error: fault.message.clone(),
