@@ -43,16 +43,31 @@ pub fn default_token_file(checked: &Path) -> PathBuf {
 pub fn load_or_create(path: &Path, generate: bool) -> Result<String> {
     if generate && !path.exists() {
         let token = hex::encode(rand::random::<[u8; 32]>());
+        // Written whole under a name of this process, then linked into
+        // place (which never replaces a file): instances starting together
+        // each see no file or a whole one, never one still empty (a second
+        // instance read the first one's empty file and exited).
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        let tmp = dir.join(format!(
+            ".{}.{}-{:08x}.tmp",
+            name.unwrap_or_default(),
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let mut o = std::fs::OpenOptions::new();
-        o.write(true).create_new(true);
+        o.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        match o.open(path) {
-            Ok(mut f) => {
-                use std::io::Write;
-                f.write_all(format!("{token}\n").as_bytes())
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("status token: cannot write {}", path.display()))?;
+        let written = o.open(&tmp).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(format!("{token}\n").as_bytes())?;
+            f.sync_all()
+        });
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
                 tracing::info!(file = %path.display(), "generated the status API token");
             }
             // Another instance made it first: read theirs.
@@ -221,5 +236,27 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(load_or_create(&d.path().join("none"), false).is_err());
+    }
+
+    /// Instances starting together: each gets the one token, none finds
+    /// the file still empty (one did, and exited).
+    #[test]
+    fn instances_starting_together_share_one_whole_token() {
+        for _ in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("tok");
+            let tokens: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| load_or_create(&p, true)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert!(tokens.iter().all(|t| t.len() == 64 && *t == tokens[0]));
+            let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
+            assert_eq!(names.len(), 1, "temp files left: {names:?}");
+        }
     }
 }
