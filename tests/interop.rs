@@ -2592,7 +2592,9 @@ async fn probes_leave_nothing_behind_after_kill_9() {
         return;
     };
     let t = Target::from_env(env, "VSFTPD", "vsftpd");
-    let run = |state: &Path, entries: &[Value]| {
+    // `entries`: a job to drop in the inbox; `None` runs what is there (a
+    // job the killed run claimed resumes from checked/).
+    let run = |state: &Path, entries: Option<&[Value]>| {
         let cfg = json!({
             "inbox": state.join("files"),
             "checked": state.join("checked"),
@@ -2602,18 +2604,31 @@ async fn probes_leave_nothing_behind_after_kill_9() {
         std::fs::create_dir_all(state.join("files")).unwrap();
         std::fs::create_dir_all(state.join("checked")).unwrap();
         std::fs::write(state.join("cfg.json"), cfg.to_string()).unwrap();
-        std::fs::write(
-            state.join("files/job.json"),
-            Value::Array(entries.to_vec()).to_string(),
-        )
-        .unwrap();
+        if let Some(entries) = entries {
+            std::fs::write(
+                state.join("files/job.json"),
+                Value::Array(entries.to_vec()).to_string(),
+            )
+            .unwrap();
+        }
         std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
             .args(["once", "--config"])
             .arg(state.join("cfg.json"))
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(state.join("run.log"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap()
+    };
+    let log_tail = |state: &Path| {
+        let text = std::fs::read_to_string(state.join("run.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
     };
     let leftovers = |dir: &Path| -> Vec<String> {
         std::fs::read_dir(dir)
@@ -2639,7 +2654,7 @@ async fn probes_leave_nothing_behind_after_kill_9() {
                     t.entry(&w.local(&format!("l{i}/f{k}.bin"), &body), &rel)
                 })
                 .collect();
-            let mut child = run(&state, &entries);
+            let mut child = run(&state, Some(&entries));
             std::thread::sleep(Duration::from_millis(*delay_ms));
             let _ = child.kill();
             let _ = child.wait();
@@ -2647,13 +2662,13 @@ async fn probes_leave_nothing_behind_after_kill_9() {
                 hits += 1;
             }
             // The next run talks to the server, and cleans up.
-            let mut again = run(&state, &entries);
+            let mut again = run(&state, None);
             let status = tokio::task::spawn_blocking(move || again.wait())
                 .await
                 .unwrap()
                 .unwrap();
             ensure(status.success(), || {
-                format!("the second run ended {status}")
+                format!("the second run ended {status}:\n{}", log_tail(&state))
             })?;
             let left = leftovers(&disk);
             ensure(left.is_empty(), || {
@@ -2687,12 +2702,14 @@ async fn probes_leave_nothing_behind_after_kill_9() {
         .unwrap();
         let body = b"one file".to_vec();
         let entry = t.entry(&w.local("seeded/one.bin", &body), &rel);
-        let mut child = run(&state, &[entry]);
+        let mut child = run(&state, Some(&[entry]));
         let status = tokio::task::spawn_blocking(move || child.wait())
             .await
             .unwrap()
             .unwrap();
-        ensure(status.success(), || format!("the run ended {status}"))?;
+        ensure(status.success(), || {
+            format!("the run ended {status}:\n{}", log_tail(&state))
+        })?;
         same_bytes(&disk.join("one.bin"), &body)?;
         let left = leftovers(&disk);
         ensure(left.is_empty(), || format!("{left:?} stayed"))?;

@@ -121,6 +121,19 @@ impl Session {
         Ok(())
     }
 
+    /// The connection failed with `f` while replies are owed: they are
+    /// the fault of the entries that sent those commands (they get `f`),
+    /// and the caller's fault is [`Fault::inherited`].
+    fn fail_owed(&mut self, f: Fault) -> Fault {
+        if self.owed.is_empty() {
+            return f;
+        }
+        for o in self.owed.drain(..) {
+            let _ = o.to.send(Err(f.clone()));
+        }
+        Fault::inherited(&f)
+    }
+
     /// Sends a transfer command behind the owed commands, then reads their
     /// replies and its own (150 or 125): the next upload starts while the
     /// last one's rename is still on its way.
@@ -130,7 +143,9 @@ impl Session {
         if !distinct(&in_flight) {
             self.settle().await?;
         }
-        self.write_commands(&[command.to_string()]).await?;
+        if let Err(f) = self.write_commands(&[command.to_string()]).await {
+            return Err(self.fail_owed(f));
+        }
         self.settle().await?;
         let r = self.reply(command).await?;
         match r.code {
