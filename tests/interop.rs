@@ -2710,7 +2710,17 @@ async fn probes_leave_nothing_behind_after_kill_9() {
         ensure(status.success(), || {
             format!("the run ended {status}:\n{}", log_tail(&state))
         })?;
-        same_bytes(&disk.join("one.bin"), &body)?;
+        let receipt = std::fs::read_to_string(state.join("checked/job.report.json"))
+            .unwrap_or_else(|e| format!("no receipt: {e}"));
+        same_bytes(&disk.join("one.bin"), &body).map_err(|e| {
+            format!(
+                "{e}\nreceipt: {receipt}\nlog:\n{}\nfolder: {:?}",
+                log_tail(&state),
+                std::fs::read_dir(&disk)
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            )
+        })?;
         let left = leftovers(&disk);
         ensure(left.is_empty(), || format!("{left:?} stayed"))?;
         let learned = std::fs::read_to_string(state.join("ftpdrop-learned.json")).unwrap();
