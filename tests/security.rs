@@ -90,8 +90,11 @@ async fn wrong_password_never_borrows_an_idle_session() {
     assert_nothing_of(&srv, "bad");
 
     // The refusal touched neither the good session nor the good credentials.
+    // One entry: two could rightly log in a second session beside the idle
+    // one (cheap logins go in parallel), which made the count a matter of
+    // timing on a loaded machine.
     let logins = srv.count_logins();
-    let again = job_of(&d, &srv, "again", 2, &srv.password);
+    let again = job_of(&d, &srv, "again", 1, &srv.password);
     d.drop_job("again", &again);
     assert_eq!(d.receipt("again").await.state, JobState::Done);
     assert_eq!(
