@@ -95,6 +95,12 @@ impl Fault {
         }
     }
 
+    /// The server said the file is not there (or may not be touched: a
+    /// 550 says either).
+    pub fn file_unavailable(&self) -> bool {
+        self.code == Some(550)
+    }
+
     pub fn is_permanent(&self) -> bool {
         self.kind == FaultKind::Permanent
     }

@@ -276,7 +276,7 @@ pub async fn probe(a: &mut Session, b: &mut Session, dir: &str) -> Result<Probe,
             match s.delete(&path).await {
                 Ok(()) => s.cleared_litter(&made),
                 // Never made (the first STOR was refused): nothing to remove.
-                Err(e) if e.code == Some(550) => s.cleared_litter(&made),
+                Err(e) if e.file_unavailable() => s.cleared_litter(&made),
                 Err(e) => {
                     tracing::warn!(remote_path = %path, error = %e, "could not delete the probe file")
                 }
