@@ -169,6 +169,17 @@ struct Target {
     insecure: bool,
     /// The server offers a hash command: every upload must be checked by it.
     hashes: bool,
+    /// This target's folder on the server, under the run's: tests run at
+    /// once in one process, and each removes only its own folder at its
+    /// end (one shared folder was removed under tests still running).
+    base: String,
+}
+
+/// A folder name no other `Target` of this run uses.
+fn fresh_base() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}/t{n}", run_id())
 }
 
 impl Target {
@@ -189,6 +200,7 @@ impl Target {
             ca: None,
             insecure: false,
             hashes: prefix == "PROFTPD",
+            base: fresh_base(),
         }
     }
 
@@ -204,6 +216,7 @@ impl Target {
             ca: None,
             insecure: false,
             hashes: false,
+            base: fresh_base(),
         }
     }
 
@@ -241,7 +254,7 @@ impl Target {
 
     /// This run's directory for `scenario`, as a job names it and on disk.
     fn dir(&self, scenario: &str) -> (String, PathBuf) {
-        let rel = format!("{}/{scenario}", run_id());
+        let rel = format!("{}/{scenario}", self.base);
         let disk = self.root.join(&rel);
         (rel, disk)
     }
@@ -278,19 +291,19 @@ impl Target {
     }
 
     fn cleanup(&self) {
-        let _ = std::fs::remove_dir_all(self.root.join(run_id()));
+        let _ = std::fs::remove_dir_all(self.root.join(&self.base));
     }
 
     /// Like [`Target::dir`], under a directory of the segmented-upload test's
     /// own: the matrix tests remove theirs while it still runs.
     fn seg_dir(&self, scenario: &str) -> (String, PathBuf) {
-        let rel = format!("{}-seg/{scenario}", run_id());
+        let rel = format!("{}-seg/{scenario}", self.base);
         let disk = self.root.join(&rel);
         (rel, disk)
     }
 
     fn seg_cleanup(&self) {
-        let _ = std::fs::remove_dir_all(self.root.join(format!("{}-seg", run_id())));
+        let _ = std::fs::remove_dir_all(self.root.join(format!("{}-seg", self.base)));
     }
 }
 
