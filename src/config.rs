@@ -62,6 +62,12 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Idle logged-in sessions are closed after this long.
     pub idle_session_secs: u64,
+    /// How long a server may go on holding a session ftpdrop gave up (a
+    /// timeout, a dropped link), in seconds: until the server closes it, or
+    /// for this long, it still counts against `max_connections_per_server`.
+    /// A server's session stuck on a silent data connection waits for the
+    /// server's own timeout (vsftpd, proftpd: 300 s).
+    pub abandoned_session_secs: u64,
     /// Files at least this big go over several connections at once, one
     /// segment each, where the server allows it (see `segment`); 0 turns
     /// segmented uploads off.
@@ -323,6 +329,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             shutdown_grace_secs: 30,
             idle_session_secs: 60,
+            abandoned_session_secs: 300,
             segment_threshold_bytes: 64 * 1024 * 1024,
             max_segments: 4,
             segment_after_ms: 1000,

@@ -217,6 +217,21 @@ pub enum Event {
         server: String,
         limit: usize,
     },
+    /// A session ftpdrop gave up (a timeout, a broken connection) is no
+    /// longer counted as held by the server: the server closed it, or
+    /// `abandoned_session_secs` passed.
+    SessionReleased {
+        server: String,
+        held_ms: u64,
+        closed_by_server: bool,
+    },
+    /// The server refused a login as full (421): no session of it logs in
+    /// before `wait_ms` has passed, for every entry.
+    ServerFull {
+        server: String,
+        wait_ms: u64,
+        reply: String,
+    },
     /// The server answered pipelined commands out of order: its replies were
     /// matched to the wrong commands. Pipelining is off for it from now on
     /// (also after a restart).
@@ -405,6 +420,22 @@ fn log(event: &Event) {
         Event::LoginFailed { server, result } => {
             tracing::debug!(server = %server, result, "login failed")
         }
+        Event::SessionReleased {
+            server,
+            held_ms,
+            closed_by_server,
+        } => tracing::debug!(
+            server = %server, held_ms, closed_by_server,
+            "a session given up is no longer held by the server"
+        ),
+        Event::ServerFull {
+            server,
+            wait_ms,
+            reply,
+        } => warn!(
+            server = %server, wait_ms, reply = %reply,
+            "the server is full; no new session of it before the wait is over"
+        ),
         Event::LimitLowered { server, limit } => warn!(
             server = %server, limit,
             "server refused a connection as too many; lowering its limit"

@@ -89,6 +89,13 @@ pub struct EntryReport {
     /// until every segment is in, so a restart deletes it instead of resuming at its SIZE.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub segmented: bool,
+    /// Which temp name the entry writes now: raised when the last one may
+    /// still be held (locked) by a session given up mid-transfer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub temp_generation: u32,
+    /// Temp files of earlier names still to be removed from the server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abandoned_temps: Vec<String>,
     /// Connections the upload used when it went in segments (absent for one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<usize>,
@@ -128,6 +135,10 @@ pub enum DisposalState {
     Kept,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl EntryReport {
     pub fn pending(entry: &Entry) -> EntryReport {
         EntryReport {
@@ -145,6 +156,8 @@ impl EntryReport {
             source: None,
             publishing: false,
             segmented: false,
+            temp_generation: 0,
+            abandoned_temps: Vec::new(),
             segments: None,
             next_attempt_at: None,
             disposal: None,
@@ -731,6 +744,8 @@ mod tests {
                 }),
                 publishing: false,
                 segmented: false,
+                temp_generation: 0,
+                abandoned_temps: Vec::new(),
                 segments: None,
                 next_attempt_at: None,
                 disposal: None,

@@ -2842,3 +2842,166 @@ async fn a_fault_in_owed_replies_belongs_to_their_entry() {
     .await;
     finish(vec![failure]);
 }
+
+/// A broken link never piles sessions up on the partner's server. vsftpd
+/// (its upload lock on, as Debian ships it) behind a link that resets 10 %
+/// of connections and silences 5 %, control and data alike, somewhere in
+/// their first commands or bytes; ftpdrop with its defaults but for short
+/// timeouts and backoff. Every job ends done, byte for byte, with no temp
+/// file left; the server never holds more than twice the per-server limit
+/// of this client's sessions (given up ones included), and never says it
+/// is full. Before, each attempt after a silenced upload queued behind the
+/// dead one's lock, timed out, and left one more session at the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_link_never_piles_sessions_on_the_server() {
+    let Some(env) = require_servers(
+        "a_broken_link_never_piles_sessions_on_the_server",
+        &["vsftpd"],
+    ) else {
+        return;
+    };
+    let t = Target::from_env(env, "VSFTPD", "vsftpd");
+    let failure = scenario(
+        "Faults",
+        "a link that resets and goes silent: every job done, sessions at the server never piled up",
+        &t.name,
+        broken_link(&t, 40, 10, None),
+    )
+    .await;
+    finish(vec![failure]);
+}
+
+/// The broken-link soak of the benchmark (`bench/soak.sh`): `SOAK_JOBS`
+/// jobs (200) of 1-3 files of 4 KiB to 16 MiB; the curve of the sessions
+/// the server holds and of the daemon's open files goes to `SOAK_CURVE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: bench/soak.sh"]
+async fn soak_broken_link() {
+    let Some(env) = require_servers("soak_broken_link", &["vsftpd"]) else {
+        return;
+    };
+    let t = Target::from_env(env, "VSFTPD", "vsftpd");
+    let jobs = std::env::var("SOAK_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let curve = std::env::var_os("SOAK_CURVE").map(PathBuf::from);
+    let outcome = broken_link(&t, jobs, 13, curve).await;
+    t.cleanup();
+    match outcome {
+        Ok(summary) => println!("soak: {summary}"),
+        Err(e) => panic!("soak failed: {e}"),
+    }
+}
+
+/// Sends `jobs` jobs through a link that resets and silences connections
+/// (see [`a_broken_link_never_piles_sessions_on_the_server`]); file sizes
+/// are 4 KiB shifted by up to `shifts - 1`. `curve`: a CSV of the time,
+/// the sessions the server holds and the open files, every 100 ms.
+async fn broken_link(t: &Target, jobs: usize, shifts: usize, curve: Option<PathBuf>) -> Outcome {
+    let _ = logs();
+    let w = Work::new();
+    let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await;
+    proxy.flaky(10, 5, Duration::from_secs(30), 0x5eed_1234);
+    let mut via = t.clone();
+    via.port = proxy.addr.port();
+    let base = w.dir.path().join("daemon-flaky");
+    let mut cfg = Config {
+        inbox: base.join("files"),
+        checked: base.join("checked"),
+        settle_ms: 0,
+        connect_timeout_secs: 3,
+        command_timeout_secs: 3,
+        data_timeout_secs: 3,
+        ..Config::default()
+    };
+    cfg.retry.initial_backoff_ms = 200;
+    cfg.retry.max_backoff_ms = 2000;
+    let per_server = cfg.max_connections_per_server;
+    std::fs::create_dir_all(&cfg.inbox).unwrap();
+    std::fs::create_dir_all(&cfg.checked).unwrap();
+    let mut files = Vec::new();
+    for j in 0..jobs {
+        let (rel, disk) = t.dir(&format!("flaky/j{j:03}"));
+        let n = 1 + j % 3;
+        let mut entries = Vec::new();
+        for k in 0..n {
+            let size = 4096usize << ((j * 3 + k) % shifts);
+            let body = support::random_bytes(size, (j * 10 + k) as u64);
+            entries.push(via.entry(&w.local(&format!("flaky/j{j}/f{k}.bin"), &body), &rel));
+            files.push((disk.join(format!("f{k}.bin")), body));
+        }
+        std::fs::write(
+            cfg.inbox.join(format!("j{j:03}.json")),
+            Value::Array(entries).to_string(),
+        )
+        .unwrap();
+    }
+    let open_files = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let sampler = curve.map(|path| {
+        let faults = proxy.faults();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut csv = String::from("seconds,server_sessions,open_files\n");
+            loop {
+                let _ = writeln!(
+                    csv,
+                    "{:.1},{},{}",
+                    started.elapsed().as_secs_f64(),
+                    faults.control_live(),
+                    open_files()
+                );
+                let _ = std::fs::write(&path, &csv);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let files_before = open_files();
+    let started = Instant::now();
+    let checked = cfg.checked.clone();
+    let ran = tokio::time::timeout(Duration::from_secs(3600), ftpdrop::once(cfg)).await;
+    if let Some(s) = sampler {
+        s.abort();
+    }
+    let states = ran
+        .map_err(|_| "the jobs did not finish within an hour".to_string())?
+        .map_err(|e| format!("{e:#}"))?;
+    let took = started.elapsed();
+    let files_after = open_files();
+    ensure(states.len() == jobs, || {
+        format!("{} jobs ended: {states:?}", states.len())
+    })?;
+    for j in 0..jobs {
+        let r = Receipt::load(&checked.join(format!("j{j:03}.report.json")))
+            .map_err(|e| format!("j{j:03}: {e:#}"))?;
+        all_done(&r)?;
+    }
+    for (path, body) in &files {
+        same_bytes(path, body)?;
+    }
+    no_temp_files(&t.root.join(&t.base).join("flaky"))?;
+    let (resets, silences) = proxy.flaky_fired();
+    let most = proxy.control_live_max();
+    ensure(resets + silences >= 5, || {
+        format!("the link broke only {resets} + {silences} times")
+    })?;
+    ensure(most <= 2 * per_server, || {
+        format!("the server held {most} of this client's sessions at once (limit {per_server})")
+    })?;
+    let port = format!(":{}", via.port);
+    let full: Vec<String> = log_text()
+        .lines()
+        .filter(|l| l.contains(&port) && (l.contains("server is full") || l.contains(" 421 ")))
+        .map(str::to_string)
+        .collect();
+    ensure(full.is_empty(), || {
+        format!("the server said it was full: {full:#?}")
+    })?;
+    Ok(format!(
+        "{jobs} jobs, {} files done in {:.1} s through {resets} resets and {silences} silences; \
+         at most {most} sessions at the server (limit {per_server}); open files {files_before} -> {files_after}",
+        files.len(),
+        took.as_secs_f64()
+    ))
+}

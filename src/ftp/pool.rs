@@ -90,9 +90,55 @@ struct Slot {
     /// What sessions learned about the server's protocol (APPE, REST, TLS
     /// 1.3 tickets), handed to new sessions and kept in [`Learned`].
     facts: Mutex<Facts>,
+    /// Sessions given up (broken) that the server may still hold: each
+    /// keeps its place under the limit until the server closes it or
+    /// `abandon_hold` passes (see [`Pool::abandon`]).
+    abandoned: AtomicUsize,
+    /// Files that abandoned sessions were writing, with how many hold each:
+    /// the server may keep them locked (vsftpd's `lock_upload_files`) until
+    /// it lets go of the session, and an upload to one would queue behind it.
+    held: Mutex<HashMap<String, usize>>,
+    /// The server said it is full (421 at login): no session of it logs in
+    /// before `until`, whichever entry asks; `wait` doubles with each 421 in
+    /// a row and starts again after a login goes through.
+    full: Mutex<Full>,
 }
 
+/// A server's "too many connections" backoff (see [`Slot::full`]).
+#[derive(Default)]
+struct Full {
+    until: Option<Instant>,
+    wait: Duration,
+}
+
+/// The first wait after a 421 at login, doubled for each one in a row.
+const FULL_FIRST_WAIT: Duration = Duration::from_secs(2);
+/// The longest wait after a 421 at login.
+const FULL_MAX_WAIT: Duration = Duration::from_secs(120);
+
 impl Slot {
+    /// How long until the server's 421 backoff is over (zero: none).
+    fn full_for(&self) -> Duration {
+        let full = self.full.lock().unwrap();
+        full.until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// The server refused a login as full: the next wait begins now,
+    /// unless one is under way (`None`): 421s to logins that were on their
+    /// way when it began are the same refusal.
+    fn note_full(&self) -> Option<Duration> {
+        let mut full = self.full.lock().unwrap();
+        let now = Instant::now();
+        if full.until.is_some_and(|u| u > now) {
+            return None;
+        }
+        full.wait = (full.wait * 2).clamp(FULL_FIRST_WAIT, FULL_MAX_WAIT);
+        full.until = Some(now + full.wait);
+        Some(full.wait)
+    }
+
     fn open_sessions(&self) -> usize {
         Semaphore::MAX_PERMITS - self.open.available_permits()
     }
@@ -206,6 +252,9 @@ pub struct Pool {
     pub limits: Arc<crate::upload::rate::Limits>,
     /// The `pipelining` setting: false keeps every session one command at a time.
     pipelining: AtomicBool,
+    /// How long a server may go on holding a session that was given up,
+    /// in seconds (see [`Pool::abandon`]).
+    abandon_hold_secs: AtomicU64,
 }
 
 /// A session lent to one entry. Dropping it returns the session to the pool
@@ -257,11 +306,28 @@ impl Lease {
     /// one in its place; the old one's permits go first, so that a limit
     /// of one session is no deadlock.
     pub async fn renew(&mut self, spec: &ServerSpec) -> Result<(), Fault> {
-        drop(self.session.take());
         drop(self.global.take());
+        match self.session.take() {
+            Some(s) if s.broken => self.pool.abandon(&self.slot, s, self.in_use.take()),
+            other => drop(other),
+        }
         drop(self.in_use.take());
         *self = self.pool.acquire(spec).await?;
         Ok(())
+    }
+
+    /// Is `path` a file that a session given up was writing, which the
+    /// server may still hold (locked until it lets go of that session)?
+    pub fn is_held(&self, path: &str) -> bool {
+        Pool::is_held(&self.slot, path)
+    }
+
+    /// Waits until no session given up holds `path` any more, at most `within`.
+    pub async fn wait_released(&self, path: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.is_held(path) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Do other entries wait for a session of this server?
@@ -336,12 +402,12 @@ impl Drop for Lease {
             tokio::spawn(async move {
                 let _ = session.settle().await;
                 pool.learn_from(&slot, &session);
-                Pool::put_back(&pool, &slot, session, creds, global);
-                drop(in_use);
+                Pool::put_back(&pool, &slot, session, creds, global, in_use);
             });
             return;
         }
-        Pool::put_back(&self.pool, &self.slot, session, self.creds, global);
+        let in_use = self.in_use.take();
+        Pool::put_back(&self.pool, &self.slot, session, self.creds, global, in_use);
     }
 }
 
@@ -396,7 +462,71 @@ impl Pool {
             events: crate::events::Events::default(),
             limits: Arc::default(),
             pipelining: AtomicBool::new(true),
+            abandon_hold_secs: AtomicU64::new(300),
         })
+    }
+
+    /// How long a server may hold a session ftpdrop gave up (see
+    /// [`crate::config::Config::abandoned_session_secs`]).
+    pub fn set_abandon_hold(&self, hold: Duration) {
+        self.abandon_hold_secs
+            .store(hold.as_secs(), Ordering::Relaxed);
+    }
+
+    /// How long a server may hold a session ftpdrop gave up.
+    pub fn abandon_hold(&self) -> Duration {
+        Duration::from_secs(self.abandon_hold_secs.load(Ordering::Relaxed))
+    }
+
+    /// Keeps a session that was given up (broken) in the count of the
+    /// server's sessions until the server lets go of it. A session given up
+    /// for a timeout may still be busy at the server: in a transfer whose
+    /// data connection went silent, or queued behind the upload lock of an
+    /// earlier one. Counted as free at once, retries piled up sessions at
+    /// the server (vsftpd: 2 to 601 in six minutes) until it refused every
+    /// client with 421. The session sends QUIT and waits for the server's
+    /// close (at once on a healthy connection), at most `abandon_hold`.
+    fn abandon(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        mut session: Session,
+        in_use: Option<OwnedSemaphorePermit>,
+    ) {
+        // An idle session found dead takes a place only if one is free.
+        let in_use = in_use.or_else(|| slot.in_use.clone().try_acquire_owned().ok());
+        let writing = session.writing.take();
+        if let Some(path) = &writing {
+            *slot.held.lock().unwrap().entry(path.clone()).or_default() += 1;
+        }
+        slot.abandoned.fetch_add(1, Ordering::SeqCst);
+        let hold = Duration::from_secs(self.abandon_hold_secs.load(Ordering::Relaxed));
+        let (slot, pool) = (slot.clone(), self.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let closed = session.linger(hold).await;
+            if let Some(path) = writing {
+                let mut held = slot.held.lock().unwrap();
+                if let Some(n) = held.get_mut(&path) {
+                    *n -= 1;
+                    if *n == 0 {
+                        held.remove(&path);
+                    }
+                }
+            }
+            slot.abandoned.fetch_sub(1, Ordering::SeqCst);
+            drop(in_use);
+            pool.events.emit(crate::events::Event::SessionReleased {
+                server: slot.key.host_port(),
+                held_ms: started.elapsed().as_millis() as u64,
+                closed_by_server: closed,
+            });
+        });
+    }
+
+    /// Is `path` a file that a session given up was writing, which the
+    /// server may still hold (locked)?
+    fn is_held(slot: &Slot, path: &str) -> bool {
+        slot.held.lock().unwrap().contains_key(path)
     }
 
     /// The `pipelining` setting (see [`crate::config::Config::pipelining`]).
@@ -444,6 +574,9 @@ impl Pool {
                     global_waiting: AtomicUsize::new(0),
                     control_tls: Arc::new(crate::tls::ControlShare::with_group(facts.tls_group)),
                     facts: Mutex::new(facts),
+                    abandoned: AtomicUsize::new(0),
+                    held: Mutex::new(HashMap::new()),
+                    full: Mutex::new(Full::default()),
                 })
             })
             .clone()
@@ -463,12 +596,14 @@ impl Pool {
         mut session: Session,
         creds: Creds,
         global: OwnedSemaphorePermit,
+        in_use: Option<OwnedSemaphorePermit>,
     ) {
-        if session.broken
-            || session.tls_spent()
-            || session.mid_transfer()
-            || pool.others_wait_globally(slot)
-        {
+        if session.broken || session.mid_transfer() {
+            drop(global);
+            pool.abandon(slot, session, in_use);
+            return;
+        }
+        if session.tls_spent() || pool.others_wait_globally(slot) {
             // Closing frees the global permit for whoever waits for it.
             drop(global);
             return;
@@ -485,6 +620,7 @@ impl Pool {
         // waiter that is between its look at the idle list and its wait.
         slot.returned.notify_waiters();
         slot.returned.notify_one();
+        drop(in_use);
     }
 
     /// Reads the replies that idle sessions of `spec`'s server owe (see
@@ -503,7 +639,7 @@ impl Pool {
             let _ = i.session.settle().await;
             // Reading them may have shown the server out of order.
             self.learn_from(&slot, &i.session);
-            Pool::put_back(self, &slot, i.session, i.creds, i.global);
+            Pool::put_back(self, &slot, i.session, i.creds, i.global, None);
         }
     }
 
@@ -544,20 +680,26 @@ impl Pool {
         for slot in slots {
             let server = slot.key.host_port();
             let idle = slot.idle.lock().unwrap().len();
-            let busy = slot.open_sessions().saturating_sub(idle);
+            let abandoned = slot.abandoned.load(Ordering::SeqCst);
+            let busy = slot.open_sessions().saturating_sub(idle + abandoned);
             let limit = slot.limit.load(Ordering::SeqCst);
+            let full_for_ms = slot.full_for().as_millis() as u64;
             // Several logins to one host:port are one server to an operator.
             match out.iter_mut().find(|l| l.server == server) {
                 Some(l) => {
                     l.busy += busy;
                     l.idle += idle;
+                    l.abandoned += abandoned;
                     l.limit = l.limit.max(limit);
+                    l.full_for_ms = l.full_for_ms.max(full_for_ms);
                 }
                 None => out.push(crate::status::metrics::ServerLoad {
                     server,
                     busy,
                     idle,
+                    abandoned,
                     limit,
+                    full_for_ms,
                 }),
             }
         }
@@ -698,6 +840,22 @@ impl Pool {
         }
         // The login before ours may have been refused while we waited.
         refused_before(&slot, creds)?;
+        // The server said it is full: no login before its wait is over;
+        // a session put back meanwhile serves.
+        loop {
+            let wait = slot.full_for();
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = slot.returned.notified() => {}
+            }
+            if let Some(idle) = Self::take_idle(&slot, creds).await {
+                drop(gate);
+                return Ok(self.lease(idle.session, creds, idle.global, in_use, slot));
+            }
+        }
 
         let global = loop {
             // A session of this server put back meanwhile serves at once:
@@ -743,6 +901,9 @@ impl Pool {
         let in_use = slot.in_use.clone().try_acquire_owned().ok()?;
         if let Some(idle) = Self::take_idle(&slot, creds).await {
             return Some(self.lease(idle.session, creds, idle.global, in_use, slot));
+        }
+        if !slot.full_for().is_zero() {
+            return None;
         }
         let gate = match slot.logins_cheap() {
             true => None,
@@ -978,6 +1139,7 @@ impl Pool {
                     self.learned.set_cheap_logins(key, cheap);
                 }
                 session.counted = slot.open.clone().try_acquire_owned().ok();
+                slot.full.lock().unwrap().wait = Duration::ZERO;
                 self.sweep_litter(&mut session, key).await;
                 self.events.emit(crate::events::Event::SessionOpened {
                     server: key.host_port(),
@@ -997,6 +1159,13 @@ impl Pool {
                     },
                 });
                 if f.kind == FaultKind::TooManyConnections {
+                    if let Some(wait) = slot.note_full() {
+                        self.events.emit(crate::events::Event::ServerFull {
+                            server: key.host_port(),
+                            wait_ms: wait.as_millis() as u64,
+                            reply: f.message.clone(),
+                        });
+                    }
                     // Remember the server's real limit: one fewer than we had in use.
                     // The permit this attempt holds is the one that goes.
                     let lowered =

@@ -136,6 +136,11 @@ pub struct Session {
     /// whose outcome its entry awaits while the next entry already uses the
     /// session (see [`super::pipeline`]). Read before anything else is.
     pub(super) owed: std::collections::VecDeque<super::pipeline::Owed>,
+    /// The file an upload on this session writes, from its STOR or APPE
+    /// until the server's verdict on it is read. Still set on a session
+    /// given up mid-transfer: the server may go on holding that file (its
+    /// upload lock) until it notices, and the pool keeps the name meanwhile.
+    pub(crate) writing: Option<String>,
 }
 
 /// Why a data connection was not opened: its `REST` was refused (the
@@ -455,6 +460,7 @@ impl Session {
             outbox,
             pending_passive: None,
             owed: Default::default(),
+            writing: None,
         };
         session.login(spec, server).await?;
         Ok(session)
@@ -882,7 +888,10 @@ impl Session {
     ) -> Result<Upload, Refused> {
         let verb = if append { "APPE" } else { "STOR" };
         match self.open_data(format!("{verb} {path}"), rest).await {
-            Ok(up) => Ok(up),
+            Ok(up) => {
+                self.writing = Some(path.to_string());
+                Ok(up)
+            }
             Err(Refused::Other(mut f)) => {
                 if append && !self.broken && f.code.is_some_and(|c| c >= 400) {
                     // A server that refuses APPE once (proftpd without
@@ -1009,6 +1018,7 @@ impl Session {
         }
         drop(upload);
         verdict?;
+        self.writing = None;
         match closed {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Fault::transient(format!(
@@ -1054,6 +1064,7 @@ impl Session {
         let size = self.reply(&size_cmd).await?;
         let epsv = self.reply("EPSV").await?;
         verdict?;
+        self.writing = None;
         self.passive_ahead(&epsv);
         let size = self.size_reply(&size, &file);
         self.size_after_reply = Some((file, size));
@@ -1125,6 +1136,7 @@ impl Session {
             }
             Err(f) => return Err(f),
         };
+        self.writing = None;
         let in_order = wrote.is_ok()
             && closed.is_ok()
             && matches!(first.code, 226 | 250)
@@ -1394,6 +1406,29 @@ impl Session {
         match r {
             Err(f) if f.code == Some(550) => Ok(()),
             other => other,
+        }
+    }
+
+    /// Waits, for a session given up (broken), until the server lets go
+    /// of it: QUIT is sent, and the connection is read until the server
+    /// closes it, for at most `hold`. True if the server closed it. A
+    /// server whose session waits on a dead data connection or on a file
+    /// lock holds it until its own timeout: its close is the first sign.
+    pub async fn linger(mut self, hold: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + hold;
+        let quit = ["QUIT".to_string()];
+        if tokio::time::timeout_at(deadline, self.write_commands(&quit))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, self.ftp.read_response_in(&[])).await {
+                Err(_) => return false,
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return true,
+            }
         }
     }
 

@@ -47,6 +47,7 @@ fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
     )
     .with_events(events.clone());
     pool.allow_pipelining(config.pipelining);
+    pool.set_abandon_hold(Duration::from_secs(config.abandoned_session_secs));
     if let Ok((global, servers)) = config.rate_limits() {
         pool.limits.configure(global, servers);
     }
@@ -508,6 +509,8 @@ fn apply_reload(ctx: &Ctx, permits: &Arc<Semaphore>, job_limit: &mut usize, new:
     }
     ctx.pool
         .set_limits(new.max_connections, new.max_connections_per_server);
+    ctx.pool
+        .set_abandon_hold(Duration::from_secs(new.abandoned_session_secs));
     // Validated by the caller; in force for the next bytes of every upload.
     if let Ok((global, servers)) = new.rate_limits() {
         ctx.pool.limits.configure(global, servers);

@@ -404,6 +404,8 @@ async fn run_entry(
         publishing: rep.publishing,
         no_resume: false,
         segmented: rep.segmented,
+        generation: rep.temp_generation,
+        abandoned_temps: rep.abandoned_temps.clone(),
     };
     let policy = crate::segment::Policy::from_config(config);
     let started = Instant::now();
@@ -439,6 +441,8 @@ async fn run_entry(
                     r.source = m.source;
                     r.publishing = m.publishing;
                     r.segmented = m.segmented;
+                    r.temp_generation = m.generation;
+                    r.abandoned_temps = m.abandoned_temps.clone();
                     report.update(r);
                 },
             )
@@ -459,6 +463,8 @@ async fn run_entry(
                 // would upload and publish the file a second time.
                 rep.publishing = memory.publishing;
                 rep.segmented = memory.segmented;
+                rep.temp_generation = memory.generation;
+                rep.abandoned_temps = memory.abandoned_temps.clone();
                 report.update(rep);
                 return;
             }
@@ -466,6 +472,8 @@ async fn run_entry(
         rep.source = memory.source;
         rep.publishing = memory.publishing;
         rep.segmented = memory.segmented;
+        rep.temp_generation = memory.generation;
+        rep.abandoned_temps = memory.abandoned_temps.clone();
         rep.elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(out) => {
@@ -504,6 +512,19 @@ async fn run_entry(
                     rep.disposal = crate::upload::dispose::pending(entry);
                 }
                 report.update(rep.clone());
+                if !memory.abandoned_temps.is_empty() {
+                    // Journaled until they are gone; the entry is done meanwhile.
+                    let discard = transfer::discard_abandoned(&ctx.pool, entry, &mut memory);
+                    let within = ctx.pool.abandon_hold() + DISCARD_WITHIN * 2;
+                    let gone = tokio::select! {
+                        r = tokio::time::timeout(within, discard) => r.is_ok_and(|r| r.is_ok()),
+                        _ = ctx.cancel.cancelled() => false,
+                    };
+                    if gone {
+                        rep.abandoned_temps = memory.abandoned_temps.clone();
+                        report.update(rep.clone());
+                    }
+                }
                 if crate::upload::dispose::unfinished(&rep.disposal) {
                     settle_disposal(ctx, report, job_name, entry, rep).await;
                 }
@@ -546,7 +567,7 @@ async fn run_entry(
                     }
                     if memory.may_have_temp {
                         // An entry that ends failed leaves no temp file behind.
-                        let discard = transfer::discard_temp(&ctx.pool, run, entry);
+                        let discard = transfer::discard_temp(&ctx.pool, run, entry, &mut memory);
                         match tokio::time::timeout(DISCARD_WITHIN, discard).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => {
@@ -556,6 +577,7 @@ async fn run_entry(
                                 debug!(job = %job_name, entry = entry.index, "no session to delete the temp file")
                             }
                         }
+                        rep.abandoned_temps = memory.abandoned_temps.clone();
                     }
                     progress.set_stage(Stage::Failed);
                     ctx.events.emit(Event::EntryFailed {

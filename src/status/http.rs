@@ -409,8 +409,9 @@ async fn servers(State(api): State<Arc<Api>>) -> Response {
         .into_iter()
         .map(|l| {
             let max_rate = rates.get(&l.server).copied().filter(|r| *r > 0);
-            json!({"server": l.server, "busy": l.busy, "idle": l.idle, "limit": l.limit,
-                   "max_rate": max_rate})
+            json!({"server": l.server, "busy": l.busy, "idle": l.idle,
+                   "abandoned": l.abandoned, "limit": l.limit, "max_rate": max_rate,
+                   "full_for_ms": (l.full_for_ms > 0).then_some(l.full_for_ms)})
         })
         .collect();
     Json(load).into_response()

@@ -94,7 +94,11 @@ pub struct ServerLoad {
     pub server: String,
     pub busy: usize,
     pub idle: usize,
+    /// Sessions given up that the server may still hold (counted in the limit).
+    pub abandoned: usize,
     pub limit: usize,
+    /// The server said it is full (421): no login before this many ms from now.
+    pub full_for_ms: u64,
 }
 
 impl Default for Metrics {
@@ -218,7 +222,11 @@ impl Metrics {
         self.limit.clear();
         for s in servers {
             let server = self.label(&s.server);
-            for (state, n) in [("busy", s.busy), ("idle", s.idle)] {
+            for (state, n) in [
+                ("busy", s.busy),
+                ("idle", s.idle),
+                ("abandoned", s.abandoned),
+            ] {
                 self.sessions
                     .get_or_create(&StateServerL {
                         state: state.into(),

@@ -21,6 +21,7 @@ use crate::segment;
 use crate::source;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a finished attempt achieved.
 #[derive(Debug)]
@@ -54,17 +55,84 @@ pub struct Memory {
     /// The temp file was (being) written in segments: it may have holes, so
     /// its SIZE says nothing about what is there; it is deleted, not resumed.
     pub segmented: bool,
+    /// Which temp name the entry writes (see [`temp_name_at`]): raised when
+    /// the server may still hold the last one for a session given up
+    /// mid-transfer (vsftpd's upload lock), where an upload to it would
+    /// queue behind that session and time out in turn.
+    pub generation: u32,
+    /// Temp files of earlier names, still to be removed from the server.
+    pub abandoned_temps: Vec<String>,
 }
 
 /// The deterministic temp name of an entry in a run (`job@claimed_at`).
 pub fn temp_name(run: &str, entry: &Entry) -> String {
+    temp_name_at(run, entry, 0)
+}
+
+/// The entry's temp name of `generation` (see [`Memory::generation`]).
+pub fn temp_name_at(run: &str, entry: &Entry, generation: u32) -> String {
     let mut h = Sha256::new();
     h.update(run.as_bytes());
     h.update([0]);
     h.update(entry.index.to_le_bytes());
     h.update([0]);
     h.update(entry.remote_path().as_bytes());
+    if generation > 0 {
+        h.update([0]);
+        h.update(generation.to_le_bytes());
+    }
     format!(".ftpdrop-{}.part", &hex::encode(h.finalize())[..16])
+}
+
+/// Removes the temp files of earlier names (see [`Memory::abandoned_temps`]).
+/// One that a session given up may still hold is deleted too (a Unix
+/// server lets the name go at once) but stays listed until it is released,
+/// when a last delete makes sure (a server may create it late, or refuse
+/// to delete an open file, as Windows servers do, with the same 550 as
+/// "not there").
+async fn remove_abandoned(lease: &mut Lease, memory: &mut Memory) -> Result<(), Fault> {
+    let mut left = std::mem::take(&mut memory.abandoned_temps).into_iter();
+    while let Some(p) = left.next() {
+        let held = lease.is_held(&p);
+        if let Err(f) = lease.session().delete(&p).await {
+            memory.abandoned_temps.push(p);
+            memory.abandoned_temps.extend(left);
+            return Err(f);
+        }
+        if held {
+            memory.abandoned_temps.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// After the entry's upload: waits for the sessions given up that still
+/// hold its earlier temp files to be released (at most the pool's
+/// `abandon_hold`), and removes those files.
+pub async fn discard_abandoned(
+    pool: &Arc<Pool>,
+    entry: &Entry,
+    memory: &mut Memory,
+) -> Result<(), Fault> {
+    if memory.abandoned_temps.is_empty() {
+        return Ok(());
+    }
+    let mut lease = pool.acquire(&entry.server).await?;
+    let within = pool.abandon_hold() + Duration::from_secs(5);
+    for p in memory.abandoned_temps.clone() {
+        lease.wait_released(&p, within).await;
+    }
+    let held: Vec<String> = memory
+        .abandoned_temps
+        .iter()
+        .filter(|p| lease.is_held(p))
+        .cloned()
+        .collect();
+    remove_abandoned(&mut lease, memory).await?;
+    // Still held past the hold: gone from the server's view of the name,
+    // and no longer ours to wait for.
+    memory.abandoned_temps.retain(|p| !held.contains(p));
+    Ok(())
 }
 
 /// The local file's size and mtime, read from the file `local_roots` allows
@@ -106,7 +174,7 @@ pub async fn attempt(
     let stamp = local_stamp(entry).await?;
     let dir = normalize_dir(&entry.server_path);
     let final_path = join_remote(&dir, &entry.remote_name);
-    let temp_path = join_remote(&dir, &temp_name(run, entry));
+    let mut temp_path = join_remote(&dir, &temp_name_at(run, entry, memory.generation));
 
     // The local file changed since the first attempt: what the server has is stale.
     let source_changed = memory.source.is_some_and(|s| s != stamp);
@@ -132,6 +200,17 @@ pub async fn attempt(
     }
 
     lease.session().mkdir_p(&dir, &dirs).await?;
+    remove_abandoned(lease, memory).await?;
+    // The temp file of a transfer given up may still be held by the
+    // server's session (locked, on vsftpd): an upload to it would queue
+    // behind that session. A fresh name instead, and the old one goes later.
+    let mut fresh = false;
+    if lease.is_held(&temp_path) {
+        memory.abandoned_temps.push(temp_path.clone());
+        memory.generation += 1;
+        temp_path = join_remote(&dir, &temp_name_at(run, entry, memory.generation));
+        fresh = true;
+    }
     // Probed only for work that will use the verdict: with nothing queued
     // behind this entry (a one-file job), the probes' round trips would
     // only delay it.
@@ -181,7 +260,7 @@ pub async fn attempt(
     }
 
     let mut offset = 0;
-    if memory.may_have_temp {
+    if memory.may_have_temp && !fresh {
         match lease.session().size(&temp_path).await? {
             Some(have)
                 if !source_changed
@@ -531,11 +610,17 @@ async fn send(
 
 /// Deletes an entry's temp file (an entry that ends failed leaves nothing
 /// behind); a file that is not there is no error.
-pub async fn discard_temp(pool: &Arc<Pool>, run: &str, entry: &Entry) -> Result<(), Fault> {
+pub async fn discard_temp(
+    pool: &Arc<Pool>,
+    run: &str,
+    entry: &Entry,
+    memory: &mut Memory,
+) -> Result<(), Fault> {
     let dir = normalize_dir(&entry.server_path);
-    let temp = join_remote(&dir, &temp_name(run, entry));
+    let temp = join_remote(&dir, &temp_name_at(run, entry, memory.generation));
     let mut lease = pool.acquire(&entry.server).await?;
-    lease.session().delete(&temp).await
+    lease.session().delete(&temp).await?;
+    remove_abandoned(&mut lease, memory).await
 }
 
 /// A reply refusing REST, or STOR/APPE after it, as opposed to a broken connection.

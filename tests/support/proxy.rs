@@ -49,6 +49,8 @@ enum DataFault {
     Stall(u64),
     /// Forward `n` bytes, then close the server side cleanly (FIN) and reset the client's.
     Severed(u64),
+    /// Forward `n` bytes, then stop reading for the hold; then reset both sides.
+    Silence(u64, Duration),
 }
 
 impl DataFault {
@@ -57,7 +59,8 @@ impl DataFault {
             DataFault::Cut(n)
             | DataFault::Truncate(n)
             | DataFault::Stall(n)
-            | DataFault::Severed(n) => n,
+            | DataFault::Severed(n)
+            | DataFault::Silence(n, _) => n,
         }
     }
 }
@@ -82,6 +85,37 @@ pub struct Faults {
     rate: AtomicU64,
     /// Bumped by `kill_all`; every connection resets when it changes (or the sender is dropped).
     kill: watch::Sender<u64>,
+    /// A link that breaks at random (see [`Faults::flaky`]).
+    flaky: Mutex<Option<Flaky>>,
+    /// Connections the flaky link reset, and silenced.
+    flaky_resets: AtomicUsize,
+    flaky_silences: AtomicUsize,
+    /// Control connections open to the server now, and the most at once:
+    /// the sessions the server holds for clients of this proxy (a silenced
+    /// one included, as the server still holds it).
+    ctrl_live: AtomicUsize,
+    ctrl_live_max: AtomicUsize,
+}
+
+/// A broken link's odds, per connection (control and data alike).
+#[derive(Debug)]
+struct Flaky {
+    reset_pct: u32,
+    silence_pct: u32,
+    /// How long a silenced connection stays open, forwarding nothing, before it is reset.
+    hold: Duration,
+    rng: u64,
+}
+
+/// What the flaky link does to one connection, and where: a control
+/// connection after `at % 12` commands, an upload after `at % 2 MiB` bytes.
+#[derive(Debug, Clone, Copy)]
+enum Doom {
+    /// Both sides reset (RST).
+    Reset { at: u64 },
+    /// From then on nothing more reaches the server and nothing closes, as
+    /// on a pulled cable or an expired NAT entry (reset after `hold`).
+    Silence { at: u64, hold: Duration },
 }
 
 impl Default for Faults {
@@ -100,11 +134,71 @@ impl Default for Faults {
             commands: Mutex::new(Vec::new()),
             rate: AtomicU64::new(0),
             kill: watch::channel(0).0,
+            flaky: Mutex::new(None),
+            flaky_resets: AtomicUsize::new(0),
+            flaky_silences: AtomicUsize::new(0),
+            ctrl_live: AtomicUsize::new(0),
+            ctrl_live_max: AtomicUsize::new(0),
         }
     }
 }
 
 impl Faults {
+    /// Makes the link break at random from now on: each new connection,
+    /// control or data, is reset with `reset_pct` percent odds and silenced
+    /// with `silence_pct`, somewhere in its first commands or bytes. A
+    /// silenced connection forwards nothing to the server and stays open
+    /// for `hold`. `seed` makes a run repeatable.
+    pub fn flaky(&self, reset_pct: u32, silence_pct: u32, hold: Duration, seed: u64) {
+        *self.flaky.lock().unwrap() = Some(Flaky {
+            reset_pct,
+            silence_pct,
+            hold,
+            rng: seed | 1,
+        });
+    }
+
+    /// The most control connections open to the server at once so far.
+    pub fn control_live_max(&self) -> usize {
+        self.ctrl_live_max.load(Ordering::SeqCst)
+    }
+
+    /// Control connections open to the server now.
+    pub fn control_live(&self) -> usize {
+        self.ctrl_live.load(Ordering::SeqCst)
+    }
+
+    /// Connections the flaky link has reset and silenced so far.
+    pub fn flaky_fired(&self) -> (usize, usize) {
+        (
+            self.flaky_resets.load(Ordering::SeqCst),
+            self.flaky_silences.load(Ordering::SeqCst),
+        )
+    }
+
+    fn roll(&self) -> Option<Doom> {
+        let mut guard = self.flaky.lock().unwrap();
+        let f = guard.as_mut()?;
+        let mut next = || {
+            // xorshift64*
+            f.rng ^= f.rng >> 12;
+            f.rng ^= f.rng << 25;
+            f.rng ^= f.rng >> 27;
+            f.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let dice = (next() % 100) as u32;
+        let at = next();
+        if dice < f.reset_pct {
+            self.flaky_resets.fetch_add(1, Ordering::SeqCst);
+            Some(Doom::Reset { at })
+        } else if dice < f.reset_pct + f.silence_pct {
+            self.flaky_silences.fetch_add(1, Ordering::SeqCst);
+            Some(Doom::Silence { at, hold: f.hold })
+        } else {
+            None
+        }
+    }
+
     fn set_data_fault(&self, fault: DataFault, times: u32) {
         let mut faults = self.data_faults.lock().unwrap();
         faults.retain(|(f, _)| std::mem::discriminant(f) != std::mem::discriminant(&fault));
@@ -383,16 +477,21 @@ async fn handle_control(
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let upstream_ip = upstream.ip();
+    let doom = faults.roll();
+    let live = faults.ctrl_live.fetch_add(1, Ordering::SeqCst) + 1;
+    faults.ctrl_live_max.fetch_max(live, Ordering::SeqCst);
+    let counter = faults.clone();
     let (f1, f2, k1) = (faults.clone(), faults, kill.clone());
     drive(
         cr,
         cw,
         sr,
         sw,
-        move |r, w| Box::pin(control_up(r, w, f1, k1, cut_after)),
+        move |r, w| Box::pin(control_up(r, w, f1, k1, cut_after, doom)),
         move |r, w| Box::pin(control_down(r, w, f2, kill, upstream_ip)),
     )
     .await;
+    counter.ctrl_live.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Run both directions until each has finished cleanly, or until either reports `Reset`; then, for
@@ -416,6 +515,7 @@ async fn drive(
                 break None;
             }
             tokio::select! {
+
                 end = &mut up, if !up_done => {
                     match end {
                         End::Done => {}
@@ -453,6 +553,7 @@ async fn control_up(
     faults: Arc<Faults>,
     mut kill: watch::Receiver<u64>,
     cut_after: Option<u32>,
+    doom: Option<Doom>,
 ) -> End {
     let mut reader = BufReader::new(cr);
     let mut buf = Vec::with_capacity(256);
@@ -474,6 +575,17 @@ async fn control_up(
         let line = String::from_utf8_lossy(&buf[..n]);
         let line = line.trim_end_matches(['\r', '\n']);
         faults.record_command(line);
+        match doom {
+            Some(Doom::Reset { at }) if u64::from(count) == at % 12 => break End::Reset,
+            Some(Doom::Silence { at, hold }) if u64::from(count) == at % 12 => {
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => {}
+                    _ = kill.changed() => {}
+                }
+                break End::Reset;
+            }
+            _ => {}
+        }
         let verb_cut = faults.claim_verb_cut(command_verb(line));
         let count_cut = cut_after.is_some_and(|limit| count >= limit);
         if verb_cut || count_cut {
@@ -643,12 +755,13 @@ async fn relay_data(
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let k1 = kill.clone();
+    let doom = faults.roll();
     drive(
         cr,
         cw,
         sr,
         sw,
-        move |r, w| Box::pin(data_up(r, w, faults, k1)),
+        move |r, w| Box::pin(data_up(r, w, faults, k1, doom)),
         move |r, w| Box::pin(data_down(r, w, kill)),
     )
     .await;
@@ -660,10 +773,16 @@ async fn data_up(
     sw: &mut OwnedWriteHalf,
     faults: Arc<Faults>,
     mut kill: watch::Receiver<u64>,
+    doom: Option<Doom>,
 ) -> End {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut fault: Option<DataFault> = None;
-    let mut claimed = false;
+    const MIB2: u64 = 2 << 20;
+    let mut fault: Option<DataFault> = match doom {
+        Some(Doom::Reset { at }) => Some(DataFault::Cut(at % MIB2)),
+        Some(Doom::Silence { at, hold }) => Some(DataFault::Silence(at % MIB2, hold)),
+        None => None,
+    };
+    let mut claimed = fault.is_some();
     let mut sent: u64 = 0;
     let started = tokio::time::Instant::now();
     'outer: loop {
@@ -740,6 +859,13 @@ async fn data_up(
             Some(DataFault::Stall(_)) => {
                 tokio::select! {
                     _ = tokio::time::sleep(STALL_HOLD) => {}
+                    _ = kill.changed() => {}
+                }
+                break End::Reset;
+            }
+            Some(DataFault::Silence(_, hold)) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => {}
                     _ = kill.changed() => {}
                 }
                 break End::Reset;
