@@ -2982,6 +2982,7 @@ async fn broken_link(t: &Target, jobs: usize, shifts: usize, curve: Option<PathB
     }
     no_temp_files(&t.root.join(&t.base).join("flaky"))?;
     let (resets, silences) = proxy.flaky_fired();
+    let data_struck = proxy.data_faults_fired();
     let most = proxy.control_live_max();
     ensure(resets + silences >= 5, || {
         format!("the link broke only {resets} + {silences} times")
@@ -2999,7 +3000,8 @@ async fn broken_link(t: &Target, jobs: usize, shifts: usize, curve: Option<PathB
         format!("the server said it was full: {full:#?}")
     })?;
     Ok(format!(
-        "{jobs} jobs, {} files done in {:.1} s through {resets} resets and {silences} silences; \
+        "{jobs} jobs, {} files done in {:.1} s through {resets} resets and {silences} silences \
+         ({data_struck} of them mid-upload); \
          at most {most} sessions at the server (limit {per_server}); open files {files_before} -> {files_after}",
         files.len(),
         took.as_secs_f64()

@@ -1146,7 +1146,7 @@ impl Pool {
                 });
                 Ok(self.lease(session, creds, global, in_use, slot))
             }
-            Err(f) => {
+            Err(mut f) => {
                 if f.kind == FaultKind::Permanent && f.code == Some(530) {
                     remember_refusal(&slot, creds, &f);
                 }
@@ -1166,6 +1166,12 @@ impl Pool {
                             reply: f.message.clone(),
                         });
                     }
+                    // The receipt says why the entry waits, and for how long.
+                    f.message = format!(
+                        "{}; the server is full: no entry logs in there for {:.1} s",
+                        f.message,
+                        slot.full_for().as_secs_f64()
+                    );
                     // Remember the server's real limit: one fewer than we had in use.
                     // The permit this attempt holds is the one that goes.
                     let lowered =

@@ -113,6 +113,15 @@ impl<'a> Local<'a> {
         Fault::transient(format!("sending {}: {e}", self.remote))
     }
 
+    fn read_stalled(&self, timeout: Duration) -> Fault {
+        Fault::transient(format!(
+            "entries[{}].file.local_path: reading {}: no progress for {} s",
+            self.index,
+            self.path.display(),
+            timeout.as_secs()
+        ))
+    }
+
     fn stalled(&self, timeout: Duration) -> Fault {
         Fault::transient(format!(
             "sending {}: no progress for {} s",
@@ -220,11 +229,12 @@ impl Prefetch {
     ) -> Result<(String, u64), Fault> {
         let written = pump(upload, &mut self.rx, timeout, local).await;
         drop(self.rx);
+        // A failed send never waits for the reader: it may hang on a dead mount.
+        written?;
         let read = self
             .task
             .await
             .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
-        written?;
         read.map_err(|e| local.read_error(e))
     }
 }
@@ -295,10 +305,11 @@ pub async fn send_range(
     let (mut rx, reader) = spawn_range_reader(local.opener(), start, cut.clone());
     let written = pump(upload, &mut rx, timeout, local).await;
     drop(rx);
+    // A failed send never waits for the reader: it may hang on a dead mount.
+    written?;
     let read = reader
         .await
         .map_err(|e| Fault::transient(format!("reader task: {e}")))?;
-    written?;
     read.map_err(|e| local.read_error(e))
 }
 
@@ -310,7 +321,14 @@ async fn pump(
     timeout: Duration,
     local: Local<'_>,
 ) -> Result<(), Fault> {
-    while let Some(chunk) = rx.recv().await {
+    loop {
+        // A local file that stops giving bytes (a hung network mount) is a
+        // stall as much as a silent data connection.
+        let chunk = match tokio::time::timeout(timeout, rx.recv()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => return Err(local.read_stalled(timeout)),
+        };
         match tokio::time::timeout(timeout, upload.write_all(&chunk)).await {
             Ok(Ok(())) => {
                 local.progress.add(chunk.len() as u64);

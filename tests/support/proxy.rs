@@ -107,8 +107,23 @@ struct Flaky {
     rng: u64,
 }
 
+/// A session's link went silent (a silenced upload): its control
+/// connection stops too, as all of a client's connections do when its cable
+/// is pulled. Without this a server saw the control connection close, and
+/// ended the session stuck on the silent upload at once.
+type LinkDown = Arc<watch::Sender<Option<Duration>>>;
+
+/// Waits until the session's link goes silent; how long it stays so
+/// (`None`: nothing can silence it any more).
+async fn silenced(link: &mut watch::Receiver<Option<Duration>>) -> Option<Duration> {
+    link.wait_for(Option::is_some)
+        .await
+        .ok()
+        .map(|d| d.unwrap_or_default())
+}
+
 /// What the flaky link does to one connection, and where: a control
-/// connection after `at % 12` commands, an upload after `at % 2 MiB` bytes.
+/// connection after `at % 12` commands, an upload after `at % 64 KiB` bytes.
 #[derive(Debug, Clone, Copy)]
 enum Doom {
     /// Both sides reset (RST).
@@ -478,6 +493,8 @@ async fn handle_control(
     let (sr, sw) = server.into_split();
     let upstream_ip = upstream.ip();
     let doom = faults.roll();
+    let link: LinkDown = Arc::new(watch::channel(None).0);
+    let (link_up, link_down) = (link.subscribe(), link.clone());
     let live = faults.ctrl_live.fetch_add(1, Ordering::SeqCst) + 1;
     faults.ctrl_live_max.fetch_max(live, Ordering::SeqCst);
     let counter = faults.clone();
@@ -487,8 +504,8 @@ async fn handle_control(
         cw,
         sr,
         sw,
-        move |r, w| Box::pin(control_up(r, w, f1, k1, cut_after, doom)),
-        move |r, w| Box::pin(control_down(r, w, f2, kill, upstream_ip)),
+        move |r, w| Box::pin(control_up(r, w, f1, k1, cut_after, doom, link_up)),
+        move |r, w| Box::pin(control_down(r, w, f2, kill, upstream_ip, link_down)),
     )
     .await;
     counter.ctrl_live.fetch_sub(1, Ordering::SeqCst);
@@ -554,15 +571,28 @@ async fn control_up(
     mut kill: watch::Receiver<u64>,
     cut_after: Option<u32>,
     doom: Option<Doom>,
+    mut link: watch::Receiver<Option<Duration>>,
 ) -> End {
     let mut reader = BufReader::new(cr);
     let mut buf = Vec::with_capacity(256);
     let mut count: u32 = 0;
+    let mut link_gone = false;
     loop {
         buf.clear();
         let n = tokio::select! {
             r = reader.read_until(b'\n', &mut buf) => r,
             _ = kill.changed() => break End::Reset,
+            down = silenced(&mut link), if !link_gone => {
+                let Some(hold) = down else {
+                    link_gone = true;
+                    continue;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => {}
+                    _ = kill.changed() => {}
+                }
+                break End::Reset;
+            }
         };
         let n = match n {
             Ok(0) => {
@@ -606,16 +636,26 @@ async fn control_down(
     faults: Arc<Faults>,
     mut kill: watch::Receiver<u64>,
     upstream_ip: IpAddr,
+    link_down: LinkDown,
 ) -> End {
     let mut reader = BufReader::new(sr);
     let mut buf = Vec::with_capacity(256);
     // Code of the multi-line reply we are inside, if any.
     let mut multi: Option<[u8; 3]> = None;
+    let mut link = link_down.subscribe();
     loop {
         buf.clear();
         let n = tokio::select! {
             r = reader.read_until(b'\n', &mut buf) => r,
             _ = kill.changed() => break End::Reset,
+            down = silenced(&mut link) => {
+                let hold = down.unwrap_or_default();
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => {}
+                    _ = kill.changed() => {}
+                }
+                break End::Reset;
+            }
         };
         let n = match n {
             Ok(0) => {
@@ -640,9 +680,9 @@ async fn control_down(
                 } else if is_code && line[3] == b' ' {
                     let text = String::from_utf8_lossy(line).into_owned();
                     if text.starts_with("227 ") {
-                        out = rewrite_pasv(&text, upstream_ip, &faults).await;
+                        out = rewrite_pasv(&text, upstream_ip, &faults, &link_down).await;
                     } else if text.starts_with("229 ") {
-                        out = rewrite_epsv(&text, upstream_ip, &faults).await;
+                        out = rewrite_epsv(&text, upstream_ip, &faults, &link_down).await;
                     }
                 }
             }
@@ -679,12 +719,17 @@ fn parse_pasv(text: &str) -> Option<(std::ops::Range<usize>, SocketAddr)> {
     None
 }
 
-async fn rewrite_pasv(text: &str, upstream_ip: IpAddr, faults: &Arc<Faults>) -> Option<Vec<u8>> {
+async fn rewrite_pasv(
+    text: &str,
+    upstream_ip: IpAddr,
+    faults: &Arc<Faults>,
+    link: &LinkDown,
+) -> Option<Vec<u8>> {
     let (range, mut target) = parse_pasv(text)?;
     if target.ip().is_unspecified() {
         target.set_ip(upstream_ip);
     }
-    let port = open_data_relay(target, faults.clone()).await?;
+    let port = open_data_relay(target, faults.clone(), link.clone()).await?;
     let replacement = format!("127,0,0,1,{},{}", port >> 8, port & 0xff);
     Some(
         format!(
@@ -712,14 +757,24 @@ fn parse_epsv(text: &str) -> Option<(std::ops::Range<usize>, u16)> {
     Some((start..start + len, port))
 }
 
-async fn rewrite_epsv(text: &str, upstream_ip: IpAddr, faults: &Arc<Faults>) -> Option<Vec<u8>> {
+async fn rewrite_epsv(
+    text: &str,
+    upstream_ip: IpAddr,
+    faults: &Arc<Faults>,
+    link: &LinkDown,
+) -> Option<Vec<u8>> {
     let (range, port) = parse_epsv(text)?;
-    let local = open_data_relay(SocketAddr::new(upstream_ip, port), faults.clone()).await?;
+    let local = open_data_relay(
+        SocketAddr::new(upstream_ip, port),
+        faults.clone(),
+        link.clone(),
+    )
+    .await?;
     Some(format!("{}{}{}", &text[..range.start], local, &text[range.end..]).into_bytes())
 }
 
 /// Listen on 127.0.0.1:<ephemeral> for one data connection and relay it to `target`.
-async fn open_data_relay(target: SocketAddr, faults: Arc<Faults>) -> Option<u16> {
+async fn open_data_relay(target: SocketAddr, faults: Arc<Faults>, link: LinkDown) -> Option<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").await.ok()?;
     let port = listener.local_addr().ok()?.port();
     let mut kill = faults.kill.subscribe();
@@ -741,7 +796,7 @@ async fn open_data_relay(target: SocketAddr, faults: Arc<Faults>) -> Option<u16>
                     return;
                 }
             };
-        relay_data(client, server, faults, kill).await;
+        relay_data(client, server, faults, kill, link).await;
     });
     Some(port)
 }
@@ -751,6 +806,7 @@ async fn relay_data(
     server: TcpStream,
     faults: Arc<Faults>,
     kill: watch::Receiver<u64>,
+    link: LinkDown,
 ) {
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
@@ -761,7 +817,7 @@ async fn relay_data(
         cw,
         sr,
         sw,
-        move |r, w| Box::pin(data_up(r, w, faults, k1, doom)),
+        move |r, w| Box::pin(data_up(r, w, faults, k1, doom, link)),
         move |r, w| Box::pin(data_down(r, w, kill)),
     )
     .await;
@@ -774,12 +830,13 @@ async fn data_up(
     faults: Arc<Faults>,
     mut kill: watch::Receiver<u64>,
     doom: Option<Doom>,
+    link: LinkDown,
 ) -> End {
     let mut buf = vec![0u8; 64 * 1024];
-    const MIB2: u64 = 2 << 20;
+    const SPAN: u64 = 64 << 10;
     let mut fault: Option<DataFault> = match doom {
-        Some(Doom::Reset { at }) => Some(DataFault::Cut(at % MIB2)),
-        Some(Doom::Silence { at, hold }) => Some(DataFault::Silence(at % MIB2, hold)),
+        Some(Doom::Reset { at }) => Some(DataFault::Cut(at % SPAN)),
+        Some(Doom::Silence { at, hold }) => Some(DataFault::Silence(at % SPAN, hold)),
         None => None,
     };
     let mut claimed = fault.is_some();
@@ -864,6 +921,7 @@ async fn data_up(
                 break End::Reset;
             }
             Some(DataFault::Silence(_, hold)) => {
+                link.send_replace(Some(hold));
                 tokio::select! {
                     _ = tokio::time::sleep(hold) => {}
                     _ = kill.changed() => {}
