@@ -205,3 +205,125 @@ async fn survivors_take_over_a_killed_instances_jobs() {
         let _ = i.kill().await;
     }
 }
+
+/// Instances started with one configuration all run (issue 24): the first
+/// takes `status.listen`, the others listen on a free port of the same
+/// address and say so; each is advertised in `ftpdrop-instances/`, answers
+/// there, and `ftpdrop status` lists every job. Before, instances 2 and 3
+/// exited at start with "address already in use".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_one_config_all_start_and_are_all_seen() {
+    let srv = FtpServer::start().await;
+    let proxy = FaultProxy::start(srv.addr).await;
+    // Slow enough that jobs are running while the instances are asked.
+    proxy.throttle(2_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let (inbox, checked) = (base.join("files"), base.join("checked"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(&checked).unwrap();
+    // One fixed port for all three, as the default 127.0.0.1:9180 would be.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = base.join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec(&json!({
+            "inbox": inbox, "checked": checked, "settle_ms": 50, "sweep_interval_ms": 300,
+            "status": {"listen": format!("127.0.0.1:{port}")},
+            "max_concurrent_jobs": 2,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let jobs = 12;
+    for i in 0..jobs {
+        let local = base.join("data").join(format!("f{i:02}.bin"));
+        support::write_random_file(&local, 1 << 20, i as u64);
+        let job = json!([{
+            "server": {"host": "127.0.0.1", "port": proxy.addr.port(), "login": srv.user, "password": srv.password},
+            "file": {"local_path": local, "server_path": "many"}
+        }]);
+        let tmp = inbox.join(format!(".job{i:02}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(&job).unwrap()).unwrap();
+        std::fs::rename(&tmp, inbox.join(format!("job{i:02}.json"))).unwrap();
+    }
+    let mut instances: Vec<_> = (0..3)
+        .map(|n| start_instance(&cfg, &base.join(format!("instance{n}.log"))))
+        .collect();
+    let logs = || {
+        (0..3)
+            .map(|n| {
+                std::fs::read_to_string(base.join(format!("instance{n}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let folder = base.join("ftpdrop-instances");
+    let advertised = || ftpdrop::status::instances::list(&checked);
+    assert!(
+        support::wait_until(Duration::from_secs(30), || advertised().len() == 3).await,
+        "not 3 instances advertised: {:?}\n{}",
+        advertised(),
+        logs()
+    );
+    for (n, child) in instances.iter_mut().enumerate() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "instance {n} exited at start:\n{}",
+            logs()
+        );
+    }
+    let mut addrs: Vec<std::net::SocketAddr> = advertised().iter().map(|i| i.addr).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 3, "{addrs:?}");
+    assert!(addrs.iter().any(|a| a.port() == port), "{addrs:?}");
+    for a in &addrs {
+        let r = support::http::get(*a, "/health");
+        assert_eq!(r.status, 200, "{a}: {}", r.body);
+    }
+    assert!(logs().contains("status.listen is taken"), "{}", logs());
+    let status = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+            .args(["status", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(120), || {
+            (0..jobs).all(|i| {
+                support::receipt_now(&checked, &format!("job{i:02}"))
+                    .is_some_and(|r| r.state == ftpdrop::JobState::Done)
+            })
+        })
+        .await,
+        "not every job done within 120 s:\n{}",
+        logs()
+    );
+    let out = status();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for i in 0..jobs {
+        assert!(
+            text.contains(&format!("job{i:02}")),
+            "job{i:02} missing:\n{text}"
+        );
+    }
+    for mut child in instances {
+        let pid = child.id().unwrap() as libc::pid_t;
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    let left: Vec<_> = std::fs::read_dir(&folder)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "advertisements left after a clean stop: {left:?}"
+    );
+}

@@ -31,6 +31,32 @@ use tracing::{info, warn};
 /// How often ended jobs are looked over (see [`crate::housekeeping`]).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
+/// Listens for the status API on `addr`. A loopback address that another
+/// process holds (a second instance with the same configuration, the
+/// README's way to run several) falls back to a free port of the same
+/// address, said in the log and advertised for `ftpdrop status`: before,
+/// instances 2 and 3 exited at start, and under systemd restarted in a loop.
+async fn bind_status(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.ip().is_loopback() => {
+            let l = tokio::net::TcpListener::bind(std::net::SocketAddr::new(addr.ip(), 0))
+                .await
+                .with_context(|| {
+                    format!("status.listen {addr}: taken, and no free port instead")
+                })?;
+            warn!(
+                configured = %addr,
+                addr = %l.local_addr()?,
+                "status.listen is taken (another instance on this host?); this instance's API \
+                 listens on a free port instead, advertised in ftpdrop-instances/ for `ftpdrop status`"
+            );
+            Ok(l)
+        }
+        Err(e) => Err(e).with_context(|| format!("status.listen {addr}: cannot listen")),
+    }
+}
+
 fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
     let timeouts = Timeouts {
         connect: config.connect_timeout(),
@@ -192,11 +218,18 @@ pub async fn run_with(
     // The API's port is taken before anything else happens: a port in use
     // is a clear error at start, not a daemon without its API.
     let listener = match config.status.listen_addr()? {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("status.listen {addr}: cannot listen"))?,
-        ),
+        Some(addr) => Some(bind_status(addr).await?),
+        None => None,
+    };
+    // Where `ftpdrop status` finds this instance (beside the others).
+    let _advertised = match listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        Some(addr) => match crate::status::instances::advertise(&config.checked, addr) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot advertise this instance's status API");
+                None
+            }
+        },
         None => None,
     };
     let auth = match &listener {

@@ -22,9 +22,29 @@ pub enum Source {
 }
 
 impl Client {
+    /// Every instance's API: the configured address first, then those the
+    /// instances on this host advertise (see [`crate::status::instances`]);
+    /// none when the configuration turns the API off.
+    pub fn all(config: &Config) -> Vec<Client> {
+        let Some(configured) = config.status.listen_addr().ok().flatten() else {
+            return Vec::new();
+        };
+        let mut addrs = vec![configured];
+        for i in crate::status::instances::list(&config.checked) {
+            if !addrs.contains(&i.addr) {
+                addrs.push(i.addr);
+            }
+        }
+        addrs.into_iter().map(|a| Client::at(config, a)).collect()
+    }
+
     /// `None` when the configuration turns the API off.
     pub fn from_config(config: &Config) -> Option<Client> {
         let addr = config.status.listen_addr().ok()??;
+        Some(Client::at(config, addr))
+    }
+
+    fn at(config: &Config, addr: std::net::SocketAddr) -> Client {
         let host = if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
         } else {
@@ -42,11 +62,11 @@ impl Client {
             .http_status_as_error(false)
             .build()
             .into();
-        Some(Client {
+        Client {
             base: format!("http://{host}"),
             token,
             agent,
-        })
+        }
     }
 
     /// GET `path`: the JSON and the HTTP status; `None` if no daemon answers.
@@ -74,14 +94,40 @@ impl Client {
     }
 }
 
-/// Jobs, running first then recent, newest first.
+/// Jobs, running first then recent, newest first, from every instance:
+/// each sees the others' jobs in their receipts, and its own live.
 pub fn jobs(config: &Config, limit: usize) -> (Vec<JobSummary>, Source) {
-    if let Some(c) = Client::from_config(config) {
-        if let Some((200, v)) = c.get(&format!("/api/jobs?limit={limit}")) {
-            if let Ok(jobs) = serde_json::from_value::<Vec<JobSummary>>(v) {
-                return (jobs, Source::Api);
+    let mut merged: Vec<JobSummary> = Vec::new();
+    let mut answered = 0;
+    for c in Client::all(config) {
+        let Some((200, v)) = c.get(&format!("/api/jobs?limit={limit}")) else {
+            continue;
+        };
+        let Ok(jobs) = serde_json::from_value::<Vec<JobSummary>>(v) else {
+            continue;
+        };
+        answered += 1;
+        for j in jobs {
+            match merged.iter_mut().find(|m| m.job == j.job) {
+                // The owner's view is the freshest: it is ahead.
+                Some(m) if further(&j) > further(m) => *m = j,
+                Some(_) => {}
+                None => merged.push(j),
             }
         }
+    }
+    if answered == 1 {
+        return (merged, Source::Api);
+    }
+    if answered > 1 {
+        // Running first, then by claim time, newest first.
+        merged.sort_by(|a, b| {
+            (b.state == crate::report::JobState::Running)
+                .cmp(&(a.state == crate::report::JobState::Running))
+                .then_with(|| b.claimed_at.cmp(&a.claimed_at))
+        });
+        merged.truncate(limit);
+        return (merged, Source::Api);
     }
     (
         Board::new(config.checked.clone()).list(None, limit),
@@ -89,9 +135,20 @@ pub fn jobs(config: &Config, limit: usize) -> (Vec<JobSummary>, Source) {
     )
 }
 
-/// One job: the API's view (receipt plus live `progress`), else its receipt.
+/// How far a job's summary has come: a live view is never behind its receipt.
+fn further(j: &JobSummary) -> (bool, usize, u64) {
+    (
+        j.state != crate::report::JobState::Running,
+        j.entries_done + j.entries_failed,
+        j.bytes_sent,
+    )
+}
+
+/// One job: the API's view (receipt plus live `progress`, from the instance
+/// that runs it), else its receipt.
 pub fn job(config: &Config, job: &str) -> Option<(Value, Source)> {
-    if let Some(c) = Client::from_config(config) {
+    let mut seen: Option<Value> = None;
+    for c in Client::all(config) {
         // Encoded as the server will see it: the signature covers the path.
         let segment: String = job
             .bytes()
@@ -103,10 +160,15 @@ pub fn job(config: &Config, job: &str) -> Option<(Value, Source)> {
             })
             .collect();
         match c.get(&format!("/api/jobs/{segment}")) {
-            Some((200, v)) => return Some((v, Source::Api)),
-            Some((404, _)) => {}
+            Some((200, v)) if v.get("progress").is_some_and(|p| !p.is_null()) => {
+                return Some((v, Source::Api))
+            }
+            Some((200, v)) => seen = seen.or(Some(v)),
             _ => {}
         }
+    }
+    if let Some(v) = seen {
+        return Some((v, Source::Api));
     }
     let path = config.checked.join(format!("{job}.report.json"));
     let r = crate::report::Receipt::load(&path).ok()?;

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod client;
 pub mod guard;
 pub mod http;
+pub mod instances;
 pub mod metrics;
 pub mod progress;
 
