@@ -48,9 +48,9 @@ async fn main() -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let checked = cfg.checked.clone();
     let inbox = cfg.inbox.clone();
-    let opts = ftpdrop::daemon::Options::default();
+    let opts = ftpdrop::run::daemon::Options::default();
     let api = opts.status_addr.clone();
-    let daemon = tokio::spawn(ftpdrop::daemon::run_with(
+    let daemon = tokio::spawn(ftpdrop::run::daemon::run_with(
         cfg,
         async {
             let _ = stop_rx.await;

@@ -4,7 +4,7 @@
 //! Unknown keys are rejected by name, because a misspelt key that is silently
 //! ignored is a setting the operator believes in but does not have.
 
-use crate::confine::{HostRules, HostVerdict, LocalRoots};
+use crate::job::confine::{HostRules, HostVerdict, LocalRoots};
 use crate::secret::Secret;
 use anyhow::{anyhow, bail, Context, Result};
 use schemars::JsonSchema;

@@ -31,9 +31,9 @@
 //! - [`localfile`]: opening files others name: regular files only, never blocking.
 //! - [`logging`]: text or JSON logs, with protocol traces kept out.
 //!
-//! Every module of a folder is also reachable at the crate root
-//! (`ftpdrop::pool`, `ftpdrop::transfer`, ...), the paths it had before the
-//! folders existed.
+//! Modules are named by their folder (`ftpdrop::ftp::pool`,
+//! `ftpdrop::upload::transfer`): the crate root re-exports only
+//! [`Config`], [`once`], [`run()`], [`JobState`] and [`Receipt`].
 
 pub mod config;
 pub mod events;
@@ -50,11 +50,6 @@ pub mod status;
 pub mod upload;
 pub mod webhook;
 
-pub use ftp::{fault, pool, reply, tls};
-pub use job::{confine, schema};
-pub use run::{daemon, housekeeping, runner};
-pub use upload::{segment, source, transfer, verify};
-
 pub use config::Config;
-pub use daemon::{once, run};
 pub use report::{JobState, Receipt};
+pub use run::daemon::{once, run};

@@ -212,7 +212,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let _guard = c.init_logging(&config, None)?;
             let results = runtime()?.block_on(async {
                 let mut bars = None;
-                let r = ftpdrop::daemon::once_with(config, |events| {
+                let r = ftpdrop::run::daemon::once_with(config, |events| {
                     bars = Some(ftpdrop::status::progress::follow(events));
                 })
                 .await;
@@ -323,10 +323,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schema { what } => {
             let schema = match what {
-                SchemaKind::Job => ftpdrop::schema::job(),
-                SchemaKind::Config => ftpdrop::schema::config(),
+                SchemaKind::Job => ftpdrop::job::schema::job(),
+                SchemaKind::Config => ftpdrop::job::schema::config(),
             };
-            print!("{}", ftpdrop::schema::render(&schema));
+            print!("{}", ftpdrop::job::schema::render(&schema));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -349,9 +349,8 @@ fn validate_file(path: &std::path::Path, config: &Config) -> Result<usize, Vec<S
         // Opened as the upload would open it, so `local_roots` is applied.
         match e.open_local() {
             Ok(_) => {}
-            Err(err) => {
-                problems.push(ftpdrop::source::read_error(e.index, &e.local_path, err).message)
-            }
+            Err(err) => problems
+                .push(ftpdrop::upload::source::read_error(e.index, &e.local_path, err).message),
         }
     }
     if problems.is_empty() {

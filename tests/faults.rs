@@ -650,7 +650,7 @@ async fn crash_between_rename_and_receipt_settles_by_size_without_upload() {
         .unwrap();
         if job == "crash-c" {
             let run = format!("{job}@{}", receipt.claimed_at);
-            let temp = ftpdrop::transfer::temp_name(&run, &parsed.entries[0]);
+            let temp = ftpdrop::upload::transfer::temp_name(&run, &parsed.entries[0]);
             support::write_file(srv.path(&format!("{job}/{temp}")), &content);
         } else {
             let fin = srv.path(&format!("{job}/pub.bin"));

@@ -916,7 +916,7 @@ async fn probe_quirks(t: &Target) {
     let tls = if t.tls == "none" {
         None
     } else {
-        ftpdrop::tls::TlsConfigs::default()
+        ftpdrop::ftp::tls::TlsConfigs::default()
             .get(t.ca.as_deref(), t.insecure, false)
             .ok()
     };
@@ -952,7 +952,7 @@ async fn probe_quirks(t: &Target) {
         ));
     }
     note_quirk(&t.name, format!("FEAT: {}", feat.join(", ")));
-    let reply = |r: Result<String, ftpdrop::fault::Fault>| match r {
+    let reply = |r: Result<String, ftpdrop::ftp::fault::Fault>| match r {
         Ok(text) => text,
         Err(e) => e
             .message
@@ -1290,10 +1290,10 @@ async fn tls_control_resume(t: &Target, tls12: bool) -> Outcome {
         command: Duration::from_secs(20),
         data: Duration::from_secs(20),
     };
-    let tls = ftpdrop::tls::TlsConfigs::default()
+    let tls = ftpdrop::ftp::tls::TlsConfigs::default()
         .get(t.ca.as_deref(), t.insecure, false)
         .map_err(|e| format!("{e:#}"))?;
-    let share = ftpdrop::tls::Sharing {
+    let share = ftpdrop::ftp::tls::Sharing {
         share: Default::default(),
         sessions: true,
     };
@@ -1324,7 +1324,7 @@ async fn tls_control_resume(t: &Target, tls12: bool) -> Outcome {
         s.quit().await;
     }
     // TLS 1.2 sessions are shared between control connections; TLS 1.3
-    // tickets are not (see `ftpdrop::tls`).
+    // tickets are not (see `ftpdrop::ftp::tls`).
     let expected = [false, tls12, tls12];
     ensure(resumed == expected, || {
         format!("control handshakes that resumed: {resumed:?}, expected {expected:?}")

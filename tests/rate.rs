@@ -101,12 +101,12 @@ async fn a_reload_changes_the_limit_within_a_second() {
     support::write_random_file(&local, 24 * MIB, 8);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = ftpdrop::daemon::Options {
+    let opts = ftpdrop::run::daemon::Options {
         reload: Some(reload_rx),
         ..Default::default()
     };
     let addr = opts.status_addr.clone();
-    let daemon = tokio::spawn(ftpdrop::daemon::run_with(
+    let daemon = tokio::spawn(ftpdrop::run::daemon::run_with(
         cfg.clone(),
         async {
             let _ = stop_rx.await;

@@ -17,11 +17,11 @@ fn committed(name: &str) -> String {
 #[test]
 fn committed_schemas_match_the_code() {
     for (name, generated) in [
-        ("job.schema.json", ftpdrop::schema::job()),
-        ("config.schema.json", ftpdrop::schema::config()),
+        ("job.schema.json", ftpdrop::job::schema::job()),
+        ("config.schema.json", ftpdrop::job::schema::config()),
     ] {
         assert!(
-            committed(name) == ftpdrop::schema::render(&generated),
+            committed(name) == ftpdrop::job::schema::render(&generated),
             "schema/{name} drifted from the code: regenerate it with \
              `cargo run -- schema {} > schema/{name}`",
             name.split('.').next().unwrap()

@@ -359,11 +359,11 @@ fn retention_removes_only_old_ended_jobs() {
     std::fs::write(checked.join("old-done.journal"), "").unwrap();
 
     assert_eq!(
-        ftpdrop::housekeeping::sweep(checked, 0),
+        ftpdrop::run::housekeeping::sweep(checked, 0),
         0,
         "0 keeps forever"
     );
-    assert_eq!(ftpdrop::housekeeping::sweep(checked, 7), 2);
+    assert_eq!(ftpdrop::run::housekeeping::sweep(checked, 7), 2);
     let mut left: Vec<String> = std::fs::read_dir(checked)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

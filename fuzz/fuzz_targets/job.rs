@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-    if let Some(out) = ftpdrop::housekeeping::redacted(data) {
+    if let Some(out) = ftpdrop::run::housekeeping::redacted(data) {
         match serde_json::from_slice::<Value>(&out) {
             Ok(v) => assert!(!passwords_left(&v), "a password survived redaction"),
             // The redaction keeps everything but the passwords byte for

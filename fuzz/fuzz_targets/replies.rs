@@ -4,9 +4,9 @@
 //! trusted to be sane: none of these may panic.
 #![no_main]
 
-use ftpdrop::fault::Fault;
-use ftpdrop::reply;
-use ftpdrop::verify::{self, Algo};
+use ftpdrop::ftp::fault::Fault;
+use ftpdrop::ftp::reply;
+use ftpdrop::upload::verify::{self, Algo};
 use libfuzzer_sys::fuzz_target;
 use suppaftp::types::Response;
 use suppaftp::{FtpError, Status};
@@ -35,5 +35,5 @@ fuzz_target!(|data: &[u8]| {
     let err = FtpError::UnexpectedResponse(Response::new(Status::from(code), data.to_vec()));
     let f = Fault::from_ftp("STOR x", &err);
     assert!(f.message.starts_with("STOR x: "));
-    let _ = ftpdrop::fault::demands_tls(&text);
+    let _ = ftpdrop::ftp::fault::demands_tls(&text);
 });

@@ -14,10 +14,10 @@
 //! temp`: an RNFR without RNTO publishes nothing). Without the verdict, a
 //! batch is sent one command at a time. On a TLS control connection, whose
 //! stream suppaftp owns, pipelined commands go through the stream's
-//! [`crate::tls::Outbox`].
+//! [`crate::ftp::tls::Outbox`].
 
 use super::session::Session;
-use crate::fault::Fault;
+use crate::ftp::fault::Fault;
 use crate::secret::scrub;
 use suppaftp::types::Response;
 use suppaftp::FtpError;
@@ -41,7 +41,7 @@ pub struct Reply {
 
 impl Reply {
     fn of(response: Response) -> Reply {
-        let code = crate::fault::reply_code_of(&response);
+        let code = crate::ftp::fault::reply_code_of(&response);
         Reply { code, response }
     }
 
@@ -155,7 +155,7 @@ impl Session {
     }
 
     /// Writes `commands` at once on the control connection. On TLS they go
-    /// into the stream's [`crate::tls::Outbox`], sent when the stream is
+    /// into the stream's [`crate::ftp::tls::Outbox`], sent when the stream is
     /// next written or read (the wait for their replies, at the latest).
     pub(super) async fn write_commands(&mut self, commands: &[String]) -> Result<(), Fault> {
         if let Some(bad) = commands.iter().find(|c| c.contains(['\r', '\n'])) {
@@ -403,7 +403,7 @@ pub fn distinct(commands: &[&str]) -> bool {
 pub fn size_of(r: &Reply, path: &str) -> Result<Option<u64>, Fault> {
     let what = format!("SIZE {path}");
     match r.code {
-        213 => crate::reply::size(&r.text())
+        213 => crate::ftp::reply::size(&r.text())
             .map(Some)
             .ok_or_else(|| Fault::transient(format!("{what}: reply not understood: {}", r.text()))),
         550 | 450 | 553 => Ok(None),

@@ -15,11 +15,11 @@
 //! session is still an open connection. When the global limit is reached and
 //! another server needs a connection, an idle session is closed to make room.
 
-use crate::fault::{Fault, FaultKind};
+use crate::ftp::fault::{Fault, FaultKind};
 use crate::ftp::learned::{Facts, Learned};
+use crate::ftp::tls::TlsConfigs;
 use crate::ftp::{DirCache, Session, Timeouts};
 use crate::job::{ServerKey, ServerSpec};
-use crate::tls::TlsConfigs;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,7 +61,7 @@ struct Slot {
     /// Entries of this server waiting for a global permit (see `global_waiters`).
     global_waiting: AtomicUsize,
     /// What the server's control connections share of TLS (see `tls`).
-    control_tls: Arc<crate::tls::ControlShare>,
+    control_tls: Arc<crate::ftp::tls::ControlShare>,
     /// A session is running the pipelining probes for this server: the
     /// others go on without pipelining meanwhile, rather than each probe.
     probing: AtomicBool,
@@ -572,7 +572,9 @@ impl Pool {
                     segments: AtomicU8::new(segments),
                     probing: AtomicBool::new(false),
                     global_waiting: AtomicUsize::new(0),
-                    control_tls: Arc::new(crate::tls::ControlShare::with_group(facts.tls_group)),
+                    control_tls: Arc::new(crate::ftp::tls::ControlShare::with_group(
+                        facts.tls_group,
+                    )),
                     facts: Mutex::new(facts),
                     abandoned: AtomicUsize::new(0),
                     held: Mutex::new(HashMap::new()),
@@ -1071,7 +1073,7 @@ impl Pool {
         // resume the TLS 1.2 session another control connection left.
         let connect = |tls12: bool, sessions: bool| {
             let tls = tls_config(tls12)?;
-            let share = crate::tls::Sharing {
+            let share = crate::ftp::tls::Sharing {
                 share: slot.control_tls.clone(),
                 sessions,
             };

@@ -1,6 +1,6 @@
 //! Server replies that ftpdrop reads itself: the FEAT list into
 //! [`Features`], SIZE, and the passive-mode addresses of EPSV and PASV. (Reply codes and the text that classifies a
-//! fault are in [`crate::fault`]; digests in [`crate::verify`].) Pure
+//! fault are in [`crate::ftp::fault`]; digests in [`crate::upload::verify`].) Pure
 //! functions of the reply text, so that a fuzzer can feed them anything
 //! (`fuzz/fuzz_targets/replies.rs`): a server is not trusted to be sane.
 

@@ -7,11 +7,11 @@
 //! whose connection broke is marked `broken` so the pool never reuses it.
 
 use crate::config::TlsMode;
-use crate::fault::{Fault, FaultKind};
+use crate::ftp::fault::{Fault, FaultKind};
+use crate::ftp::tls::SessionCache;
+use crate::ftp::tls::{FtpsConnector, FtpsStream};
 use crate::job::ServerSpec;
 use crate::secret::{scrub, Secret};
-use crate::tls::SessionCache;
-use crate::tls::{FtpsConnector, FtpsStream};
 use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -49,7 +49,7 @@ pub struct Timeouts {
     pub data: Duration,
 }
 
-pub use crate::reply::Features;
+pub use crate::ftp::reply::Features;
 
 /// Directories known to exist on one server, shared by all its sessions so
 /// that `mkdir -p` costs round trips only the first time.
@@ -128,7 +128,7 @@ pub struct Session {
     /// The control connection is TLS: its writes go through suppaftp only.
     pub control_tls: bool,
     /// Where pipelined commands go on a TLS control connection.
-    pub(super) outbox: crate::tls::Outbox,
+    pub(super) outbox: crate::ftp::tls::Outbox,
     /// The reply to an EPSV sent ahead, with the last commands of the
     /// previous upload: the server listens there for the next data connection.
     pending_passive: Option<(SocketAddr, Instant)>,
@@ -230,7 +230,7 @@ impl Session {
         tls: Option<Arc<rustls::ClientConfig>>,
         timeouts: Timeouts,
         known: &crate::ftp::learned::Facts,
-        share: Option<crate::tls::Sharing>,
+        share: Option<crate::ftp::tls::Sharing>,
     ) -> Result<Session, Fault> {
         let server = spec.to_string();
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
@@ -255,7 +255,7 @@ impl Session {
             Some(nets) => {
                 let (ok, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
                     .into_iter()
-                    .partition(|a| crate::confine::HostRules::allows_ip(nets, a.ip()));
+                    .partition(|a| crate::job::confine::HostRules::allows_ip(nets, a.ip()));
                 if ok.is_empty() {
                     let refused: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
                     return Err(Fault::permanent(format!(
@@ -290,7 +290,7 @@ impl Session {
                     return Ok(s);
                 }
                 Err(mut f)
-                    if spec.tls == TlsMode::None && crate::fault::demands_tls(&f.message) =>
+                    if spec.tls == TlsMode::None && crate::ftp::fault::demands_tls(&f.message) =>
                 {
                     f.message
                         .push_str(" (the server requires TLS: set \"tls\": \"explicit\")");
@@ -317,19 +317,19 @@ impl Session {
         tls: Option<Arc<rustls::ClientConfig>>,
         timeouts: Timeouts,
         pipelining: Option<bool>,
-        share: Option<crate::tls::Sharing>,
+        share: Option<crate::ftp::tls::Sharing>,
     ) -> Result<Session, Fault> {
         let mut broken = false;
         // Each control connection gets its own TLS session cache: its data
         // connections must resume its session, not another connection's.
         let (tls, tls_cache) = match (&tls, spec.tls) {
             (Some(base), TlsMode::Explicit | TlsMode::Implicit) => {
-                let (cfg, cache) = crate::tls::for_session(base, share);
+                let (cfg, cache) = crate::ftp::tls::for_session(base, share);
                 (Some(cfg), Some(cache))
             }
             _ => (None, None),
         };
-        let outbox = crate::tls::Outbox::default();
+        let outbox = crate::ftp::tls::Outbox::default();
         let connector = || {
             let cache = tls_cache.clone()?;
             tls.clone()
@@ -478,7 +478,7 @@ impl Session {
         )
         .await;
         if let Err(mut f) = login {
-            if !crate::fault::demands_tls(&f.message)
+            if !crate::ftp::fault::demands_tls(&f.message)
                 && f.kind == FaultKind::Permanent
                 && f.message.contains(" 530")
             {
@@ -576,7 +576,7 @@ impl Session {
         self.write_commands(&commands).await?;
         let feat = self.reply("FEAT").await?;
         if feat.code == 211 {
-            self.features = Features::parse(crate::reply::feat_pairs(&feat.text()));
+            self.features = Features::parse(crate::ftp::reply::feat_pairs(&feat.text()));
         } else {
             tracing::debug!(server, reply = %feat.text(), "FEAT refused; features unknown");
         }
@@ -625,7 +625,7 @@ impl Session {
         )
         .await
         {
-            Ok(resp) => crate::reply::size(&String::from_utf8_lossy(&resp.body))
+            Ok(resp) => crate::ftp::reply::size(&String::from_utf8_lossy(&resp.body))
                 .map(Some)
                 .ok_or_else(|| {
                     Fault::transient(format!(
@@ -745,7 +745,7 @@ impl Session {
                 .await
             {
                 Ok(reply) => {
-                    let port = crate::reply::epsv_port(&reply).ok_or_else(|| {
+                    let port = crate::ftp::reply::epsv_port(&reply).ok_or_else(|| {
                         Fault::transient(format!("EPSV: no port in the reply {reply:?}"))
                     })?;
                     return Ok(SocketAddr::new(self.peer.ip(), port));
@@ -757,7 +757,7 @@ impl Session {
             }
         }
         let reply = self.command("PASV".into(), &[Status::PassiveMode]).await?;
-        let addr = crate::reply::pasv_addr(&reply)
+        let addr = crate::ftp::reply::pasv_addr(&reply)
             .ok_or_else(|| Fault::transient(format!("PASV: no address in the reply {reply:?}")))?;
         Ok(SocketAddr::new(self.peer.ip(), addr.port()))
     }
@@ -1141,7 +1141,7 @@ impl Session {
             && closed.is_ok()
             && matches!(first.code, 226 | 250)
             && second.code == 213
-            && crate::reply::size(&second.text()) == Some(5);
+            && crate::ftp::reply::size(&second.text()) == Some(5);
         if !in_order {
             tracing::info!(
                 first = %first.text(), second = %second.text(),
@@ -1251,7 +1251,7 @@ impl Session {
     /// `pending_passive`). A refusal keeps nothing: the next `passive()`
     /// asks again, and finds out as EPSV alone would have.
     fn passive_ahead(&mut self, r: &super::pipeline::Reply) {
-        self.pending_passive = match (r.code, crate::reply::epsv_port(&r.text())) {
+        self.pending_passive = match (r.code, crate::ftp::reply::epsv_port(&r.text())) {
             (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
             _ => None,
         };

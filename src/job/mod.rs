@@ -7,7 +7,7 @@
 //! with its field, e.g. `entries[2].file.server_path: contains a line break`.
 //!
 //! Validation also applies the configuration's confinement (see
-//! [`crate::confine`]): inline servers when `require_named_servers` is on,
+//! [`crate::job::confine`]): inline servers when `require_named_servers` is on,
 //! hosts outside `allowed_hosts`. Local files are checked against
 //! `local_roots` when they are opened, not here.
 //!
@@ -18,7 +18,7 @@ pub mod confine;
 pub mod schema;
 
 use crate::config::{Config, TlsMode};
-use crate::confine::{HostRules, HostVerdict, LocalRoots};
+use crate::job::confine::{HostRules, HostVerdict, LocalRoots};
 use crate::secret::Secret;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What replaces an inline password in a claimed job file once the job is
-/// final (see [`crate::housekeeping`]).
+/// final (see [`crate::run::housekeeping`]).
 pub const REDACTED: &str = "(redacted by ftpdrop after the job ended)";
 
 /// What to do when the final remote file already exists.
@@ -227,11 +227,11 @@ pub fn bad_host(host: &str) -> Option<String> {
         ));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() || crate::confine::valid_name(host) {
+    if bare.parse::<std::net::IpAddr>().is_ok() || crate::job::confine::valid_name(host) {
         return None;
     }
     if let Some((h, p)) = host.rsplit_once(':') {
-        if p.parse::<u16>().is_ok() && crate::confine::valid_name(h) {
+        if p.parse::<u16>().is_ok() && crate::job::confine::valid_name(h) {
             return Some(format!(
                 "{host:?} includes a port; write \"host\": {h:?}, \"port\": {p}"
             ));

@@ -8,13 +8,13 @@
 //! receipts stay `running` and the next start resumes them.
 
 use crate::config::Config;
+use crate::ftp::pool::Pool;
 use crate::ftp::Timeouts;
 use crate::intake::{self, Intake};
-use crate::pool::Pool;
 use crate::report::{JobPaths, JobState, ReceiptHead};
 use crate::run::health::{Health, Loop};
+use crate::run::runner::{run_job, Ctx};
 use crate::run::slot::JobSlot;
-use crate::runner::{run_job, Ctx};
 use crate::service::{Supervisor, Unsupervised};
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How often ended jobs are looked over (see [`crate::housekeeping`]).
+/// How often ended jobs are looked over (see [`crate::run::housekeeping`]).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
 /// Listens for the status API on `addr`. A loopback address that another
@@ -393,7 +393,7 @@ pub async fn run_with(
             _ = reaper.tick() => ctx.pool.reap_idle(),
             _ = housekeeping.tick() => {
                 let (checked, days) = (cfg.checked.clone(), cfg.retention_days);
-                tokio::task::spawn_blocking(move || crate::housekeeping::sweep(&checked, days));
+                tokio::task::spawn_blocking(move || crate::run::housekeeping::sweep(&checked, days));
             }
         }
     }
@@ -468,7 +468,7 @@ pub async fn once_with(
             .clone()
             .run_ticker(ctx.events.clone(), stop_ticker.clone()),
     );
-    crate::housekeeping::sweep(&cfg.checked, cfg.retention_days);
+    crate::run::housekeeping::sweep(&cfg.checked, cfg.retention_days);
     let mut todo: Vec<(PathBuf, Option<std::fs::File>)> = unfinished_jobs(&cfg.checked)
         .into_iter()
         .map(|p| (p, None))
@@ -549,7 +549,7 @@ fn apply_reload(ctx: &Ctx, permits: &Arc<Semaphore>, job_limit: &mut usize, new:
         ctx.pool.limits.configure(global, servers);
     }
     ctx.webhooks.set_config(new.notify.clone());
-    crate::pool::resize(permits, *job_limit, new.max_concurrent_jobs);
+    crate::ftp::pool::resize(permits, *job_limit, new.max_concurrent_jobs);
     *job_limit = new.max_concurrent_jobs;
     ctx.set_config(new);
     info!("configuration reloaded");

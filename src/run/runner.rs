@@ -9,13 +9,13 @@
 
 use crate::config::Config;
 use crate::events::{Event, Events, Stage};
-use crate::fault::FaultKind;
+use crate::ftp::fault::FaultKind;
+use crate::ftp::pool::Pool;
 use crate::job::{self, Entry};
-use crate::pool::Pool;
 use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
 use crate::run::slot::{JobSlot, Presence};
 use crate::status::Board;
-use crate::transfer::{self, Memory};
+use crate::upload::transfer::{self, Memory};
 use futures_util::StreamExt;
 use rand::Rng;
 use std::path::Path;
@@ -152,7 +152,8 @@ pub async fn run_job(
     if state.is_final() {
         let file = job_file.to_path_buf();
         let redacted =
-            tokio::task::spawn_blocking(move || crate::housekeeping::redact_claimed(&file)).await;
+            tokio::task::spawn_blocking(move || crate::run::housekeeping::redact_claimed(&file))
+                .await;
         if let Ok(Err(e)) = redacted {
             let job = JobPaths::for_claimed(job_file).name;
             warn!(job = %job, error = %format!("{e:#}"), "cannot redact the ended job's secrets");
@@ -407,7 +408,7 @@ async fn run_entry(
         generation: rep.temp_generation,
         abandoned_temps: rep.abandoned_temps.clone(),
     };
-    let policy = crate::segment::Policy::from_config(config);
+    let policy = crate::upload::segment::Policy::from_config(config);
     let started = Instant::now();
     let mut counted = 0u32;
     let mut backpressure = 0u32;
@@ -452,7 +453,7 @@ async fn run_entry(
             if let Some(renaming) = out.renaming.take() {
                 renaming.outcome(&ctx.pool, &entry.server).await?;
             }
-            Ok::<_, crate::fault::Fault>(out)
+            Ok::<_, crate::ftp::fault::Fault>(out)
         };
         let result = tokio::select! {
             r = work => r,

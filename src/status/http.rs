@@ -13,7 +13,7 @@
 
 use crate::config::Config;
 use crate::events::{Event, Events};
-use crate::pool::Pool;
+use crate::ftp::pool::Pool;
 use crate::run::health::Health;
 use crate::status::metrics::Metrics;
 use crate::status::Board;

@@ -19,7 +19,7 @@
 //! swapped for a symlink during the upload leads nowhere outside the roots
 //! (it used to delete, or create, a file wherever the symlink pointed).
 
-use crate::confine::LocalRoots;
+use crate::job::confine::LocalRoots;
 use crate::job::{After, Entry};
 use crate::report::{Disposal, DisposalState, Stamp};
 use cap_std::fs::Dir;

@@ -37,11 +37,11 @@
 //! of resuming at its SIZE.
 
 use crate::config::Config;
-use crate::fault::Fault;
+use crate::ftp::fault::Fault;
+use crate::ftp::pool::{Lease, Pool};
 use crate::ftp::{Session, Upload};
 use crate::job::{join_remote, Entry, ServerSpec};
-use crate::pool::{Lease, Pool};
-use crate::source::{self, Cut, Local, CHUNK};
+use crate::upload::source::{self, Cut, Local, CHUNK};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;

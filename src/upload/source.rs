@@ -11,9 +11,9 @@
 //! systems). The two reads see the same file: a file that changes during the
 //! upload changes its size or mtime, and the caller then starts over.
 
-use crate::confine::{LocalRoots, OutsideRoots};
-use crate::fault::Fault;
+use crate::ftp::fault::Fault;
 use crate::ftp::Upload;
+use crate::job::confine::{LocalRoots, OutsideRoots};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ impl<'a> Local<'a> {
 }
 
 /// How far one stream sends: up to a limit that a splitter may lower while
-/// it runs (see [`crate::segment`]). The sender takes its next range under
+/// it runs (see [`crate::upload::segment`]). The sender takes its next range under
 /// the lock, so a new limit never cuts a range already on its way: the
 /// stream ends exactly at [`Cut::stop`]'s answer.
 #[derive(Debug)]
@@ -418,7 +418,7 @@ pub async fn hash_file(entry: &crate::job::Entry) -> Result<String, Fault> {
 #[cfg(target_os = "linux")]
 mod zero_copy {
     use super::{Cut, Local};
-    use crate::fault::Fault;
+    use crate::ftp::fault::Fault;
     use std::os::fd::AsRawFd;
     use std::time::Duration;
     use tokio::io::Interest;

@@ -8,17 +8,17 @@
 //! a retry or a restarted daemon finds its own partial upload and continues
 //! it at the server's SIZE instead of starting from zero, and a temp file is
 //! never one this run did not create. A big file may go in segments over
-//! several sessions at once (see [`crate::segment`]); the checks and the
+//! several sessions at once (see [`crate::upload::segment`]); the checks and the
 //! rename after it are the same.
 
 use crate::events::Stage;
-use crate::fault::Fault;
+use crate::ftp::fault::Fault;
+use crate::ftp::pool::{Lease, Pool};
 use crate::ftp::{normalize_dir, Session};
 use crate::job::{join_remote, Entry, IfExists};
-use crate::pool::{Lease, Pool};
 use crate::report::Stamp;
-use crate::segment;
-use crate::source;
+use crate::upload::segment;
+use crate::upload::source;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,7 +185,7 @@ pub async fn attempt(
         if lease.session().size(&temp_path).await?.is_none()
             && lease.session().size(&final_path).await? == Some(stamp.size)
         {
-            let sha = crate::source::hash_file(entry).await?;
+            let sha = crate::upload::source::hash_file(entry).await?;
             return Ok(Outcome {
                 bytes: stamp.size,
                 sha256: Some(sha),
@@ -325,7 +325,7 @@ pub async fn attempt(
             // "Not implemented" (500, 502, 504) to REST or APPE is a server
             // without resume, not a refusal of the file: upload it again.
             if f.not_implemented() {
-                f.kind = crate::fault::FaultKind::Transient;
+                f.kind = crate::ftp::fault::FaultKind::Transient;
             }
             return Err(f);
         }
@@ -345,7 +345,7 @@ pub async fn attempt(
     }
 
     entry.progress.set_stage(Stage::Verifying);
-    if !crate::verify::asks_server(entry, &session.features) {
+    if !crate::upload::verify::asks_server(entry, &session.features) {
         // The size is the only check.
         let mut renaming = None;
         if session.pipelines() {
@@ -384,8 +384,9 @@ pub async fn attempt(
     let have = session.size(&temp_path).await?;
     check_size(&temp_path, have, stamp.size, "")?;
     let mut verification = vec!["size".to_string()];
-    verification
-        .extend(crate::verify::temp_file(session, entry, &temp_path, stamp.size, &sha).await?);
+    verification.extend(
+        crate::upload::verify::temp_file(session, entry, &temp_path, stamp.size, &sha).await?,
+    );
 
     memory.publishing = true;
     journal(memory);
@@ -572,7 +573,7 @@ async fn send(
 ) -> Result<(String, u64), Fault> {
     let timeout = session.data_timeout();
     let local = source::Local::of(entry, temp_path);
-    if !crate::verify::asks_server(entry, &session.features) {
+    if !crate::upload::verify::asks_server(entry, &session.features) {
         // The size check goes out as the data connection closes, where the
         // server allows it (see `Session::finish`).
         session.size_after_close(temp_path);

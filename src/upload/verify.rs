@@ -21,7 +21,7 @@
 //! Each check that passed is named in the receipt's `verification` list:
 //! `sha256`, `sha1`, `md5`, `crc32` (server digests), `download` (read-back).
 
-use crate::fault::Fault;
+use crate::ftp::fault::Fault;
 use crate::ftp::{Features, Session};
 use crate::job::{Entry, Verify};
 use sha2::{Digest, Sha256};
@@ -235,7 +235,7 @@ pub fn parse_digest(line: &str, algo: Algo) -> Option<String> {
 /// The digest of the local file, read again (only for algorithms the upload
 /// did not compute while streaming).
 async fn local_digest(entry: &Entry, algo: Algo) -> Result<String, Fault> {
-    let file = crate::source::Opener::of(entry);
+    let file = crate::upload::source::Opener::of(entry);
     tokio::task::spawn_blocking(move || -> std::io::Result<String> {
         let mut f = file.open()?;
         let mut buf = vec![0u8; 512 * 1024];
@@ -265,7 +265,7 @@ async fn local_digest(entry: &Entry, algo: Algo) -> Result<String, Fault> {
     })
     .await
     .map_err(|e| Fault::transient(format!("hash task: {e}")))?
-    .map_err(|e| crate::source::read_error(entry.index, &entry.local_path, e))
+    .map_err(|e| crate::upload::source::read_error(entry.index, &entry.local_path, e))
 }
 
 #[cfg(test)]

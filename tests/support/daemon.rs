@@ -38,9 +38,9 @@ impl Daemon {
             .token_file
             .clone()
             .unwrap_or_else(|| ftpdrop::status::auth::default_token_file(&cfg.checked));
-        let opts = ftpdrop::daemon::Options::default();
+        let opts = ftpdrop::run::daemon::Options::default();
         let status = opts.status_addr.clone();
-        let task = tokio::spawn(ftpdrop::daemon::run_with(
+        let task = tokio::spawn(ftpdrop::run::daemon::run_with(
             cfg,
             async {
                 let _ = rx.await;
