@@ -2865,7 +2865,7 @@ async fn a_broken_link_never_piles_sessions_on_the_server() {
         "Faults",
         "a link that resets and goes silent: every job done, sessions at the server never piled up",
         &t.name,
-        broken_link(&t, 40, 10, None),
+        broken_link(&t, 40, 10, Duration::from_secs(15), None),
     )
     .await;
     finish(vec![failure]);
@@ -2886,7 +2886,7 @@ async fn soak_broken_link() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let curve = std::env::var_os("SOAK_CURVE").map(PathBuf::from);
-    let outcome = broken_link(&t, jobs, 13, curve).await;
+    let outcome = broken_link(&t, jobs, 13, Duration::from_secs(30), curve).await;
     t.cleanup();
     match outcome {
         Ok(summary) => println!("soak: {summary}"),
@@ -2896,14 +2896,21 @@ async fn soak_broken_link() {
 
 /// Sends `jobs` jobs through a link that resets and silences connections
 /// (see [`a_broken_link_never_piles_sessions_on_the_server`]); file sizes
-/// are 4 KiB shifted by up to `shifts - 1`. `curve`: a CSV of the time,
-/// the sessions the server holds and the open files, every 100 ms.
-async fn broken_link(t: &Target, jobs: usize, shifts: usize, curve: Option<PathBuf>) -> Outcome {
+/// are 4 KiB shifted by up to `shifts - 1`; a silenced session stays open
+/// at the server for `silence`. `curve`: a CSV of the time, the sessions
+/// the server holds and the open files, every 100 ms.
+async fn broken_link(
+    t: &Target,
+    jobs: usize,
+    shifts: usize,
+    silence: Duration,
+    curve: Option<PathBuf>,
+) -> Outcome {
     let _ = logs();
     let w = Work::new();
     let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
     let proxy = FaultProxy::start(upstream).await;
-    proxy.flaky(10, 5, Duration::from_secs(30), 0x5eed_1234);
+    proxy.flaky(10, 5, silence, 0x5eed_1234);
     let mut via = t.clone();
     via.port = proxy.addr.port();
     let base = w.dir.path().join("daemon-flaky");

@@ -485,12 +485,21 @@ async fn submit_wait_status_completions_manpage() {
         text.contains(&format!("ftp://127.0.0.1:{}/cli/cli.txt", srv.addr.port())),
         "{text}"
     );
-    // No daemon where the config says: the receipts answer.
+    // No daemon where the config says, nor advertised in its state folder
+    // (a copy of the receipts; the running daemon advertises itself in
+    // the first one): the receipts answer.
+    let offline_checked = base.join("offline").join("checked");
+    std::fs::create_dir_all(&offline_checked).unwrap();
+    for e in std::fs::read_dir(&cfg.checked).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".report.json") {
+            std::fs::copy(e.path(), offline_checked.join(e.file_name())).unwrap();
+        }
+    }
     let offline_cfg = base.join("cli-offline.json");
     std::fs::write(
         &offline_cfg,
         serde_json::to_vec(&json!({
-            "inbox": cfg.inbox, "checked": cfg.checked, "status": {"listen": "127.0.0.1:1"},
+            "inbox": cfg.inbox, "checked": offline_checked, "status": {"listen": "127.0.0.1:1"},
         }))
         .unwrap(),
     )

@@ -494,6 +494,10 @@ impl Pool {
     ) {
         // An idle session found dead takes a place only if one is free.
         let in_use = in_use.or_else(|| slot.in_use.clone().try_acquire_owned().ok());
+        if session.counted.is_none() {
+            // A login that timed out: an open session to the server all the same.
+            session.counted = slot.open.clone().try_acquire_owned().ok();
+        }
         let writing = session.writing.take();
         if let Some(path) = &writing {
             *slot.held.lock().unwrap().entry(path.clone()).or_default() += 1;
@@ -1071,15 +1075,30 @@ impl Pool {
         let started = Instant::now();
         // `tls12`: TLS 1.2 only; `sessions`: the control handshake may
         // resume the TLS 1.2 session another control connection left.
+        // A login that timed out leaves a session the server may hold.
+        let kept: Mutex<Option<Session>> = Mutex::new(None);
         let connect = |tls12: bool, sessions: bool| {
             let tls = tls_config(tls12)?;
             let share = crate::ftp::tls::Sharing {
                 share: slot.control_tls.clone(),
                 sessions,
             };
-            let facts = &facts;
+            let (facts, kept) = (&facts, &kept);
             Ok::<_, Fault>(async move {
-                Session::connect(spec, tls, self.timeouts, facts, Some(share)).await
+                let mut half = None;
+                let r = Session::connect_keeping(
+                    spec,
+                    tls,
+                    self.timeouts,
+                    facts,
+                    Some(share),
+                    &mut half,
+                )
+                .await;
+                if half.is_some() {
+                    *kept.lock().unwrap() = half;
+                }
+                r
             })
         };
         let resume = facts.control_tls_resume != Some(false);
@@ -1160,6 +1179,12 @@ impl Pool {
                         _ => "error",
                     },
                 });
+                let half = kept.lock().unwrap().take();
+                if let Some(session) = half.filter(|_| f.kind == FaultKind::Transient) {
+                    // Counted until the server lets it go, as any session given up.
+                    self.abandon(&slot, session, Some(in_use));
+                    return Err(f);
+                }
                 if f.kind == FaultKind::TooManyConnections {
                     if let Some(wait) = slot.note_full() {
                         self.events.emit(crate::events::Event::ServerFull {

@@ -232,6 +232,20 @@ impl Session {
         known: &crate::ftp::learned::Facts,
         share: Option<crate::ftp::tls::Sharing>,
     ) -> Result<Session, Fault> {
+        Session::connect_keeping(spec, tls, timeouts, known, share, &mut None).await
+    }
+
+    /// [`Session::connect`]; a session whose login timed out or broke is
+    /// left in `kept`: the server may hold it a while yet (see
+    /// `Pool::abandon`).
+    pub(crate) async fn connect_keeping(
+        spec: &ServerSpec,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeouts: Timeouts,
+        known: &crate::ftp::learned::Facts,
+        share: Option<crate::ftp::tls::Sharing>,
+        kept: &mut Option<Session>,
+    ) -> Result<Session, Fault> {
         let server = spec.to_string();
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             timeouts.connect,
@@ -279,6 +293,7 @@ impl Session {
                 timeouts,
                 known.pipelining,
                 share.clone(),
+                kept,
             )
             .await
             {
@@ -318,6 +333,7 @@ impl Session {
         timeouts: Timeouts,
         pipelining: Option<bool>,
         share: Option<crate::ftp::tls::Sharing>,
+        kept: &mut Option<Session>,
     ) -> Result<Session, Fault> {
         let mut broken = false;
         // Each control connection gets its own TLS session cache: its data
@@ -462,7 +478,12 @@ impl Session {
             owed: Default::default(),
             writing: None,
         };
-        session.login(spec, server).await?;
+        if let Err(f) = session.login(spec, server).await {
+            if session.broken {
+                *kept = Some(session);
+            }
+            return Err(f);
+        }
         Ok(session)
     }
 
