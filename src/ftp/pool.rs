@@ -322,14 +322,6 @@ impl Lease {
         Pool::is_held(&self.slot, path)
     }
 
-    /// Waits until no session given up holds `path` any more, at most `within`.
-    pub async fn wait_released(&self, path: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.is_held(path) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// Do other entries wait for a session of this server?
     pub fn others_waiting(&self) -> bool {
         self.slot.waiting.load(Ordering::Relaxed) > 0
@@ -531,6 +523,16 @@ impl Pool {
     /// server may still hold (locked)?
     fn is_held(slot: &Slot, path: &str) -> bool {
         slot.held.lock().unwrap().contains_key(path)
+    }
+
+    /// Waits until no session given up holds `path` on `spec`'s server any
+    /// more, at most `within`.
+    pub async fn wait_released(&self, spec: &ServerSpec, path: &str, within: Duration) {
+        let slot = self.slot(&spec.key());
+        let deadline = Instant::now() + within;
+        while Pool::is_held(&slot, path) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The `pipelining` setting (see [`crate::config::Config::pipelining`]).

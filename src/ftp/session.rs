@@ -246,7 +246,6 @@ impl Session {
         share: Option<crate::ftp::tls::Sharing>,
         kept: &mut Option<Session>,
     ) -> Result<Session, Fault> {
-        let server = spec.to_string();
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             timeouts.connect,
             tokio::net::lookup_host((spec.host.as_str(), spec.port)),
@@ -287,7 +286,6 @@ impl Session {
         for addr in addrs {
             match Session::connect_to(
                 spec,
-                &server,
                 addr,
                 tls.clone(),
                 timeouts,
@@ -327,7 +325,6 @@ impl Session {
 
     async fn connect_to(
         spec: &ServerSpec,
-        server: &str,
         addr: SocketAddr,
         tls: Option<Arc<rustls::ClientConfig>>,
         timeouts: Timeouts,
@@ -335,6 +332,7 @@ impl Session {
         share: Option<crate::ftp::tls::Sharing>,
         kept: &mut Option<Session>,
     ) -> Result<Session, Fault> {
+        let server = &spec.to_string();
         let mut broken = false;
         // Each control connection gets its own TLS session cache: its data
         // connections must resume its session, not another connection's.

@@ -85,30 +85,43 @@ pub fn temp_name_at(run: &str, entry: &Entry, generation: u32) -> String {
 }
 
 /// Removes the temp files of earlier names (see [`Memory::abandoned_temps`]).
-/// One that a session given up may still hold is deleted too (a Unix
-/// server lets the name go at once) but stays listed until it is released,
-/// when a last delete makes sure (a server may create it late, or refuse
-/// to delete an open file, as Windows servers do, with the same 550 as
-/// "not there").
+/// One that a session given up may still hold is deleted too, and dropped
+/// from the list only if the folder's listing no longer shows it: a Unix
+/// server lets the name go at once, while a Windows server refuses to
+/// delete an open file with the same 550 as "not there".
 async fn remove_abandoned(lease: &mut Lease, memory: &mut Memory) -> Result<(), Fault> {
     let mut left = std::mem::take(&mut memory.abandoned_temps).into_iter();
     while let Some(p) = left.next() {
         let held = lease.is_held(&p);
-        if let Err(f) = lease.session().delete(&p).await {
-            memory.abandoned_temps.push(p);
-            memory.abandoned_temps.extend(left);
-            return Err(f);
-        }
-        if held {
-            memory.abandoned_temps.push(p);
+        let gone = match lease.session().delete(&p).await {
+            Ok(()) if held => still_listed(lease, &p).await.map(|listed| !listed),
+            Ok(()) => Ok(true),
+            Err(f) => Err(f),
+        };
+        match gone {
+            Ok(true) => {}
+            Ok(false) => memory.abandoned_temps.push(p),
+            Err(f) => {
+                memory.abandoned_temps.push(p);
+                memory.abandoned_temps.extend(left);
+                return Err(f);
+            }
         }
     }
     Ok(())
 }
 
-/// After the entry's upload: waits for the sessions given up that still
-/// hold its earlier temp files to be released (at most the pool's
-/// `abandon_hold`), and removes those files.
+/// Does the listing of `path`'s folder show it?
+async fn still_listed(lease: &mut Lease, path: &str) -> Result<bool, Fault> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let names = lease.session().names(dir).await?;
+    Ok(names.iter().any(|n| n.rsplit('/').next() == Some(name)))
+}
+
+/// After the entry's upload: removes its earlier temp files; those the
+/// server still shows (held by a session given up) once that session is
+/// released, at most the pool's `abandon_hold` later. No session is held
+/// while it waits.
 pub async fn discard_abandoned(
     pool: &Arc<Pool>,
     entry: &Entry,
@@ -118,10 +131,16 @@ pub async fn discard_abandoned(
         return Ok(());
     }
     let mut lease = pool.acquire(&entry.server).await?;
+    remove_abandoned(&mut lease, memory).await?;
+    drop(lease);
+    if memory.abandoned_temps.is_empty() {
+        return Ok(());
+    }
     let within = pool.abandon_hold() + Duration::from_secs(5);
     for p in memory.abandoned_temps.clone() {
-        lease.wait_released(&p, within).await;
+        pool.wait_released(&entry.server, &p, within).await;
     }
+    let mut lease = pool.acquire(&entry.server).await?;
     let held: Vec<String> = memory
         .abandoned_temps
         .iter()
@@ -129,8 +148,7 @@ pub async fn discard_abandoned(
         .cloned()
         .collect();
     remove_abandoned(&mut lease, memory).await?;
-    // Still held past the hold: gone from the server's view of the name,
-    // and no longer ours to wait for.
+    // Still held past the hold: no longer ours to wait for.
     memory.abandoned_temps.retain(|p| !held.contains(p));
     Ok(())
 }
