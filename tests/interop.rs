@@ -2964,6 +2964,27 @@ async fn broken_link(
             }
         })
     });
+    // Every 50 ms, every final name that exists must hold the whole file.
+    let short = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let want: Vec<(PathBuf, u64)> = files
+            .iter()
+            .map(|(p, b)| (p.clone(), b.len() as u64))
+            .collect();
+        let short = short.clone();
+        tokio::spawn(async move {
+            loop {
+                for (p, len) in &want {
+                    if let Ok(m) = std::fs::metadata(p) {
+                        if m.len() != *len {
+                            short.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let files_before = open_files();
     let started = Instant::now();
     let checked = cfg.checked.clone();
@@ -2971,6 +2992,11 @@ async fn broken_link(
     if let Some(s) = sampler {
         s.abort();
     }
+    watcher.abort();
+    let short = short.load(std::sync::atomic::Ordering::SeqCst);
+    ensure(short == 0, || {
+        format!("a final name was seen short {short} times")
+    })?;
     let states = ran
         .map_err(|_| "the jobs did not finish within an hour".to_string())?
         .map_err(|e| format!("{e:#}"))?;
@@ -3009,7 +3035,8 @@ async fn broken_link(
     Ok(format!(
         "{jobs} jobs, {} files done in {:.1} s through {resets} resets and {silences} silences \
          ({data_struck} of them mid-upload); \
-         at most {most} sessions at the server (limit {per_server}); open files {files_before} -> {files_after}",
+         at most {most} sessions at the server (limit {per_server}); open files {files_before} -> {files_after}; \
+         no final name seen short (polled every 50 ms)",
         files.len(),
         took.as_secs_f64()
     ))
