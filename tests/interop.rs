@@ -2081,13 +2081,20 @@ async fn connection_limit_is_back_pressure() {
             ensure(lowered > 0, || {
                 "the server never refused a connection".into()
             })?;
+            // A 421 is the server's signal, for every entry: a wait for the
+            // whole server begins, said once per wait.
+            let full = log_text()
+                .lines()
+                .filter(|l| l.contains("the server is full") && l.contains(&port))
+                .count();
+            ensure(full > 0, || "no server-wide wait after a 421".into())?;
             let failed = r
                 .entries
                 .iter()
                 .filter(|e| e.state == EntryState::Failed)
                 .count();
             Ok(format!(
-                "40 × 8 MiB done, {failed} failed; limit lowered {lowered} times (8 → {})",
+                "40 × 8 MiB done, {failed} failed; limit lowered {lowered} times (8 → {}); {full} server-wide waits",
                 8usize.saturating_sub(lowered).max(1)
             ))
         },
