@@ -31,17 +31,13 @@ impl Client {
         };
         let mut addrs = vec![configured];
         for i in crate::status::instances::list(&config.checked) {
-            if !addrs.contains(&i.addr) {
+            // Instances listen on loopback only when they move: an
+            // advertisement naming another host was not written by one.
+            if i.addr.ip().is_loopback() && !addrs.contains(&i.addr) {
                 addrs.push(i.addr);
             }
         }
         addrs.into_iter().map(|a| Client::at(config, a)).collect()
-    }
-
-    /// `None` when the configuration turns the API off.
-    pub fn from_config(config: &Config) -> Option<Client> {
-        let addr = config.status.listen_addr().ok()??;
-        Some(Client::at(config, addr))
     }
 
     fn at(config: &Config, addr: std::net::SocketAddr) -> Client {
