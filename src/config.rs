@@ -97,7 +97,8 @@ pub struct Config {
     /// credentials are refused.
     pub require_named_servers: bool,
     /// Final jobs, their receipts and journals older than this many days
-    /// are deleted. 0: keep forever. Running jobs are never touched.
+    /// are deleted (default 90: a quarter's audit trail, and a folder that
+    /// stops growing). 0: keep forever. Running jobs are never touched.
     pub retention_days: u64,
     /// Where logs go besides (instead of) stderr.
     pub log: LogConfig,
@@ -338,7 +339,7 @@ impl Default for Config {
             local_roots: Vec::new(),
             allowed_hosts: Vec::new(),
             require_named_servers: false,
-            retention_days: 0,
+            retention_days: 90,
             log: LogConfig::default(),
             takeover_interval_secs: 5,
             nats: None,

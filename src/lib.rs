@@ -20,6 +20,7 @@
 //!   [`ftp::tls`], [`ftp::reply`] (replies parsed as pure functions),
 //!   [`ftp::fault`] (transient, back-pressure or permanent).
 //! - [`report`]: the receipt and its journal, written atomically, owner-only.
+//! - [`history`]: the index of jobs (SQLite in `checked/`) that lists query.
 //! - [`events`]: the typed events; each one is a log line, a metric update,
 //!   a status update and a live message.
 //! - [`status`]: what operators see: the board of running jobs, Prometheus
@@ -38,6 +39,7 @@
 pub mod config;
 pub mod events;
 pub mod ftp;
+pub mod history;
 pub mod intake;
 pub mod job;
 pub mod localfile;

@@ -126,6 +126,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Rebuild the history index (`checked/ftpdrop-history.sqlite`) from the
+    /// receipts. The daemon also brings it level at every start; this starts
+    /// it from nothing (a copied or damaged index).
+    Reindex {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
         #[arg(value_enum)]
@@ -272,6 +279,17 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Service { action } => service(action),
+        Command::Reindex { config } => {
+            let config = Config::load(config.as_deref())?;
+            let began = std::time::Instant::now();
+            let rows = ftpdrop::report::rebuild_index(&config.checked)?;
+            eprintln!(
+                "history index rebuilt: {rows} jobs from {} in {:.1} s",
+                config.checked.display(),
+                began.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Submit {
             config,
             nats,

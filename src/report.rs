@@ -249,12 +249,112 @@ pub struct ReceiptHead {
     pub claimed_at: String,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// Why the job is invalid (empty otherwise).
+    #[serde(default)]
+    pub problems: Vec<String>,
     #[serde(default)]
     pub entries: Tally,
 }
 
+impl ReceiptHead {
+    /// The head of a receipt already in memory.
+    pub fn of(r: &Receipt) -> ReceiptHead {
+        ReceiptHead {
+            job: r.job.clone(),
+            state: r.state,
+            claimed_at: r.claimed_at.clone(),
+            finished_at: r.finished_at.clone(),
+            problems: r.problems.clone(),
+            entries: Tally::of(&r.entries),
+        }
+    }
+
+    /// Why the job did not end well, in one line: its first problem, else
+    /// the first failed entry's error.
+    pub fn first_error(&self) -> Option<&str> {
+        self.problems
+            .first()
+            .or(self.entries.error.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// The history index's row for a receipt whose head is `head`, read when
+/// the receipt was last modified at `receipt_ms`.
+pub fn index_row(head: &ReceiptHead, receipt_ms: i64) -> crate::history::Row {
+    let at = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .map(crate::history::millis)
+    };
+    let t = &head.entries;
+    crate::history::Row {
+        job: head.job.clone(),
+        state: serde_json::to_value(head.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        claimed_at: head.claimed_at.clone(),
+        finished_at: head.finished_at.clone(),
+        ended_ms: at(&head.finished_at)
+            .or_else(|| at(&Some(head.claimed_at.clone())))
+            .unwrap_or(receipt_ms),
+        entries_total: t.total as u64,
+        entries_done: t.done as u64,
+        entries_failed: t.failed as u64,
+        bytes_total: t.bytes_total,
+        bytes_sent: t.bytes_sent,
+        servers: t.servers.clone(),
+        error: head.first_error().map(str::to_string),
+        receipt_ms,
+    }
+}
+
+/// Records a receipt just written at `path` in the history index of its
+/// folder. A failure is only logged: the next start's catch-up repairs it.
+pub fn index_receipt(path: &Path, head: &ReceiptHead) {
+    let Some(history) = path.parent().and_then(crate::history::History::shared) else {
+        return;
+    };
+    let row = index_row(head, crate::history::mtime_ms(path));
+    if let Err(e) = history.record(&row) {
+        tracing::warn!(job = %head.job, error = %format!("{e:#}"), "cannot record the job in the history index");
+    }
+}
+
+/// Brings the history index of `checked/` level with its receipts.
+pub fn catch_up_index(checked: &Path) -> Result<usize> {
+    let history =
+        crate::history::History::shared(checked).context("the history index cannot be opened")?;
+    history.catch_up(checked, |path, mtime| {
+        ReceiptHead::load(path).ok().map(|h| index_row(&h, mtime))
+    })
+}
+
+/// Empties the history index of `checked/` and fills it from the receipts.
+/// Returns how many jobs it holds.
+pub fn rebuild_index(checked: &Path) -> Result<u64> {
+    let history =
+        crate::history::History::shared(checked).context("the history index cannot be opened")?;
+    history.clear()?;
+    catch_up_index(checked)?;
+    history.count()
+}
+
+/// Writes a receipt that no live handle owns (a job set aside, a job
+/// claimed from NATS) and records it in the history index.
+pub fn write_receipt(path: &Path, receipt: &Receipt) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(receipt).map_err(std::io::Error::from)?;
+    write_atomic(path, &bytes)?;
+    index_receipt(path, &ReceiptHead::of(receipt));
+    Ok(())
+}
+
+/// At most this many distinct servers are named in a tally.
+const TALLY_SERVERS: usize = 32;
+
 /// Counts over a receipt's entries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     pub total: usize,
     /// Done or skipped.
@@ -264,11 +364,29 @@ pub struct Tally {
     pub bytes_total: u64,
     /// Bytes of the entries done or skipped.
     pub bytes_sent: u64,
+    /// The servers the entries go to, distinct, in order of first mention
+    /// (at most [`TALLY_SERVERS`]).
+    pub servers: Vec<String>,
+    /// The first error of an entry that failed.
+    pub error: Option<String>,
 }
 
 impl Tally {
-    fn add(&mut self, state: EntryState, bytes: Option<u64>, source: Option<Stamp>) {
+    fn add(
+        &mut self,
+        state: EntryState,
+        bytes: Option<u64>,
+        source: Option<Stamp>,
+        server: &str,
+        error: Option<&str>,
+    ) {
         self.total += 1;
+        if self.servers.len() < TALLY_SERVERS && !self.servers.iter().any(|s| s == server) {
+            self.servers.push(server.to_string());
+        }
+        if state == EntryState::Failed && self.error.is_none() {
+            self.error = error.map(str::to_string);
+        }
         let finished = matches!(state, EntryState::Done | EntryState::Skipped);
         self.done += finished as usize;
         self.failed += (state == EntryState::Failed) as usize;
@@ -281,7 +399,7 @@ impl Tally {
     pub fn of(entries: &[EntryReport]) -> Tally {
         let mut t = Tally::default();
         for e in entries {
-            t.add(e.state, e.bytes, e.source);
+            t.add(e.state, e.bytes, e.source, &e.server, e.error.as_deref());
         }
         t
     }
@@ -297,6 +415,10 @@ impl<'de> Deserialize<'de> for Tally {
             bytes: Option<u64>,
             #[serde(default)]
             source: Option<Stamp>,
+            #[serde(default)]
+            server: String,
+            #[serde(default)]
+            error: Option<String>,
         }
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
@@ -310,7 +432,7 @@ impl<'de> Deserialize<'de> for Tally {
             ) -> Result<Tally, A::Error> {
                 let mut t = Tally::default();
                 while let Some(b) = seq.next_element::<Brief>()? {
-                    t.add(b.state, b.bytes, b.source);
+                    t.add(b.state, b.bytes, b.source, &b.server, b.error.as_deref());
                 }
                 Ok(t)
             }
@@ -549,6 +671,8 @@ pub struct ReportHandle {
     /// Told about every receipt write, so that a write that hangs (a dead
     /// disk) stops the systemd watchdog.
     health: Option<Arc<crate::run::health::Health>>,
+    /// The job state last recorded in the history index.
+    indexed: Mutex<Option<JobState>>,
     /// Wakes the write loop from its pause between writes when the job ends:
     /// the job's task awaits the loop, so sitting out the pause would add the
     /// whole interval to every job (200 ms each, minutes for 2,000 jobs).
@@ -572,6 +696,7 @@ impl ReportHandle {
             writing: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: Notify::new(),
+            indexed: Mutex::new(None),
             health,
         }))
     }
@@ -652,6 +777,7 @@ impl ReportHandle {
                     if let Some(w) = pending {
                         w.written();
                     }
+                    self.index_if_changed();
                     return;
                 }
                 Ok(Err(e)) => tracing::error!(
@@ -668,6 +794,22 @@ impl ReportHandle {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+    }
+
+    /// Records the job in the history index when its state changed since
+    /// the last record (claimed, then ended): the index lists jobs, it does
+    /// not follow their progress.
+    fn index_if_changed(&self) {
+        let head = {
+            let r = self.receipt.lock().unwrap();
+            let mut indexed = self.indexed.lock().unwrap();
+            if *indexed == Some(r.state) {
+                return;
+            }
+            *indexed = Some(r.state);
+            ReceiptHead::of(&r)
+        };
+        index_receipt(&self.paths.receipt, &head);
     }
 
     /// Rewrites the receipt whenever it changed, at most every `interval`,

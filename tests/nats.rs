@@ -456,3 +456,87 @@ async fn invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back() 
     let jobs: HashSet<&String> = s.keys().collect();
     assert_eq!(jobs.len(), 3, "{jobs:?}");
 }
+
+/// Workers on separate hosts (each its own `checked/`) share each server's
+/// session limit through NATS KV (issue 24): three workers with
+/// `max_connections_per_server: 2` never hold more than 2 sessions at the
+/// server between them, and when one is killed its seats expire and the
+/// survivors finish every job. Without the shared seats, three workers of
+/// 4 jobs each opened up to 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_separate_hosts_share_a_servers_limit_through_nats() {
+    let Some(bin) = nats_binary("workers_on_separate_hosts_share_a_servers_limit_through_nats")
+    else {
+        return;
+    };
+    let Setup {
+        nats,
+        srv,
+        proxy,
+        dir,
+    } = Setup::start(bin).await;
+    // Slow enough that every worker has jobs running at once.
+    proxy.throttle(4_000_000);
+    let base = dir.path();
+    let (client, seen) = watch_receipts(&nats.url()).await;
+    let limit = json!({"max_connections_per_server": 2});
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|n| start_worker(base, n, &nats.url(), limit.clone()))
+        .collect();
+    const JOBS: usize = 36;
+    for i in 0..JOBS {
+        let local = base.join("data").join(format!("s{i:02}.bin"));
+        support::write_random_file(&local, 512 * 1024, 1000 + i as u64);
+        publish(
+            &client,
+            &format!("seat{i:02}"),
+            &job_for(&srv, &proxy, &local, "seats"),
+        )
+        .await;
+    }
+    let logs = |workers: &[Worker]| {
+        workers
+            .iter()
+            .map(|w| tail(&w.log))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(120), || done_jobs(&seen) >= JOBS / 3).await,
+        "a third of the jobs not done in 120 s: {}\n{}",
+        done_jobs(&seen),
+        logs(&workers)
+    );
+    let shared = workers.iter().all(|w| {
+        std::fs::read_to_string(&w.log)
+            .unwrap_or_default()
+            .contains("session limits shared through NATS KV")
+    });
+    assert!(
+        shared,
+        "not every worker shares its limits:\n{}",
+        logs(&workers)
+    );
+    let victim = workers.remove(0);
+    let pid = victim.child.id().unwrap() as libc::pid_t;
+    // SAFETY: killing our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(
+        support::wait_until(Duration::from_secs(180), || done_jobs(&seen) == JOBS).await,
+        "{} of {JOBS} done after the kill\n{}",
+        done_jobs(&seen),
+        logs(&workers)
+    );
+    assert!(
+        proxy.control_live_max() <= 2,
+        "{} sessions at once at a server that three workers share with a limit of 2",
+        proxy.control_live_max()
+    );
+    assert_renamed_once(&proxy, JOBS);
+    for i in 0..JOBS {
+        support::assert_same_file(
+            base.join("data").join(format!("s{i:02}.bin")),
+            srv.path(&format!("seats/s{i:02}.bin")),
+        );
+    }
+}

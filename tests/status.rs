@@ -621,3 +621,138 @@ async fn a_large_job_is_served_a_page_at_a_time() {
     assert_eq!(job["entries_failed"], 2_500);
     d.stop().await;
 }
+
+/// A receipt of a job that ended `mins_ago` minutes ago, as an earlier run
+/// (or another version) left it: the history index has no row for it yet.
+fn planted_receipt(checked: &std::path::Path, i: usize, mins_ago: u64) {
+    let at = |m: u64| {
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_secs(m * 60))
+            .to_string()
+    };
+    let failed = i % 3 == 0;
+    let receipt = json!({
+        "job": format!("old{i:02}"), "job_file": format!("/x/old{i:02}.json"),
+        "state": if failed { "failed" } else { "done" },
+        "claimed_at": at(mins_ago + 1), "updated_at": at(mins_ago), "finished_at": at(mins_ago),
+        "entries": [{
+            "index": 0, "state": if failed { "failed" } else { "done" },
+            "server": "old.example:21", "local_path": "/x/a", "remote_path": "/in/a",
+            "bytes": 10, "sha256": null, "verification": [], "attempts": 1, "elapsed_ms": 1,
+            "error": if failed { Some(format!("550 planted refusal {i}")) } else { None },
+        }],
+    });
+    std::fs::write(
+        checked.join(format!("old{i:02}.report.json")),
+        serde_json::to_vec(&receipt).unwrap(),
+    )
+    .unwrap();
+}
+
+fn job_names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("a list: {v}"))
+        .iter()
+        .map(|j| j["job"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `GET /api/jobs` answers from the history index: receipts left by an
+/// earlier run are indexed at start, jobs ending now are indexed as they
+/// end; filters by state, server, error text and time, and pages that
+/// walk the whole history once. `ftpdrop reindex` rebuilds the same list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_listed_filtered_and_paged_from_the_index() {
+    let srv = FtpServer::start().await;
+    let (dir, cfg) = Daemon::prepare();
+    let base = dir.path().to_path_buf();
+    for i in 0..40 {
+        planted_receipt(&cfg.checked, i, 10 + i as u64);
+    }
+    let good = base.join("local/h.txt");
+    support::write_file(&good, b"history");
+    let mut wrong = entry(&srv, &good, "h2");
+    wrong["server"]["password"] = json!("not-the-password-h");
+    let d = Daemon::start(dir, cfg.clone());
+    let api = d.api().await;
+    d.drop_job("now-good", &json!([entry(&srv, &good, "h")]));
+    d.drop_job("now-bad", &json!([wrong]));
+    std::fs::write(d.inbox.join("now-broken.json"), b"[{\"server\": ").unwrap();
+    for job in ["now-good", "now-bad", "now-broken"] {
+        support::wait_receipt(&d.checked, job, Duration::from_secs(60)).await;
+    }
+    assert!(
+        d.checked.join("ftpdrop-history.sqlite").exists(),
+        "the index lives in checked/"
+    );
+    let get = |q: &str| http::get(api, &format!("/api/jobs?{q}")).json();
+    // The index catches up beside the intake; the list is whole either way.
+    let all = job_names(&get("limit=1000"));
+    assert_eq!(all.len(), 43, "{all:?}");
+    let mut first = all[..3].to_vec();
+    first.sort();
+    assert_eq!(first, ["now-bad", "now-broken", "now-good"]);
+    assert_eq!(all[3], "old00", "newest end first");
+    let failed = job_names(&get("state=failed&limit=1000"));
+    assert_eq!(failed.len(), 1 + 14, "{failed:?}");
+    assert!(failed.contains(&"now-bad".to_string()));
+    assert_eq!(job_names(&get("state=invalid")), ["now-broken"]);
+    let here = format!("127.0.0.1:{}", srv.addr.port());
+    assert_eq!(
+        job_names(&get(&format!("server={here}"))),
+        ["now-bad", "now-good"]
+    );
+    assert_eq!(job_names(&get("q=planted%20refusal%2021")), ["old21"]);
+    let bad = get("q=530");
+    assert_eq!(job_names(&bad), ["now-bad"]);
+    assert!(bad[0]["error"].as_str().unwrap().contains("530"), "{bad}");
+    assert_eq!(bad[0]["servers"], json!([here]));
+    let broken = get("state=invalid");
+    assert!(
+        !broken[0]["error"].as_str().unwrap_or("").is_empty(),
+        "an invalid job says why in the list: {broken}"
+    );
+    // Old jobs between 20 and 25 minutes ago: old10..=old14 ended then.
+    let t = |m: u64| {
+        humantime::format_rfc3339(std::time::SystemTime::now() - Duration::from_secs(m * 60))
+            .to_string()
+    };
+    let window = job_names(&get(&format!("since={}&until={}", t(25), t(20))));
+    assert_eq!(window.len(), 5, "{window:?}");
+    // Pages of 7, each after the last of the one before, cover the list once.
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = job_names(&get(&format!("limit=7&after={after}")));
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap().clone();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let offset = job_names(&get("limit=5&offset=40"));
+    assert_eq!(offset, all[40..].to_vec());
+    // A bad parameter is refused, named.
+    let r = http::get(api, "/api/jobs?state=lost");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("state"), "{}", r.body);
+    let r = http::get(api, "/api/jobs?since=yesterday");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("since"), "{}", r.body);
+    // Rebuilt from nothing, from the receipts.
+    let cfg_file = base.join("reindex-config.json");
+    std::fs::write(
+        &cfg_file,
+        serde_json::to_vec(&json!({"inbox": cfg.inbox, "checked": cfg.checked})).unwrap(),
+    )
+    .unwrap();
+    let c = cfg_file.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || cli(&["reindex", "--config", &c]))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("43 jobs"), "{stderr}");
+    assert_eq!(job_names(&get("limit=1000")), all);
+    d.stop().await;
+}

@@ -235,6 +235,9 @@ async fn instances_sharing_one_config_all_start_and_are_all_seen() {
             "inbox": inbox, "checked": checked, "settle_ms": 50, "sweep_interval_ms": 300,
             "status": {"listen": format!("127.0.0.1:{port}")},
             "max_concurrent_jobs": 2,
+            // 3 instances x 2 jobs would open 6 sessions; the seats in
+            // checked/ keep all three to the server's 2.
+            "max_connections_per_server": 2,
         }))
         .unwrap(),
     )
@@ -304,6 +307,12 @@ async fn instances_sharing_one_config_all_start_and_are_all_seen() {
         "not every job done within 120 s:\n{}",
         logs()
     );
+    assert!(
+        proxy.control_live_max() <= 2,
+        "{} sessions at once at a server that 3 instances share with a limit of 2",
+        proxy.control_live_max()
+    );
+    assert!(proxy.control_live_max() >= 1);
     let out = status();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");

@@ -18,6 +18,7 @@ pub mod learned;
 pub mod pipeline;
 pub mod pool;
 pub mod reply;
+pub mod seats;
 pub mod session;
 pub mod tls;
 

@@ -234,6 +234,7 @@ impl Session {
             // Out of step: this session ends, and no session of this
             // server pipelines again (the pool learns it from this one).
             self.broken = true;
+            self.given_up_alive = true;
             self.pipelining = Some(false);
             self.desync = Some((
                 scrub(what, &[&self.password]),
@@ -315,6 +316,8 @@ impl Session {
                 if self.write_commands(&["QUIT".to_string()]).await.is_ok() {
                     while self.reply("QUIT").await.is_ok() {}
                 }
+                // It answered the commands before the lost one.
+                self.given_up_alive = true;
                 self.probe_timeout = None;
                 return Ok(Some(false));
             }

@@ -115,6 +115,9 @@ struct Full {
 const FULL_FIRST_WAIT: Duration = Duration::from_secs(2);
 /// The longest wait after a 421 at login.
 const FULL_MAX_WAIT: Duration = Duration::from_secs(120);
+/// How often an entry looks for a free seat while other instances hold
+/// every one of the server's (see [`crate::ftp::seats`]).
+const SEAT_POLL: Duration = Duration::from_millis(200);
 
 impl Slot {
     /// How long until the server's 421 backoff is over (zero: none).
@@ -255,6 +258,8 @@ pub struct Pool {
     /// How long a server may go on holding a session that was given up,
     /// in seconds (see [`Pool::abandon`]).
     abandon_hold_secs: AtomicU64,
+    /// The per-server budget shared with other instances (see [`Pool::share_seats`]).
+    seats: Mutex<Arc<crate::ftp::seats::Seats>>,
 }
 
 /// A session lent to one entry. Dropping it returns the session to the pool
@@ -455,6 +460,7 @@ impl Pool {
             limits: Arc::default(),
             pipelining: AtomicBool::new(true),
             abandon_hold_secs: AtomicU64::new(300),
+            seats: Mutex::new(Arc::new(crate::ftp::seats::Seats::new(None))),
         })
     }
 
@@ -611,8 +617,9 @@ impl Pool {
             pool.abandon(slot, session, in_use);
             return;
         }
-        if session.tls_spent() || pool.others_wait_globally(slot) {
-            // Closing frees the global permit for whoever waits for it.
+        if session.tls_spent() || pool.others_wait_globally(slot) || pool.wanted_elsewhere(slot) {
+            // Closing frees the global permit (or the shared seat) for
+            // whoever waits for it.
             drop(global);
             return;
         }
@@ -718,10 +725,12 @@ impl Pool {
     pub fn reap_idle(&self) {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
         for slot in slots {
+            // Another instance waits for a seat that our idle session holds.
+            let yield_seats = self.wanted_elsewhere(&slot);
             slot.idle
                 .lock()
                 .unwrap()
-                .retain(|i| i.since.elapsed() < self.idle_timeout);
+                .retain(|i| !yield_seats && i.since.elapsed() < self.idle_timeout);
         }
         // A server nothing holds any more (no session, no lease, no waiter:
         // only the map has its slot) is forgotten; what was learned about it
@@ -800,6 +809,32 @@ impl Pool {
         tracing::info!(server = %key, limit = cur + 1, "no refusals for a while; raising the server's connection limit");
     }
 
+    /// Shares each server's session limit with the other instances that
+    /// use the same seats (see [`crate::ftp::seats`]). Sessions opened
+    /// before keep the seats they have (or none).
+    pub fn share_seats(&self, seats: crate::ftp::seats::Seats) {
+        *self.seats.lock().unwrap() = Arc::new(seats);
+    }
+
+    fn seats(&self) -> Arc<crate::ftp::seats::Seats> {
+        self.seats.lock().unwrap().clone()
+    }
+
+    /// Does another instance wait for a seat of `slot`'s server while no
+    /// entry of ours does? Then an idle session of ours is closed, not kept.
+    fn wanted_elsewhere(&self, slot: &Slot) -> bool {
+        slot.waiting.load(Ordering::Relaxed) == 0
+            && self.seats().wanted(&slot.key.host_port(), &slot.key.login)
+    }
+
+    /// A seat for one more session of `slot`'s server, if one is free.
+    async fn take_seat(&self, slot: &Slot) -> Option<crate::ftp::seats::Seat> {
+        let limit = slot.limit.load(Ordering::SeqCst);
+        self.seats()
+            .take(&slot.key.host_port(), &slot.key.login, limit)
+            .await
+    }
+
     /// Lends a logged-in session for `spec`, connecting if none is idle.
     pub async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
         let key = spec.key();
@@ -864,6 +899,29 @@ impl Pool {
                 return Ok(self.lease(idle.session, creds, idle.global, in_use, slot));
             }
         }
+        // Every seat held: other instances' sessions fill the server's
+        // limit. Theirs end, or one of ours comes back.
+        let seat = loop {
+            if let Some(seat) = self.take_seat(&slot).await {
+                break seat;
+            }
+            // An idle session of ours (logged in as someone else) holds one.
+            let idle = slot.idle.lock().unwrap().pop();
+            if idle.is_some() {
+                continue;
+            }
+            self.seats()
+                .want(&slot.key.host_port(), &slot.key.login)
+                .await;
+            tokio::select! {
+                _ = tokio::time::sleep(SEAT_POLL) => {}
+                _ = slot.returned.notified() => {}
+            }
+            if let Some(idle) = Self::take_idle(&slot, creds).await {
+                drop(gate);
+                return Ok(self.lease(idle.session, creds, idle.global, in_use, slot));
+            }
+        };
 
         let global = loop {
             // A session of this server put back meanwhile serves at once:
@@ -891,7 +949,9 @@ impl Pool {
             }
         };
 
-        let lease = self.connect(spec, creds, &key, slot, in_use, global).await;
+        let lease = self
+            .connect(spec, creds, &key, slot, in_use, global, seat)
+            .await;
         drop(gate);
         lease
     }
@@ -913,6 +973,7 @@ impl Pool {
         if !slot.full_for().is_zero() {
             return None;
         }
+        let seat = self.take_seat(&slot).await?;
         let gate = match slot.logins_cheap() {
             true => None,
             false => Some(slot.login_gate.clone().try_acquire_owned().ok()?),
@@ -922,7 +983,9 @@ impl Pool {
             Err(_) if self.evict_one(&key) => self.global.clone().try_acquire_owned().ok()?,
             Err(_) => return None,
         };
-        let lease = self.connect(spec, creds, &key, slot, in_use, global).await;
+        let lease = self
+            .connect(spec, creds, &key, slot, in_use, global, seat)
+            .await;
         drop(gate);
         match lease {
             Ok(lease) => Some(lease),
@@ -1054,6 +1117,7 @@ impl Pool {
         slot: Arc<Slot>,
         in_use: OwnedSemaphorePermit,
         global: OwnedSemaphorePermit,
+        seat: crate::ftp::seats::Seat,
     ) -> Result<Lease, Fault> {
         let mut facts = slot.facts.lock().unwrap().clone();
         if !self.pipelining.load(Ordering::Relaxed) {
@@ -1162,6 +1226,7 @@ impl Pool {
                     self.learned.set_cheap_logins(key, cheap);
                 }
                 session.counted = slot.open.clone().try_acquire_owned().ok();
+                session.seat = Some(seat);
                 slot.full.lock().unwrap().wait = Duration::ZERO;
                 self.sweep_litter(&mut session, key).await;
                 self.events.emit(crate::events::Event::SessionOpened {
@@ -1182,8 +1247,9 @@ impl Pool {
                     },
                 });
                 let half = kept.lock().unwrap().take();
-                if let Some(session) = half.filter(|_| f.kind == FaultKind::Transient) {
+                if let Some(mut session) = half.filter(|_| f.kind == FaultKind::Transient) {
                     // Counted until the server lets it go, as any session given up.
+                    session.seat = Some(seat);
                     self.abandon(&slot, session, Some(in_use));
                     return Err(f);
                 }

@@ -77,6 +77,9 @@ pub struct Session {
     last_mkd_refusal: Option<String>,
     /// The pool's count of this server's open sessions; released with the session.
     pub(crate) counted: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The seat this session holds in the budget shared with other
+    /// instances ([`super::seats`]); freed with the session.
+    pub(crate) seat: Option<super::seats::Seat>,
     /// Data connections opened and not yet finished. Non-zero when a task was
     /// cancelled mid-transfer (shutdown): the control connection then owes a
     /// reply, so the session must not be reused.
@@ -109,6 +112,11 @@ pub struct Session {
     /// The command and the reply that showed the server out of order, if
     /// one did (the session is then broken; see [`super::pipeline`]).
     pub(crate) desync: Option<(String, String)>,
+    /// Given up while the server was still answering (out of step, or a
+    /// probe's lost reply): the link works, so closing it is how the server
+    /// learns the session is over, and nothing is gained by waiting for it
+    /// ([`Session::linger`]).
+    pub(crate) given_up_alive: bool,
     /// Where probes record what they make before they make it (see
     /// [`super::learned::Learned::add_litter`]); set by the pool.
     pub(crate) litter: Option<(
@@ -453,6 +461,7 @@ impl Session {
             last_used: Instant::now(),
             last_mkd_refusal: None,
             counted: None,
+            seat: None,
             open_transfers: 0,
             tls_cache,
             data_tls,
@@ -465,6 +474,7 @@ impl Session {
             // Known from an earlier session: the login's last commands go out at once.
             pipelining,
             desync: None,
+            given_up_alive: false,
             litter: None,
             made: Vec::new(),
             queues_in_transfer: None,
@@ -1430,10 +1440,21 @@ impl Session {
 
     /// Waits, for a session given up (broken), until the server lets go
     /// of it: QUIT is sent, and the connection is read until the server
-    /// closes it, for at most `hold`. True if the server closed it. A
+    /// closes it, for at most `hold`. True if the server closed it, or if
+    /// it was given up alive (then our close reaches it). A
     /// server whose session waits on a dead data connection or on a file
     /// lock holds it until its own timeout: its close is the first sign.
     pub async fn linger(mut self, hold: Duration) -> bool {
+        // A live link carries our close at once: a QUIT's answer (or the
+        // close) is awaited briefly, then the connection is dropped. A
+        // server wedged on an earlier command (libunftp after a lost reply)
+        // would otherwise hold the server's whole limit for `hold`.
+        let hold = if self.given_up_alive {
+            hold.min(Duration::from_secs(2))
+        } else {
+            hold
+        };
+        let alive = self.given_up_alive;
         let deadline = tokio::time::Instant::now() + hold;
         let quit = ["QUIT".to_string()];
         if tokio::time::timeout_at(deadline, self.write_commands(&quit))
@@ -1444,7 +1465,7 @@ impl Session {
         }
         loop {
             match tokio::time::timeout_at(deadline, self.ftp.read_response_in(&[])).await {
-                Err(_) => return false,
+                Err(_) => return alive,
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return true,
             }

@@ -162,8 +162,7 @@ fn set_aside(src: &Path, checked: &Path, stem: &str, what: &str) -> std::io::Res
         "the inbox entry is {what}, not a regular file; it was set aside as {} without being followed or opened",
         dst.display()
     )];
-    let bytes = serde_json::to_vec_pretty(&receipt).expect("a receipt serializes");
-    crate::report::write_atomic(&checked.join(format!("{name}.report.json")), &bytes)?;
+    crate::report::write_receipt(&checked.join(format!("{name}.report.json")), &receipt)?;
     warn!(job = %name, what, "inbox entry is not a regular file; set aside as invalid");
     Ok(())
 }

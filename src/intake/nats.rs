@@ -46,6 +46,8 @@ pub struct NatsIntake {
     pub config: NatsConfig,
     pub checked: PathBuf,
     pub health: Arc<Health>,
+    /// Given the client once connected (the shared session seats use it).
+    pub connected: Option<tokio::sync::oneshot::Sender<async_nats::Client>>,
 }
 
 /// Connects with the configured credentials, retrying until it succeeds.
@@ -99,11 +101,12 @@ impl NatsIntake {
     /// Pulls jobs until `stop`, then waits for the jobs it handed out to
     /// end and answers each message (ack, term or nak).
     pub async fn run(
-        self,
+        mut self,
         out: mpsc::Sender<Work>,
         permits: Arc<Semaphore>,
         stop: CancellationToken,
     ) {
+        let connected = self.connected.take();
         let me = Arc::new(self);
         let mut answering = JoinSet::new();
         let client = tokio::select! {
@@ -117,6 +120,9 @@ impl NatsIntake {
                 return;
             }
         };
+        if let Some(tx) = connected {
+            let _ = tx.send(client.clone());
+        }
         let js = jetstream::new(client.clone());
         while !stop.is_cancelled() {
             match me
@@ -343,8 +349,7 @@ impl NatsIntake {
             // Every worker derives the same temp names from the same message.
             r.claimed_at = rfc3339(published_nanos);
             r.settle_published = redelivered;
-            let bytes = serde_json::to_vec_pretty(&r).expect("receipt serializes");
-            write_atomic(&paths.receipt, &bytes)
+            crate::report::write_receipt(&paths.receipt, &r)
                 .with_context(|| format!("cannot write {}", paths.receipt.display()))?;
         }
         Ok(Some(lock))

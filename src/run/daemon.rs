@@ -74,6 +74,11 @@ fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
     .with_events(events.clone());
     pool.allow_pipelining(config.pipelining);
     pool.set_abandon_hold(Duration::from_secs(config.abandoned_session_secs));
+    // Instances sharing checked/ share each server's limit (with NATS,
+    // through its KV store instead, once connected: see `run_with`).
+    pool.share_seats(crate::ftp::seats::Seats::new(Some(
+        config.checked.join(crate::ftp::seats::DIR),
+    )));
     if let Ok((global, servers)) = config.rate_limits() {
         pool.limits.configure(global, servers);
     }
@@ -180,12 +185,23 @@ fn orphans(
 }
 
 /// Claimed jobs whose receipt is missing or not final: interrupted by a crash or a shutdown.
+///
+/// A job the history index holds as ended, from the receipt as it is now,
+/// is not read again: with a million receipts in `checked/`, reading each
+/// one's head would hold the start for minutes.
 pub fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
+    let ended = crate::history::History::shared(checked)
+        .and_then(|h| h.jobs_in(&["done", "partial", "failed", "invalid"]).ok())
+        .unwrap_or_default();
     intake::scan(checked)
         .into_iter()
         .filter(|p| !p.to_string_lossy().ends_with(".report.json"))
         .filter(|p| {
             let paths = JobPaths::for_claimed(p);
+            let indexed = ended.get(&paths.name);
+            if indexed.is_some_and(|&at| crate::history::mtime_ms(&paths.receipt) <= at) {
+                return false;
+            }
             match ReceiptHead::load(&paths.receipt) {
                 Ok(r) => !r.state.is_final(),
                 Err(_) => true,
@@ -275,6 +291,24 @@ pub async fn run_with(
     let (tx, mut rx) = mpsc::channel(1);
     let stop_intake = CancellationToken::new();
 
+    // The history index catches up with the receipts beside the intake:
+    // lists read the receipts until it has.
+    let indexing = {
+        let checked = cfg.checked.clone();
+        tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
+            match crate::report::catch_up_index(&checked) {
+                Ok(n) => info!(
+                    changed = n,
+                    secs = began.elapsed().as_secs_f64(),
+                    "history index level with the receipts"
+                ),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "the history index cannot catch up; lists read the receipts")
+                }
+            }
+        })
+    };
     // Interrupted jobs first, through the same permits as new ones.
     let recovered = unfinished_jobs(&cfg.checked);
     if !recovered.is_empty() {
@@ -314,10 +348,31 @@ pub async fn run_with(
         ignored: Default::default(),
     };
     let nats_task = cfg.nats.clone().map(|n| {
+        // NATS workers on other hosts share no folder: each server's
+        // session limit is shared through NATS KV instead.
+        let (connected, client) = tokio::sync::oneshot::channel();
+        let pool = ctx.pool.clone();
+        tokio::spawn(async move {
+            let Ok(client) = client.await else { return };
+            // Who holds a seat, for an operator looking into the bucket.
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("COMPUTERNAME").ok())
+                .unwrap_or_default();
+            let owner = format!("{} pid {}", host.trim(), std::process::id());
+            match crate::ftp::seats::Seats::nats(client, &owner).await {
+                Ok(seats) => {
+                    pool.share_seats(seats);
+                    info!(bucket = crate::ftp::seats::BUCKET, "session limits shared through NATS KV");
+                }
+                Err(e) => warn!(error = %format!("{e:#}"), "session limits not shared through NATS: each instance keeps its own"),
+            }
+        });
         let nats = intake::nats::NatsIntake {
             config: n,
             checked: cfg.checked.clone(),
             health: health.clone(),
+            connected: Some(connected),
         };
         tokio::spawn(nats.run(tx.clone(), permits.clone(), stop_intake.clone()))
     });
@@ -415,6 +470,7 @@ pub async fn run_with(
     ctx.stopping.cancel();
     feeder.abort();
     let _ = intake_task.await;
+    indexing.abort();
     drop(rx);
     let drained =
         tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;

@@ -161,7 +161,76 @@ fn remove_stale_temps(dir: &Path) {
     }
 }
 
+/// The sweep through the history index: old jobs found by their end time,
+/// and only the jobs that ended since the last sweep looked at for secrets
+/// (a million ended jobs are not read every hour). `None` when the index
+/// has not caught up with the receipts (the sweep reads them all then).
+fn sweep_indexed(checked: &Path, retention_days: u64) -> Option<usize> {
+    const MARK: &str = "redacted_through_ms";
+    let history = crate::history::History::existing(checked).filter(|h| h.ready())?;
+    let now = crate::history::millis(SystemTime::now());
+    let mut removed = 0;
+    if retention_days > 0 {
+        let cutoff = now - (retention_days.saturating_mul(86_400_000)).min(i64::MAX as u64) as i64;
+        loop {
+            let old = history.ended_before(cutoff, 1_000).ok()?;
+            let mut progress = false;
+            for job in &old {
+                let paths = JobPaths::for_claimed(&checked.join(format!("{job}.json")));
+                if remove_ended(&paths) {
+                    removed += 1;
+                    progress = true;
+                }
+            }
+            if old.len() < 1_000 || !progress {
+                break;
+            }
+        }
+    }
+    // Jobs recorded a little before the last sweep began may have ended after it looked.
+    let since = history.mark(MARK).ok()?.map_or(i64::MIN, |m| m - 3_600_000);
+    for job in history.ended_since(since).ok()? {
+        let job_file = checked.join(format!("{job}.json"));
+        if job_file.exists() {
+            if let Err(e) = redact_claimed(&job_file) {
+                tracing::warn!(job = %job, error = %format!("{e:#}"), "cannot redact the ended job's secrets");
+            }
+        }
+    }
+    let _ = history.set_mark(MARK, now);
+    Some(removed)
+}
+
+/// Removes an ended job's files, unless another instance holds its lock
+/// (it may be settling it right now); drops its history row.
+fn remove_ended(paths: &JobPaths) -> bool {
+    let lock = match std::fs::File::open(&paths.job_file) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => return false,
+    };
+    if lock.as_ref().is_some_and(|f| f.try_lock().is_err()) {
+        return false;
+    }
+    for p in [&paths.receipt, &paths.journal, &paths.job_file] {
+        let _ = std::fs::remove_file(p);
+    }
+    drop(lock);
+    if let Some(h) = paths
+        .receipt
+        .parent()
+        .and_then(crate::history::History::existing)
+    {
+        let _ = h.forget(&paths.name);
+    }
+    tracing::info!(job = %paths.name, "removed an ended job (retention_days)");
+    true
+}
+
 fn sweep_once(checked: &Path, retention_days: u64) -> usize {
+    if let Some(removed) = sweep_indexed(checked, retention_days) {
+        return removed;
+    }
     let keep_for = Duration::from_secs(retention_days.saturating_mul(86_400));
     let mut removed = 0;
     for job_file in crate::intake::scan(checked)
@@ -180,19 +249,7 @@ fn sweep_once(checked: &Path, retention_days: u64) -> usize {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age >= keep_for);
         if old {
-            // Another instance may be settling it right now; its lock says so.
-            let Ok(f) = std::fs::File::open(&job_file) else {
-                continue;
-            };
-            if f.try_lock().is_err() {
-                continue;
-            }
-            for p in [&paths.receipt, &paths.journal, &paths.job_file] {
-                let _ = std::fs::remove_file(p);
-            }
-            drop(f);
-            tracing::info!(job = %paths.name, retention_days, "removed an ended job (retention_days)");
-            removed += 1;
+            removed += remove_ended(&paths) as usize;
             continue;
         }
         if let Err(e) = redact_claimed(&job_file) {

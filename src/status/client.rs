@@ -125,8 +125,14 @@ pub fn jobs(config: &Config, limit: usize) -> (Vec<JobSummary>, Source) {
         merged.truncate(limit);
         return (merged, Source::Api);
     }
+    // No daemon answers: the index is brought level here (seconds at a
+    // million receipts, where reading them all would take minutes).
+    let _ = crate::report::catch_up_index(&config.checked);
     (
-        Board::new(config.checked.clone()).list(None, limit),
+        Board::new(config.checked.clone()).list(&crate::history::Query {
+            limit,
+            ..Default::default()
+        }),
         Source::Receipts,
     )
 }

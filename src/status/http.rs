@@ -204,16 +204,63 @@ async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
+/// `GET /api/jobs?state=&server=&since=&until=&q=&after=&offset=&limit=`.
 #[derive(Deserialize)]
 struct ListQuery {
     state: Option<String>,
+    server: Option<String>,
+    /// RFC 3339 (`2026-12-01T00:00:00Z`): jobs that ended at or after it.
+    since: Option<String>,
+    /// RFC 3339: jobs that ended before it.
+    until: Option<String>,
+    /// Text the job's error contains.
+    q: Option<String>,
+    /// The next page: the jobs after this one (the last of the previous page).
+    after: Option<String>,
+    offset: Option<usize>,
     limit: Option<usize>,
 }
 
+impl ListQuery {
+    /// The index's query, or what is wrong with the parameters.
+    fn parse(self) -> Result<crate::history::Query, String> {
+        const STATES: [&str; 5] = ["running", "done", "partial", "failed", "invalid"];
+        if let Some(s) = &self.state {
+            if !STATES.contains(&s.as_str()) {
+                return Err(format!("state {s:?} is not one of {}", STATES.join(", ")));
+            }
+        }
+        let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
+            v.as_deref()
+                .map(|t| {
+                    humantime::parse_rfc3339_weak(t)
+                        .map(crate::history::millis)
+                        .map_err(|e| format!("{name} {t:?} is not an RFC 3339 time ({e})"))
+                })
+                .transpose()
+        };
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        Ok(crate::history::Query {
+            since_ms: time("since", &self.since)?,
+            until_ms: time("until", &self.until)?,
+            state: nonempty(self.state),
+            server: nonempty(self.server),
+            text: nonempty(self.q),
+            after: nonempty(self.after),
+            except: Vec::new(),
+            offset: self.offset.unwrap_or(0).min(1_000_000),
+            limit: self.limit.unwrap_or(100).clamp(1, 10_000),
+        })
+    }
+}
+
 async fn list_jobs(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let q = match q.parse() {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let board = api.board.clone();
-    let jobs = tokio::task::spawn_blocking(move || board.list(q.state.as_deref(), limit)).await;
+    let jobs = tokio::task::spawn_blocking(move || board.list(&q)).await;
     match jobs {
         Ok(jobs) => Json(jobs).into_response(),
         Err(e) => error(

@@ -5,8 +5,9 @@
 //! progress bars ([`progress`]).
 //!
 //! Finished jobs are not kept in memory: `GET /api/jobs` reads them from
-//! the receipts in `checked/`, so history survives restarts and job names
-//! never reset.
+//! the history index ([`crate::history`]), or from the receipts in
+//! `checked/` until the index has caught up, so history survives restarts
+//! and job names never reset.
 
 pub mod auth;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod progress;
 
 use crate::events::{Event, Events, Progress, Sink, Stage};
+use crate::history::Query;
 use crate::job::Entry;
 use crate::report::{JobState, Receipt};
 use serde::Serialize;
@@ -70,6 +72,12 @@ pub struct JobSummary {
     pub entries_failed: usize,
     pub bytes_total: u64,
     pub bytes_sent: u64,
+    /// The servers its entries go to.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Why it is invalid, or its first entry's error.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// One entry's live state in `GET /api/jobs/{job}`.
@@ -198,6 +206,8 @@ impl Board {
                     entries_failed: 0,
                     bytes_total: 0,
                     bytes_sent: 0,
+                    servers: Vec::new(),
+                    error: None,
                 };
                 for t in &j.entries {
                     let stage = t.progress.stage();
@@ -205,17 +215,54 @@ impl Board {
                     s.entries_failed += (stage == Stage::Failed) as usize;
                     s.bytes_total += t.progress.total();
                     s.bytes_sent += t.progress.sent();
+                    if !s.servers.iter().any(|n| **n == *t.server) {
+                        s.servers.push(t.server.to_string());
+                    }
+                    if s.error.is_none() {
+                        s.error.clone_from(&t.error);
+                    }
                 }
                 s
             })
             .collect()
     }
 
-    /// Running jobs first, then the receipts in `checked/`, newest first.
-    pub fn list(&self, state: Option<&str>, limit: usize) -> Vec<JobSummary> {
-        let mut out = self.live_summaries();
-        let running: std::collections::HashSet<String> =
-            out.iter().map(|s| s.job.clone()).collect();
+    /// Running jobs first (on the first page), then the ended ones, newest
+    /// end first: from the history index once it has caught up, else from
+    /// the receipts in `checked/`.
+    pub fn list(&self, q: &Query) -> Vec<JobSummary> {
+        let first_page = q.after.is_none() && q.offset == 0;
+        let mut out: Vec<JobSummary> = self.live_summaries();
+        let running: Vec<String> = out.iter().map(|s| s.job.clone()).collect();
+        out.retain(|s| first_page && q.since_ms.is_none() && q.until_ms.is_none() && matches(s, q));
+        out.truncate(q.limit);
+        let history = crate::history::History::shared(&self.checked).filter(|h| h.ready());
+        if let Some(h) = history {
+            let rest = Query {
+                except: running.clone(),
+                limit: q.limit - out.len(),
+                ..q.clone()
+            };
+            match h.query(&rest) {
+                Ok(rows) => {
+                    out.extend(rows.iter().map(summary_of_row));
+                    return out;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the history index cannot answer; reading the receipts")
+                }
+            }
+        }
+        self.list_receipts(q, &running, out)
+    }
+
+    /// The list from the receipts themselves (newest first by file time).
+    fn list_receipts(
+        &self,
+        q: &Query,
+        running: &[String],
+        mut out: Vec<JobSummary>,
+    ) -> Vec<JobSummary> {
         let mut recent: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.checked)
             .into_iter()
             .flatten()
@@ -230,8 +277,10 @@ impl Board {
             })
             .collect();
         recent.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let mut skip = q.offset;
+        let mut after = q.after.is_some();
         for (_, path) in recent {
-            if state.is_none() && out.len() >= limit {
+            if out.len() >= q.limit {
                 break;
             }
             let Ok(r) = crate::report::ReceiptHead::load(&path) else {
@@ -240,12 +289,23 @@ impl Board {
             if running.contains(&r.job) {
                 continue;
             }
-            out.push(summary_of_head(&r));
+            if after {
+                after = q.after.as_deref() != Some(r.job.as_str());
+                continue;
+            }
+            let row = crate::report::index_row(&r, 0);
+            let in_time = q.since_ms.is_none_or(|t| row.ended_ms >= t)
+                && q.until_ms.is_none_or(|t| row.ended_ms < t);
+            let s = summary_of_head(&r);
+            if !in_time || !matches(&s, q) {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            out.push(s);
         }
-        if let Some(s) = state {
-            out.retain(|j| state_name(j.state) == s);
-        }
-        out.truncate(limit);
         out
     }
 
@@ -417,17 +477,45 @@ pub fn state_name(s: JobState) -> &'static str {
 }
 
 pub fn summary_of(r: &Receipt) -> JobSummary {
-    summary_of_head(&crate::report::ReceiptHead {
+    summary_of_head(&crate::report::ReceiptHead::of(r))
+}
+
+/// Whether a summary passes a query's state, server and text filters.
+fn matches(s: &JobSummary, q: &Query) -> bool {
+    q.state
+        .as_deref()
+        .is_none_or(|st| state_name(s.state) == st)
+        && q.server
+            .as_deref()
+            .is_none_or(|sv| s.servers.iter().any(|n| n == sv))
+        && q.text.as_deref().is_none_or(|t| {
+            s.error
+                .as_deref()
+                .is_some_and(|e| e.to_lowercase().contains(&t.to_lowercase()))
+        })
+}
+
+pub fn summary_of_row(r: &crate::history::Row) -> JobSummary {
+    JobSummary {
         job: r.job.clone(),
-        state: r.state,
+        state: serde_json::from_value(serde_json::Value::String(r.state.clone()))
+            .unwrap_or(JobState::Failed),
         claimed_at: r.claimed_at.clone(),
         finished_at: r.finished_at.clone(),
-        entries: crate::report::Tally::of(&r.entries),
-    })
+        entries_total: r.entries_total as usize,
+        entries_done: r.entries_done as usize,
+        entries_failed: r.entries_failed as usize,
+        bytes_total: r.bytes_total,
+        bytes_sent: r.bytes_sent,
+        servers: r.servers.clone(),
+        error: r.error.clone(),
+    }
 }
 
 pub fn summary_of_head(h: &crate::report::ReceiptHead) -> JobSummary {
     JobSummary {
+        servers: h.entries.servers.clone(),
+        error: h.first_error().map(str::to_string),
         job: h.job.clone(),
         state: h.state,
         claimed_at: h.claimed_at.clone(),
