@@ -66,8 +66,8 @@ pub struct Query {
     pub text: Option<String>,
     /// The page after this job (the last of the previous page).
     pub after: Option<String>,
-    /// Leave out these jobs (the ones the caller shows from memory).
-    pub except: Vec<String>,
+    /// Only jobs that ended (no `running` row).
+    pub ended_only: bool,
     pub offset: usize,
     pub limit: usize,
 }
@@ -316,8 +316,8 @@ impl History {
             let (a, b) = (arg(at.into()), arg(after.clone().into()));
             filters.push(format!("(j.ended_ms, j.job) < ({a}, {b})"));
         }
-        for job in &q.except {
-            filters.push(format!("j.job != {}", arg(job.clone().into())));
+        if q.ended_only {
+            filters.push("j.state != 'running'".into());
         }
         if !filters.is_empty() {
             sql.push_str(" WHERE ");

@@ -350,6 +350,14 @@ pub fn write_receipt(path: &Path, receipt: &Receipt) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `host:port` of an entry's server as receipts name it
+/// (`ftp://login@host:port`), as the API and the metrics name servers.
+fn host_port(server: &str) -> &str {
+    let s = server.split_once("://").map_or(server, |(_, rest)| rest);
+    let s = s.rsplit_once('@').map_or(s, |(_, host)| host);
+    s.split('/').next().unwrap_or(s)
+}
+
 /// At most this many distinct servers are named in a tally.
 const TALLY_SERVERS: usize = 32;
 
@@ -381,6 +389,7 @@ impl Tally {
         error: Option<&str>,
     ) {
         self.total += 1;
+        let server = host_port(server);
         if self.servers.len() < TALLY_SERVERS && !self.servers.iter().any(|s| s == server) {
             self.servers.push(server.to_string());
         }
@@ -769,7 +778,10 @@ impl ReportHandle {
                 write_atomic_with(&me.paths.receipt, |w| {
                     let r = me.receipt.lock().unwrap();
                     serde_json::to_writer_pretty(w, &*r).map_err(std::io::Error::from)
-                })
+                })?;
+                // On this thread: the index may wait for another instance's write.
+                me.index_if_changed();
+                Ok::<_, std::io::Error>(())
             })
             .await;
             match res {
@@ -777,7 +789,6 @@ impl ReportHandle {
                     if let Some(w) = pending {
                         w.written();
                     }
-                    self.index_if_changed();
                     return;
                 }
                 Ok(Err(e)) => tracing::error!(

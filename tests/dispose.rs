@@ -111,8 +111,9 @@ async fn a_failed_entry_keeps_its_source() {
 }
 
 /// Runs a job with `after: keep`, then puts `checked/` back into the state a
-/// crash leaves: the receipt `running`, the entry published with its
-/// disposal `step` journaled and not finished, the job asking for `after`.
+/// crash leaves: the receipt `running` and its journal, the entry published
+/// with its disposal `step` recorded and not finished, the job asking for
+/// `after`.
 async fn crashed_after_publish(
     srv: &FtpServer,
     base: &Path,
@@ -140,6 +141,8 @@ async fn crashed_after_publish(
         serde_json::to_vec(&r).unwrap(),
     )
     .unwrap();
+    // A job cut off keeps its journal (removed only after the final receipt).
+    std::fs::write(cfg.checked.join("crash.journal"), "").unwrap();
     (cfg, local)
 }
 

@@ -307,10 +307,18 @@ async fn instances_sharing_one_config_all_start_and_are_all_seen() {
         "not every job done within 120 s:\n{}",
         logs()
     );
+    // libunftp answers the pipelining probe by losing replies and never
+    // lets go of that session, even once the client has closed it (the
+    // proxy still sees the server's side open): each such session is
+    // the server's, on top of the limit the instances keep to.
+    let wedged = logs()
+        .matches("the server lost pipelined commands' replies")
+        .count();
     assert!(
-        proxy.control_live_max() <= 2,
-        "{} sessions at once at a server that 3 instances share with a limit of 2",
-        proxy.control_live_max()
+        proxy.control_live_max() <= 2 + wedged,
+        "{} sessions at once at a server that 3 instances share with a limit of 2 \
+         ({wedged} wedged by the server)",
+        proxy.control_live_max(),
     );
     assert!(proxy.control_live_max() >= 1);
     let out = status();

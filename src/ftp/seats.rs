@@ -129,18 +129,30 @@ impl Seats {
     /// while the returned task runs.
     pub async fn nats(client: async_nats::Client, owner: &str) -> anyhow::Result<Seats> {
         let js = async_nats::jetstream::new(client);
-        let store = match js.get_key_value(BUCKET).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    max_age: KV_TTL,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot create the NATS KV bucket {BUCKET}: {e}"))?,
-        };
+        if js.get_key_value(BUCKET).await.is_err() {
+            // The bucket's stream, made as `create_key_value` makes it:
+            // that call first asks for the account's info, which
+            // async-nats 0.51 cannot read from nats-server 2.9.
+            use async_nats::jetstream::stream;
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{BUCKET}"),
+                subjects: vec![format!("$KV.{BUCKET}.>")],
+                max_messages_per_subject: 1,
+                max_age: KV_TTL,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the NATS KV bucket {BUCKET}: {e}"))?;
+        }
+        let store = js
+            .get_key_value(BUCKET)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the NATS KV bucket {BUCKET}: {e}"))?;
         let seats = Arc::new(KvSeats {
             kv: store,
             owner: owner.to_string(),

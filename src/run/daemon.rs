@@ -186,28 +186,51 @@ fn orphans(
 
 /// Claimed jobs whose receipt is missing or not final: interrupted by a crash or a shutdown.
 ///
-/// A job the history index holds as ended, from the receipt as it is now,
-/// is not read again: with a million receipts in `checked/`, reading each
-/// one's head would hold the start for minutes.
+/// Read from the folder's names, not from every receipt: with a million
+/// ended jobs in `checked/`, reading each receipt's head held the start
+/// for minutes. A job runs with its journal beside it (opened before its
+/// first receipt, removed after its final one), so a job with a receipt
+/// and no journal has ended, unless the history index holds it as
+/// running (a receipt written by a NATS claim that died before its job
+/// started). The few others have their receipt read to make sure.
 pub fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
-    let ended = crate::history::History::shared(checked)
-        .and_then(|h| h.jobs_in(&["done", "partial", "failed", "invalid"]).ok())
+    let mut jobs = Vec::new();
+    let (mut receipts, mut journals) = (HashSet::new(), HashSet::new());
+    for e in std::fs::read_dir(checked).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".report.json") {
+            receipts.insert(stem.to_string());
+        } else if let Some(stem) = name.strip_suffix(".journal") {
+            journals.insert(stem.to_string());
+        } else if intake::eligible(name) {
+            jobs.push(e.path());
+        }
+    }
+    let running = crate::history::History::existing(checked)
+        .and_then(|h| h.jobs_in(&["running"]).ok())
         .unwrap_or_default();
-    intake::scan(checked)
+    let mut out: Vec<(std::time::SystemTime, PathBuf)> = jobs
         .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".report.json"))
-        .filter(|p| {
-            let paths = JobPaths::for_claimed(p);
-            let indexed = ended.get(&paths.name);
-            if indexed.is_some_and(|&at| crate::history::mtime_ms(&paths.receipt) <= at) {
-                return false;
+        .filter_map(|p| {
+            let paths = JobPaths::for_claimed(&p);
+            let ended = receipts.contains(&paths.name)
+                && !journals.contains(&paths.name)
+                && !running.contains_key(&paths.name);
+            if ended {
+                return None;
             }
-            match ReceiptHead::load(&paths.receipt) {
+            let unfinished = match ReceiptHead::load(&paths.receipt) {
                 Ok(r) => !r.state.is_final(),
                 Err(_) => true,
-            }
+            };
+            let at = std::fs::metadata(&p).and_then(|m| m.modified());
+            unfinished.then(|| (at.unwrap_or(std::time::UNIX_EPOCH), p))
         })
-        .collect()
+        .collect();
+    // Oldest first, as the intake takes them.
+    out.sort();
+    out.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Runs the daemon until `shutdown` completes.

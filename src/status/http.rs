@@ -247,7 +247,7 @@ impl ListQuery {
             server: nonempty(self.server),
             text: nonempty(self.q),
             after: nonempty(self.after),
-            except: Vec::new(),
+            ended_only: false,
             offset: self.offset.unwrap_or(0).min(1_000_000),
             limit: self.limit.unwrap_or(100).clamp(1, 10_000),
         })

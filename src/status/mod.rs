@@ -227,40 +227,81 @@ impl Board {
             .collect()
     }
 
-    /// Running jobs first (on the first page), then the ended ones, newest
-    /// end first: from the history index once it has caught up, else from
-    /// the receipts in `checked/`.
+    /// Running jobs first, then the ended ones, newest end first: from the
+    /// history index once it has caught up, else from the receipts in
+    /// `checked/`. The running ones are this instance's (live) and those
+    /// the index holds as running for other instances.
     pub fn list(&self, q: &Query) -> Vec<JobSummary> {
-        let first_page = q.after.is_none() && q.offset == 0;
-        let mut out: Vec<JobSummary> = self.live_summaries();
-        let running: Vec<String> = out.iter().map(|s| s.job.clone()).collect();
-        out.retain(|s| first_page && q.since_ms.is_none() && q.until_ms.is_none() && matches(s, q));
-        out.truncate(q.limit);
+        let in_time = q.since_ms.is_none() && q.until_ms.is_none();
+        let mut head: Vec<JobSummary> = self.live_summaries();
+        let live: std::collections::HashSet<String> = head.iter().map(|s| s.job.clone()).collect();
+        head.retain(|s| in_time && matches(s, q));
         let history = crate::history::History::shared(&self.checked).filter(|h| h.ready());
-        if let Some(h) = history {
-            let rest = Query {
-                except: running.clone(),
-                limit: q.limit - out.len(),
-                ..q.clone()
+        let later_page = q.after.is_some() || q.offset > 0;
+        let Some(h) = history else {
+            if later_page {
+                head.clear();
+            }
+            head.truncate(q.limit);
+            return self.list_receipts(q, &live, head);
+        };
+        let listed = (|| {
+            let running_too = q.state.as_deref().is_none_or(|s| s == "running");
+            if in_time && running_too {
+                let elsewhere = h.query(&Query {
+                    state: Some("running".into()),
+                    after: None,
+                    offset: 0,
+                    limit: 10_000,
+                    ended_only: false,
+                    ..q.clone()
+                })?;
+                let elsewhere = elsewhere.iter().filter(|r| !live.contains(&r.job));
+                head.extend(elsewhere.map(summary_of_row));
+            }
+            // Where the page starts: in the running jobs, or among the ended.
+            let (skip, after) = match &q.after {
+                Some(a) => match head.iter().position(|s| &s.job == a) {
+                    Some(i) => (i + 1, None),
+                    None => (head.len(), Some(a.clone())),
+                },
+                None => (q.offset.min(head.len()), None),
             };
-            match h.query(&rest) {
-                Ok(rows) => {
-                    out.extend(rows.iter().map(summary_of_row));
-                    return out;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "the history index cannot answer; reading the receipts")
-                }
+            let mut out: Vec<JobSummary> = head.drain(skip..).take(q.limit).collect();
+            let want = q.limit - out.len();
+            if want > 0 && q.state.as_deref() != Some("running") {
+                let ended = h.query(&Query {
+                    after: after.clone(),
+                    offset: if q.after.is_some() {
+                        0
+                    } else {
+                        q.offset.saturating_sub(skip)
+                    },
+                    limit: want,
+                    ended_only: true,
+                    ..q.clone()
+                })?;
+                out.extend(ended.iter().map(summary_of_row));
+            }
+            anyhow::Ok(out)
+        })();
+        match listed {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the history index cannot answer; reading the receipts");
+                let mut head = self.live_summaries();
+                head.retain(|s| in_time && !later_page && matches(s, q));
+                head.truncate(q.limit);
+                self.list_receipts(q, &live, head)
             }
         }
-        self.list_receipts(q, &running, out)
     }
 
     /// The list from the receipts themselves (newest first by file time).
     fn list_receipts(
         &self,
         q: &Query,
-        running: &[String],
+        running: &std::collections::HashSet<String>,
         mut out: Vec<JobSummary>,
     ) -> Vec<JobSummary> {
         let mut recent: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.checked)
