@@ -629,7 +629,7 @@ fn planted_receipt(checked: &std::path::Path, i: usize, mins_ago: u64) {
         humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_secs(m * 60))
             .to_string()
     };
-    let failed = i % 3 == 0;
+    let failed = i.is_multiple_of(3);
     let receipt = json!({
         "job": format!("old{i:02}"), "job_file": format!("/x/old{i:02}.json"),
         "state": if failed { "failed" } else { "done" },

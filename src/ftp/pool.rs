@@ -949,9 +949,7 @@ impl Pool {
             }
         };
 
-        let lease = self
-            .connect(spec, creds, &key, slot, in_use, global, seat)
-            .await;
+        let lease = self.connect(spec, creds, slot, in_use, global, seat).await;
         drop(gate);
         lease
     }
@@ -983,9 +981,7 @@ impl Pool {
             Err(_) if self.evict_one(&key) => self.global.clone().try_acquire_owned().ok()?,
             Err(_) => return None,
         };
-        let lease = self
-            .connect(spec, creds, &key, slot, in_use, global, seat)
-            .await;
+        let lease = self.connect(spec, creds, slot, in_use, global, seat).await;
         drop(gate);
         match lease {
             Ok(lease) => Some(lease),
@@ -1113,12 +1109,12 @@ impl Pool {
         self: &Arc<Self>,
         spec: &ServerSpec,
         creds: Creds,
-        key: &ServerKey,
         slot: Arc<Slot>,
         in_use: OwnedSemaphorePermit,
         global: OwnedSemaphorePermit,
         seat: crate::ftp::seats::Seat,
     ) -> Result<Lease, Fault> {
+        let key = &slot.key.clone();
         let mut facts = slot.facts.lock().unwrap().clone();
         if !self.pipelining.load(Ordering::Relaxed) {
             facts.pipelining = Some(false);

@@ -46,8 +46,12 @@ pub struct NatsIntake {
     pub config: NatsConfig,
     pub checked: PathBuf,
     pub health: Arc<Health>,
-    /// Given the client once connected (the shared session seats use it).
-    pub connected: Option<tokio::sync::oneshot::Sender<async_nats::Client>>,
+    /// Given the client once connected (the shared session seats use it),
+    /// with a sender to say when they are ready: no job is pulled before,
+    /// so that no session opens outside the shared budget.
+    pub connected: Option<
+        tokio::sync::oneshot::Sender<(async_nats::Client, tokio::sync::oneshot::Sender<()>)>,
+    >,
 }
 
 /// Connects with the configured credentials, retrying until it succeeds.
@@ -121,7 +125,10 @@ impl NatsIntake {
             }
         };
         if let Some(tx) = connected {
-            let _ = tx.send(client.clone());
+            let (ready, seated) = tokio::sync::oneshot::channel();
+            if tx.send((client.clone(), ready)).is_ok() {
+                let _ = seated.await;
+            }
         }
         let js = jetstream::new(client.clone());
         while !stop.is_cancelled() {

@@ -373,10 +373,10 @@ pub async fn run_with(
     let nats_task = cfg.nats.clone().map(|n| {
         // NATS workers on other hosts share no folder: each server's
         // session limit is shared through NATS KV instead.
-        let (connected, client) = tokio::sync::oneshot::channel();
+        let (connected, client) = tokio::sync::oneshot::channel::<(async_nats::Client, tokio::sync::oneshot::Sender<()>)>();
         let pool = ctx.pool.clone();
         tokio::spawn(async move {
-            let Ok(client) = client.await else { return };
+            let Ok((client, ready)) = client.await else { return };
             // Who holds a seat, for an operator looking into the bucket.
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
@@ -390,6 +390,7 @@ pub async fn run_with(
                 }
                 Err(e) => warn!(error = %format!("{e:#}"), "session limits not shared through NATS: each instance keeps its own"),
             }
+            let _ = ready.send(());
         });
         let nats = intake::nats::NatsIntake {
             config: n,
