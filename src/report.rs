@@ -324,11 +324,18 @@ pub fn index_receipt(path: &Path, head: &ReceiptHead) {
 
 /// Brings the history index of `checked/` level with its receipts.
 pub fn catch_up_index(checked: &Path) -> Result<usize> {
+    catch_up_index_until(checked, &|| false)
+}
+
+/// [`catch_up_index`], given up as soon as `stop` says so (a shutdown).
+pub fn catch_up_index_until(checked: &Path, stop: &dyn Fn() -> bool) -> Result<usize> {
     let history =
         crate::history::History::shared(checked).context("the history index cannot be opened")?;
-    history.catch_up(checked, |path, mtime| {
-        ReceiptHead::load(path).ok().map(|h| index_row(&h, mtime))
-    })
+    history.catch_up(
+        checked,
+        |path, mtime| ReceiptHead::load(path).ok().map(|h| index_row(&h, mtime)),
+        stop,
+    )
 }
 
 /// Empties the history index of `checked/` and fills it from the receipts.

@@ -30,6 +30,8 @@ use tracing::{info, warn};
 
 /// How often ended jobs are looked over (see [`crate::run::housekeeping`]).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+/// Every how many takeover scans one reads the whole of `checked/` (see [`orphans`]).
+const FULL_ORPHAN_SCAN_EVERY: u64 = 12;
 
 /// Listens for the status API on `addr`. A loopback address that another
 /// process holds (a second instance with the same configuration, the
@@ -157,13 +159,34 @@ fn spawn_job(
 /// and that this instance does not run either, each locked and with a job
 /// permit, as many as there are permits free now; the rest wait for the
 /// next scan.
+///
+/// Between full scans of the folder (`full`), the candidates are the jobs
+/// the history index holds as running: every job is recorded there when
+/// its first receipt is written. A scan of a million names every few
+/// seconds would cost a core; the full scan finds the rest (a job whose
+/// instance died between its claim and its first receipt).
 fn orphans(
     checked: &Path,
     running: &HashSet<PathBuf>,
     permits: &Arc<Semaphore>,
+    full: bool,
 ) -> Vec<(PathBuf, std::fs::File, tokio::sync::OwnedSemaphorePermit)> {
+    let started = || {
+        let h = crate::history::History::existing(checked).filter(|h| h.ready())?;
+        let jobs = h.jobs_in(&["running"]).ok()?;
+        Some(
+            jobs.into_keys()
+                .map(|job| checked.join(format!("{job}.json")))
+                .filter(|p| p.exists())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let candidates = match full {
+        true => unfinished_jobs(checked),
+        false => started().unwrap_or_else(|| unfinished_jobs(checked)),
+    };
     let mut out = Vec::new();
-    for path in unfinished_jobs(checked) {
+    for path in candidates {
         if running.contains(&path) {
             continue;
         }
@@ -317,10 +340,13 @@ pub async fn run_with(
     // The history index catches up with the receipts beside the intake:
     // lists read the receipts until it has.
     let indexing = {
-        let checked = cfg.checked.clone();
+        let (checked, days) = (cfg.checked.clone(), cfg.retention_days);
+        let stopping = ctx.stopping.clone();
         tokio::task::spawn_blocking(move || {
             let began = std::time::Instant::now();
-            match crate::report::catch_up_index(&checked) {
+            // The runtime waits for this thread at shutdown: it stops then.
+            let stop = || stopping.is_cancelled();
+            match crate::report::catch_up_index_until(&checked, &stop) {
                 Ok(n) => info!(
                     changed = n,
                     secs = began.elapsed().as_secs_f64(),
@@ -330,6 +356,8 @@ pub async fn run_with(
                     warn!(error = %format!("{e:#}"), "the history index cannot catch up; lists read the receipts")
                 }
             }
+            // The first housekeeping, through the index now level with the receipts.
+            crate::run::housekeeping::sweep_until(&checked, days, &stop);
         })
     };
     // Interrupted jobs first, through the same permits as new ones.
@@ -418,12 +446,15 @@ pub async fn run_with(
     let takeover_every =
         (cfg.takeover_interval_secs > 0).then(|| Duration::from_secs(cfg.takeover_interval_secs));
     let mut takeover = tokio::time::interval(takeover_every.unwrap_or(Duration::from_secs(3600)));
+    let mut takeovers: u64 = 0;
     takeover.tick().await;
     let mut tick = tokio::time::interval(health.beat_every());
     let mut reaper = tokio::time::interval(Duration::from_secs(5));
     // Ended jobs: secrets redacted (if a crash came between the final
     // receipt and the redaction) and, with retention_days, old ones removed.
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+    // The first one runs once the history index has caught up (above).
+    housekeeping.tick().await;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -449,7 +480,9 @@ pub async fn run_with(
                 }
             }
             _ = takeover.tick(), if takeover_every.is_some() => {
-                for (path, lock, permit) in orphans(&cfg.checked, &running, &permits) {
+                takeovers += 1;
+                let full = takeovers % FULL_ORPHAN_SCAN_EVERY == 0;
+                for (path, lock, permit) in orphans(&cfg.checked, &running, &permits, full) {
                     info!(job_file = %path.display(), "taking over a job whose instance is gone");
                     running.insert(path.clone());
                     let work = intake::Work { path, lock: Some(lock), permit, done: None };
@@ -472,7 +505,10 @@ pub async fn run_with(
             _ = reaper.tick() => ctx.pool.reap_idle(),
             _ = housekeeping.tick() => {
                 let (checked, days) = (cfg.checked.clone(), cfg.retention_days);
-                tokio::task::spawn_blocking(move || crate::run::housekeeping::sweep(&checked, days));
+                let stopping = ctx.stopping.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::run::housekeeping::sweep_until(&checked, days, &|| stopping.is_cancelled())
+                });
             }
         }
     }
@@ -548,6 +584,11 @@ pub async fn once_with(
             .clone()
             .run_ticker(ctx.events.clone(), stop_ticker.clone()),
     );
+    // Housekeeping goes through the history index, brought level first
+    // (seconds at a million receipts; reading them all would take minutes).
+    if let Err(e) = crate::report::catch_up_index(&cfg.checked) {
+        warn!(error = %format!("{e:#}"), "the history index cannot catch up");
+    }
     crate::run::housekeeping::sweep(&cfg.checked, cfg.retention_days);
     let mut todo: Vec<(PathBuf, Option<std::fs::File>)> = unfinished_jobs(&cfg.checked)
         .into_iter()

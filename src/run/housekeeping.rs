@@ -132,12 +132,18 @@ fn ended_at(receipt: &ReceiptHead, receipt_path: &Path) -> Option<SystemTime> {
 /// final jobs older than `retention_days` (0: never). Returns how many
 /// jobs were removed.
 pub fn sweep(checked: &Path, retention_days: u64) -> usize {
+    sweep_until(checked, retention_days, &|| false)
+}
+
+/// [`sweep`], given up as soon as `stop` says so: a sweep of a million
+/// ended jobs must not hold a shutdown (the runtime waits for it).
+pub fn sweep_until(checked: &Path, retention_days: u64, stop: &dyn Fn() -> bool) -> usize {
     // A sweep slower than the interval is not joined by the next one.
     static SWEEPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if SWEEPING.swap(true, std::sync::atomic::Ordering::AcqRel) {
         return 0;
     }
-    let removed = sweep_once(checked, retention_days);
+    let removed = sweep_once(checked, retention_days, stop);
     remove_stale_temps(checked);
     remove_stale_temps(&checked.join("webhooks"));
     SWEEPING.store(false, std::sync::atomic::Ordering::Release);
@@ -165,7 +171,7 @@ fn remove_stale_temps(dir: &Path) {
 /// and only the jobs that ended since the last sweep looked at for secrets
 /// (a million ended jobs are not read every hour). `None` when the index
 /// has not caught up with the receipts (the sweep reads them all then).
-fn sweep_indexed(checked: &Path, retention_days: u64) -> Option<usize> {
+fn sweep_indexed(checked: &Path, retention_days: u64, stop: &dyn Fn() -> bool) -> Option<usize> {
     const MARK: &str = "redacted_through_ms";
     let history = crate::history::History::existing(checked).filter(|h| h.ready())?;
     let now = crate::history::millis(SystemTime::now());
@@ -176,6 +182,9 @@ fn sweep_indexed(checked: &Path, retention_days: u64) -> Option<usize> {
             let old = history.ended_before(cutoff, 1_000).ok()?;
             let mut progress = false;
             for job in &old {
+                if stop() {
+                    return Some(removed);
+                }
                 let paths = JobPaths::for_claimed(&checked.join(format!("{job}.json")));
                 if remove_ended(&paths) {
                     removed += 1;
@@ -190,6 +199,10 @@ fn sweep_indexed(checked: &Path, retention_days: u64) -> Option<usize> {
     // Jobs recorded a little before the last sweep began may have ended after it looked.
     let since = history.mark(MARK).ok()?.map_or(i64::MIN, |m| m - 3_600_000);
     for job in history.ended_since(since).ok()? {
+        if stop() {
+            // Not marked: the next sweep looks at these again.
+            return Some(removed);
+        }
         let job_file = checked.join(format!("{job}.json"));
         if job_file.exists() {
             if let Err(e) = redact_claimed(&job_file) {
@@ -227,8 +240,8 @@ fn remove_ended(paths: &JobPaths) -> bool {
     true
 }
 
-fn sweep_once(checked: &Path, retention_days: u64) -> usize {
-    if let Some(removed) = sweep_indexed(checked, retention_days) {
+fn sweep_once(checked: &Path, retention_days: u64, stop: &dyn Fn() -> bool) -> usize {
+    if let Some(removed) = sweep_indexed(checked, retention_days, stop) {
         return removed;
     }
     let keep_for = Duration::from_secs(retention_days.saturating_mul(86_400));
@@ -237,6 +250,9 @@ fn sweep_once(checked: &Path, retention_days: u64) -> usize {
         .into_iter()
         .filter(|p| !p.to_string_lossy().ends_with(".report.json"))
     {
+        if stop() {
+            break;
+        }
         let paths = JobPaths::for_claimed(&job_file);
         let Ok(receipt) = ReceiptHead::load(&paths.receipt) else {
             continue;
