@@ -481,7 +481,7 @@ pub async fn run_with(
             }
             _ = takeover.tick(), if takeover_every.is_some() => {
                 takeovers += 1;
-                let full = takeovers % FULL_ORPHAN_SCAN_EVERY == 0;
+                let full = takeovers.is_multiple_of(FULL_ORPHAN_SCAN_EVERY);
                 for (path, lock, permit) in orphans(&cfg.checked, &running, &permits, full) {
                     info!(job_file = %path.display(), "taking over a job whose instance is gone");
                     running.insert(path.clone());
