@@ -114,6 +114,72 @@ async fn nested_dirs_cyrillic_names_and_session_reuse() {
     d.stop().await;
 }
 
+/// A first contact: the logins beside the first go as far as USER and wait
+/// there for its PASS to show what a login costs. Costly (pure-ftpd's
+/// argon2 takes ~3 s of server CPU), they give up without sending theirs:
+/// the server never checks two passwords at once, and the job still ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_costly_first_contact_checks_one_password_at_a_time() {
+    let srv = FtpServer::start().await;
+    srv.set_login_cost(1200);
+    let (dir, mut cfg) = Daemon::prepare();
+    cfg.max_connections_per_server = 4;
+    let d = Daemon::start(dir, cfg);
+    let entries: Vec<Value> = (0..8)
+        .map(|i| {
+            let local = d.local(&format!("c/{i}.txt"), format!("file {i}").as_bytes());
+            entry(&srv, &local, "costly")
+        })
+        .collect();
+    d.drop_job("costly", &Value::Array(entries));
+    let r = d.receipt("costly").await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    for i in 0..8 {
+        assert_eq!(
+            std::fs::read_to_string(srv.path(&format!("costly/{i}.txt"))).unwrap(),
+            format!("file {i}")
+        );
+    }
+    assert_eq!(
+        srv.peak_password_checks(),
+        1,
+        "a costly login is never paid twice at once"
+    );
+    assert_eq!(
+        srv.open_after_first_check(),
+        4,
+        "the other logins waited beside the first, connected, before PASS"
+    );
+    let learned = std::fs::read_to_string(d.dir.path().join("ftpdrop-learned.json")).unwrap();
+    assert!(
+        learned.contains("\"cheap_logins\": false"),
+        "the costly login is remembered: {learned}"
+    );
+    d.stop().await;
+
+    // Cheap logins: the same first contact pays them side by side.
+    let srv = FtpServer::start().await;
+    srv.set_login_cost(150);
+    let (dir, mut cfg) = Daemon::prepare();
+    cfg.max_connections_per_server = 4;
+    let d = Daemon::start(dir, cfg);
+    let entries: Vec<Value> = (0..40)
+        .map(|i| {
+            let local = d.local(&format!("c/{i}.txt"), format!("file {i}").as_bytes());
+            entry(&srv, &local, "cheap")
+        })
+        .collect();
+    d.drop_job("cheap", &Value::Array(entries));
+    let r = d.receipt("cheap").await;
+    assert_eq!(r.state, JobState::Done, "{r:#?}");
+    assert!(
+        srv.peak_password_checks() > 1,
+        "cheap logins beside the first are paid at once ({} at most)",
+        srv.peak_password_checks()
+    );
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_mib_file_arrives_byte_identical() {
     let srv = FtpServer::start().await;

@@ -35,7 +35,9 @@ pub struct Facts {
     /// Data connections use TLS 1.2: `Some(true)` once the server was seen
     /// to hand out TLS 1.3 tickets on the control connection only (proftpd's
     /// mod_tls), where a TLS 1.2 session resumes any number of times;
-    /// `Some(false)` once such a server refused TLS 1.2 (TLS 1.3 only).
+    /// `Some(false)` once such a server refused TLS 1.2 (TLS 1.3 only), or
+    /// handed out TLS 1.3 tickets on data connections too. Unknown, the
+    /// first login offers TLS 1.3 and those alongside it TLS 1.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls12: Option<bool>,
     /// The server keeps pipelined commands in order (see `pipeline`):

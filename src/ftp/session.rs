@@ -30,8 +30,9 @@ type Ftp = ImplAsyncFtpStream<FtpsStream>;
 
 pub use super::data::Upload;
 
-/// How long the queueing probe holds its transfer open after sending SIZE:
-/// long enough for a server that polls its control connection to answer.
+/// How long the queueing probe holds its transfer open after sending SIZE,
+/// at most: long enough for a server that polls its control connection to
+/// answer. Two round trips and 20 ms, where that is less.
 const QUEUEING_PROBE_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a passive port asked for ahead (see `pending_passive`) is
@@ -94,6 +95,8 @@ pub struct Session {
     /// Cleared when a TLS 1.3 data connection brought no fresh ticket:
     /// this server hands them out on the control connection only.
     tickets_on_data: bool,
+    /// A TLS 1.3 ticket came on one of this session's data connections.
+    tickets_seen_on_data: bool,
     /// The algorithm last chosen with `OPTS HASH`, so it is sent once per session.
     hash_algo: Option<String>,
     /// The server's own work in the login: USER + PASS took this much more
@@ -173,6 +176,39 @@ fn scrubbed(mut f: Fault, password: &Secret) -> Fault {
 }
 
 /// Runs one FTP operation under a timeout and turns its error into a [`Fault`].
+/// What the pool asks of a login, so that a first contact with a server
+/// costs what the tenth does (see `Pool::connect`).
+pub(crate) trait LoginHooks: Send + Sync {
+    /// Between USER and PASS: `false` gives up without sending the password.
+    fn before_pass(&self) -> futures_util::future::BoxFuture<'_, bool>;
+    /// The server took the password after `work` of its own time.
+    fn passed(&self, work: Duration);
+    /// Whether the server keeps pipelined commands in order, as far as
+    /// its sessions found out by now.
+    fn pipelining(&self) -> Option<bool>;
+    /// May this session probe pipelining now, in its login folder? `Some`
+    /// takes the server's probing turn and says where to note what the
+    /// probe makes; [`LoginHooks::probed`] ends the turn.
+    fn probe_turn(&self) -> Option<Litter>;
+    /// The probe's verdict (`None`: it could not tell); `broke`: it cost
+    /// the session (lost replies), and the login is made again.
+    fn probed(&self, verdict: Option<bool>, broke: bool);
+}
+
+/// Where a session notes what its probes make before making it.
+pub(crate) type Litter = (Arc<crate::ftp::learned::Learned>, crate::job::ServerKey);
+
+/// A refused login says what to check.
+fn login_refused(mut f: Fault) -> Fault {
+    if !crate::ftp::fault::demands_tls(&f.message)
+        && f.kind == FaultKind::Permanent
+        && f.message.contains(" 530")
+    {
+        f.message.push_str(" (check login and password)");
+    }
+    f
+}
+
 async fn timed<T>(
     broken: &mut bool,
     password: &Secret,
@@ -240,7 +276,7 @@ impl Session {
         known: &crate::ftp::learned::Facts,
         share: Option<crate::ftp::tls::Sharing>,
     ) -> Result<Session, Fault> {
-        Session::connect_keeping(spec, tls, timeouts, known, share, &mut None).await
+        Session::connect_keeping(spec, tls, timeouts, known, share, &mut None, None).await
     }
 
     /// [`Session::connect`]; a session whose login timed out or broke is
@@ -253,6 +289,7 @@ impl Session {
         known: &crate::ftp::learned::Facts,
         share: Option<crate::ftp::tls::Sharing>,
         kept: &mut Option<Session>,
+        hooks: Option<&dyn LoginHooks>,
     ) -> Result<Session, Fault> {
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             timeouts.connect,
@@ -300,6 +337,7 @@ impl Session {
                 known.pipelining,
                 share.clone(),
                 kept,
+                hooks,
             )
             .await
             {
@@ -331,6 +369,7 @@ impl Session {
         Err(last.expect("at least one address was tried"))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn connect_to(
         spec: &ServerSpec,
         addr: SocketAddr,
@@ -339,6 +378,7 @@ impl Session {
         pipelining: Option<bool>,
         share: Option<crate::ftp::tls::Sharing>,
         kept: &mut Option<Session>,
+        hooks: Option<&dyn LoginHooks>,
     ) -> Result<Session, Fault> {
         let server = &spec.to_string();
         let mut broken = false;
@@ -467,6 +507,7 @@ impl Session {
             data_tls,
             peer: addr,
             tickets_on_data: true,
+            tickets_seen_on_data: false,
             hash_algo: None,
             login_work: Duration::ZERO,
             rtt: Duration::ZERO,
@@ -486,7 +527,7 @@ impl Session {
             owed: Default::default(),
             writing: None,
         };
-        if let Err(f) = session.login(spec, server).await {
+        if let Err(f) = session.login(spec, server, hooks).await {
             if session.broken {
                 *kept = Some(session);
             }
@@ -495,27 +536,64 @@ impl Session {
         Ok(session)
     }
 
-    async fn login(&mut self, spec: &ServerSpec, server: &str) -> Result<(), Fault> {
+    async fn login(
+        &mut self,
+        spec: &ServerSpec,
+        server: &str,
+        hooks: Option<&dyn LoginHooks>,
+    ) -> Result<(), Fault> {
         let t = self.timeouts.command;
+        let what = || format!("login to {server} as {}", spec.login);
         let started = Instant::now();
-        let login = timed(
+        let user = timed(
             &mut self.broken,
             &self.password,
             t,
-            format!("login to {server} as {}", spec.login),
-            self.ftp.login(spec.login.as_str(), spec.password.expose()),
+            what(),
+            self.ftp.custom_command(
+                format!("USER {}", spec.login),
+                &[Status::LoggedIn, Status::NeedPassword],
+            ),
         )
-        .await;
-        if let Err(mut f) = login {
-            if !crate::ftp::fault::demands_tls(&f.message)
-                && f.kind == FaultKind::Permanent
-                && f.message.contains(" 530")
-            {
-                f.message.push_str(" (check login and password)");
+        .await
+        .map_err(login_refused)?;
+        let user_time = started.elapsed();
+        let mut login_time = user_time;
+        if user.status == Status::NeedPassword {
+            if let Some(h) = hooks {
+                if !h.before_pass().await {
+                    return Err(Fault::transient(format!(
+                        "{}: held back before the password (logins cost the server dearly)",
+                        what()
+                    )));
+                }
             }
-            return Err(f);
+            let started = Instant::now();
+            // Written here, not by suppaftp, whose debug log would show it.
+            let pass = format!("PASS {}", self.password.expose());
+            self.write_commands(&[pass]).await.map_err(|mut f| {
+                f.message = scrub(&f.message, &[&self.password]);
+                f
+            })?;
+            timed(
+                &mut self.broken,
+                &self.password,
+                t,
+                what(),
+                self.ftp.read_response_in(&[Status::LoggedIn]),
+            )
+            .await
+            .map_err(login_refused)?;
+            let pass_time = started.elapsed();
+            login_time += pass_time;
+            // USER costs a server nothing: its reply took one round trip.
+            if let Some(h) = hooks {
+                h.passed(pass_time.saturating_sub(user_time));
+            }
         }
-        let login_time = started.elapsed();
+        if let Some(h) = hooks {
+            self.probe_at_login(h).await?;
+        }
         if self.pipelines() {
             return self.after_login_at_once(server, login_time).await;
         }
@@ -566,6 +644,36 @@ impl Session {
         .await?;
         self.rtt = started.elapsed();
         self.logged_in(server, login_time, "one command at a time");
+        Ok(())
+    }
+
+    /// On a first contact, one session probes pipelining in its login
+    /// folder before FEAT (one round trip), and the others, still logging
+    /// in, take the verdict and pipeline the rest of their login and their
+    /// first upload: a first contact then costs about what the tenth does.
+    /// A folder where the probe may not make a directory gives no verdict;
+    /// the first entry with work queued behind it probes in its own folder.
+    async fn probe_at_login(&mut self, h: &dyn LoginHooks) -> Result<(), Fault> {
+        if self.pipelining.is_none() {
+            self.pipelining = h.pipelining();
+        }
+        if self.pipelining.is_some() {
+            return Ok(());
+        }
+        let Some(litter) = h.probe_turn() else {
+            return Ok(());
+        };
+        self.litter = Some(litter);
+        let verdict = self.probe_pipelining("").await;
+        let broke = self.broken;
+        h.probed(verdict.as_ref().ok().copied().flatten(), broke);
+        let verdict = verdict?;
+        if broke {
+            return Err(Fault::transient(
+                "the pipelining probe lost replies: logging in again without it",
+            ));
+        }
+        self.pipelining = verdict;
         Ok(())
     }
 
@@ -1040,6 +1148,9 @@ impl Session {
         // Read, or the session is marked broken: either way nothing is owed.
         self.open_transfers = self.open_transfers.saturating_sub(1);
         if let (Some(cache), Some(before), Upload::Tls(_)) = (&self.tls_cache, received, &upload) {
+            if cache.is_tls13() && cache.received() > before {
+                self.tickets_seen_on_data = true;
+            }
             if self.tickets_on_data && cache.is_tls13() && cache.received() == before {
                 tracing::debug!("no TLS 1.3 ticket on a data connection: this server gives them on the control connection only");
                 self.tickets_on_data = false;
@@ -1144,12 +1255,13 @@ impl Session {
         let wrote = up.write_all(b"probe").await.and(up.flush().await);
         let size_cmd = format!("SIZE {probe}");
         let sent = self.write_commands(std::slice::from_ref(&size_cmd)).await;
-        tokio::time::sleep(QUEUEING_PROBE_WAIT).await;
+        let hold = (self.rtt * 2 + Duration::from_millis(20)).min(QUEUEING_PROBE_WAIT);
+        tokio::time::sleep(hold).await;
         let closed = up.close_write().await;
         self.open_transfers = self.open_transfers.saturating_sub(1);
         drop(up);
         sent?;
-        self.probe_timeout = Some(self.probe_wait() + QUEUEING_PROBE_WAIT);
+        self.probe_timeout = Some(self.probe_wait() + hold);
         let replies = async {
             let first = self.reply("the probe upload").await?;
             let second = self.reply(&size_cmd).await?;
@@ -1224,6 +1336,12 @@ impl Session {
 
     /// This server hands out TLS 1.3 tickets on the control connection only:
     /// each data connection here uses up one of the few it gave at login.
+    /// The server hands out TLS 1.3 tickets on data connections too: a
+    /// TLS 1.3 session never runs out of them.
+    pub fn tls13_tickets_on_data(&self) -> bool {
+        self.tickets_on_data && self.tickets_seen_on_data
+    }
+
     pub fn tls13_tickets_on_control_only(&self) -> bool {
         !self.tickets_on_data
     }

@@ -53,6 +53,13 @@ struct Counters {
     /// Control connections open now, and the most open at once since the last reset.
     open: AtomicUsize,
     peak_open: AtomicUsize,
+    /// What a password check costs, in ms (pure-ftpd's argon2 takes ~3 s).
+    login_cost_ms: AtomicUsize,
+    /// Password checks under way now, and the most at once.
+    checking: AtomicUsize,
+    peak_checking: AtomicUsize,
+    /// Control connections open as the first password check ended (+1, 0: none yet).
+    open_after_first_check: AtomicUsize,
 }
 
 struct Running {
@@ -147,6 +154,25 @@ impl FtpServer {
     }
 
     /// Number of successful authentications (one per logged-in session) since start.
+    /// Each password check takes `ms` from now on, as a costly hash would.
+    pub fn set_login_cost(&self, ms: usize) {
+        self.counters.login_cost_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The most password checks under way at once.
+    pub fn peak_password_checks(&self) -> usize {
+        self.counters.peak_checking.load(Ordering::SeqCst)
+    }
+
+    /// Control connections that were open as the first password check
+    /// ended (the others' logins under way beside it).
+    pub fn open_after_first_check(&self) -> usize {
+        self.counters
+            .open_after_first_check
+            .load(Ordering::SeqCst)
+            .saturating_sub(1)
+    }
+
     pub fn count_logins(&self) -> usize {
         self.counters.logins.load(Ordering::SeqCst)
     }
@@ -305,6 +331,16 @@ impl Authenticator for TestAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
+        let c = &self.counters;
+        let now = c.checking.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak_checking.fetch_max(now, Ordering::SeqCst);
+        let cost = c.login_cost_ms.load(Ordering::SeqCst) as u64;
+        tokio::time::sleep(Duration::from_millis(cost)).await;
+        let open = c.open.load(Ordering::SeqCst) + 1;
+        let _ =
+            c.open_after_first_check
+                .compare_exchange(0, open, Ordering::SeqCst, Ordering::SeqCst);
+        c.checking.fetch_sub(1, Ordering::SeqCst);
         if username != self.user {
             return Err(AuthenticationError::BadUser);
         }
