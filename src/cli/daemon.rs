@@ -1,0 +1,148 @@
+//! `run` and `once`: the daemon in a terminal, under systemd or as a
+//! Windows service, with the signals and the reload around it.
+
+use super::args::Common;
+use anyhow::Result;
+use ftpdrop::logging;
+use ftpdrop::{Config, JobState};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `ftpdrop run`.
+pub fn run(c: Common) -> Result<ExitCode> {
+    logging::check_level(&c.log_level)?;
+    let config = Config::load(c.config.as_deref())?;
+    #[cfg(windows)]
+    if c.service {
+        let logs = ftpdrop::service::windows::default_log_dir();
+        let _guard = c.init_logging(&config, Some(logs))?;
+        ftpdrop::service::windows::run_as_service(config, c.config.clone())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _guard = c.init_logging(&config, None)?;
+    super::runtime()?.block_on(run_daemon(config, c.config.clone()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ftpdrop once`.
+pub fn once(c: Common) -> Result<ExitCode> {
+    logging::check_level(&c.log_level)?;
+    let config = Config::load(c.config.as_deref())?;
+    let _guard = c.init_logging(&config, None)?;
+    let results = super::runtime()?.block_on(async {
+        let mut bars = None;
+        let r = ftpdrop::run::daemon::once_with(config, |events| {
+            bars = Some(ftpdrop::status::progress::follow(events));
+        })
+        .await;
+        if let Some(b) = bars {
+            // The stream ends with the daemon's last event; let it draw that.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            b.abort();
+        }
+        r
+    })?;
+    let mut ok = true;
+    for (job, state) in &results {
+        println!(
+            "{job}: {}",
+            serde_json::to_value(state)?.as_str().unwrap_or("?")
+        );
+        ok &= *state == JobState::Done;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `run` in a terminal or under systemd: SIGTERM/SIGINT stop it, SIGHUP
+/// reloads the config file, and with `NOTIFY_SOCKET` set systemd hears
+/// about readiness, reloads, stopping, status and the watchdog.
+async fn run_daemon(config: Config, path: Option<PathBuf>) -> Result<()> {
+    use ftpdrop::run::daemon::Options;
+    use ftpdrop::run::health::Health;
+    use ftpdrop::service::{Supervisor, Unsupervised};
+    use std::sync::Arc;
+    let health = Arc::new(Health::default());
+    #[cfg(unix)]
+    let supervisor: Arc<dyn Supervisor> = match ftpdrop::service::systemd::Systemd::from_env() {
+        Some(sd) => {
+            sd.spawn_watchdog(health.clone());
+            sd
+        }
+        None => Arc::new(Unsupervised),
+    };
+    #[cfg(not(unix))]
+    let supervisor: Arc<dyn Supervisor> = Arc::new(Unsupervised);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    spawn_reload_on_hup(path, supervisor.clone(), reload_tx)?;
+    #[cfg(not(unix))]
+    let _ = (path, reload_tx);
+    let opts = Options {
+        supervisor,
+        reload: Some(reload_rx),
+        health,
+        ..Options::default()
+    };
+    ftpdrop::run::daemon::run_with(config, shutdown_signal(), opts).await
+}
+
+/// On SIGHUP, reads the config file again: a good one goes to the daemon,
+/// a bad one is logged with its reason and the old one stays in force.
+#[cfg(unix)]
+fn spawn_reload_on_hup(
+    path: Option<PathBuf>,
+    supervisor: std::sync::Arc<dyn ftpdrop::service::Supervisor>,
+    tx: tokio::sync::mpsc::UnboundedSender<Config>,
+) -> Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            supervisor.reloading();
+            match Config::load(path.as_deref()) {
+                Ok(cfg) => {
+                    if tx.send(cfg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    tracing::error!(error = %why, "the new configuration is invalid; the old one stays in force");
+                    supervisor.status(&format!("reload refused: {why}"));
+                    supervisor.ready();
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C on Windows).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
+}
