@@ -34,6 +34,9 @@ pub struct Fault {
     pub message: String,
     /// The server's reply code, when the fault is a reply.
     pub code: Option<u32>,
+    /// The verb of the command the reply answered (`REST`, `STOR`, ...),
+    /// when the fault is a reply to a command.
+    pub verb: Option<String>,
 }
 
 impl fmt::Display for Fault {
@@ -50,6 +53,7 @@ impl Fault {
             kind: FaultKind::Transient,
             message: message.into(),
             code: None,
+            verb: None,
         }
     }
 
@@ -58,6 +62,7 @@ impl Fault {
             kind: FaultKind::Permanent,
             message: message.into(),
             code: None,
+            verb: None,
         }
     }
 
@@ -76,6 +81,7 @@ impl Fault {
                  answered pipelined commands out of order (pipelining is now off for it)"
             ),
             code: Some(code),
+            verb: None,
         }
     }
 
@@ -92,7 +98,15 @@ impl Fault {
                 owed.message
             ),
             code: None,
+            verb: None,
         }
+    }
+
+    /// The server refused to go on with a file from an offset: `REST`, or
+    /// the `STOR` or `APPE` after it (not a broken connection).
+    pub fn refused_resume(&self) -> bool {
+        self.code.is_some_and(|c| c >= 400)
+            && matches!(self.verb.as_deref(), Some("REST" | "STOR" | "APPE"))
     }
 
     /// The server said the file is not there (or may not be touched: a
@@ -147,10 +161,13 @@ impl Fault {
                 "internal: data connection already open".to_string(),
             ),
         };
+        let what = what.to_string();
+        let verb = Fault::reply_code(err).and_then(|_| verb_of(&what));
         Fault {
             kind,
             message: format!("{what}: {detail}"),
             code: Fault::reply_code(err),
+            verb,
         }
     }
 
@@ -161,6 +178,12 @@ impl Fault {
             _ => None,
         }
     }
+}
+
+/// The verb that starts the command `what`, if it is one.
+fn verb_of(what: &str) -> Option<String> {
+    let v = what.split(' ').next()?;
+    ((3..=4).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_uppercase())).then(|| v.to_string())
 }
 
 /// suppaftp maps codes it has no name for to `Unknown` (0); the body still starts with the digits.
@@ -252,6 +275,24 @@ mod tests {
 
     fn reply(code: u32, text: &str) -> FtpError {
         FtpError::UnexpectedResponse(Response::new(Status::from(code), text.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn a_refused_resume_is_told_by_the_command_not_the_text() {
+        let refused = |what: &str, e: &FtpError| Fault::from_ftp(what, e).refused_resume();
+        assert!(refused(
+            "REST 4096",
+            &reply(502, "502 Command not implemented.")
+        ));
+        assert!(refused("APPE a/.part", &reply(550, "550 Not allowed.")));
+        assert!(refused("STOR a/.part", &reply(554, "554 REST beyond end.")));
+        // A broken connection is no refusal; nor is a refusal of another command.
+        let broken = FtpError::ConnectionError(std::io::Error::other("reset"));
+        assert!(!refused("STOR a/.part", &broken));
+        assert!(!refused("SIZE a/.part", &reply(550, "550 No such file.")));
+        // A message given more context keeps what it refused.
+        let f = Fault::from_ftp("REST 1", &reply(500, "500 Unknown.")).context("entry 3");
+        assert!(f.refused_resume());
     }
 
     #[test]

@@ -93,6 +93,24 @@ impl Session {
             .collect())
     }
 
+    /// Renames `from` to `to` without waiting: `RNFR`, `RNTO` and a `SIZE`
+    /// of `to` go out now, and their replies come to the [`OwedRename`] when
+    /// the session is next used. Only where [`Session::pipelines`].
+    pub async fn rename_owed(&mut self, from: &str, to: &str) -> Result<OwedRename, Fault> {
+        let replies = self
+            .send_owed(&[
+                format!("RNFR {from}"),
+                format!("RNTO {to}"),
+                format!("SIZE {to}"),
+            ])
+            .await?;
+        Ok(OwedRename {
+            replies,
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+
     /// Does the session owe replies to commands sent earlier?
     pub fn owes(&self) -> bool {
         !self.owed.is_empty()
@@ -355,6 +373,68 @@ impl Session {
             self.cleared_litter(&made);
         }
         Ok(Some(in_order))
+    }
+}
+
+/// A rename sent on a session that may have been put back since (see
+/// [`Session::rename_owed`]).
+#[derive(Debug)]
+pub struct OwedRename {
+    replies: Vec<Pending>,
+    from: String,
+    to: String,
+}
+
+/// What an owed rename came to: whether the server renamed, and the size
+/// it then gave for the new name (`None`: no such file).
+pub struct Renamed {
+    pub renamed: Result<(), Fault>,
+    pub size: Result<Option<u64>, Fault>,
+}
+
+impl OwedRename {
+    /// Waits for the replies, reading them from an idle session of the
+    /// server (`pool`, `spec`) if nobody else did within a moment. An error
+    /// is a session that broke before it answered.
+    pub async fn replies(
+        self,
+        pool: &std::sync::Arc<crate::ftp::pool::Pool>,
+        spec: &crate::job::ServerSpec,
+    ) -> Result<Renamed, Fault> {
+        let mut replies = Vec::new();
+        for rx in self.replies {
+            replies.push(settled(rx, pool, spec).await?);
+        }
+        let what = format!("RNFR {} / RNTO {}", self.from, self.to);
+        let renamed = match (&replies[0], &replies[1]) {
+            (f, _) if f.code != 350 => Err(f.fault(&what)),
+            (_, t) if !(200..300).contains(&t.code) => Err(t.fault(&what)),
+            _ => Ok(()),
+        };
+        Ok(Renamed {
+            renamed,
+            size: size_of(&replies[2], &self.to),
+        })
+    }
+}
+
+/// The reply `rx` waits for. Its session reads it when it is next used;
+/// if it sits idle instead (the entry it was put back for took another),
+/// the idle sessions of the server are made to read what they owe.
+async fn settled(
+    mut rx: Pending,
+    pool: &std::sync::Arc<crate::ftp::pool::Pool>,
+    spec: &crate::job::ServerSpec,
+) -> Result<Reply, Fault> {
+    loop {
+        tokio::select! {
+            r = &mut rx => {
+                return r.unwrap_or_else(|_| {
+                    Err(Fault::transient("the connection closed before the rename was answered"))
+                })
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => pool.settle_idle(spec).await,
+        }
     }
 }
 

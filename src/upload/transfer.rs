@@ -337,7 +337,7 @@ pub async fn attempt(
         };
     let session = lease.session();
     let (sha, sent_total) = match sent {
-        Err(f) if offset > 0 && refused_resume(&f) => {
+        Err(f) if offset > 0 && f.refused_resume() => {
             memory.no_resume = true;
             let mut f = f.context("the server refused to resume; the next attempt starts over");
             // "Not implemented" (500, 502, 504) to REST or APPE is a server
@@ -478,12 +478,12 @@ fn queueing_unknown(s: &crate::ftp::Session) -> bool {
     s.pipelines() && !s.control_tls && s.queues_in_transfer.is_none()
 }
 
-/// A rename sent on a session that has been put back since: `RNFR temp`,
-/// `RNTO final` and `SIZE final`, whose replies the session reads when it
-/// is next used (by the next entry, on its way to its own upload).
+/// The publish of an entry whose rename went out unanswered (see
+/// [`crate::ftp::pipeline::OwedRename`]): checked when its replies come,
+/// by the entry, after its session went on to the next one.
 #[derive(Debug)]
 pub struct Renaming {
-    replies: Vec<crate::ftp::pipeline::Pending>,
+    owed: crate::ftp::pipeline::OwedRename,
     temp: String,
     fin: String,
     size: u64,
@@ -498,15 +498,8 @@ impl Renaming {
         fin: &str,
         size: u64,
     ) -> Result<Renaming, Fault> {
-        let replies = session
-            .send_owed(&[
-                format!("RNFR {temp}"),
-                format!("RNTO {fin}"),
-                format!("SIZE {fin}"),
-            ])
-            .await?;
         Ok(Renaming {
-            replies,
+            owed: session.rename_owed(temp, fin).await?,
             temp: temp.to_string(),
             fin: fin.to_string(),
             size,
@@ -514,29 +507,16 @@ impl Renaming {
         })
     }
 
-    /// Waits for the rename's replies (reading them itself from an idle
-    /// session if nobody else did within a moment) and checks them: the
-    /// final name holds a file of the right size.
+    /// Waits for the rename's replies and checks them: the final name
+    /// holds a file of the right size.
     pub async fn outcome(
         self,
         pool: &Arc<Pool>,
         spec: &crate::job::ServerSpec,
     ) -> Result<(), Fault> {
-        let mut replies = Vec::new();
-        for rx in self.replies {
-            replies.push(settled(rx, pool, spec).await?);
-        }
-        let what = format!("RNFR {} / RNTO {}", self.temp, self.fin);
-        let renamed = match (&replies[0], &replies[1]) {
-            (f, _) if f.code != 350 => Err(f.fault(&what)),
-            (_, t) if !(200..300).contains(&t.code) => Err(t.fault(&what)),
-            _ => Ok(()),
-        };
-        match renamed {
-            Ok(()) => {
-                let have = crate::ftp::pipeline::size_of(&replies[2], &self.fin)?;
-                check_size(&self.fin, have, self.size, " after rename")
-            }
+        let done = self.owed.replies(pool, spec).await?;
+        match done.renamed {
+            Ok(()) => check_size(&self.fin, done.size?, self.size, " after rename"),
             Err(f) if f.is_permanent() && self.if_exists == IfExists::Overwrite => {
                 // Perhaps a server that will not rename onto an existing file.
                 let mut lease = pool.acquire(spec).await?;
@@ -546,26 +526,6 @@ impl Renaming {
                 check_size(&self.fin, have, self.size, " after rename")
             }
             Err(f) => Err(f),
-        }
-    }
-}
-
-/// The reply `rx` waits for. Its session reads it when it is next used;
-/// if it sits idle instead (the entry it was put back for took another),
-/// the idle sessions of the server are made to read what they owe.
-async fn settled(
-    mut rx: crate::ftp::pipeline::Pending,
-    pool: &Arc<Pool>,
-    spec: &crate::job::ServerSpec,
-) -> Result<crate::ftp::pipeline::Reply, Fault> {
-    loop {
-        tokio::select! {
-            r = &mut rx => {
-                return r.unwrap_or_else(|_| {
-                    Err(Fault::transient("the connection closed before the rename was answered"))
-                })
-            }
-            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => pool.settle_idle(spec).await,
         }
     }
 }
@@ -640,14 +600,6 @@ pub async fn discard_temp(
     let mut lease = pool.acquire(&entry.server).await?;
     lease.session().delete(&temp).await?;
     remove_abandoned(&mut lease, memory).await
-}
-
-/// A reply refusing REST, or STOR/APPE after it, as opposed to a broken connection.
-fn refused_resume(f: &Fault) -> bool {
-    f.code.is_some_and(|c| c >= 400)
-        && ["REST ", "STOR ", "APPE "]
-            .iter()
-            .any(|v| f.message.starts_with(v))
 }
 
 /// Renames the temp file over the final name. Some servers refuse to rename
