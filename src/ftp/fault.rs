@@ -102,6 +102,12 @@ impl Fault {
         }
     }
 
+    /// The server answered, and said no (as opposed to a connection that
+    /// broke or timed out).
+    pub fn is_refusal(&self) -> bool {
+        self.code.is_some()
+    }
+
     /// The server refused to go on with a file from an offset: `REST`, or
     /// the `STOR` or `APPE` after it (not a broken connection).
     pub fn refused_resume(&self) -> bool {

@@ -10,9 +10,11 @@
 //! - [`learned`]: per-server facts (probe verdict, connection limit) kept across restarts.
 //! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
 //! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
+//! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
 //! - [`fault`]: the typed error that says transient, back-pressure or permanent.
 
 pub mod data;
+pub mod digest;
 pub mod fault;
 pub mod learned;
 pub mod pipeline;

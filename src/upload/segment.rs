@@ -356,7 +356,7 @@ async fn probe_steps(a: &mut Session, b: &mut Session, path: &str) -> Result<Pro
 /// A refusal (an error reply on a session still in step) is a verdict; a
 /// broken connection is not.
 fn refused(f: Fault, s: &Session) -> Result<Probe, Fault> {
-    if f.code.is_some() && !s.broken {
+    if f.is_refusal() && !s.broken {
         Ok(Probe::SingleStream(f.message))
     } else {
         Err(f)
