@@ -915,13 +915,7 @@ impl Pool {
         // measures what a login costs, and waits for its verdict before PASS.
         let (gate, at_pass) = loop {
             if let Some(idle) = Self::take_idle(&slot, creds).await {
-                return Ok(Some(self.lease(
-                    idle.session,
-                    creds,
-                    idle.global,
-                    in_use,
-                    slot,
-                )));
+                return Ok(Some(self.lend(idle, creds, in_use, slot)));
             }
             if slot.logins_cheap() {
                 break (None, false);
@@ -943,13 +937,7 @@ impl Pool {
         let deadline = Instant::now() + slot.login_cost();
         loop {
             if let Some(idle) = Self::take_idle(&slot, creds).await {
-                return Ok(Some(self.lease(
-                    idle.session,
-                    creds,
-                    idle.global,
-                    in_use,
-                    slot,
-                )));
+                return Ok(Some(self.lend(idle, creds, in_use, slot)));
             }
             if slot.worth_logging_in() || Instant::now() >= deadline {
                 break;
@@ -974,13 +962,7 @@ impl Pool {
             }
             if let Some(idle) = Self::take_idle(&slot, creds).await {
                 drop(gate);
-                return Ok(Some(self.lease(
-                    idle.session,
-                    creds,
-                    idle.global,
-                    in_use,
-                    slot,
-                )));
+                return Ok(Some(self.lend(idle, creds, in_use, slot)));
             }
         }
         // Every seat held: other instances' sessions fill the server's
@@ -1003,13 +985,7 @@ impl Pool {
             }
             if let Some(idle) = Self::take_idle(&slot, creds).await {
                 drop(gate);
-                return Ok(Some(self.lease(
-                    idle.session,
-                    creds,
-                    idle.global,
-                    in_use,
-                    slot,
-                )));
+                return Ok(Some(self.lend(idle, creds, in_use, slot)));
             }
         };
 
@@ -1018,13 +994,7 @@ impl Pool {
             // logging in for it would close that one for the permit.
             if let Some(idle) = Self::take_idle(&slot, creds).await {
                 drop(gate);
-                return Ok(Some(self.lease(
-                    idle.session,
-                    creds,
-                    idle.global,
-                    in_use,
-                    slot,
-                )));
+                return Ok(Some(self.lend(idle, creds, in_use, slot)));
             }
             if let Ok(p) = self.global.clone().try_acquire_owned() {
                 break p;
@@ -1104,6 +1074,17 @@ impl Pool {
                 return Some(idle);
             }
         }
+    }
+
+    /// Lends an idle session.
+    fn lend(
+        self: &Arc<Self>,
+        idle: Idle,
+        creds: Creds,
+        in_use: OwnedSemaphorePermit,
+        slot: Arc<Slot>,
+    ) -> Lease {
+        self.lease(idle.session, creds, idle.global, in_use, slot)
     }
 
     fn lease(
