@@ -79,9 +79,8 @@ async fn hand_over(config: &Config, nats: bool, wait: bool, files: &[PathBuf]) -
 /// Waits for each job's receipt to be final, rendering progress from the
 /// status API (or from the receipt when no daemon answers). True if all done.
 async fn wait_for(config: &Config, names: &[String]) -> bool {
-    use ftpdrop::events::Stage;
     use ftpdrop::status::client;
-    use ftpdrop::status::progress::{Renderer, Update};
+    use ftpdrop::status::progress::Renderer;
     let mut bars = Renderer::new();
     let mut pending: Vec<String> = names.to_vec();
     let mut all_done = true;
@@ -99,34 +98,10 @@ async fn wait_for(config: &Config, names: &[String]) -> bool {
                 still.push(name);
                 continue;
             };
-            let entries = v["entries"].as_array().cloned().unwrap_or_default();
-            bars.job(&name, entries.len());
-            for (i, e) in entries.iter().enumerate() {
-                let live = &v["progress"][i];
-                let stage: Stage = serde_json::from_value(live["stage"].clone()).unwrap_or(match e
-                    ["state"]
-                    .as_str()
-                {
-                    Some("done") => Stage::Done,
-                    Some("failed") => Stage::Failed,
-                    Some("skipped") => Stage::Skipped,
-                    _ => Stage::Queued,
-                });
-                let size = e["source"]["size"]
-                    .as_u64()
-                    .or(e["bytes"].as_u64())
-                    .unwrap_or(0);
-                let done_bytes = if stage == Stage::Done { size } else { 0 };
-                bars.update(&Update {
-                    job: name.clone(),
-                    entry: i,
-                    remote_path: e["remote_path"].as_str().unwrap_or("").to_string(),
-                    stage,
-                    sent: live["bytes_sent"].as_u64().unwrap_or(done_bytes),
-                    total: live["bytes_total"].as_u64().unwrap_or(size),
-                    rate_bps: live["rate_bps"].as_u64().unwrap_or(0),
-                    error: e["error"].as_str().map(str::to_string),
-                });
+            let updates = client::progress(&name, &v);
+            bars.job(&name, updates.len());
+            for u in &updates {
+                bars.update(u);
             }
             let state = v["state"].as_str().unwrap_or("running").to_string();
             if state == "running" {

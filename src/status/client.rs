@@ -295,6 +295,47 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// A receipt as a one-line summary, for `submit --wait`.
+/// Each entry's progress in a job's status (as [`job`] gives it), for the
+/// bars of `submit --wait`: the live figures where the daemon has them,
+/// else what the receipt says.
+pub fn progress(job: &str, v: &Value) -> Vec<crate::status::progress::Update> {
+    use crate::events::Stage;
+    let entries = v["entries"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let live = &v["progress"][i];
+            let stage: Stage = serde_json::from_value(live["stage"].clone()).unwrap_or(
+                match e["state"].as_str() {
+                    Some("done") => Stage::Done,
+                    Some("failed") => Stage::Failed,
+                    Some("skipped") => Stage::Skipped,
+                    _ => Stage::Queued,
+                },
+            );
+            let size = e["source"]["size"]
+                .as_u64()
+                .or(e["bytes"].as_u64())
+                .unwrap_or(0);
+            let done_bytes = if stage == Stage::Done { size } else { 0 };
+            crate::status::progress::Update {
+                job: job.to_string(),
+                entry: i,
+                remote_path: e["remote_path"].as_str().unwrap_or("").to_string(),
+                stage,
+                sent: live["bytes_sent"].as_u64().unwrap_or(done_bytes),
+                total: live["bytes_total"].as_u64().unwrap_or(size),
+                rate_bps: live["rate_bps"].as_u64().unwrap_or(0),
+                error: e["error"].as_str().map(str::to_string),
+            }
+        })
+        .collect()
+}
+
 pub fn summary_line(v: &Value) -> String {
     match serde_json::from_value::<crate::report::Receipt>(v.clone()) {
         Ok(r) => {
