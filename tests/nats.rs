@@ -90,8 +90,20 @@ impl Nats {
         }
     }
 
+    /// Stops the server as a service manager does (SIGTERM): it writes
+    /// what it holds (acks, delivery counts) before it exits. SIGKILL
+    /// loses what it had not synced yet (every 2 minutes by default), and
+    /// jobs acked meanwhile may come again as if never delivered.
     fn down(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
