@@ -6,7 +6,7 @@
 
 use ftpdrop::ftp::fault::Fault;
 use ftpdrop::ftp::reply;
-use ftpdrop::upload::verify::{self, Algo};
+use ftpdrop::ftp::digest::{self, Algo};
 use libfuzzer_sys::fuzz_target;
 use suppaftp::types::Response;
 use suppaftp::{FtpError, Status};
@@ -14,7 +14,7 @@ use suppaftp::{FtpError, Status};
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let features = ftpdrop::ftp::Features::parse(reply::feat_pairs(&text));
-    let _ = verify::methods(&features);
+    let _ = digest::methods(&features);
     if let Some(n) = reply::size(&text) {
         assert!(text.contains(&n.to_string()));
     }
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = reply::pasv_addr(&text);
     for algo in [Algo::Sha256, Algo::Sha1, Algo::Md5, Algo::Crc32] {
-        if let Some(d) = verify::parse_digest(&text, algo) {
+        if let Some(d) = digest::parse_digest(&text, algo) {
             assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
         }
     }
@@ -35,5 +35,6 @@ fuzz_target!(|data: &[u8]| {
     let err = FtpError::UnexpectedResponse(Response::new(Status::from(code), data.to_vec()));
     let f = Fault::from_ftp("STOR x", &err);
     assert!(f.message.starts_with("STOR x: "));
+    assert_eq!(f.verb.as_deref(), Some("STOR"));
     let _ = ftpdrop::ftp::fault::demands_tls(&text);
 });
