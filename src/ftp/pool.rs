@@ -75,6 +75,12 @@ struct Slot {
     /// default password hash), and a session returned while an entry waits
     /// serves it sooner than a login of its own would.
     login_gate: Arc<Semaphore>,
+    /// Logins holding `login_gate` that are on the wire (seat and permits
+    /// held). Logins wait at PASS beside one only while it is: one that
+    /// went as far as USER while the measuring login still waited for a
+    /// seat held that seat against it, and three instances sharing two
+    /// seats wedged for good.
+    measuring: AtomicUsize,
     /// Signalled when a session goes back to `idle`.
     returned: tokio::sync::Notify,
     /// One permit per open session (busy or idle), held by the session.
@@ -451,6 +457,24 @@ impl Drop for Lease {
 /// Counts an entry as waiting for a session while it lives.
 struct Waiting(Arc<Slot>);
 
+/// A login measuring what logins cost, on the wire (see [`Slot::measuring`]).
+struct Measuring(Arc<Slot>);
+
+impl Measuring {
+    fn start(slot: &Arc<Slot>) -> Measuring {
+        slot.measuring.fetch_add(1, Ordering::SeqCst);
+        // Logins queued at the gate may go as far as USER beside it now.
+        slot.returned.notify_waiters();
+        Measuring(slot.clone())
+    }
+}
+
+impl Drop for Measuring {
+    fn drop(&mut self) {
+        self.0.measuring.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -623,6 +647,7 @@ impl Pool {
                     returned: tokio::sync::Notify::new(),
                     segments: AtomicU8::new(segments),
                     probing: AtomicBool::new(false),
+                    measuring: AtomicUsize::new(0),
                     probed_at_login: AtomicBool::new(false),
                     global_waiting: AtomicUsize::new(0),
                     control_tls: Arc::new(crate::ftp::tls::ControlShare::with_group(
@@ -922,7 +947,11 @@ impl Pool {
             }
             match slot.login_gate.clone().try_acquire_owned() {
                 Ok(g) => break (Some(g), false),
-                Err(_) if slot.login_cost_unknown() => break (None, true),
+                Err(_)
+                    if slot.login_cost_unknown() && slot.measuring.load(Ordering::SeqCst) > 0 =>
+                {
+                    break (None, true)
+                }
                 Err(_) => {}
             }
             // `returned` also wakes us when a login showed logins to be cheap.
@@ -1015,9 +1044,11 @@ impl Pool {
             }
         };
 
+        let measuring = gate.as_ref().map(|_| Measuring::start(&slot));
         let lease = self
             .connect(spec, creds, slot, in_use, global, seat, at_pass)
             .await;
+        drop(measuring);
         drop(gate);
         lease
     }
@@ -1341,7 +1372,17 @@ impl Pool {
                 Ok(Some(self.lease(session, creds, global, in_use, slot)))
             }
             // Never a failure: the entry queues again, as any waiting one.
-            Err(_) if contact.gave_up.load(Ordering::SeqCst) => Ok(None),
+            // The session says QUIT and keeps its seat until the server has
+            // let go: dropped at once, its seat went to another instance's
+            // login while the server still held it (3 sessions at a server
+            // that 3 instances share with a limit of 2).
+            Err(_) if contact.gave_up.load(Ordering::SeqCst) => {
+                if let Some(mut session) = kept.lock().unwrap().take() {
+                    session.seat = Some(seat);
+                    self.abandon(&slot, session, Some(in_use));
+                }
+                Ok(None)
+            }
             Err(_) if contact.again.load(Ordering::SeqCst) => {
                 // The probe at login cost the session; what it made is
                 // noted, and the next login removes it.

@@ -528,7 +528,9 @@ impl Session {
             writing: None,
         };
         if let Err(f) = session.login(spec, server, hooks).await {
-            if session.broken {
+            // A login held back before its password is closed politely by
+            // the pool, as one that broke is.
+            if session.broken || session.given_up_alive {
                 *kept = Some(session);
             }
             return Err(f);
@@ -562,6 +564,7 @@ impl Session {
         if user.status == Status::NeedPassword {
             if let Some(h) = hooks {
                 if !h.before_pass().await {
+                    self.given_up_alive = true;
                     return Err(Fault::transient(format!(
                         "{}: held back before the password (logins cost the server dearly)",
                         what()
