@@ -117,7 +117,7 @@ pub struct Config {
     /// Upload bandwidth of the whole daemon, shared fairly by every
     /// connection: bytes/s, `"512k"`, `"10M"`, `"off"`, or a timetable in
     /// local time (`"08:00,512k 19:00,10M 23:00,off"`). Null: no limit.
-    pub max_rate: Option<crate::upload::rate::RateSetting>,
+    pub max_rate: Option<crate::rate::RateSetting>,
     /// Who is told when a job ends: `{"webhooks": [{"url", "on", "secret_file", "headers", "ca_file"}]}`.
     pub notify: crate::webhook::NotifyConfig,
 }
@@ -305,7 +305,7 @@ pub struct ServerDef {
     /// bytes/s, `"512k"`, `"10M"`, `"off"`, or a timetable in local time
     /// (`"08:00,512k 19:00,10M 23:00,off"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_rate: Option<crate::upload::rate::RateSetting>,
+    pub max_rate: Option<crate::rate::RateSetting>,
 }
 
 fn default_port() -> u16 {
@@ -593,10 +593,10 @@ impl Config {
     pub fn rate_limits(
         &self,
     ) -> Result<(
-        Option<crate::upload::rate::Schedule>,
-        BTreeMap<String, crate::upload::rate::Schedule>,
+        Option<crate::rate::Schedule>,
+        BTreeMap<String, crate::rate::Schedule>,
     )> {
-        use crate::upload::rate::Schedule;
+        use crate::rate::Schedule;
         let global = match &self.max_rate {
             Some(r) => Some(Schedule::parse(r).map_err(|e| anyhow::anyhow!("max_rate: {e}"))?),
             None => None,

@@ -9,12 +9,13 @@
 //!   [`job::confine`] (`local_roots`, `allowed_hosts`) and [`job::schema`].
 //! - [`run`]: [`run::daemon`] (lifecycle: resume, intake, graceful shutdown),
 //!   [`run::runner`] (one job: entries concurrently, retries with backoff),
-//!   [`run::housekeeping`] (ended jobs: secrets redacted, old ones removed),
-//!   [`run::health`] (are the loops making progress?).
+//!   [`run::housekeeping`] (ended jobs: secrets redacted, old ones removed).
 //! - [`upload`]: [`upload::transfer`] (one attempt: temp name, resume, verify,
 //!   rename), [`upload::source`] (the local file's bytes and SHA-256),
 //!   [`upload::segment`] (a big file over several connections),
 //!   [`upload::verify`] (server-side digests, read-back).
+//! - [`rate`]: bandwidth limits (global, per server, on a timetable).
+//! - [`health`]: are the loops making progress? (the watchdog, `/health`).
 //! - [`ftp`]: [`ftp::session`] (one FTP/FTPS session; every protocol detail),
 //!   [`ftp::pool`] (sessions reused per server and credentials; limits),
 //!   [`ftp::tls`], [`ftp::reply`] (replies parsed as pure functions),
@@ -39,11 +40,13 @@
 pub mod config;
 pub mod events;
 pub mod ftp;
+pub mod health;
 pub mod history;
 pub mod intake;
 pub mod job;
 pub mod localfile;
 pub mod logging;
+pub mod rate;
 pub mod report;
 pub mod run;
 pub mod secret;

@@ -686,7 +686,7 @@ pub struct ReportHandle {
     closed: std::sync::atomic::AtomicBool,
     /// Told about every receipt write, so that a write that hangs (a dead
     /// disk) stops the systemd watchdog.
-    health: Option<Arc<crate::run::health::Health>>,
+    health: Option<Arc<crate::health::Health>>,
     /// The job state last recorded in the history index.
     indexed: Mutex<Option<JobState>>,
     /// Wakes the write loop from its pause between writes when the job ends:
@@ -700,7 +700,7 @@ impl ReportHandle {
     pub fn open(
         paths: JobPaths,
         receipt: Receipt,
-        health: Option<Arc<crate::run::health::Health>>,
+        health: Option<Arc<crate::health::Health>>,
     ) -> Result<Arc<ReportHandle>> {
         let journal = owner_only_file(&paths.journal, true)
             .with_context(|| format!("cannot open journal {}", paths.journal.display()))?;

@@ -32,7 +32,7 @@ async fn a_global_limit_of_4m_sends_24_mib_in_about_6_s() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = support::daemon_config(dir.path());
     cfg.settle_ms = 0;
-    cfg.max_rate = Some(ftpdrop::upload::rate::RateSetting::Text("4M".into()));
+    cfg.max_rate = Some(ftpdrop::rate::RateSetting::Text("4M".into()));
     let local = dir.path().join("local/r.bin");
     support::write_random_file(&local, 24 * MIB, 4);
     let job = json!([support::daemon::entry(&srv, &local, "rate")]);
@@ -96,7 +96,7 @@ async fn a_reload_changes_the_limit_within_a_second() {
     let srv = FtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = support::daemon_config(dir.path());
-    cfg.max_rate = Some(ftpdrop::upload::rate::RateSetting::Text("1M".into()));
+    cfg.max_rate = Some(ftpdrop::rate::RateSetting::Text("1M".into()));
     let local = dir.path().join("local/big.bin");
     support::write_random_file(&local, 24 * MIB, 8);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -61,8 +61,8 @@ pub fn once(c: Common) -> Result<ExitCode> {
 /// reloads the config file, and with `NOTIFY_SOCKET` set systemd hears
 /// about readiness, reloads, stopping, status and the watchdog.
 async fn run_daemon(config: Config, path: Option<PathBuf>) -> Result<()> {
+    use ftpdrop::health::Health;
     use ftpdrop::run::daemon::Options;
-    use ftpdrop::run::health::Health;
     use ftpdrop::service::{Supervisor, Unsupervised};
     use std::sync::Arc;
     let health = Arc::new(Health::default());

@@ -298,7 +298,7 @@ pub struct Pool {
     /// Sessions opened, logins refused, limits lowered (see [`crate::events`]).
     events: crate::events::Events,
     /// Bandwidth limits (`max_rate`): what data connections pay into.
-    pub limits: Arc<crate::upload::rate::Limits>,
+    pub limits: Arc<crate::rate::Limits>,
     /// The `pipelining` setting: false keeps every session one command at a time.
     pipelining: AtomicBool,
     /// How long a server may go on holding a session that was given up,

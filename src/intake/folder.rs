@@ -13,8 +13,8 @@
 //! claimed and job files wait in the inbox: that is the back-pressure that
 //! keeps 2,000 dropped files from becoming 2,000 open jobs.
 
+use crate::health::{Health, Loop};
 use crate::report::Stamp;
-use crate::run::health::{Health, Loop};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;

@@ -24,8 +24,8 @@
 
 use super::Work;
 use crate::config::NatsConfig;
+use crate::health::{Health, Loop};
 use crate::report::{write_atomic, JobPaths, JobState, Receipt};
-use crate::run::health::{Health, Loop};
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use futures_util::StreamExt;

@@ -170,7 +170,7 @@ pub struct Entry {
     /// The bandwidth limits its data connections pay into (global, its
     /// server's); set by the runner before each attempt (a reload may change
     /// them). Shared by the job's entries to the same server.
-    pub rates: Arc<crate::upload::rate::RateSet>,
+    pub rates: Arc<crate::rate::RateSet>,
 }
 
 impl Entry {
@@ -345,7 +345,7 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
     let mut passwords = HashMap::new();
     // Entries naming the same server share one spec: a job of 100,000
     // entries to one inline server would otherwise hold 100,000 copies.
-    let mut servers: Vec<(Arc<ServerSpec>, Arc<crate::upload::rate::RateSet>)> = Vec::new();
+    let mut servers: Vec<(Arc<ServerSpec>, Arc<crate::rate::RateSet>)> = Vec::new();
     for (i, raw) in items.iter().enumerate() {
         let mut p = Problems {
             prefix: format!("entries[{i}]"),

@@ -10,9 +10,9 @@
 use crate::config::Config;
 use crate::ftp::pool::Pool;
 use crate::ftp::Timeouts;
+use crate::health::{Health, Loop};
 use crate::intake::{self, Intake};
 use crate::report::{JobPaths, JobState, ReceiptHead};
-use crate::run::health::{Health, Loop};
 use crate::run::runner::{run_job, Ctx};
 use crate::run::slot::JobSlot;
 use crate::service::{Supervisor, Unsupervised};
@@ -91,7 +91,7 @@ fn make_ctx(config: Config, health: Arc<Health>) -> Arc<Ctx> {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let Some(l) = limits.upgrade() else { return };
-            l.tick(crate::upload::rate::local_minute());
+            l.tick(crate::rate::local_minute());
         }
     });
     Arc::new(Ctx::new(config, pool, health, events))

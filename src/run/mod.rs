@@ -4,11 +4,9 @@
 //! - [`daemon`]: resume unfinished jobs, run intake, shut down gracefully.
 //! - [`runner`]: one claimed job: entries run concurrently, retries with backoff.
 //! - [`housekeeping`]: ended jobs: inline secrets redacted, old ones removed.
-//! - [`health`]: heartbeats of the loops (for the watchdog) and the status line.
 //! - [`slot`]: a job's slot among `max_concurrent_jobs`, given back while all its entries wait.
 
 pub mod daemon;
-pub mod health;
 pub mod housekeeping;
 pub mod runner;
 pub mod slot;

@@ -29,8 +29,8 @@ pub struct Ctx {
     /// The configuration in force. A reload (SIGHUP) swaps it; a job takes
     /// the one in force when it starts and keeps it.
     config: std::sync::RwLock<Arc<Config>>,
-    /// Heartbeats and the status line (see [`crate::run::health`]).
-    pub health: Arc<crate::run::health::Health>,
+    /// Heartbeats and the status line (see [`crate::health`]).
+    pub health: Arc<crate::health::Health>,
     pub pool: Arc<Pool>,
     /// Cancelled when the shutdown grace period is over: in-flight work stops
     /// where it is and is resumed at the next start.
@@ -73,7 +73,7 @@ impl Ctx {
     pub fn new(
         config: Config,
         pool: Arc<Pool>,
-        health: Arc<crate::run::health::Health>,
+        health: Arc<crate::health::Health>,
         events: Events,
     ) -> Ctx {
         let board = Arc::new(Board::new(config.checked.clone()));

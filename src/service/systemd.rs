@@ -7,7 +7,7 @@
 //! [`Health::check`] says the daemon's loops make progress.
 
 use super::Supervisor;
-use crate::run::health::Health;
+use crate::health::Health;
 use sd_notify::NotifyState;
 use std::sync::Arc;
 use std::time::Duration;

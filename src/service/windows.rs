@@ -11,8 +11,8 @@
 
 use super::Supervisor;
 use crate::config::Config;
+use crate::health::Health;
 use crate::run::daemon::{run_with, Options};
-use crate::run::health::Health;
 use anyhow::{anyhow, Context, Result};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};

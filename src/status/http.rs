@@ -14,7 +14,7 @@
 use crate::config::Config;
 use crate::events::{Event, Events};
 use crate::ftp::pool::Pool;
-use crate::run::health::Health;
+use crate::health::Health;
 use crate::status::metrics::Metrics;
 use crate::status::Board;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};

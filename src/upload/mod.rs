@@ -5,10 +5,8 @@
 //! - [`segment`]: a big file over several connections at once, on servers a probe found able.
 //! - [`verify`]: proof beyond the size: a server digest of the temp file, or its read-back.
 //! - [`dispose`]: the local file after the verified publish: kept, deleted or moved.
-//! - [`rate`]: bandwidth limits (global, per server, on a timetable).
 
 pub mod dispose;
-pub mod rate;
 pub mod segment;
 pub mod source;
 pub mod transfer;

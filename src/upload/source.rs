@@ -60,7 +60,7 @@ pub struct Local<'a> {
     /// Bumped with every chunk that goes out (the status API's live bytes).
     pub progress: &'a crate::events::Progress,
     /// Bandwidth limits every chunk sent pays into.
-    pub rates: &'a crate::upload::rate::RateSet,
+    pub rates: &'a crate::rate::RateSet,
 }
 
 impl<'a> Local<'a> {
@@ -332,7 +332,7 @@ async fn pump(
         match tokio::time::timeout(timeout, upload.write_all(&chunk)).await {
             Ok(Ok(())) => {
                 local.progress.add(chunk.len() as u64);
-                crate::upload::rate::pay_set(local.rates, chunk.len() as u64).await;
+                crate::rate::pay_set(local.rates, chunk.len() as u64).await;
             }
             Ok(Err(e)) => return Err(local.send_error(e)),
             Err(_) => return Err(local.stalled(timeout)),
@@ -472,7 +472,7 @@ mod zero_copy {
                 Ok(Ok(0)) => break, // the file ended early
                 Ok(Ok(n)) => {
                     local.progress.add(n as u64);
-                    crate::upload::rate::pay_set(local.rates, n as u64).await;
+                    crate::rate::pay_set(local.rates, n as u64).await;
                 }
                 Ok(Err(e))
                     if off as u64 == start
