@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let _logs = ftpdrop::logging::init(ftpdrop::logging::LogFormat::Text, "info", None)?;
+    let _logs = ftpdrop::logging::init(ftpdrop::config::LogFormat::Text, "info", None)?;
     let server = ftpserver::FtpServer::start().await;
     println!(
         "FTP server:   ftp://{}@{} serving {}",

@@ -18,16 +18,18 @@ import sys
 # listed here.
 FLOORS = [
     # the ground floor: imports nothing of the crate
-    ["secret", "localfile", "paths", "store", "job::confine"],
-    ["config"],
-    ["job"],
-    ["events", "report", "run::health"],
-    ["history", "ftp"],
+    ["secret", "localfile", "paths", "store", "job::confine", "history", "health", "rate"],
+    ["config", "host"],
+    ["logging", "job"],
+    ["report"],
+    ["events"],
+    ["ftp"],
     ["upload"],
-    ["intake", "status", "webhook"],
+    # fed by events and receipts; what the daemon is told to tell its supervisor
+    ["intake", "status", "webhook", "service"],
     ["run"],
-    ["service"],
-    ["cli", "main"],
+    # the wiring: arguments, and the service manager's entry point
+    ["cli", "main", "service::windows"],
 ]
 
 

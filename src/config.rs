@@ -119,7 +119,7 @@ pub struct Config {
     /// local time (`"08:00,512k 19:00,10M 23:00,off"`). Null: no limit.
     pub max_rate: Option<crate::rate::RateSetting>,
     /// Who is told when a job ends: `{"webhooks": [{"url", "on", "secret_file", "headers", "ca_file"}]}`.
-    pub notify: crate::webhook::NotifyConfig,
+    pub notify: NotifyConfig,
 }
 
 /// Where the status API listens, and who may use it.
@@ -233,7 +233,7 @@ pub struct LogConfig {
     /// How many files are kept; older ones are deleted. 0: all.
     pub keep: usize,
     /// `text` or `json`; `--log-format` overrides it.
-    pub format: Option<crate::logging::LogFormat>,
+    pub format: Option<LogFormat>,
 }
 
 impl Default for LogConfig {
@@ -560,7 +560,7 @@ impl Config {
                     bail!("servers.{name}.{field}: contains a line break or NUL");
                 }
             }
-            if let Some(hint) = crate::job::bad_host(&def.host) {
+            if let Some(hint) = crate::host::bad_host(&def.host) {
                 bail!("servers.{name}.host: {hint}");
             }
             if let HostVerdict::Refused(why) = hosts.check(&def.host) {
@@ -606,7 +606,7 @@ impl Config {
             if let Some(r) = &def.max_rate {
                 let s = Schedule::parse(r)
                     .map_err(|e| anyhow::anyhow!("servers.{name}.max_rate: {e}"))?;
-                servers.insert(crate::job::host_port(&def.host, def.port), s);
+                servers.insert(crate::host::host_port(&def.host, def.port), s);
             }
         }
         Ok((global, servers))
@@ -623,6 +623,82 @@ impl Config {
     }
     pub fn settle(&self) -> Duration {
         Duration::from_millis(self.settle_ms)
+    }
+}
+
+/// How log lines are written (`logging.format`, `--log-format`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `notify.webhooks[]`: one receiver of final receipts (see [`crate::webhook`]).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL the receipt is POSTed to.
+    #[serde(serialize_with = "crate::secret::serialize_url")]
+    pub url: String,
+    /// Final states that trigger it; default all: done, failed, partial, invalid.
+    #[serde(default = "all_states")]
+    pub on: Vec<String>,
+    /// A file whose first line is the HMAC key of the signature headers.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Extra request headers (e.g. an API key of the receiver's).
+    #[serde(default, serialize_with = "crate::secret::serialize_header_values")]
+    pub headers: BTreeMap<String, String>,
+    /// PEM CAs trusted for this receiver instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn all_states() -> Vec<String> {
+    ["done", "failed", "partial", "invalid"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `notify` in the configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl NotifyConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                anyhow::bail!(
+                    "notify.webhooks[{i}].url: {:?} is not an http(s) URL",
+                    w.url
+                );
+            }
+            for s in &w.on {
+                if !all_states().contains(s) {
+                    anyhow::bail!("notify.webhooks[{i}].on: {s:?} is not one of done, failed, partial, invalid");
+                }
+            }
+            for (k, v) in &w.headers {
+                if k.contains([':', '\r', '\n']) || v.contains(['\r', '\n']) {
+                    anyhow::bail!("notify.webhooks[{i}].headers.{k}: not a valid header");
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -159,23 +159,6 @@ impl Drop for ReceiptWrite<'_> {
     }
 }
 
-/// The last error for the status line (systemd `STATUS=`, the Windows
-/// service), from the events that carry one.
-impl crate::events::Sink for Health {
-    fn on_event(&self, event: &crate::events::Event) {
-        use crate::events::Event;
-        match event {
-            Event::RetryScheduled {
-                job, entry, error, ..
-            }
-            | Event::EntryFailed {
-                job, entry, error, ..
-            } => self.record_error(format!("{job} entry {entry}: {error}")),
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

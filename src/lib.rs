@@ -6,7 +6,8 @@
 //!
 //! - [`intake`]: watch the inbox, wait for files to settle, claim them into `checked/`.
 //! - [`job`]: the job file format and its validation, naming every bad field;
-//!   [`job::confine`] (`local_roots`, `allowed_hosts`) and [`job::schema`].
+//!   [`job::confine`] (`local_roots`, `allowed_hosts`), [`job::schema`] and
+//!   [`job::progress`] (an entry's live stage and counters).
 //! - [`run`]: [`run::daemon`] (lifecycle: resume, intake, graceful shutdown),
 //!   [`run::runner`] (one job: entries concurrently, retries with backoff),
 //!   [`run::housekeeping`] (ended jobs: secrets redacted, old ones removed).
@@ -30,6 +31,8 @@
 //! - [`service`]: what systemd or the Windows service manager is told.
 //! - [`config`]: the configuration file, its defaults and validation.
 //! - [`secret`]: passwords that never print.
+//! - [`store`]: the daemon's own files, written atomically and owner-only.
+//! - [`host`]: hosts as written: `host:port` names, what cannot be a host.
 //! - [`localfile`]: opening files others name: regular files only, never blocking.
 //! - [`logging`]: text or JSON logs, with protocol traces kept out.
 //!
@@ -42,6 +45,7 @@ pub mod events;
 pub mod ftp;
 pub mod health;
 pub mod history;
+pub mod host;
 pub mod intake;
 pub mod job;
 pub mod localfile;
@@ -52,6 +56,7 @@ pub mod run;
 pub mod secret;
 pub mod service;
 pub mod status;
+pub mod store;
 pub mod upload;
 pub mod webhook;
 

@@ -2,28 +2,11 @@
 //! and the filter that keeps protocol traces (which contain
 //! `PASS <password>`) out of every log.
 
-use crate::config::Rotation;
+use crate::config::{LogFormat, Rotation};
 use anyhow::{anyhow, Context, Result};
 use std::path::Path;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Deserialize,
-    serde::Serialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 const LEVELS: &str = "off, error, warn, info, debug, trace";
 

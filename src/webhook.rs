@@ -14,75 +14,16 @@
 //! - HTTPS goes through rustls (ring) with the system's roots, or the
 //!   webhook's `ca_file`.
 
-use crate::config::Config;
+use crate::config::{Config, NotifyConfig, WebhookConfig};
 use crate::events::{Event, Events, Sink};
 use crate::report::JobState;
 use anyhow::{Context, Result};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// One receiver.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `http://` or `https://` URL the receipt is POSTed to.
-    #[serde(serialize_with = "crate::secret::serialize_url")]
-    pub url: String,
-    /// Final states that trigger it; default all: done, failed, partial, invalid.
-    #[serde(default = "all_states")]
-    pub on: Vec<String>,
-    /// A file whose first line is the HMAC key of the signature headers.
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// Extra request headers (e.g. an API key of the receiver's).
-    #[serde(default, serialize_with = "crate::secret::serialize_header_values")]
-    pub headers: BTreeMap<String, String>,
-    /// PEM CAs trusted for this receiver instead of the system roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
-fn all_states() -> Vec<String> {
-    ["done", "failed", "partial", "invalid"]
-        .map(String::from)
-        .to_vec()
-}
-
-/// `notify` in the configuration.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotifyConfig {
-    pub webhooks: Vec<WebhookConfig>,
-}
-
-impl NotifyConfig {
-    pub fn validate(&self) -> Result<()> {
-        for (i, w) in self.webhooks.iter().enumerate() {
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                anyhow::bail!(
-                    "notify.webhooks[{i}].url: {:?} is not an http(s) URL",
-                    w.url
-                );
-            }
-            for s in &w.on {
-                if !all_states().contains(s) {
-                    anyhow::bail!("notify.webhooks[{i}].on: {s:?} is not one of done, failed, partial, invalid");
-                }
-            }
-            for (k, v) in &w.headers {
-                if k.contains([':', '\r', '\n']) || v.contains(['\r', '\n']) {
-                    anyhow::bail!("notify.webhooks[{i}].headers.{k}: not a valid header");
-                }
-            }
-        }
-        Ok(())
-    }
-}
 
 /// A delivery waiting to be made, as kept on disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,7 +126,7 @@ impl Webhooks {
                 continue;
             }
             let written = std::fs::create_dir_all(&self.dir).and_then(|_| {
-                crate::report::write_atomic(&path, &serde_json::to_vec(&p).unwrap_or_default())
+                crate::store::write_atomic(&path, &serde_json::to_vec(&p).unwrap_or_default())
             });
             if let Err(e) = written {
                 tracing::warn!(job = %job, error = %e, "cannot queue a webhook delivery");
@@ -301,7 +242,7 @@ impl Webhooks {
                 } else {
                     // A new file under the same name: a pass holding the
                     // old one sees that it was replaced.
-                    let _ = crate::report::write_atomic(
+                    let _ = crate::store::write_atomic(
                         path,
                         &serde_json::to_vec(&p).unwrap_or_default(),
                     );

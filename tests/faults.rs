@@ -643,7 +643,7 @@ async fn crash_between_rename_and_receipt_settles_by_size_without_upload() {
             )
             .unwrap();
         }
-        ftpdrop::report::write_atomic(
+        ftpdrop::store::write_atomic(
             &cfg.checked.join(format!("{job}.report.json")),
             &serde_json::to_vec_pretty(&receipt).unwrap(),
         )

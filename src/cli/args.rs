@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use ftpdrop::logging::{self, LogFormat};
+use ftpdrop::config::LogFormat;
+use ftpdrop::logging;
 use ftpdrop::Config;
 use std::path::PathBuf;
 

@@ -261,7 +261,7 @@ impl Learned {
             litter: state.litter.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("state serializes");
-        if let Err(e) = crate::report::write_atomic(path, &bytes) {
+        if let Err(e) = crate::store::write_atomic(path, &bytes) {
             tracing::warn!(path = %path.display(), error = %e, "cannot save what was learned about servers");
         }
     }

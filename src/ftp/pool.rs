@@ -112,6 +112,18 @@ struct Slot {
     full: Mutex<Full>,
 }
 
+/// A server's sessions and limit at scrape time.
+pub struct ServerLoad {
+    pub server: String,
+    pub busy: usize,
+    pub idle: usize,
+    /// Sessions given up that the server may still hold (counted in the limit).
+    pub abandoned: usize,
+    pub limit: usize,
+    /// The server said it is full (421): no login before this many ms from now.
+    pub full_for_ms: u64,
+}
+
 /// A server's "too many connections" backoff (see [`Slot::full`]).
 #[derive(Default)]
 struct Full {
@@ -755,9 +767,9 @@ impl Pool {
     }
 
     /// Each server's sessions (busy, idle) and current limit, for the metrics.
-    pub fn load(&self) -> Vec<crate::status::metrics::ServerLoad> {
+    pub fn load(&self) -> Vec<ServerLoad> {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
-        let mut out: Vec<crate::status::metrics::ServerLoad> = Vec::new();
+        let mut out: Vec<ServerLoad> = Vec::new();
         for slot in slots {
             let server = slot.key.host_port();
             let idle = slot.idle.lock().unwrap().len();
@@ -774,7 +786,7 @@ impl Pool {
                     l.limit = l.limit.max(limit);
                     l.full_for_ms = l.full_for_ms.max(full_for_ms);
                 }
-                None => out.push(crate::status::metrics::ServerLoad {
+                None => out.push(ServerLoad {
                     server,
                     busy,
                     idle,

@@ -242,7 +242,7 @@ pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
         return match std::fs::rename(src, &dst) {
             Ok(()) => {
                 // The job may carry a password: from here on, owner only.
-                if let Err(e) = crate::run::housekeeping::owner_only(&dst) {
+                if let Err(e) = crate::store::owner_only(&dst) {
                     warn!(job_file = %dst.display(), error = %e, "cannot make the claimed job owner-only");
                 }
                 Ok(Some(Claimed { path: dst, lock }))

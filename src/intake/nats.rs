@@ -25,7 +25,8 @@
 use super::Work;
 use crate::config::NatsConfig;
 use crate::health::{Health, Loop};
-use crate::report::{write_atomic, JobPaths, JobState, Receipt};
+use crate::report::{JobPaths, JobState, Receipt};
+use crate::store::write_atomic;
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use futures_util::StreamExt;

@@ -13,8 +13,10 @@
 //!
 //! - [`confine`]: what a job may reach: `local_roots`, `allowed_hosts`.
 //! - [`schema`]: JSON Schemas of the job file and the config, from the types.
+//! - [`progress`]: an entry's live stage and counters.
 
 pub mod confine;
+pub mod progress;
 pub mod schema;
 
 use crate::config::{Config, TlsMode};
@@ -93,19 +95,9 @@ impl ServerSpec {
     }
 }
 
-/// `host:port` (`[v6]:port`): how metrics and the status API name a
-/// server, without login or scheme.
-pub fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 impl ServerKey {
     pub fn host_port(&self) -> String {
-        host_port(&self.host, self.port)
+        crate::host::host_port(&self.host, self.port)
     }
 }
 
@@ -166,7 +158,7 @@ pub struct Entry {
     /// Where local files may be read from (`local_roots`), checked on every open.
     pub local_roots: Arc<LocalRoots>,
     /// Live counters of this entry's upload, read by the status API.
-    pub progress: Arc<crate::events::Progress>,
+    pub progress: Arc<progress::Progress>,
     /// The bandwidth limits its data connections pay into (global, its
     /// server's); set by the runner before each attempt (a reload may change
     /// them). Shared by the job's entries to the same server.
@@ -202,60 +194,6 @@ pub struct Job {
 /// Windows path in a job read on Linux (and the reverse) still names a file.
 pub fn basename(path: &str) -> Option<&str> {
     path.rsplit(['/', '\\']).next().filter(|s| !s.is_empty())
-}
-
-/// Why a host as written cannot be one, with what to write instead; `None` if it can.
-pub fn bad_host(host: &str) -> Option<String> {
-    let shown = without_password(host.trim());
-    let host = host.trim();
-    if let Some((scheme, rest)) = host.split_once("://") {
-        let rest = rest.rsplit('@').next().unwrap_or(rest);
-        let hostport = rest.split('/').next().unwrap_or(rest);
-        let hint = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() && !h.contains(':') => {
-                format!("\"host\": {h:?}, \"port\": {p}")
-            }
-            _ => format!("\"host\": {hostport:?}"),
-        };
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "ftps" => ", \"tls\": \"implicit\"",
-            "ftpes" => ", \"tls\": \"explicit\"",
-            _ => "",
-        };
-        return Some(format!(
-            "{shown:?} is a URL, not a host name; write {hint}{tls}"
-        ));
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() || crate::job::confine::valid_name(host) {
-        return None;
-    }
-    if let Some((h, p)) = host.rsplit_once(':') {
-        if p.parse::<u16>().is_ok() && crate::job::confine::valid_name(h) {
-            return Some(format!(
-                "{host:?} includes a port; write \"host\": {h:?}, \"port\": {p}"
-            ));
-        }
-    }
-    Some(format!("{shown:?} is not a host name or an IP address"))
-}
-
-/// `host` as it may be shown: a password in a URL's user part (`user:pw@`)
-/// replaced by `***`. A host field is not a place for one, but people paste
-/// URLs, and the message goes to the receipt, the log and the live feed.
-pub fn without_password(host: &str) -> String {
-    let (scheme, rest) = match host.split_once("://") {
-        Some((s, r)) => (format!("{s}://"), r),
-        None => (String::new(), host),
-    };
-    let Some((user, after)) = rest.rsplit_once('@') else {
-        return host.to_string();
-    };
-    let user = match user.split_once(':') {
-        Some((name, _)) => format!("{name}:***"),
-        None => user.to_string(),
-    };
-    format!("{scheme}{user}@{after}")
 }
 
 /// The configuration's confinement, as one job's validation needs it.
@@ -823,7 +761,7 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
             p.add("server.host", "is empty");
             None
         }
-        Some(h) => match bad_host(h) {
+        Some(h) => match crate::host::bad_host(h) {
             Some(why) => {
                 p.add("server.host", why);
                 None
@@ -908,8 +846,8 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hunter2"), "{text}");
-        assert_eq!(without_password("user@host"), "user@host");
-        assert_eq!(without_password("a:b@c@host"), "a:***@host");
+        assert_eq!(crate::host::without_password("user@host"), "user@host");
+        assert_eq!(crate::host::without_password("a:b@c@host"), "a:***@host");
     }
 
     fn parse_str(s: &str) -> Result<Job, Vec<String>> {

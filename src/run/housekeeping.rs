@@ -8,27 +8,13 @@
 //! another instance, is never touched.
 
 use crate::job::{Members, REDACTED};
-use crate::report::{write_atomic, JobPaths, ReceiptHead};
+use crate::report::{JobPaths, ReceiptHead};
+use crate::store::{owner_only, write_atomic};
 use anyhow::{Context, Result};
 use serde_json::value::RawValue;
 use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-
-/// Makes a file readable by its owner only (the daemon's user).
-pub fn owner_only(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-    }
-    #[cfg(not(unix))]
-    {
-        // Windows: files inherit the ACL of the service's state folder.
-        let _ = path;
-        Ok(())
-    }
-}
 
 /// Job files nest a few levels (`entries[i].server.password`); deeper
 /// values are not looked into.
@@ -161,7 +147,7 @@ fn remove_stale_temps(dir: &Path) {
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age > Duration::from_secs(3600));
-        if crate::report::is_atomic_temp(&name) && stale {
+        if crate::store::is_atomic_temp(&name) && stale {
             let _ = std::fs::remove_file(e.path());
         }
     }

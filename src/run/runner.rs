@@ -8,9 +8,10 @@
 //! using up the entry's attempts.
 
 use crate::config::Config;
-use crate::events::{Event, Events, Stage};
+use crate::events::{Event, Events};
 use crate::ftp::fault::FaultKind;
 use crate::ftp::pool::Pool;
+use crate::job::progress::Stage;
 use crate::job::{self, Entry};
 use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
 use crate::run::slot::{JobSlot, Presence};

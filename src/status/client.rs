@@ -299,7 +299,7 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 /// bars of `submit --wait`: the live figures where the daemon has them,
 /// else what the receipt says.
 pub fn progress(job: &str, v: &Value) -> Vec<crate::status::progress::Update> {
-    use crate::events::Stage;
+    use crate::job::progress::Stage;
     let entries = v["entries"]
         .as_array()
         .map(Vec::as_slice)

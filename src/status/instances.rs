@@ -51,7 +51,7 @@ pub fn advertise(checked: &Path, addr: SocketAddr) -> Result<Advertised> {
     };
     let path = dir.join(format!("{}.json", me.pid));
     let text = serde_json::to_vec(&me).expect("an instance serializes");
-    crate::report::write_atomic(&path, &text)
+    crate::store::write_atomic(&path, &text)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Advertised(path))
 }

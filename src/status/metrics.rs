@@ -89,18 +89,6 @@ struct ScopeL {
     scope: String,
 }
 
-/// A server's sessions and limit at scrape time.
-pub struct ServerLoad {
-    pub server: String,
-    pub busy: usize,
-    pub idle: usize,
-    /// Sessions given up that the server may still hold (counted in the limit).
-    pub abandoned: usize,
-    pub limit: usize,
-    /// The server said it is full (421): no login before this many ms from now.
-    pub full_for_ms: u64,
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -200,7 +188,7 @@ impl Metrics {
     /// Sets the gauges read at scrape time, then encodes everything.
     pub fn render(
         &self,
-        servers: &[ServerLoad],
+        servers: &[crate::ftp::pool::ServerLoad],
         rates: &(u64, std::collections::BTreeMap<String, u64>),
         jobs_running: usize,
         inbox_waiting: usize,

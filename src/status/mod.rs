@@ -17,8 +17,9 @@ pub mod instances;
 pub mod metrics;
 pub mod progress;
 
-use crate::events::{Event, Events, Progress, Sink, Stage};
+use crate::events::{Event, Events, Sink};
 use crate::history::Query;
+use crate::job::progress::{Progress, Stage};
 use crate::job::Entry;
 use crate::report::{JobState, Receipt};
 use serde::Serialize;

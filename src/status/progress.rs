@@ -6,7 +6,8 @@
 //! [`Renderer`] takes updates; [`follow`] feeds it from the event stream
 //! (`once`), and the `submit --wait` loop from the status API or receipts.
 
-use crate::events::{Event, Events, Stage};
+use crate::events::{Event, Events};
+use crate::job::progress::Stage;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;

@@ -58,7 +58,7 @@ pub struct Local<'a> {
     /// The remote (temp) path being written, for network errors.
     pub remote: &'a str,
     /// Bumped with every chunk that goes out (the status API's live bytes).
-    pub progress: &'a crate::events::Progress,
+    pub progress: &'a crate::job::progress::Progress,
     /// Bandwidth limits every chunk sent pays into.
     pub rates: &'a crate::rate::RateSet,
 }

@@ -11,10 +11,10 @@
 //! several sessions at once (see [`crate::upload::segment`]); the checks and the
 //! rename after it are the same.
 
-use crate::events::Stage;
 use crate::ftp::fault::Fault;
 use crate::ftp::pool::{Lease, Pool};
 use crate::ftp::{normalize_dir, Session};
+use crate::job::progress::Stage;
 use crate::job::{join_remote, Entry, IfExists};
 use crate::report::Stamp;
 use crate::upload::segment;
