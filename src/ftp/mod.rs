@@ -6,18 +6,18 @@
 //! - [`session`]: one FTP/FTPS session; every protocol detail lives here
 //!   (its items are re-exported here: `ftp::Session`).
 //! - [`pool`]: logged-in sessions reused per server and credentials; global and per-server limits.
-//! - [`pipeline`]: several commands per round trip, where a probe says the server keeps order.
+//! - [`control`]: the control connection: commands out, replies matched to them, several per round trip where a probe says the server keeps order.
 //! - [`learned`]: per-server facts (probe verdict, connection limit) kept across restarts.
 //! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
 //! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
 //! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
 //! - [`fault`]: the typed error that says transient, back-pressure or permanent.
 
+pub mod control;
 pub mod data;
 pub mod digest;
 pub mod fault;
 pub mod learned;
-pub mod pipeline;
 pub mod pool;
 pub mod reply;
 pub mod seats;

@@ -110,10 +110,10 @@ pub struct Session {
     /// While a probe runs: how long it waits for a reply (see `probe_wait`).
     pub(super) probe_timeout: Option<Duration>,
     /// Does the server keep pipelined commands in order (see
-    /// [`super::pipeline`])? `None` until probed.
+    /// [`super::control`])? `None` until probed.
     pub(crate) pipelining: Option<bool>,
     /// The command and the reply that showed the server out of order, if
-    /// one did (the session is then broken; see [`super::pipeline`]).
+    /// one did (the session is then broken; see [`super::control`]).
     pub(crate) desync: Option<(String, String)>,
     /// Given up while the server was still answering (out of step, or a
     /// probe's lost reply): the link works, so closing it is how the server
@@ -145,8 +145,8 @@ pub struct Session {
     pending_passive: Option<(SocketAddr, Instant)>,
     /// Commands sent whose replies are not read yet: an upload's rename,
     /// whose outcome its entry awaits while the next entry already uses the
-    /// session (see [`super::pipeline`]). Read before anything else is.
-    pub(super) owed: std::collections::VecDeque<super::pipeline::Owed>,
+    /// session (see [`super::control`]). Read before anything else is.
+    pub(super) owed: std::collections::VecDeque<super::control::Owed>,
     /// The file an upload on this session writes, from its STOR or APPE
     /// until the server's verdict on it is read. Still set on a session
     /// given up mid-transfer: the server may go on holding that file (its
@@ -1400,7 +1400,7 @@ impl Session {
     /// Keeps the port of an EPSV sent ahead for the next upload (see
     /// `pending_passive`). A refusal keeps nothing: the next `passive()`
     /// asks again, and finds out as EPSV alone would have.
-    fn passive_ahead(&mut self, r: &super::pipeline::Reply) {
+    fn passive_ahead(&mut self, r: &super::control::Reply) {
         self.pending_passive = match (r.code, crate::ftp::reply::epsv_port(&r.text())) {
             (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
             _ => None,
@@ -1408,8 +1408,8 @@ impl Session {
     }
 
     /// A SIZE reply: the size, `None` for "no such file", else a fault.
-    fn size_reply(&self, r: &super::pipeline::Reply, path: &str) -> Result<Option<u64>, Fault> {
-        super::pipeline::size_of(r, path).map_err(|f| scrubbed(f, &self.password))
+    fn size_reply(&self, r: &super::control::Reply, path: &str) -> Result<Option<u64>, Fault> {
+        super::control::size_of(r, path).map_err(|f| scrubbed(f, &self.password))
     }
 
     /// `SIZE path`, with an `EPSV` for the next upload in the same batch

@@ -479,11 +479,11 @@ fn queueing_unknown(s: &crate::ftp::Session) -> bool {
 }
 
 /// The publish of an entry whose rename went out unanswered (see
-/// [`crate::ftp::pipeline::OwedRename`]): checked when its replies come,
+/// [`crate::ftp::control::OwedRename`]): checked when its replies come,
 /// by the entry, after its session went on to the next one.
 #[derive(Debug)]
 pub struct Renaming {
-    owed: crate::ftp::pipeline::OwedRename,
+    owed: crate::ftp::control::OwedRename,
     temp: String,
     fin: String,
     size: u64,
