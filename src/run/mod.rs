@@ -2,11 +2,13 @@
 //! and what happens to jobs after they end.
 //!
 //! - [`daemon`]: resume unfinished jobs, run intake, shut down gracefully.
+//! - [`entry`]: one entry's state change as one call: journal, live stage, event.
 //! - [`runner`]: one claimed job: entries run concurrently, retries with backoff.
 //! - [`housekeeping`]: ended jobs: inline secrets redacted, old ones removed.
 //! - [`slot`]: a job's slot among `max_concurrent_jobs`, given back while all its entries wait.
 
 pub mod daemon;
+pub mod entry;
 pub mod housekeeping;
 pub mod runner;
 pub mod slot;

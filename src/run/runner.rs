@@ -14,6 +14,7 @@ use crate::ftp::pool::Pool;
 use crate::job::progress::Stage;
 use crate::job::{self, Entry};
 use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
+use crate::run::entry::{RetryReason, Transitions};
 use crate::run::slot::{JobSlot, Presence};
 use crate::status::Board;
 use crate::upload::transfer::{self, Memory};
@@ -379,14 +380,8 @@ async fn settle_disposal(
     let Ok(result) = done else {
         return;
     };
-    ctx.events.emit(Event::SourceDisposed {
-        job: job_name.to_string(),
-        entry: entry.index,
-        local_path: entry.local_path.display().to_string(),
-        disposal: result.clone(),
-    });
-    rep.disposal = Some(result);
-    report.update(rep);
+    rep.disposal = Some(result.clone());
+    Transitions::new(report, &ctx.events, job_name, entry).disposed(&rep, &result);
 }
 
 async fn run_entry(
@@ -415,8 +410,8 @@ async fn run_entry(
     let mut backpressure = 0u32;
     let mut uncounted_faults = 0u32;
     let server = entry.server.key().host_port();
-    let remote_path = entry.remote_path();
     let progress = entry.progress.clone();
+    let transitions = Transitions::new(report, &ctx.events, job_name, entry);
     loop {
         if ctx.stopping.is_cancelled() {
             return;
@@ -491,29 +486,11 @@ async fn run_entry(
                 rep.publishing = false;
                 rep.segmented = false;
                 rep.segments = (out.segments > 1).then_some(out.segments);
-                progress.start(out.bytes, out.bytes, out.segments);
-                progress.set_stage(if out.skipped {
-                    Stage::Skipped
-                } else {
-                    Stage::Done
-                });
-                ctx.events.emit(Event::EntryDone {
-                    job: job_name.to_string(),
-                    entry: entry.index,
-                    server: server.clone(),
-                    remote_path: remote_path.clone(),
-                    bytes: out.bytes,
-                    elapsed_ms: rep.elapsed_ms,
-                    attempt,
-                    resumed_from: out.resumed_from,
-                    skipped: out.skipped,
-                    segments: out.segments,
-                });
                 // Published and verified: journaled before the source is touched.
                 if !out.skipped {
                     rep.disposal = crate::upload::dispose::pending(entry);
                 }
-                report.update(rep.clone());
+                transitions.done(&rep, attempt, out.resumed_from, out.segments);
                 if !memory.abandoned_temps.is_empty() {
                     // Journaled until they are gone; the entry is done meanwhile.
                     let discard = transfer::discard_abandoned(&ctx.pool, entry, &mut memory);
@@ -581,18 +558,7 @@ async fn run_entry(
                         }
                         rep.abandoned_temps = memory.abandoned_temps.clone();
                     }
-                    progress.set_stage(Stage::Failed);
-                    ctx.events.emit(Event::EntryFailed {
-                        job: job_name.to_string(),
-                        entry: entry.index,
-                        server: server.clone(),
-                        remote_path: remote_path.clone(),
-                        bytes_total: progress.total(),
-                        attempt,
-                        elapsed_ms: rep.elapsed_ms,
-                        error: rep.error.clone().unwrap_or_default(),
-                    });
-                    report.update(rep);
+                    transitions.failed(&rep, attempt);
                     return;
                 }
                 // A desync is retried at once: a clean session, no pipelining.
@@ -601,28 +567,17 @@ async fn run_entry(
                 } else {
                     backoff(config, counted.max(backpressure.min(6)))
                 };
-                let next_attempt_at =
+                rep.next_attempt_at = Some(
                     humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
-                        .to_string();
-                rep.next_attempt_at = Some(next_attempt_at.clone());
-                progress.set_stage(Stage::WaitingRetry);
-                ctx.events.emit(Event::RetryScheduled {
-                    job: job_name.to_string(),
-                    entry: entry.index,
-                    server: server.clone(),
-                    remote_path: remote_path.clone(),
-                    attempt,
-                    reason: match fault.kind {
-                        FaultKind::TooManyConnections => "too_many_connections",
-                        FaultKind::Desync => "desync",
-                        FaultKind::Inherited => "inherited",
-                        _ => "transient",
-                    },
-                    error: fault.message.clone(),
-                    retry_in_ms: wait.as_millis() as u64,
-                    next_attempt_at,
-                });
-                report.update(rep.clone());
+                        .to_string(),
+                );
+                let reason = match fault.kind {
+                    FaultKind::TooManyConnections => RetryReason::TooManyConnections,
+                    FaultKind::Desync => RetryReason::Desync,
+                    FaultKind::Inherited => RetryReason::Inherited,
+                    _ => RetryReason::Transient,
+                };
+                transitions.retrying(&rep, attempt, reason, &fault.message, wait);
                 // Waiting holds no connection, and no job slot if no other
                 // entry of the job is active.
                 presence.wait();
