@@ -134,6 +134,13 @@ pub enum Event {
         command: String,
         reply: String,
     },
+    /// Something was learned about a server, kept for its next sessions
+    /// and across restarts (`ftpdrop-learned.json`): the facts that changed,
+    /// by name (`pipelining`, `limit`, `tls12`, ...), with their new values.
+    ServerLearned {
+        server: String,
+        facts: serde_json::Map<String, serde_json::Value>,
+    },
     JobFinished {
         job: String,
         state: JobState,
@@ -341,6 +348,10 @@ fn log(event: &Event) {
         } => warn!(
             server = %server, command = %command, reply = %reply,
             "the server answered pipelined commands out of order; pipelining is off for it now"
+        ),
+        Event::ServerLearned { server, facts } => info!(
+            server = %server, facts = %serde_json::Value::Object(facts.clone()),
+            "learned about the server"
         ),
         Event::JobFinished {
             job,

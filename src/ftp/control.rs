@@ -1,14 +1,18 @@
-//! Command pipelining: several commands written at once, their replies read
-//! in order, so that a batch costs one round trip instead of one per command.
+//! The control connection ([`Control`]): commands out, replies in, each
+//! reply matched to the command it answers. The session above it speaks in
+//! operations; this is the one place a reply is read.
 //!
-//! FTP allows a client to send the next command before the last reply, but
-//! not every server processes commands strictly in order: libunftp runs
-//! them concurrently, so a pipelined `RNTO` can run before its `RNFR` ("450
-//! Please tell me what file you want to rename first"). Whether a server
-//! keeps order is decided by [`Session::probe_pipelining`], once per server
-//! (the verdict is kept in `ftpdrop-learned.json`), never assumed.
+//! Several commands may go out at once (pipelining), so that a batch costs
+//! one round trip instead of one per command. FTP allows a client to send
+//! the next command before the last reply, but not every server processes
+//! commands strictly in order: libunftp runs them concurrently, so a
+//! pipelined `RNTO` can run before its `RNFR` ("450 Please tell me what
+//! file you want to rename first"). Whether a server keeps order is decided
+//! by [`crate::ftp::Session::probe_pipelining`], once per server (the
+//! verdict is kept in `ftpdrop-learned.json`), never assumed; a reply that
+//! does not fit its command later is a desync (see [`Control::reply`]).
 //!
-//! A [`Session::batch`] has the same meaning pipelined or not: every command
+//! A [`Control::batch`] has the same meaning pipelined or not: every command
 //! in it is sent, whatever the replies to the ones before it, so callers put
 //! together only commands for which that is safe (`SIZE temp` with `RNFR
 //! temp`: an RNFR without RNTO publishes nothing). Without the verdict, a
@@ -16,12 +20,26 @@
 //! stream suppaftp owns, pipelined commands go through the stream's
 //! [`crate::ftp::tls::Outbox`].
 
-use super::session::Session;
 use crate::ftp::fault::Fault;
+use crate::ftp::tls::FtpsStream;
 use crate::secret::scrub;
+use crate::secret::Secret;
+use std::collections::VecDeque;
+use std::time::Duration;
+use suppaftp::tokio::ImplAsyncFtpStream;
 use suppaftp::types::Response;
 use suppaftp::FtpError;
 use tokio::sync::oneshot;
+
+pub(crate) type Ftp = ImplAsyncFtpStream<FtpsStream>;
+
+/// How long a connection, a command and a data transfer may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    pub data: Duration,
+}
 
 /// A command sent whose reply nobody has read yet, and who waits for it.
 pub struct Owed {
@@ -62,7 +80,43 @@ impl Reply {
     }
 }
 
-impl Session {
+/// The control connection: the FTP stream, and what is in flight on it.
+/// Commands go out through [`Control::write_commands`] (or suppaftp), and
+/// every reply is read through [`Control::reply`], which matches it to the
+/// command it answers: a reply that does not fit is a desync, and ends the
+/// connection.
+pub(crate) struct Control {
+    pub(super) ftp: Ftp,
+    pub(super) timeouts: Timeouts,
+    /// Kept only to scrub it from server replies that echo it.
+    pub(super) password: Secret,
+    /// Set when the connection can no longer be trusted to be in step.
+    pub(super) broken: bool,
+    /// The round trip `TYPE I` took at login.
+    pub(super) rtt: Duration,
+    /// While a probe runs: how long it waits for a reply (see `probe_wait`).
+    pub(super) probe_timeout: Option<Duration>,
+    /// Does the server keep pipelined commands in order? `None` until probed.
+    pub(super) pipelining: Option<bool>,
+    /// The command and the reply that showed the server out of order, if
+    /// one did (the connection is then broken).
+    pub(super) desync: Option<(String, String)>,
+    /// Given up while the server was still answering (out of step, a
+    /// probe's lost reply, a login held back): the link works, so closing it
+    /// is how the server learns the session is over, and nothing is gained
+    /// by waiting for it (`Session::linger`).
+    pub(super) given_up_alive: bool,
+    /// The connection is TLS: its writes go through suppaftp's stream only.
+    pub(super) tls: bool,
+    /// Where pipelined commands go on a TLS connection.
+    pub(super) outbox: crate::ftp::tls::Outbox,
+    /// Commands sent whose replies are not read yet: an upload's rename,
+    /// whose outcome its entry awaits while the next entry already uses the
+    /// session. Read before anything else is.
+    pub(super) owed: VecDeque<Owed>,
+}
+
+impl Control {
     /// May commands be pipelined here: the server keeps order (probed).
     pub fn pipelines(&self) -> bool {
         self.pipelining == Some(true)
@@ -70,7 +124,7 @@ impl Session {
 
     /// Sends `commands` now and leaves their replies unread: each comes to
     /// its [`Pending`] when the session next reads (whoever uses it next,
-    /// or [`Session::settle`]). Only where [`Session::pipelines`]: the
+    /// or [`crate::ftp::Session::settle`]). Only where [`crate::ftp::Session::pipelines`]: the
     /// next user's commands go out behind these, before their replies.
     pub async fn send_owed(&mut self, commands: &[String]) -> Result<Vec<Pending>, Fault> {
         debug_assert!(self.pipelines());
@@ -95,7 +149,7 @@ impl Session {
 
     /// Renames `from` to `to` without waiting: `RNFR`, `RNTO` and a `SIZE`
     /// of `to` go out now, and their replies come to the [`OwedRename`] when
-    /// the session is next used. Only where [`Session::pipelines`].
+    /// the session is next used. Only where [`crate::ftp::Session::pipelines`].
     pub async fn rename_owed(&mut self, from: &str, to: &str) -> Result<OwedRename, Fault> {
         let replies = self
             .send_owed(&[
@@ -116,7 +170,7 @@ impl Session {
         !self.owed.is_empty()
     }
 
-    /// Reads the replies owed (see [`Session::send_owed`]) and hands each to
+    /// Reads the replies owed (see [`crate::ftp::Session::send_owed`]) and hands each to
     /// whoever waits for it. On a broken connection every one still owed
     /// gets the fault, and the caller gets [`Fault::inherited`]: the fault
     /// belongs to the entries that sent those commands, not to whoever
@@ -188,7 +242,7 @@ impl Session {
             wire.push_str(c);
             wire.push_str("\r\n");
         }
-        if self.control_tls {
+        if self.tls {
             self.outbox.push(wire.as_bytes());
             return Ok(());
         }
@@ -204,7 +258,7 @@ impl Session {
             }
             Err(_) => {
                 self.broken = true;
-                Err(Fault::transient(format!(
+                Err(Fault::timeout(format!(
                     "{what}: could not send within {} s",
                     self.timeouts.command.as_secs()
                 )))
@@ -213,7 +267,7 @@ impl Session {
     }
 
     /// Sends `commands` and reads one reply to each, in order. Pipelined
-    /// where [`Session::pipelines`], else one at a time; every command is
+    /// where [`crate::ftp::Session::pipelines`], else one at a time; every command is
     /// sent either way. An error means the connection is no longer in step
     /// (the session is then broken); a refusal is a [`Reply`].
     pub async fn batch(&mut self, commands: &[String]) -> Result<Vec<Reply>, Fault> {
@@ -264,7 +318,7 @@ impl Session {
     }
 
     /// Sends one command and reads its reply, whatever its code.
-    async fn exchange(&mut self, command: &str) -> Result<Reply, Fault> {
+    pub(super) async fn exchange(&mut self, command: &str) -> Result<Reply, Fault> {
         let t = self.timeouts.command;
         let read = tokio::time::timeout(t, self.ftp.custom_command(command, &[])).await;
         self.answered(command, t, read)
@@ -286,98 +340,17 @@ impl Session {
             }
             Err(_) => {
                 self.broken = true;
-                Err(Fault::transient(format!(
+                Err(Fault::timeout(format!(
                     "{what}: no reply within {} s",
                     limit.as_secs()
                 )))
             }
         }
     }
-
-    /// Does the server process pipelined commands strictly in order? Renames
-    /// a probe directory back and forth in `dir`, every command sent at
-    /// once: each RNTO depends on the RNFR just before it, so a server that
-    /// runs commands concurrently (libunftp) fails some of them. `None` when
-    /// the probe says nothing (no right to make a directory here, or a TLS
-    /// control connection, where nothing is pipelined anyway).
-    pub async fn probe_pipelining(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
-        let tag = &hex::encode(rand::random::<[u8; 6]>());
-        let a = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-a"));
-        let b = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-b"));
-        let commands = vec![
-            format!("MKD {a}"),
-            format!("RNFR {a}"),
-            format!("RNTO {b}"),
-            format!("RNFR {b}"),
-            format!("RNTO {a}"),
-            format!("RNFR {a}"),
-            format!("RNTO {b}"),
-            format!("RMD {b}"),
-        ];
-        let expected = [257, 350, 250, 350, 250, 350, 250, 250];
-        self.settle().await?;
-        let made = [format!("{a}/"), format!("{b}/")];
-        self.note_litter(&made);
-        let was = self.pipelining.replace(true);
-        // A server that mishandles pipelining may lose replies: it gets a
-        // few round trips, not the command timeout, to answer them all.
-        self.probe_timeout = Some(self.probe_wait());
-        let replies = self.batch(&commands).await;
-        self.pipelining = was;
-        let replies = match replies {
-            Ok(r) => r,
-            Err(f) if self.broken => {
-                tracing::info!(error = %f, "the server lost pipelined commands' replies: no pipelining");
-                // Out of step: this session ends here. QUIT, and the
-                // server's close awaited, so that the fresh session the
-                // entry gets next is never one connection over a limit.
-                if self.write_commands(&["QUIT".to_string()]).await.is_ok() {
-                    while self.reply("QUIT").await.is_ok() {}
-                }
-                // It answered the commands before the lost one.
-                self.given_up_alive = true;
-                self.probe_timeout = None;
-                return Ok(Some(false));
-            }
-            Err(f) => {
-                self.probe_timeout = None;
-                return Err(f);
-            }
-        };
-        self.probe_timeout = None;
-        let codes: Vec<u32> = replies.iter().map(|r| r.code).collect();
-        let in_order = codes.iter().zip(expected).all(|(c, e)| *c == e);
-        // The directory was made (its 257 came, in whatever place), or an
-        // RNTO found no RNFR before it: the server reordered commands.
-        let reordered =
-            !in_order && (codes.contains(&257) || codes.iter().any(|c| matches!(c, 450 | 503)));
-        if !in_order && !reordered {
-            tracing::debug!(dir, reply = %replies[0].text(), "pipelining probe: no directory made here; no verdict");
-            self.cleared_litter(&made);
-            return Ok(None);
-        }
-        if in_order {
-            // Its last command removed the directory.
-            self.cleared_litter(&made);
-        }
-        if reordered {
-            tracing::info!(
-                ?codes,
-                "the server does not keep pipelined commands in order: no pipelining"
-            );
-            // Whatever is left of the probe goes (one at a time).
-            self.pipelining = Some(false);
-            for p in [&a, &b] {
-                let _ = self.exchange(&format!("RMD {p}")).await?;
-            }
-            self.cleared_litter(&made);
-        }
-        Ok(Some(in_order))
-    }
 }
 
 /// A rename sent on a session that may have been put back since (see
-/// [`Session::rename_owed`]).
+/// [`crate::ftp::Session::rename_owed`]).
 #[derive(Debug)]
 pub struct OwedRename {
     replies: Vec<Pending>,
@@ -393,17 +366,26 @@ pub struct Renamed {
 }
 
 impl OwedRename {
-    /// Waits for the replies, reading them from an idle session of the
-    /// server (`pool`, `spec`) if nobody else did within a moment. An error
-    /// is a session that broke before it answered.
-    pub async fn replies(
-        self,
-        pool: &std::sync::Arc<crate::ftp::pool::Pool>,
-        spec: &crate::job::ServerSpec,
-    ) -> Result<Renamed, Fault> {
+    /// Waits for the replies; `nudge` makes the idle sessions of the
+    /// server read what they owe, and is called whenever a reply is a
+    /// moment late (its session was put back, and the entry it was put back
+    /// for took another). An error is a session that broke before it answered.
+    pub async fn replies<F, Fut>(self, mut nudge: F) -> Result<Renamed, Fault>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let mut replies = Vec::new();
-        for rx in self.replies {
-            replies.push(settled(rx, pool, spec).await?);
+        for mut rx in self.replies {
+            let reply = loop {
+                tokio::select! {
+                    r = &mut rx => break r.unwrap_or_else(|_| {
+                        Err(Fault::transient("the connection closed before the rename was answered"))
+                    })?,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => nudge().await,
+                }
+            };
+            replies.push(reply);
         }
         let what = format!("RNFR {} / RNTO {}", self.from, self.to);
         let renamed = match (&replies[0], &replies[1]) {
@@ -415,26 +397,6 @@ impl OwedRename {
             renamed,
             size: size_of(&replies[2], &self.to),
         })
-    }
-}
-
-/// The reply `rx` waits for. Its session reads it when it is next used;
-/// if it sits idle instead (the entry it was put back for took another),
-/// the idle sessions of the server are made to read what they owe.
-async fn settled(
-    mut rx: Pending,
-    pool: &std::sync::Arc<crate::ftp::pool::Pool>,
-    spec: &crate::job::ServerSpec,
-) -> Result<Reply, Fault> {
-    loop {
-        tokio::select! {
-            r = &mut rx => {
-                return r.unwrap_or_else(|_| {
-                    Err(Fault::transient("the connection closed before the rename was answered"))
-                })
-            }
-            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => pool.settle_idle(spec).await,
-        }
     }
 }
 
@@ -494,7 +456,7 @@ pub fn size_of(r: &Reply, path: &str) -> Result<Option<u64>, Fault> {
     }
 }
 
-fn scrub_fault(mut f: Fault, s: &Session) -> Fault {
+fn scrub_fault(mut f: Fault, s: &Control) -> Fault {
     f.message = scrub(&f.message, &[&s.password]);
     f
 }

@@ -113,7 +113,7 @@ impl Session {
                 }
                 Ok(digest)
             }
-            Err(f) if f.is_refusal() && !self.broken => {
+            Err(f) if f.is_refusal() && !self.is_broken() => {
                 tracing::debug!(error = %f, ?method, "server did not compute the hash");
                 Ok(None)
             }

@@ -27,9 +27,39 @@ pub enum FaultKind {
     Inherited,
 }
 
+/// What failed, for the callers that must tell failures apart: they match
+/// on this, never on the message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The server answered no ([`Fault::code`] and [`Fault::verb`] say to what).
+    Refused,
+    /// The server answered no because the connection is not encrypted.
+    TlsRequired,
+    /// The TLS layer failed: a handshake, or a certificate.
+    Tls(TlsProblem),
+    /// The connection broke, or carried something that is not FTP.
+    Broken,
+    /// Nothing came within the time allowed.
+    Timeout,
+    /// Something on this side: a setting, a name, a local file.
+    Local,
+}
+
+/// Why a TLS handshake failed, where it says what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The certificate is signed by no CA the client trusts.
+    UnknownIssuer,
+    /// The certificate does not name the host connected to.
+    WrongName,
+    Expired,
+    Other,
+}
+
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub kind: FaultKind,
+    pub cause: Cause,
     /// Human-readable, already free of credentials.
     pub message: String,
     /// The server's reply code, when the fault is a reply.
@@ -48,22 +78,39 @@ impl fmt::Display for Fault {
 impl std::error::Error for Fault {}
 
 impl Fault {
+    /// A connection that broke (or went out of step): worth another attempt.
     pub fn transient(message: impl Into<String>) -> Fault {
         Fault {
             kind: FaultKind::Transient,
+            cause: Cause::Broken,
             message: message.into(),
             code: None,
             verb: None,
         }
     }
 
+    /// Something on this side that another attempt would not change.
     pub fn permanent(message: impl Into<String>) -> Fault {
         Fault {
             kind: FaultKind::Permanent,
+            cause: Cause::Local,
             message: message.into(),
             code: None,
             verb: None,
         }
+    }
+
+    /// Nothing came within the time allowed: worth another attempt.
+    pub fn timeout(message: impl Into<String>) -> Fault {
+        Fault {
+            cause: Cause::Timeout,
+            ..Fault::transient(message)
+        }
+    }
+
+    /// A TLS handshake or certificate failed.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.cause, Cause::Tls(_))
     }
 
     /// The server does not implement the command (500, 502, 504): a fact
@@ -76,6 +123,7 @@ impl Fault {
     pub fn desync(what: impl fmt::Display, code: u32, text: &str) -> Fault {
         Fault {
             kind: FaultKind::Desync,
+            cause: Cause::Broken,
             message: format!(
                 "{what}: server replied {text}, a reply to another command: the server \
                  answered pipelined commands out of order (pipelining is now off for it)"
@@ -93,6 +141,7 @@ impl Fault {
         }
         Fault {
             kind: FaultKind::Inherited,
+            cause: Cause::Broken,
             message: format!(
                 "the session broke on an earlier entry's replies ({}); starting again on a clean session",
                 owed.message
@@ -133,14 +182,23 @@ impl Fault {
 
     /// Classifies a suppaftp error raised while doing `what`.
     pub fn from_ftp(what: impl fmt::Display, err: &FtpError) -> Fault {
-        let (kind, detail) = match err {
-            FtpError::ConnectionError(io) => {
-                (FaultKind::Transient, format!("connection error: {io}"))
-            }
+        let (kind, cause, detail) = match err {
+            FtpError::ConnectionError(io) => (
+                FaultKind::Transient,
+                match io.kind() {
+                    std::io::ErrorKind::TimedOut => Cause::Timeout,
+                    _ => Cause::Broken,
+                },
+                format!("connection error: {io}"),
+            ),
             FtpError::SecureError(msg) => {
                 // suppaftp wraps its own error's text again: "Secure error: ...".
                 let msg = msg.trim_start_matches("Secure error: ");
-                (classify_tls(msg), format!("TLS error: {msg}"))
+                (
+                    classify_tls(msg),
+                    Cause::Tls(tls_problem(msg)),
+                    format!("TLS error: {msg}"),
+                )
             }
             FtpError::UnexpectedResponse(resp) => {
                 let text = String::from_utf8_lossy(&resp.body).trim().to_string();
@@ -150,20 +208,29 @@ impl Fault {
                 } else {
                     format!("{code} {text}")
                 };
+                let cause = match demands_tls(&text) {
+                    true => Cause::TlsRequired,
+                    false => Cause::Refused,
+                };
                 (
                     classify_reply(code, &text),
+                    cause,
                     format!("server replied {text}"),
                 )
             }
             FtpError::BadResponse => (
                 FaultKind::Transient,
+                Cause::Broken,
                 "malformed reply from server".to_string(),
             ),
-            FtpError::InvalidAddress(e) => {
-                (FaultKind::Transient, format!("bad passive address: {e}"))
-            }
+            FtpError::InvalidAddress(e) => (
+                FaultKind::Transient,
+                Cause::Broken,
+                format!("bad passive address: {e}"),
+            ),
             FtpError::DataConnectionAlreadyOpen => (
                 FaultKind::Transient,
+                Cause::Local,
                 "internal: data connection already open".to_string(),
             ),
         };
@@ -171,6 +238,7 @@ impl Fault {
         let verb = Fault::reply_code(err).and_then(|_| verb_of(&what));
         Fault {
             kind,
+            cause,
             message: format!("{what}: {detail}"),
             code: Fault::reply_code(err),
             verb,
@@ -220,7 +288,7 @@ fn is_too_many(text: &str) -> bool {
 /// Non-anonymous sessions must use encryption.`; pure-ftpd: `421 Sorry,
 /// cleartext sessions are not accepted on this server.`; proftpd: `550 SSL/TLS
 /// required on the control channel`.
-pub fn demands_tls(text: &str) -> bool {
+fn demands_tls(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     t.contains("must use encryption")
         || t.contains("cleartext sessions")
@@ -266,6 +334,20 @@ fn classify_tls(msg: &str) -> FaultKind {
         FaultKind::Permanent
     } else {
         FaultKind::Transient
+    }
+}
+
+/// What a failed handshake's message says about the certificate.
+fn tls_problem(msg: &str) -> TlsProblem {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("unknownissuer") || m.contains("unknown issuer") {
+        TlsProblem::UnknownIssuer
+    } else if m.contains("not valid for name") || m.contains("notvalidforname") {
+        TlsProblem::WrongName
+    } else if m.contains("expired") {
+        TlsProblem::Expired
+    } else {
+        TlsProblem::Other
     }
 }
 
@@ -375,5 +457,43 @@ mod tests {
         let io =
             FtpError::ConnectionError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(Fault::from_ftp("connect", &io).kind, FaultKind::Transient);
+    }
+
+    #[test]
+    fn causes_are_told_by_the_error_not_the_message() {
+        let cause = |e: &FtpError| Fault::from_ftp("AUTH TLS with h", e).cause;
+        assert_eq!(cause(&reply(530, "530 Login incorrect.")), Cause::Refused);
+        assert_eq!(
+            cause(&reply(
+                530,
+                "530 Non-anonymous sessions must use encryption."
+            )),
+            Cause::TlsRequired
+        );
+        assert_eq!(
+            cause(&reply(534, "534 Policy requires SSL.")),
+            Cause::TlsRequired
+        );
+        assert_eq!(
+            cause(&FtpError::SecureError(
+                "invalid peer certificate: UnknownIssuer".into()
+            )),
+            Cause::Tls(TlsProblem::UnknownIssuer)
+        );
+        assert_eq!(
+            cause(&FtpError::SecureError(
+                "invalid peer certificate: NotValidForName".into()
+            )),
+            Cause::Tls(TlsProblem::WrongName)
+        );
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        assert_eq!(cause(&FtpError::ConnectionError(timed_out)), Cause::Timeout);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(cause(&FtpError::ConnectionError(reset)), Cause::Broken);
+        // The verb of a refused AUTH is known without reading the text.
+        let f = Fault::from_ftp("AUTH TLS with h", &reply(502, "502 No."));
+        assert_eq!(f.verb.as_deref(), Some("AUTH"));
+        // A message that merely mentions TLS is no TLS failure.
+        assert!(!Fault::transient("TLS session reuse: connection reset").is_tls());
     }
 }

@@ -150,46 +150,6 @@ impl Learned {
         (now_secs().saturating_sub(f.learned_at) < self.ttl.as_secs()).then(|| f.clone())
     }
 
-    pub fn set_segments(&self, key: &ServerKey, ok: bool) {
-        self.update(key, |f| f.segments = Some(ok));
-    }
-
-    pub fn set_limit(&self, key: &ServerKey, limit: usize) {
-        self.update(key, |f| f.limit = Some(limit));
-    }
-
-    pub fn set_appe(&self, key: &ServerKey, works: bool) {
-        self.update(key, |f| f.appe = Some(works));
-    }
-
-    pub fn set_rest(&self, key: &ServerKey, works: bool) {
-        self.update(key, |f| f.rest = Some(works));
-    }
-
-    pub fn set_pipelining(&self, key: &ServerKey, in_order: bool) {
-        self.update(key, |f| f.pipelining = Some(in_order));
-    }
-
-    pub fn set_queues_in_transfer(&self, key: &ServerKey, queues: bool) {
-        self.update(key, |f| f.queues_in_transfer = Some(queues));
-    }
-
-    pub fn set_cheap_logins(&self, key: &ServerKey, cheap: bool) {
-        self.update(key, |f| f.cheap_logins = Some(cheap));
-    }
-
-    pub fn set_tls_group(&self, key: &ServerKey, group: u16) {
-        self.update(key, |f| f.tls_group = Some(group));
-    }
-
-    pub fn set_control_tls_resume(&self, key: &ServerKey, works: bool) {
-        self.update(key, |f| f.control_tls_resume = Some(works));
-    }
-
-    pub fn set_tls12(&self, key: &ServerKey, use_it: bool) {
-        self.update(key, |f| f.tls12 = Some(use_it));
-    }
-
     /// Records that a probe is about to make `paths` on `key`'s server
     /// (directories end in `/`); on disk before the probe makes them.
     pub fn add_litter(&self, key: &ServerKey, paths: &[String]) {
@@ -235,7 +195,9 @@ impl Learned {
             .unwrap_or_default()
     }
 
-    fn update(&self, key: &ServerKey, change: impl FnOnce(&mut Facts)) {
+    /// Changes what is kept about `key`'s server. The pool's `learn` is
+    /// the one caller: it changes its sessions' copy and this together.
+    pub(crate) fn update(&self, key: &ServerKey, change: impl FnOnce(&mut Facts)) {
         if self.path.is_none() {
             return;
         }
@@ -288,12 +250,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("learned.json");
         let l = Learned::load(path.clone(), Duration::from_secs(3600));
-        l.set_segments(&key(), false);
-        l.set_limit(&key(), 2);
-        l.set_appe(&key(), false);
-        l.set_rest(&key(), false);
-        l.set_tls12(&key(), true);
-        l.set_cheap_logins(&key(), true);
+        l.update(&key(), |f| {
+            f.segments = Some(false);
+            f.limit = Some(2);
+            f.appe = Some(false);
+            f.rest = Some(false);
+            f.tls12 = Some(true);
+            f.cheap_logins = Some(true);
+        });
         let again = Learned::load(path.clone(), Duration::from_secs(3600));
         let f = again.get(&key()).unwrap();
         assert_eq!((f.segments, f.limit), (Some(false), Some(2)));

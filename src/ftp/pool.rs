@@ -348,7 +348,7 @@ impl Lease {
     /// any session found out; also given to this lease's session.
     pub fn pipelining(&mut self) -> Option<bool> {
         if !self.pool.pipelining.load(Ordering::Relaxed) {
-            self.session().pipelining = Some(false);
+            self.session().set_pipelining(Some(false));
             return Some(false);
         }
         let (known, queues) = {
@@ -356,13 +356,13 @@ impl Lease {
             (f.pipelining, f.queues_in_transfer)
         };
         let session = self.session();
-        if session.pipelining.is_none() {
-            session.pipelining = known;
+        if session.pipelining().is_none() {
+            session.set_pipelining(known);
         }
         if session.queues_in_transfer.is_none() {
             session.queues_in_transfer = queues;
         }
-        session.pipelining
+        session.pipelining()
     }
 
     /// Closes this lease's session (broken by a probe) and lends a fresh
@@ -371,7 +371,7 @@ impl Lease {
     pub async fn renew(&mut self, spec: &ServerSpec) -> Result<(), Fault> {
         drop(self.global.take());
         match self.session.take() {
-            Some(s) if s.broken => self.pool.abandon(&self.slot, s, self.in_use.take()),
+            Some(s) if s.is_broken() => self.pool.abandon(&self.slot, s, self.in_use.take()),
             other => drop(other),
         }
         drop(self.in_use.take());
@@ -425,7 +425,7 @@ impl Lease {
             .compare_exchange(SEGMENTS_UNKNOWN, v, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
         if first {
-            self.pool.learned.set_segments(&self.slot.key, ok);
+            self.pool.learn(&self.slot, |f| f.segments = Some(ok));
         }
         first
     }
@@ -442,7 +442,7 @@ impl Drop for Lease {
         };
         self.pool.learn_from(&self.slot, &session);
         if session.owes()
-            && !session.broken
+            && !session.is_broken()
             && (self.slot.waiting.load(Ordering::Relaxed) == 0
                 || self.pool.others_wait_globally(&self.slot))
         {
@@ -690,7 +690,7 @@ impl Pool {
         global: OwnedSemaphorePermit,
         in_use: Option<OwnedSemaphorePermit>,
     ) {
-        if session.broken || session.mid_transfer() {
+        if session.is_broken() || session.mid_transfer() {
             drop(global);
             pool.abandon(slot, session, in_use);
             return;
@@ -874,7 +874,7 @@ impl Pool {
     /// Gives a server whose limit was lowered one more connection, if it has
     /// not refused one for a while; if it still cannot take it, it says so
     /// and the limit goes down again.
-    fn maybe_raise_limit(&self, key: &ServerKey, slot: &Slot) {
+    fn maybe_raise_limit(&self, slot: &Slot) {
         let mut changed = slot.limit_changed.lock().unwrap();
         let cur = slot.limit.load(Ordering::SeqCst);
         if cur >= self.per_server.load(Ordering::SeqCst) || changed.elapsed() < RAISE_LIMIT_AFTER {
@@ -883,8 +883,8 @@ impl Pool {
         *changed = Instant::now();
         slot.limit.store(cur + 1, Ordering::SeqCst);
         slot.in_use.add_permits(1);
-        self.learned.set_limit(key, cur + 1);
-        tracing::info!(server = %key, limit = cur + 1, "no refusals for a while; raising the server's connection limit");
+        // Told as learned: no refusals for a while.
+        self.learn(slot, |f| f.limit = Some(cur + 1));
     }
 
     /// Shares each server's session limit with the other instances that
@@ -919,7 +919,7 @@ impl Pool {
         let creds = Creds::of(spec);
         let slot = self.slot(&key);
         refused_before(&slot, creds)?;
-        self.maybe_raise_limit(&key, &slot);
+        self.maybe_raise_limit(&slot);
         // Counted from here: a session put back finds this entry waiting
         // even before the permit it frees reaches it.
         slot.waiting.fetch_add(1, Ordering::Relaxed);
@@ -1141,7 +1141,7 @@ impl Pool {
         let mut session = session;
         // Another session found the server out of order since this one was idle.
         if slot.facts.lock().unwrap().pipelining == Some(false) {
-            session.pipelining = Some(false);
+            session.set_pipelining(Some(false));
         }
         session.litter = Some((self.learned.clone(), slot.key.clone()));
         Lease {
@@ -1185,14 +1185,10 @@ impl Pool {
     /// Keeps what `session` found out about its server's protocol, for the
     /// next sessions and across restarts.
     fn learn_from(&self, slot: &Slot, session: &Session) {
-        let mut facts = slot.facts.lock().unwrap();
-        if !session.create_with_appe && facts.appe != Some(false) {
-            facts.appe = Some(false);
-            self.learned.set_appe(&slot.key, false);
-        }
-        if let Some((command, reply)) = &session.desync {
+        let known = slot.facts.lock().unwrap().clone();
+        if let Some((command, reply)) = session.desync() {
             // Told once per server, by the first session that saw it.
-            if facts.pipelining != Some(false) {
+            if known.pipelining != Some(false) {
                 self.events.emit(crate::events::Event::PipeliningOff {
                     server: slot.key.host_port(),
                     command: command.clone(),
@@ -1200,37 +1196,63 @@ impl Pool {
                 });
             }
         }
-        if session.pipelining.is_some() && facts.pipelining != session.pipelining {
-            facts.pipelining = session.pipelining;
-            self.learned
-                .set_pipelining(&slot.key, session.pipelining == Some(true));
-        }
-        if session.queues_in_transfer.is_some()
-            && facts.queues_in_transfer != session.queues_in_transfer
-        {
-            facts.queues_in_transfer = session.queues_in_transfer;
-            self.learned
-                .set_queues_in_transfer(&slot.key, session.queues_in_transfer == Some(true));
-        }
-        if !session.rest_works && facts.rest != Some(false) {
-            facts.rest = Some(false);
-            self.learned.set_rest(&slot.key, false);
-        }
-        if session.tls13_tickets_on_data() && facts.tls12.is_none() {
-            // TLS 1.3 serves this server's sessions for good.
-            facts.tls12 = Some(false);
-            self.learned.set_tls12(&slot.key, false);
-        }
-        if session.tls13_tickets_on_control_only() && facts.tls12.is_none() {
+        let control_only = session.tls13_tickets_on_control_only() && known.tls12.is_none();
+        if control_only {
             tracing::info!(
                 server = %slot.key,
                 "the server gives TLS 1.3 tickets on the control connection only; \
                  its data connections could not all resume TLS 1.3 sessions, so new \
                  sessions use TLS 1.2"
             );
-            facts.tls12 = Some(true);
-            self.learned.set_tls12(&slot.key, true);
         }
+        self.learn(slot, |f| {
+            if !session.create_with_appe {
+                f.appe = Some(false);
+            }
+            if session.pipelining().is_some() {
+                f.pipelining = session.pipelining();
+            }
+            if session.queues_in_transfer.is_some() {
+                f.queues_in_transfer = session.queues_in_transfer;
+            }
+            if !session.rest_works {
+                f.rest = Some(false);
+            }
+            if f.tls12.is_none() && session.tls13_tickets_on_data() {
+                // TLS 1.3 serves this server's sessions for good.
+                f.tls12 = Some(false);
+            } else if f.tls12.is_none() && control_only {
+                f.tls12 = Some(true);
+            }
+        });
+    }
+
+    /// Learns about `slot`'s server: `change` is made to what its sessions
+    /// are handed and to what is kept across restarts, together, and what
+    /// changed is told ([`crate::events::Event::ServerLearned`]). Nothing
+    /// else writes either.
+    fn learn(&self, slot: &Slot, change: impl Fn(&mut Facts)) {
+        let changed = {
+            let mut facts = slot.facts.lock().unwrap();
+            let before = facts.clone();
+            change(&mut facts);
+            if *facts == before {
+                return;
+            }
+            let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
+                (serde_json::to_value(&before), serde_json::to_value(&*facts))
+            else {
+                return;
+            };
+            new.into_iter()
+                .filter(|(k, v)| k != "learned_at" && old.get(k) != Some(v))
+                .collect()
+        };
+        self.learned.update(&slot.key, &change);
+        self.events.emit(crate::events::Event::ServerLearned {
+            server: slot.key.host_port(),
+            facts: changed,
+        });
     }
 
     /// Connects a new session under permits already held.
@@ -1319,14 +1341,13 @@ impl Pool {
         let mut connected = connect(tls12, resume)?.await;
         if tls12 {
             if let Err(f) = &connected {
-                if f.message.contains("TLS") {
+                if f.is_tls() {
                     // Learned TLS 1.2, but the server speaks TLS 1.3 only:
                     // stay with 1.3 and let sessions end as their tickets do.
                     let again = connect(false, resume)?.await;
                     if again.is_ok() {
                         tracing::info!(server = %key, error = %f, "the server refused TLS 1.2; staying with TLS 1.3");
-                        slot.facts.lock().unwrap().tls12 = Some(false);
-                        self.learned.set_tls12(key, false);
+                        self.learn(&slot, |f| f.tls12 = Some(false));
                     }
                     connected = again;
                 }
@@ -1340,10 +1361,9 @@ impl Pool {
                         works,
                         "whether new control connections may resume another one's TLS session"
                     );
-                    slot.facts.lock().unwrap().control_tls_resume = Some(works);
-                    self.learned.set_control_tls_resume(key, works);
+                    self.learn(&slot, |f| f.control_tls_resume = Some(works));
                 }
-                if session.broken {
+                if session.is_broken() {
                     // Its data connections would be refused too: log in
                     // again with a handshake of its own.
                     let tls12 = slot.facts.lock().unwrap().tls12 == Some(true);
@@ -1352,10 +1372,7 @@ impl Pool {
             }
         }
         if let Some(group) = slot.control_tls.group() {
-            let known = slot.facts.lock().unwrap().tls_group.replace(group);
-            if known != Some(group) {
-                self.learned.set_tls_group(key, group);
-            }
+            self.learn(&slot, |f| f.tls_group = Some(group));
         }
         match connected {
             Ok(mut session) => {
@@ -1369,10 +1386,7 @@ impl Pool {
                     // Entries queued at the gate may log in alongside now.
                     slot.returned.notify_waiters();
                 }
-                let known = slot.facts.lock().unwrap().cheap_logins.replace(cheap);
-                if known != Some(cheap) {
-                    self.learned.set_cheap_logins(key, cheap);
-                }
+                self.learn(&slot, |f| f.cheap_logins = Some(cheap));
                 session.counted = slot.open.clone().try_acquire_owned().ok();
                 session.seat = Some(seat);
                 slot.full.lock().unwrap().wait = Duration::ZERO;
@@ -1451,7 +1465,7 @@ impl Pool {
                             server: key.host_port(),
                             limit: prev - 1,
                         });
-                        self.learned.set_limit(key, prev - 1);
+                        self.learn(&slot, |f| f.limit = Some(prev - 1));
                     }
                 }
                 Err(f)
@@ -1530,11 +1544,7 @@ impl crate::ftp::session::LoginHooks for Contact {
     fn probed(&self, verdict: Option<bool>, broke: bool) {
         let slot = &self.slot;
         if let Some(v) = verdict {
-            let mut facts = slot.facts.lock().unwrap();
-            if facts.pipelining != Some(v) {
-                facts.pipelining = Some(v);
-                self.pool.learned.set_pipelining(&slot.key, v);
-            }
+            self.pool.learn(slot, |f| f.pipelining = Some(v));
         }
         self.again.store(broke, Ordering::SeqCst);
         slot.probing.store(false, Ordering::SeqCst);
@@ -1576,7 +1586,7 @@ async fn remove_litter(session: &mut Session, key: &ServerKey, paths: &[String])
             }
             Err(f) => {
                 tracing::debug!(server = %key, remote_path = %p, error = %f, "cannot remove a probe's leftover yet");
-                if session.broken {
+                if session.is_broken() {
                     break;
                 }
             }

@@ -6,10 +6,12 @@
 //! Every command runs under a timeout; a session whose command timed out or
 //! whose connection broke is marked `broken` so the pool never reuses it.
 
+pub use super::control::Timeouts;
+use super::control::{Control, Ftp};
 use crate::config::TlsMode;
-use crate::ftp::fault::{Fault, FaultKind};
+use crate::ftp::fault::{Cause, Fault, FaultKind, TlsProblem};
+use crate::ftp::tls::FtpsConnector;
 use crate::ftp::tls::SessionCache;
-use crate::ftp::tls::{FtpsConnector, FtpsStream};
 use crate::job::ServerSpec;
 use crate::secret::{scrub, Secret};
 use rustls::pki_types::ServerName;
@@ -20,13 +22,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use suppaftp::tokio::ImplAsyncFtpStream;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, FtpResult, Mode, Status};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-type Ftp = ImplAsyncFtpStream<FtpsStream>;
 
 pub use super::data::Upload;
 
@@ -43,13 +42,6 @@ const PASSIVE_AHEAD_FRESH: Duration = Duration::from_secs(5);
 /// still sends on a TLS data connection (see [`Upload::drain`]).
 const DRAIN_AFTER_REPLY: Duration = Duration::from_millis(200);
 
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub command: Duration,
-    pub data: Duration,
-}
-
 pub use crate::ftp::reply::Features;
 
 /// Directories known to exist on one server, shared by all its sessions so
@@ -60,19 +52,15 @@ pub type DirCache = Arc<Mutex<HashSet<String>>>;
 const REFUSAL_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Session {
-    pub(super) ftp: Ftp,
+    /// The control connection, and what is in flight on it.
+    pub(crate) control: Control,
     pub features: Features,
-    pub(super) timeouts: Timeouts,
     /// Cleared the first time the server refuses EPSV; PASV is used from then on.
     epsv: bool,
     /// New temp files are created with APPE until the server refuses it (see [`Session::store_at`]).
     pub(crate) create_with_appe: bool,
     /// Cleared when the server says it does not implement REST: resumes use APPE.
     pub(crate) rest_works: bool,
-    /// Kept only to scrub it from server replies that echo it.
-    pub(super) password: Secret,
-    /// Set when the control connection can no longer be trusted to be in sync.
-    pub broken: bool,
     pub last_used: Instant,
     /// The reply of the last MKD the server refused, to explain a later STOR failure.
     last_mkd_refusal: Option<String>,
@@ -105,21 +93,6 @@ pub struct Session {
     /// because the server is far (cheap: open sessions in parallel) from one
     /// that is slow because it hashes the password (pure-ftpd's argon2).
     pub login_work: Duration,
-    /// The round trip `TYPE I` took at login.
-    pub(super) rtt: Duration,
-    /// While a probe runs: how long it waits for a reply (see `probe_wait`).
-    pub(super) probe_timeout: Option<Duration>,
-    /// Does the server keep pipelined commands in order (see
-    /// [`super::control`])? `None` until probed.
-    pub(crate) pipelining: Option<bool>,
-    /// The command and the reply that showed the server out of order, if
-    /// one did (the session is then broken; see [`super::control`]).
-    pub(crate) desync: Option<(String, String)>,
-    /// Given up while the server was still answering (out of step, or a
-    /// probe's lost reply): the link works, so closing it is how the server
-    /// learns the session is over, and nothing is gained by waiting for it
-    /// ([`Session::linger`]).
-    pub(crate) given_up_alive: bool,
     /// Where probes record what they make before they make it (see
     /// [`super::learned::Learned::add_litter`]); set by the pool.
     pub(crate) litter: Option<(
@@ -136,17 +109,9 @@ pub struct Session {
     /// current upload's data connection closes, and then its answer.
     size_after_close: Option<String>,
     size_after_reply: Option<(String, Result<Option<u64>, Fault>)>,
-    /// The control connection is TLS: its writes go through suppaftp only.
-    pub control_tls: bool,
-    /// Where pipelined commands go on a TLS control connection.
-    pub(super) outbox: crate::ftp::tls::Outbox,
     /// The reply to an EPSV sent ahead, with the last commands of the
     /// previous upload: the server listens there for the next data connection.
     pending_passive: Option<(SocketAddr, Instant)>,
-    /// Commands sent whose replies are not read yet: an upload's rename,
-    /// whose outcome its entry awaits while the next entry already uses the
-    /// session (see [`super::control`]). Read before anything else is.
-    pub(super) owed: std::collections::VecDeque<super::control::Owed>,
     /// The file an upload on this session writes, from its STOR or APPE
     /// until the server's verdict on it is read. Still set on a session
     /// given up mid-transfer: the server may go on holding that file (its
@@ -200,10 +165,7 @@ pub(crate) type Litter = (Arc<crate::ftp::learned::Learned>, crate::job::ServerK
 
 /// A refused login says what to check.
 fn login_refused(mut f: Fault) -> Fault {
-    if !crate::ftp::fault::demands_tls(&f.message)
-        && f.kind == FaultKind::Permanent
-        && f.message.contains(" 530")
-    {
+    if f.cause == Cause::Refused && f.kind == FaultKind::Permanent && f.code == Some(530) {
         f.message.push_str(" (check login and password)");
     }
     f
@@ -234,7 +196,7 @@ async fn timed<T>(
         }
         Err(_) => {
             *broken = true;
-            Err(Fault::transient(format!(
+            Err(Fault::timeout(format!(
                 "{what}: no reply within {} s",
                 limit.as_secs()
             )))
@@ -296,7 +258,7 @@ impl Session {
             tokio::net::lookup_host((spec.host.as_str(), spec.port)),
         )
         .await
-        .map_err(|_| Fault::transient(format!("resolve {}: timed out", spec.host)))?
+        .map_err(|_| Fault::timeout(format!("resolve {}: timed out", spec.host)))?
         .map_err(|e| Fault::transient(format!("resolve {}: {e}", spec.host)))?
         .collect();
         if addrs.is_empty() {
@@ -344,13 +306,11 @@ impl Session {
                 Ok(mut s) => {
                     s.create_with_appe = known.appe != Some(false);
                     s.rest_works = known.rest != Some(false);
-                    s.pipelining = known.pipelining;
+                    s.control.pipelining = known.pipelining;
                     s.queues_in_transfer = known.queues_in_transfer;
                     return Ok(s);
                 }
-                Err(mut f)
-                    if spec.tls == TlsMode::None && crate::ftp::fault::demands_tls(&f.message) =>
-                {
+                Err(mut f) if spec.tls == TlsMode::None && f.cause == Cause::TlsRequired => {
                     f.message
                         .push_str(" (the server requires TLS: set \"tls\": \"explicit\")");
                     return Err(f);
@@ -358,8 +318,7 @@ impl Session {
                 // Only a failure to reach this address is worth trying the next one.
                 Err(f)
                     if f.kind == FaultKind::Transient
-                        && f.code.is_none()
-                        && !f.message.contains("TLS") =>
+                        && matches!(f.cause, Cause::Broken | Cause::Timeout) =>
                 {
                     last = Some(f)
                 }
@@ -444,7 +403,7 @@ impl Session {
             _ => {
                 let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
                     .await
-                    .map_err(|_| Fault::transient(format!("connect {server}: timed out")))?
+                    .map_err(|_| Fault::timeout(format!("connect {server}: timed out")))?
                     .map_err(|e| Fault::transient(format!("connect {server} ({addr}): {e}")))?;
                 let _ = stream.set_nodelay(true);
                 let ftp = timed(
@@ -490,14 +449,25 @@ impl Session {
         let ftp = ftp.passive_stream_builder(passive_builder(timeouts.connect));
 
         let mut session = Session {
-            ftp,
+            control: Control {
+                ftp,
+                timeouts,
+                password: spec.password.clone(),
+                broken: false,
+                rtt: Duration::ZERO,
+                probe_timeout: None,
+                // Known from an earlier session: the login's last commands go out at once.
+                pipelining,
+                desync: None,
+                given_up_alive: false,
+                tls: spec.tls != TlsMode::None,
+                outbox,
+                owed: Default::default(),
+            },
             features: Features::default(),
-            timeouts,
             epsv: true,
             create_with_appe: true,
             rest_works: true,
-            password: spec.password.clone(),
-            broken: false,
             last_used: Instant::now(),
             last_mkd_refusal: None,
             counted: None,
@@ -510,27 +480,18 @@ impl Session {
             tickets_seen_on_data: false,
             hash_algo: None,
             login_work: Duration::ZERO,
-            rtt: Duration::ZERO,
-            probe_timeout: None,
-            // Known from an earlier session: the login's last commands go out at once.
-            pipelining,
-            desync: None,
-            given_up_alive: false,
             litter: None,
             made: Vec::new(),
             queues_in_transfer: None,
             size_after_close: None,
             size_after_reply: None,
-            control_tls: spec.tls != TlsMode::None,
-            outbox,
             pending_passive: None,
-            owed: Default::default(),
             writing: None,
         };
         if let Err(f) = session.login(spec, server, hooks).await {
             // A login held back before its password is closed politely by
             // the pool, as one that broke is.
-            if session.broken || session.given_up_alive {
+            if session.control.broken || session.control.given_up_alive {
                 *kept = Some(session);
             }
             return Err(f);
@@ -544,15 +505,15 @@ impl Session {
         server: &str,
         hooks: Option<&dyn LoginHooks>,
     ) -> Result<(), Fault> {
-        let t = self.timeouts.command;
+        let t = self.control.timeouts.command;
         let what = || format!("login to {server} as {}", spec.login);
         let started = Instant::now();
         let user = timed(
-            &mut self.broken,
-            &self.password,
+            &mut self.control.broken,
+            &self.control.password,
             t,
             what(),
-            self.ftp.custom_command(
+            self.control.ftp.custom_command(
                 format!("USER {}", spec.login),
                 &[Status::LoggedIn, Status::NeedPassword],
             ),
@@ -564,7 +525,7 @@ impl Session {
         if user.status == Status::NeedPassword {
             if let Some(h) = hooks {
                 if !h.before_pass().await {
-                    self.given_up_alive = true;
+                    self.control.given_up_alive = true;
                     return Err(Fault::transient(format!(
                         "{}: held back before the password (logins cost the server dearly)",
                         what()
@@ -573,17 +534,20 @@ impl Session {
             }
             let started = Instant::now();
             // Written here, not by suppaftp, whose debug log would show it.
-            let pass = format!("PASS {}", self.password.expose());
-            self.write_commands(&[pass]).await.map_err(|mut f| {
-                f.message = scrub(&f.message, &[&self.password]);
-                f
-            })?;
+            let pass = format!("PASS {}", self.control.password.expose());
+            self.control
+                .write_commands(&[pass])
+                .await
+                .map_err(|mut f| {
+                    f.message = scrub(&f.message, &[&self.control.password]);
+                    f
+                })?;
             timed(
-                &mut self.broken,
-                &self.password,
+                &mut self.control.broken,
+                &self.control.password,
                 t,
                 what(),
-                self.ftp.read_response_in(&[Status::LoggedIn]),
+                self.control.ftp.read_response_in(&[Status::LoggedIn]),
             )
             .await
             .map_err(login_refused)?;
@@ -597,13 +561,13 @@ impl Session {
         if let Some(h) = hooks {
             self.probe_at_login(h).await?;
         }
-        if self.pipelines() {
+        if self.control.pipelines() {
             return self.after_login_at_once(server, login_time).await;
         }
         // An odd or failing FEAT means "features unknown", never a failed login.
         // suppaftp reads the whole FEAT reply before parsing it, so a reply it
         // cannot parse (feature lines not indented, say) leaves the connection in step.
-        match tokio::time::timeout(t, self.ftp.feat()).await {
+        match tokio::time::timeout(t, self.control.ftp.feat()).await {
             Ok(Ok(feat)) => {
                 self.features =
                     Features::parse(feat.iter().map(|(k, v)| (k.as_str(), v.as_deref())))
@@ -615,12 +579,12 @@ impl Session {
                 tracing::debug!(server, "FEAT reply not understood; features unknown");
             }
             Ok(Err(e)) => {
-                self.broken = true;
+                self.control.broken = true;
                 return Err(Fault::from_ftp(format!("FEAT on {server}"), &e));
             }
             Err(_) => {
-                self.broken = true;
-                return Err(Fault::transient(format!(
+                self.control.broken = true;
+                return Err(Fault::timeout(format!(
                     "FEAT on {server}: no reply within {} s",
                     t.as_secs()
                 )));
@@ -628,24 +592,24 @@ impl Session {
         }
         if self.features.utf8 {
             let _ = timed(
-                &mut self.broken,
-                &self.password,
+                &mut self.control.broken,
+                &self.control.password,
                 t,
                 "OPTS UTF8 ON",
-                self.ftp.opts("UTF8", Some("ON")),
+                self.control.ftp.opts("UTF8", Some("ON")),
             )
             .await;
         }
         let started = Instant::now();
         timed(
-            &mut self.broken,
-            &self.password,
+            &mut self.control.broken,
+            &self.control.password,
             t,
             "TYPE I",
-            self.ftp.transfer_type(FileType::Binary),
+            self.control.ftp.transfer_type(FileType::Binary),
         )
         .await?;
-        self.rtt = started.elapsed();
+        self.control.rtt = started.elapsed();
         self.logged_in(server, login_time, "one command at a time");
         Ok(())
     }
@@ -657,10 +621,10 @@ impl Session {
     /// A folder where the probe may not make a directory gives no verdict;
     /// the first entry with work queued behind it probes in its own folder.
     async fn probe_at_login(&mut self, h: &dyn LoginHooks) -> Result<(), Fault> {
-        if self.pipelining.is_none() {
-            self.pipelining = h.pipelining();
+        if self.control.pipelining.is_none() {
+            self.control.pipelining = h.pipelining();
         }
-        if self.pipelining.is_some() {
+        if self.control.pipelining.is_some() {
             return Ok(());
         }
         let Some(litter) = h.probe_turn() else {
@@ -668,7 +632,7 @@ impl Session {
         };
         self.litter = Some(litter);
         let verdict = self.probe_pipelining("").await;
-        let broke = self.broken;
+        let broke = self.control.broken;
         h.probed(verdict.as_ref().ok().copied().flatten(), broke);
         let verdict = verdict?;
         if broke {
@@ -676,14 +640,14 @@ impl Session {
                 "the pipelining probe lost replies: logging in again without it",
             ));
         }
-        self.pipelining = verdict;
+        self.control.pipelining = verdict;
         Ok(())
     }
 
     /// The server's own work in the login just made: its time less the two
     /// round trips of USER and PASS, one round trip being what TYPE I took.
     fn logged_in(&mut self, server: &str, login_time: Duration, how: &str) {
-        self.login_work = login_time.saturating_sub(2 * self.rtt);
+        self.login_work = login_time.saturating_sub(2 * self.control.rtt);
         tracing::debug!(
             server,
             login_ms = login_time.as_millis() as u64,
@@ -698,7 +662,7 @@ impl Session {
     fn epsv_refused(&mut self, reply: &str) {
         tracing::debug!(reply, "EPSV refused, using PASV from now on");
         self.epsv = false;
-        self.ftp.set_mode(Mode::Passive);
+        self.control.ftp.set_mode(Mode::Passive);
     }
 
     /// The rest of a login where the server is known to keep pipelined
@@ -713,20 +677,20 @@ impl Session {
     ) -> Result<(), Fault> {
         let commands = ["FEAT", "OPTS UTF8 ON", "TYPE I", "EPSV"].map(String::from);
         let started = Instant::now();
-        self.write_commands(&commands).await?;
-        let feat = self.reply("FEAT").await?;
+        self.control.write_commands(&commands).await?;
+        let feat = self.control.reply("FEAT").await?;
         if feat.code == 211 {
             self.features = Features::parse(crate::ftp::reply::feat_pairs(&feat.text()));
         } else {
             tracing::debug!(server, reply = %feat.text(), "FEAT refused; features unknown");
         }
-        self.reply("OPTS UTF8 ON").await?;
-        let binary = self.reply("TYPE I").await?;
-        self.rtt = started.elapsed();
+        self.control.reply("OPTS UTF8 ON").await?;
+        let binary = self.control.reply("TYPE I").await?;
+        self.control.rtt = started.elapsed();
         if !binary.ok() {
             return Err(binary.fault("TYPE I"));
         }
-        let epsv = self.reply("EPSV").await?;
+        let epsv = self.control.reply("EPSV").await?;
         if matches!(epsv.code, 500 | 501 | 502 | 522) {
             self.epsv_refused(&epsv.text());
         }
@@ -737,15 +701,15 @@ impl Session {
 
     /// Is an idle session still alive? Servers drop idle control connections.
     pub async fn noop(&mut self) -> bool {
-        if self.settle().await.is_err() {
+        if self.control.settle().await.is_err() {
             return false;
         }
         timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.command,
+            &mut self.control.broken,
+            &self.control.password,
+            self.control.timeouts.command,
             "NOOP",
-            self.ftp.noop(),
+            self.control.ftp.noop(),
         )
         .await
         .is_ok()
@@ -753,15 +717,15 @@ impl Session {
 
     /// Size of a remote file, or `None` when the server says it does not exist.
     pub async fn size(&mut self, path: &str) -> Result<Option<u64>, Fault> {
-        self.settle().await?;
-        let t = self.timeouts.command;
+        self.control.settle().await?;
+        let t = self.control.timeouts.command;
         let what = format!("SIZE {path}");
         match timed(
-            &mut self.broken,
-            &self.password,
+            &mut self.control.broken,
+            &self.control.password,
             t,
             &what,
-            self.ftp.custom_command(&what, &[Status::File]),
+            self.control.ftp.custom_command(&what, &[Status::File]),
         )
         .await
         {
@@ -772,7 +736,7 @@ impl Session {
                         "{what}: reply not understood: {}",
                         scrub(
                             String::from_utf8_lossy(&resp.body).trim(),
-                            &[&self.password]
+                            &[&self.control.password]
                         )
                     ))
                 }),
@@ -787,9 +751,9 @@ impl Session {
         if dir.is_empty() || dir == "/" || known.lock().unwrap().contains(&dir) {
             return Ok(());
         }
-        self.settle().await?;
+        self.control.settle().await?;
         let prefixes = dir_prefixes(&dir);
-        if self.pipelines() {
+        if self.control.pipelines() {
             // Every missing level at once, parents first: one round trip.
             let missing: Vec<String> = {
                 let known = known.lock().unwrap();
@@ -800,29 +764,35 @@ impl Session {
                     .collect()
             };
             let commands: Vec<String> = missing.iter().map(|p| format!("MKD {p}")).collect();
-            let replies = self.batch(&commands).await?;
+            let replies = self.control.batch(&commands).await?;
             for (p, r) in missing.into_iter().zip(replies) {
                 match r.code {
                     200..=299 => {}
                     // 550/521 mostly mean "exists"; if it was a refusal, STOR will say so.
                     500..=599 => {
-                        self.last_mkd_refusal =
-                            Some(scrubbed(r.fault(format!("MKD {p}")), &self.password).message)
+                        self.last_mkd_refusal = Some(
+                            scrubbed(r.fault(format!("MKD {p}")), &self.control.password).message,
+                        )
                     }
-                    _ => return Err(scrubbed(r.fault(format!("MKD {p}")), &self.password)),
+                    _ => {
+                        return Err(scrubbed(
+                            r.fault(format!("MKD {p}")),
+                            &self.control.password,
+                        ))
+                    }
                 }
                 known.lock().unwrap().insert(p);
             }
             return Ok(());
         }
         // Try the whole path first: when only the leaf is missing that is one round trip.
-        let t = self.timeouts.command;
+        let t = self.control.timeouts.command;
         if timed(
-            &mut self.broken,
-            &self.password,
+            &mut self.control.broken,
+            &self.control.password,
             t,
             format!("MKD {dir}"),
-            self.ftp.mkdir(&dir),
+            self.control.ftp.mkdir(&dir),
         )
         .await
         .is_ok()
@@ -830,7 +800,7 @@ impl Session {
             known.lock().unwrap().extend(prefixes);
             return Ok(());
         }
-        if self.broken {
+        if self.control.broken {
             return Err(Fault::transient(format!("MKD {dir}: connection lost")));
         }
         for p in prefixes {
@@ -838,11 +808,11 @@ impl Session {
                 continue;
             }
             match timed(
-                &mut self.broken,
-                &self.password,
+                &mut self.control.broken,
+                &self.control.password,
                 t,
                 format!("MKD {p}"),
-                self.ftp.mkdir(&p),
+                self.control.ftp.mkdir(&p),
             )
             .await
             {
@@ -859,11 +829,11 @@ impl Session {
     /// Sends one command and waits (`timeouts.command`) for one of the `ok` replies; its text.
     async fn command(&mut self, command: String, ok: &[Status]) -> Result<String, Fault> {
         let resp = timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.command,
+            &mut self.control.broken,
+            &self.control.password,
+            self.control.timeouts.command,
             &command,
-            self.ftp.custom_command(command.clone(), ok),
+            self.control.ftp.custom_command(command.clone(), ok),
         )
         .await?;
         Ok(String::from_utf8_lossy(&resp.body).trim().to_string())
@@ -890,7 +860,7 @@ impl Session {
                     })?;
                     return Ok(SocketAddr::new(self.peer.ip(), port));
                 }
-                Err(f) if !self.broken && matches!(f.code, Some(500 | 501 | 502 | 522)) => {
+                Err(f) if !self.control.broken && matches!(f.code, Some(500 | 501 | 502 | 522)) => {
                     self.epsv_refused(&f.message);
                 }
                 Err(f) => return Err(f),
@@ -909,7 +879,7 @@ impl Session {
     async fn open_data(&mut self, command: String, rest: Option<u64>) -> Result<Upload, Refused> {
         let addr = self.passive().await.map_err(Refused::Other)?;
         let tls = self.data_tls.clone();
-        let connect_timeout = self.timeouts.connect;
+        let connect_timeout = self.control.timeouts.connect;
         // The TCP connect, and the TLS handshake after it, run alongside
         // REST and the command: over a WAN link the connect's round trip and
         // the command's overlap (the server accepts once it has the command).
@@ -937,13 +907,17 @@ impl Session {
         };
         tokio::pin!(handshake);
         let mut shaken = None;
-        let refusal_grace = self.timeouts.command.min(REFUSAL_GRACE);
+        let refusal_grace = self.control.timeouts.command.min(REFUSAL_GRACE);
         let reply = {
             let commands = async {
-                if rest.is_none() && !self.owed.is_empty() {
-                    return self.behind_owed(&command).await.map_err(Refused::Other);
+                if rest.is_none() && !self.control.owed.is_empty() {
+                    return self
+                        .control
+                        .behind_owed(&command)
+                        .await
+                        .map_err(Refused::Other);
                 }
-                self.settle().await.map_err(Refused::Other)?;
+                self.control.settle().await.map_err(Refused::Other)?;
                 if let Some(offset) = rest {
                     self.command(format!("REST {offset}"), &[Status::RequestFilePending])
                         .await
@@ -981,7 +955,7 @@ impl Session {
                 // No data connection: the command's reply (a refusal, once
                 // the server's accept times out) is owed to a session that
                 // is dropped for it.
-                self.broken = true;
+                self.control.broken = true;
                 return Err(Refused::Other(Fault::transient(e.to_string())));
             }
         };
@@ -989,7 +963,7 @@ impl Session {
         reply?;
         let shaken = match shaken {
             Some(r) => r,
-            None => tokio::time::timeout(self.timeouts.command, &mut handshake)
+            None => tokio::time::timeout(self.control.timeouts.command, &mut handshake)
                 .await
                 .unwrap_or_else(|_| {
                     Err(std::io::Error::new(
@@ -1004,12 +978,12 @@ impl Session {
                 Ok(conn)
             }
             Err(e) if e.to_string().starts_with("data connection to") => {
-                self.broken = true;
+                self.control.broken = true;
                 Err(Refused::Other(Fault::transient(e.to_string())))
             }
             Err(e) => {
                 // The server waits on a transfer that will not happen; its reply is owed.
-                self.broken = true;
+                self.control.broken = true;
                 Err(Refused::Other(Fault::from_ftp(
                     &command,
                     &FtpError::SecureError(e.to_string()),
@@ -1033,7 +1007,7 @@ impl Session {
                 Ok(up)
             }
             Err(Refused::Other(mut f)) => {
-                if append && !self.broken && f.code.is_some_and(|c| c >= 400) {
+                if append && !self.control.broken && f.code.is_some_and(|c| c >= 400) {
                     // A server that refuses APPE once (proftpd without
                     // AllowStoreRestart) refuses it every time.
                     self.create_with_appe = false;
@@ -1083,7 +1057,7 @@ impl Session {
         }
         if self.features.rest_stream && self.rest_works {
             match self.store(path, false, Some(offset)).await {
-                Err(Refused::Rest(f)) if !self.broken => {
+                Err(Refused::Rest(f)) if !self.control.broken => {
                     tracing::debug!(error = %f, "REST refused; resuming with APPE");
                     if f.not_implemented() {
                         self.rest_works = false;
@@ -1112,9 +1086,9 @@ impl Session {
     /// is read meanwhile: TLS 1.3 tickets for the next data connections.
     pub async fn finish(&mut self, mut upload: Upload, path: &str) -> Result<(), Fault> {
         let received = self.tls_cache.as_ref().map(|c| c.received());
-        let closed = tokio::time::timeout(self.timeouts.data, upload.close_write()).await;
+        let closed = tokio::time::timeout(self.control.timeouts.data, upload.close_write()).await;
         let size_after = self.size_after_close.take().filter(|_| {
-            self.pipelines()
+            self.control.pipelines()
                 && self.queues_in_transfer == Some(true)
                 && self.epsv
                 && matches!(upload, Upload::Plain(_))
@@ -1125,16 +1099,16 @@ impl Session {
         }
         let verdict = {
             let reply = timed(
-                &mut self.broken,
-                &self.password,
-                self.timeouts.data,
+                &mut self.control.broken,
+                &self.control.password,
+                self.control.timeouts.data,
                 format!("finishing upload of {path}"),
-                self.ftp.read_response_in(&[
+                self.control.ftp.read_response_in(&[
                     Status::ClosingDataConnection,
                     Status::RequestedFileActionOk,
                 ]),
             );
-            let drain = upload.drain(self.timeouts.data);
+            let drain = upload.drain(self.control.timeouts.data);
             tokio::pin!(reply, drain);
             let mut drained = false;
             let verdict = loop {
@@ -1168,10 +1142,10 @@ impl Session {
                 "closing the data connection of {path}: {e}"
             ))),
             Err(_) => {
-                self.broken = true;
+                self.control.broken = true;
                 Err(Fault::transient(format!(
                     "closing the data connection of {path}: no progress for {} s",
-                    self.timeouts.data.as_secs()
+                    self.control.timeouts.data.as_secs()
                 )))
             }
         }
@@ -1189,23 +1163,25 @@ impl Session {
     ) -> Result<(), Fault> {
         let size_cmd = format!("SIZE {file}");
         let sent = self
+            .control
             .write_commands(&[size_cmd.clone(), "EPSV".to_string()])
             .await;
         self.open_transfers = self.open_transfers.saturating_sub(1);
         drop(upload);
         sent?;
         let verdict = timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.data,
+            &mut self.control.broken,
+            &self.control.password,
+            self.control.timeouts.data,
             format!("finishing upload of {path}"),
-            self.ftp
+            self.control
+                .ftp
                 .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
         )
         .await;
         // The two replies behind it are owed either way.
-        let size = self.reply(&size_cmd).await?;
-        let epsv = self.reply("EPSV").await?;
+        let size = self.control.reply(&size_cmd).await?;
+        let epsv = self.control.reply("EPSV").await?;
         verdict?;
         self.writing = None;
         self.passive_ahead(&epsv);
@@ -1237,17 +1213,17 @@ impl Session {
     pub async fn probe_queueing(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
         // On TLS the SIZE would leave only with the next read, after the
         // transfer: the probe could not tell.
-        if !self.pipelines() || self.control_tls {
+        if !self.control.pipelines() || self.control.tls {
             return Ok(None);
         }
-        self.settle().await?;
+        self.control.settle().await?;
         let tag = hex::encode(rand::random::<[u8; 6]>());
         let probe = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}"));
         let made = [probe.clone()];
         self.note_litter(&made);
         let mut up = match self.store_exact(&probe, 0).await {
             Ok(up) => up,
-            Err(f) if !self.broken => {
+            Err(f) if !self.control.broken => {
                 tracing::debug!(error = %f, "queueing probe: cannot upload here; no verdict");
                 self.cleared_litter(&made);
                 return Ok(None);
@@ -1257,24 +1233,27 @@ impl Session {
         use tokio::io::AsyncWriteExt;
         let wrote = up.write_all(b"probe").await.and(up.flush().await);
         let size_cmd = format!("SIZE {probe}");
-        let sent = self.write_commands(std::slice::from_ref(&size_cmd)).await;
-        let hold = (self.rtt * 2 + Duration::from_millis(20)).min(QUEUEING_PROBE_WAIT);
+        let sent = self
+            .control
+            .write_commands(std::slice::from_ref(&size_cmd))
+            .await;
+        let hold = (self.control.rtt * 2 + Duration::from_millis(20)).min(QUEUEING_PROBE_WAIT);
         tokio::time::sleep(hold).await;
         let closed = up.close_write().await;
         self.open_transfers = self.open_transfers.saturating_sub(1);
         drop(up);
         sent?;
-        self.probe_timeout = Some(self.probe_wait() + hold);
+        self.control.probe_timeout = Some(self.control.probe_wait() + hold);
         let replies = async {
-            let first = self.reply("the probe upload").await?;
-            let second = self.reply(&size_cmd).await?;
+            let first = self.control.reply("the probe upload").await?;
+            let second = self.control.reply(&size_cmd).await?;
             Ok::<_, Fault>((first, second))
         }
         .await;
-        self.probe_timeout = None;
+        self.control.probe_timeout = None;
         let (first, second) = match replies {
             Ok(r) => r,
-            Err(f) if self.broken => {
+            Err(f) if self.control.broken => {
                 tracing::info!(error = %f, "a command sent during a transfer lost its reply: SIZE waits for the transfer's reply");
                 return Ok(Some(false));
             }
@@ -1370,12 +1349,16 @@ impl Session {
         from: &str,
     ) -> Result<(Option<u64>, Result<(), Fault>), Fault> {
         let r = self
+            .control
             .batch(&[format!("SIZE {from}"), format!("RNFR {from}")])
             .await?;
         let size = self.size_reply(&r[0], from)?;
         let rnfr = match r[1].code {
             350 => Ok(()),
-            _ => Err(scrubbed(r[1].fault(format!("RNFR {from}")), &self.password)),
+            _ => Err(scrubbed(
+                r[1].fault(format!("RNFR {from}")),
+                &self.control.password,
+            )),
         };
         Ok((size, rnfr))
     }
@@ -1387,11 +1370,15 @@ impl Session {
         to: &str,
     ) -> Result<(Result<(), Fault>, Option<u64>), Fault> {
         let r = self
+            .control
             .batch(&[format!("RNTO {to}"), format!("SIZE {to}")])
             .await?;
         let renamed = match r[0].code {
             200..=299 => Ok(()),
-            _ => Err(scrubbed(r[0].fault(format!("RNTO {to}")), &self.password)),
+            _ => Err(scrubbed(
+                r[0].fault(format!("RNTO {to}")),
+                &self.control.password,
+            )),
         };
         let size = self.size_reply(&r[1], to)?;
         Ok((renamed, size))
@@ -1409,7 +1396,7 @@ impl Session {
 
     /// A SIZE reply: the size, `None` for "no such file", else a fault.
     fn size_reply(&self, r: &super::control::Reply, path: &str) -> Result<Option<u64>, Fault> {
-        super::control::size_of(r, path).map_err(|f| scrubbed(f, &self.password))
+        super::control::size_of(r, path).map_err(|f| scrubbed(f, &self.control.password))
     }
 
     /// `SIZE path`, with an `EPSV` for the next upload in the same batch
@@ -1420,10 +1407,11 @@ impl Session {
                 return size;
             }
         }
-        if !(self.pipelines() && self.epsv) {
+        if !(self.control.pipelines() && self.epsv) {
             return self.size(path).await;
         }
         let r = self
+            .control
             .batch(&[format!("SIZE {path}"), "EPSV".to_string()])
             .await?;
         self.passive_ahead(&r[1]);
@@ -1431,13 +1419,13 @@ impl Session {
     }
 
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
-        self.settle().await?;
+        self.control.settle().await?;
         timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.command,
+            &mut self.control.broken,
+            &self.control.password,
+            self.control.timeouts.command,
             format!("RNFR {from} / RNTO {to}"),
-            self.ftp.rename(from, to),
+            self.control.ftp.rename(from, to),
         )
         .await
     }
@@ -1448,7 +1436,7 @@ impl Session {
     /// a path (550); they list dot files without it. An empty directory
     /// may answer 450/550.
     pub async fn names(&mut self, dir: &str) -> Result<Vec<String>, Fault> {
-        self.settle().await?;
+        self.control.settle().await?;
         let target = if dir.is_empty() { "." } else { dir };
         let mut last = Ok(Vec::new());
         for arg in [format!("-a {target}"), target.to_string()] {
@@ -1461,7 +1449,7 @@ impl Session {
                         .map(str::to_string)
                         .collect())
                 }
-                Err(f) if matches!(f.code, Some(450 | 550)) && !self.broken => {
+                Err(f) if matches!(f.code, Some(450 | 550)) && !self.control.broken => {
                     last = Ok(Vec::new())
                 }
                 Err(f) => return Err(f),
@@ -1480,10 +1468,10 @@ impl Session {
     pub async fn probe_control_resume(&mut self) -> Option<bool> {
         match self.read_data("LIST".into(), |_| {}).await {
             Ok(_) => Some(true),
-            Err(f) if matches!(f.code, Some(450 | 550)) && !self.broken => None,
+            Err(f) if matches!(f.code, Some(450 | 550)) && !self.control.broken => None,
             Err(f) => {
                 tracing::debug!(error = %f, "a data connection after a resumed control handshake failed");
-                self.broken = true;
+                self.control.broken = true;
                 Some(false)
             }
         }
@@ -1506,7 +1494,7 @@ impl Session {
         let mut kept = Vec::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            match tokio::time::timeout(self.timeouts.data, conn.read(&mut buf)).await {
+            match tokio::time::timeout(self.control.timeouts.data, conn.read(&mut buf)).await {
                 Ok(Ok(0)) => break,
                 Ok(Ok(n)) => {
                     sink(&buf[..n]);
@@ -1517,25 +1505,26 @@ impl Session {
                 // A TLS peer that closes without close_notify has still sent everything.
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Ok(Err(e)) => {
-                    self.broken = true;
+                    self.control.broken = true;
                     return Err(Fault::transient(format!("{command}: reading data: {e}")));
                 }
                 Err(_) => {
-                    self.broken = true;
+                    self.control.broken = true;
                     return Err(Fault::transient(format!(
                         "{command}: no data for {} s",
-                        self.timeouts.data.as_secs()
+                        self.control.timeouts.data.as_secs()
                     )));
                 }
             }
         }
         drop(conn);
         timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.data,
+            &mut self.control.broken,
+            &self.control.password,
+            self.control.timeouts.data,
             format!("finishing {command}"),
-            self.ftp
+            self.control
+                .ftp
                 .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
         )
         .await?;
@@ -1544,13 +1533,13 @@ impl Session {
     }
 
     pub async fn delete(&mut self, path: &str) -> Result<(), Fault> {
-        self.settle().await?;
+        self.control.settle().await?;
         let r = timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.command,
+            &mut self.control.broken,
+            &self.control.password,
+            self.control.timeouts.command,
             format!("DELE {path}"),
-            self.ftp.rm(path),
+            self.control.ftp.rm(path),
         )
         .await;
         match r {
@@ -1570,22 +1559,22 @@ impl Session {
         // close) is awaited briefly, then the connection is dropped. A
         // server wedged on an earlier command (libunftp after a lost reply)
         // would otherwise hold the server's whole limit for `hold`.
-        let hold = if self.given_up_alive {
+        let hold = if self.control.given_up_alive {
             hold.min(Duration::from_secs(2))
         } else {
             hold
         };
-        let alive = self.given_up_alive;
+        let alive = self.control.given_up_alive;
         let deadline = tokio::time::Instant::now() + hold;
         let quit = ["QUIT".to_string()];
-        if tokio::time::timeout_at(deadline, self.write_commands(&quit))
+        if tokio::time::timeout_at(deadline, self.control.write_commands(&quit))
             .await
             .is_err()
         {
             return false;
         }
         loop {
-            match tokio::time::timeout_at(deadline, self.ftp.read_response_in(&[])).await {
+            match tokio::time::timeout_at(deadline, self.control.ftp.read_response_in(&[])).await {
                 Err(_) => return alive,
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return true,
@@ -1595,23 +1584,23 @@ impl Session {
 
     /// A polite goodbye; errors do not matter, the connection is going anyway.
     pub async fn quit(mut self) {
-        let _ = self.settle().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.ftp.quit()).await;
+        let _ = self.control.settle().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.control.ftp.quit()).await;
     }
 
     pub fn data_timeout(&self) -> Duration {
-        self.timeouts.data
+        self.control.timeouts.data
     }
 
     /// Raw access for the hash commands (see `verify`).
     pub async fn custom(&mut self, command: String, ok: &[Status]) -> Result<String, Fault> {
-        self.settle().await?;
+        self.control.settle().await?;
         let resp = timed(
-            &mut self.broken,
-            &self.password,
-            self.timeouts.data,
+            &mut self.control.broken,
+            &self.control.password,
+            self.control.timeouts.data,
             &command,
-            self.ftp.custom_command(command.clone(), ok),
+            self.control.ftp.custom_command(command.clone(), ok),
         )
         .await?;
         Ok(String::from_utf8_lossy(&resp.body).trim().to_string())
@@ -1619,7 +1608,7 @@ impl Session {
 
     /// Chooses the algorithm of later `HASH` commands (`OPTS HASH SHA-256`).
     pub async fn select_hash(&mut self, algo: &str) -> Result<(), Fault> {
-        self.settle().await?;
+        self.control.settle().await?;
         if self.hash_algo.as_deref() == Some(algo) {
             return Ok(());
         }
@@ -1632,7 +1621,7 @@ impl Session {
     /// Sends a hash command (`HASH`, `XSHA256`, `XMD5`, ...) for `path` and
     /// returns the last line of the reply, which carries the digest.
     pub async fn hash_command(&mut self, command: &str, path: &str) -> Result<String, Fault> {
-        self.settle().await?;
+        self.control.settle().await?;
         let reply = self
             .custom(
                 format!("{command} {path}"),
@@ -1648,7 +1637,7 @@ impl Session {
 
     /// Reads `path` back over a data connection; returns its SHA-256 and size.
     pub async fn download_sha256(&mut self, path: &str) -> Result<(String, u64), Fault> {
-        self.settle().await?;
+        self.control.settle().await?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         self.read_data(format!("RETR {path}"), |chunk| {
@@ -1663,30 +1652,27 @@ impl Session {
 /// Adds what to do about a TLS setup that failed: a server without TLS, or
 /// a certificate the client refused.
 fn tls_hint(mut f: Fault, spec: &ServerSpec) -> Fault {
-    let m = f.message.to_ascii_lowercase();
-    if spec.tls == TlsMode::Explicit
-        && f.message.starts_with("AUTH TLS")
-        && matches!(f.code, Some(500 | 502 | 504 | 534))
-    {
-        f.kind = FaultKind::Permanent;
-        f.message.push_str(
-            " (the server does not offer TLS: set \"tls\": \"none\" to send in clear text, or enable TLS on the server)",
-        );
-    } else if m.contains("unknownissuer") || m.contains("unknown issuer") {
-        f.message.push_str(if spec.ca_file.is_some() {
-            " (the server's certificate is not signed by a CA in ca_file)"
-        } else {
-            " (the server's certificate is not signed by a CA this system trusts: set \"ca_file\" to the CA's PEM file)"
-        });
-    } else if m.contains("not valid for name") || m.contains("notvalidforname") {
-        f.message.push_str(&format!(
+    let hint = match f.cause {
+        Cause::Refused
+            if spec.tls == TlsMode::Explicit
+                && f.verb.as_deref() == Some("AUTH")
+                && matches!(f.code, Some(500 | 502 | 504 | 534)) =>
+        {
+            f.kind = FaultKind::Permanent;
+            " (the server does not offer TLS: set \"tls\": \"none\" to send in clear text, or enable TLS on the server)".to_string()
+        }
+        Cause::Tls(TlsProblem::UnknownIssuer) => match spec.ca_file {
+            Some(_) => " (the server's certificate is not signed by a CA in ca_file)".to_string(),
+            None => " (the server's certificate is not signed by a CA this system trusts: set \"ca_file\" to the CA's PEM file)".to_string(),
+        },
+        Cause::Tls(TlsProblem::WrongName) => format!(
             " (the server's certificate does not name {:?}: connect with a host name it lists)",
             spec.host
-        ));
-    } else if m.contains("expired") {
-        f.message
-            .push_str(" (the server's certificate has expired)");
-    }
+        ),
+        Cause::Tls(TlsProblem::Expired) => " (the server's certificate has expired)".to_string(),
+        _ => return f,
+    };
+    f.message.push_str(&hint);
     f
 }
 
@@ -1718,6 +1704,151 @@ fn dir_prefixes(dir: &str) -> Vec<String> {
         out.push(cur.clone());
     }
     out
+}
+
+impl Session {
+    /// Can the session no longer be trusted to be in step with the
+    /// server? The pool then never lends it again.
+    pub fn is_broken(&self) -> bool {
+        self.control.broken
+    }
+
+    /// Gives the session up (an upload that stopped half-way, a fault its
+    /// caller cannot place): the pool closes it instead of lending it again.
+    pub fn give_up(&mut self) {
+        self.control.broken = true;
+    }
+
+    /// May commands be pipelined here: the server keeps order (probed).
+    pub fn pipelines(&self) -> bool {
+        self.control.pipelines()
+    }
+
+    /// Whether the server keeps pipelined commands in order, as far as
+    /// this session knows (`None`: not probed).
+    pub(crate) fn pipelining(&self) -> Option<bool> {
+        self.control.pipelining
+    }
+
+    pub(crate) fn set_pipelining(&mut self, verdict: Option<bool>) {
+        self.control.pipelining = verdict;
+    }
+
+    /// The command and the reply that showed the server out of order.
+    pub(crate) fn desync(&self) -> Option<&(String, String)> {
+        self.control.desync.as_ref()
+    }
+
+    /// Is the control connection TLS?
+    pub fn is_tls(&self) -> bool {
+        self.control.tls
+    }
+
+    /// Does the session owe replies to commands sent earlier?
+    pub fn owes(&self) -> bool {
+        self.control.owes()
+    }
+
+    /// Reads the replies owed (see [`Control::settle`]).
+    pub async fn settle(&mut self) -> Result<(), Fault> {
+        self.control.settle().await
+    }
+
+    /// Publishes `from` as `to` without waiting for the answer (see
+    /// [`Control::rename_owed`]).
+    pub async fn rename_owed(
+        &mut self,
+        from: &str,
+        to: &str,
+    ) -> Result<super::control::OwedRename, Fault> {
+        self.control.rename_owed(from, to).await
+    }
+
+    /// Does the server process pipelined commands strictly in order? Renames
+    /// a probe directory back and forth in `dir`, every command sent at
+    /// once: each RNTO depends on the RNFR just before it, so a server that
+    /// runs commands concurrently (libunftp) fails some of them. `None` when
+    /// the probe says nothing (no right to make a directory here, or a TLS
+    /// control connection, where nothing is pipelined anyway).
+    pub async fn probe_pipelining(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
+        let tag = &hex::encode(rand::random::<[u8; 6]>());
+        let a = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-a"));
+        let b = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-b"));
+        let commands = vec![
+            format!("MKD {a}"),
+            format!("RNFR {a}"),
+            format!("RNTO {b}"),
+            format!("RNFR {b}"),
+            format!("RNTO {a}"),
+            format!("RNFR {a}"),
+            format!("RNTO {b}"),
+            format!("RMD {b}"),
+        ];
+        let expected = [257, 350, 250, 350, 250, 350, 250, 250];
+        self.control.settle().await?;
+        let made = [format!("{a}/"), format!("{b}/")];
+        self.note_litter(&made);
+        let was = self.control.pipelining.replace(true);
+        // A server that mishandles pipelining may lose replies: it gets a
+        // few round trips, not the command timeout, to answer them all.
+        self.control.probe_timeout = Some(self.control.probe_wait());
+        let replies = self.control.batch(&commands).await;
+        self.control.pipelining = was;
+        let replies = match replies {
+            Ok(r) => r,
+            Err(f) if self.control.broken => {
+                tracing::info!(error = %f, "the server lost pipelined commands' replies: no pipelining");
+                // Out of step: this session ends here. QUIT, and the
+                // server's close awaited, so that the fresh session the
+                // entry gets next is never one connection over a limit.
+                if self
+                    .control
+                    .write_commands(&["QUIT".to_string()])
+                    .await
+                    .is_ok()
+                {
+                    while self.control.reply("QUIT").await.is_ok() {}
+                }
+                // It answered the commands before the lost one.
+                self.control.given_up_alive = true;
+                self.control.probe_timeout = None;
+                return Ok(Some(false));
+            }
+            Err(f) => {
+                self.control.probe_timeout = None;
+                return Err(f);
+            }
+        };
+        self.control.probe_timeout = None;
+        let codes: Vec<u32> = replies.iter().map(|r| r.code).collect();
+        let in_order = codes.iter().zip(expected).all(|(c, e)| *c == e);
+        // The directory was made (its 257 came, in whatever place), or an
+        // RNTO found no RNFR before it: the server reordered commands.
+        let reordered =
+            !in_order && (codes.contains(&257) || codes.iter().any(|c| matches!(c, 450 | 503)));
+        if !in_order && !reordered {
+            tracing::debug!(dir, reply = %replies[0].text(), "pipelining probe: no directory made here; no verdict");
+            self.cleared_litter(&made);
+            return Ok(None);
+        }
+        if in_order {
+            // Its last command removed the directory.
+            self.cleared_litter(&made);
+        }
+        if reordered {
+            tracing::info!(
+                ?codes,
+                "the server does not keep pipelined commands in order: no pipelining"
+            );
+            // Whatever is left of the probe goes (one at a time).
+            self.control.pipelining = Some(false);
+            for p in [&a, &b] {
+                let _ = self.control.exchange(&format!("RMD {p}")).await?;
+            }
+            self.cleared_litter(&made);
+        }
+        Ok(Some(in_order))
+    }
 }
 
 #[cfg(test)]

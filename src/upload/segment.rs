@@ -272,7 +272,7 @@ pub async fn probe(a: &mut Session, b: &mut Session, dir: &str) -> Result<Probe,
     let verdict = probe_steps(a, b, &path).await;
     // Whatever happened, the probe file must not stay behind.
     for s in [a, b] {
-        if !s.broken {
+        if !s.is_broken() {
             match s.delete(&path).await {
                 Ok(()) => s.cleared_litter(&made),
                 // Never made (the first STOR was refused): nothing to remove.
@@ -302,7 +302,7 @@ async fn probe_steps(a: &mut Session, b: &mut Session, path: &str) -> Result<Pro
                 Ok(Err(f)) => refused(f, b),
                 _ => {
                     // The STOR is still pending on `b`: it cannot be reused.
-                    b.broken = true;
+                    b.give_up();
                     Ok(Probe::SingleStream(format!(
                         "a second upload to the same file waited more than {} s for the first \
                          (the server locks files during uploads; vsftpd: lock_upload_files=NO)",
@@ -356,7 +356,7 @@ async fn probe_steps(a: &mut Session, b: &mut Session, path: &str) -> Result<Pro
 /// A refusal (an error reply on a session still in step) is a verdict; a
 /// broken connection is not.
 fn refused(f: Fault, s: &Session) -> Result<Probe, Fault> {
-    if f.is_refusal() && !s.broken {
+    if f.is_refusal() && !s.is_broken() {
         Ok(Probe::SingleStream(f.message))
     } else {
         Err(f)
@@ -366,7 +366,7 @@ fn refused(f: Fault, s: &Session) -> Result<Probe, Fault> {
 /// Writes `bytes` to an open upload and reads the server's verdict.
 async fn put(s: &mut Session, mut up: Upload, path: &str, bytes: &[u8]) -> Result<(), Fault> {
     if let Err(e) = up.write_all(bytes).await {
-        s.broken = true;
+        s.give_up();
         return Err(Fault::transient(format!("sending {path}: {e}")));
     }
     s.finish(up, path).await
@@ -458,7 +458,7 @@ async fn stream_then_split(
         Ok(n) => n,
         Err(f) => {
             // The data connection died before its verdict was read.
-            lease.session().broken = true;
+            lease.session().give_up();
             return Err(f);
         }
     };
@@ -516,9 +516,9 @@ async fn segments(
     .await;
     if let Err(f) = written {
         // The others' transfers were cut off mid-way.
-        lease.session().broken = true;
+        lease.session().give_up();
         for l in extra.iter_mut() {
-            l.session().broken = true;
+            l.session().give_up();
         }
         return Err(f);
     }

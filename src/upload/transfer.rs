@@ -236,8 +236,9 @@ pub async fn attempt(
     if probe && lease.others_waiting() && lease.may_probe() {
         let session = lease.session();
         let probed = async {
-            if session.pipelining.is_none() {
-                session.pipelining = session.probe_pipelining(&dir).await?;
+            if session.pipelining().is_none() {
+                let verdict = session.probe_pipelining(&dir).await?;
+                session.set_pipelining(verdict);
             }
             if queueing_unknown(session) {
                 session.queues_in_transfer = session.probe_queueing(&dir).await?;
@@ -247,12 +248,12 @@ pub async fn attempt(
         .await;
         lease.learned();
         probed?;
-        if lease.session().broken {
+        if lease.session().is_broken() {
             // The probe cost this session (a server that lost replies to
             // pipelined commands), and could not remove what it made: a
             // fresh one does, and the entry goes on with it.
             pool.clean_after_probe(lease, &entry.server).await;
-            if lease.session().broken {
+            if lease.session().is_broken() {
                 lease.renew(&entry.server).await?;
             }
         }
@@ -462,7 +463,11 @@ async fn publish_fast(
         Err(f) => Err(f),
     };
     match renamed {
-        Err(f) if f.is_permanent() && entry.if_exists == IfExists::Overwrite && !session.broken => {
+        Err(f)
+            if f.is_permanent()
+                && entry.if_exists == IfExists::Overwrite
+                && !session.is_broken() =>
+        {
             // Perhaps a server that will not rename onto an existing file.
             publish(session, temp_path, final_path, entry.if_exists).await?;
             let have = session.size(final_path).await?;
@@ -475,7 +480,7 @@ async fn publish_fast(
 /// Does `s` still have to find out whether its server answers commands sent
 /// during a transfer after the transfer's reply?
 fn queueing_unknown(s: &crate::ftp::Session) -> bool {
-    s.pipelines() && !s.control_tls && s.queues_in_transfer.is_none()
+    s.pipelines() && !s.is_tls() && s.queues_in_transfer.is_none()
 }
 
 /// The publish of an entry whose rename went out unanswered (see
@@ -514,7 +519,7 @@ impl Renaming {
         pool: &Arc<Pool>,
         spec: &crate::job::ServerSpec,
     ) -> Result<(), Fault> {
-        let done = self.owed.replies(pool, spec).await?;
+        let done = self.owed.replies(|| pool.settle_idle(spec)).await?;
         match done.renamed {
             Ok(()) => check_size(&self.fin, done.size?, self.size, " after rename"),
             Err(f) if f.is_permanent() && self.if_exists == IfExists::Overwrite => {
@@ -582,7 +587,7 @@ async fn send(
         // verdict leaves that reply unread on the control connection, and a
         // server may keep a REST offset until a transfer succeeds (libunftp
         // does), which would misplace the next upload on this session.
-        session.broken = true;
+        session.give_up();
     }
     result
 }
@@ -612,7 +617,7 @@ async fn publish(
 ) -> Result<(), Fault> {
     match session.rename(temp, fin).await {
         Ok(()) => Ok(()),
-        Err(f) if f.is_permanent() && policy == IfExists::Overwrite && !session.broken => {
+        Err(f) if f.is_permanent() && policy == IfExists::Overwrite && !session.is_broken() => {
             if session.size(fin).await?.is_none() {
                 return Err(f);
             }
