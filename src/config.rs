@@ -136,7 +136,7 @@ pub struct StatusConfig {
     /// Host names the API answers to besides IP addresses and `localhost`
     /// (a reverse proxy's name). Any other `Host` is refused, so that a web
     /// page cannot reach the API through a name of its own (DNS rebinding).
-    pub allowed_hosts: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Default for StatusConfig {
@@ -176,29 +176,29 @@ impl StatusConfig {
 pub struct NatsConfig {
     /// Server URL(s), comma-separated, e.g. `nats://nats1:4222,nats://nats2:4222`.
     #[serde(serialize_with = "crate::secret::serialize_url")]
-    pub url: String,
+    pub(crate) url: String,
     /// The stream holding the jobs; created (work-queue retention) if missing.
     #[serde(default = "default_nats_stream")]
-    pub stream: String,
+    pub(crate) stream: String,
     /// The subject jobs are published to.
     #[serde(default = "default_nats_subject")]
     pub subject: String,
     /// The durable consumer every instance shares.
     #[serde(default = "default_nats_durable")]
-    pub durable: String,
+    pub(crate) durable: String,
     /// Receipts are published to `<receipts_subject>.<job>`.
     #[serde(default = "default_nats_receipts")]
-    pub receipts_subject: String,
+    pub(crate) receipts_subject: String,
     /// A `.creds` file (JWT and NKey) to authenticate with.
     #[serde(default)]
-    pub creds_file: Option<PathBuf>,
+    pub(crate) creds_file: Option<PathBuf>,
     /// A file whose first line is the token to authenticate with.
     #[serde(default)]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Seconds before an unacknowledged job is redelivered; a running job
     /// sends in-progress acks every third of it.
     #[serde(default = "default_nats_ack_wait")]
-    pub ack_wait_secs: u64,
+    pub(crate) ack_wait_secs: u64,
 }
 
 fn default_nats_stream() -> String {
@@ -278,34 +278,34 @@ pub struct RetryConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerDef {
     /// Host name or address (not a URL).
-    pub host: String,
+    pub(crate) host: String,
     #[serde(default = "default_port")]
     pub port: u16,
-    pub login: String,
+    pub(crate) login: String,
     /// Inline password (prefer `password_env` or `password_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
     /// Name of an environment variable holding the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_env: Option<String>,
+    pub(crate) password_env: Option<String>,
     /// A file whose first line is the password (with systemd:
     /// `LoadCredential=` and a path under `$CREDENTIALS_DIRECTORY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// `none`, `explicit` (AUTH TLS) or `implicit`.
     #[serde(default)]
-    pub tls: TlsMode,
+    pub(crate) tls: TlsMode,
     /// PEM bundle of CAs trusted for this server, instead of the system roots.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Accept any certificate. Logged loudly at every connect.
     #[serde(default)]
-    pub insecure_skip_verify: bool,
+    pub(crate) insecure_skip_verify: bool,
     /// Upload bandwidth to this server, shared by all its connections:
     /// bytes/s, `"512k"`, `"10M"`, `"off"`, or a timetable in local time
     /// (`"08:00,512k 19:00,10M 23:00,off"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_rate: Option<crate::rate::RateSetting>,
+    pub(crate) max_rate: Option<crate::rate::RateSetting>,
 }
 
 fn default_port() -> u16 {
@@ -377,7 +377,7 @@ impl ServerDef {
     }
 
     /// The password from wherever the definition says it lives.
-    pub fn resolve_password(&self, name: &str) -> Result<Secret> {
+    pub(crate) fn resolve_password(&self, name: &str) -> Result<Secret> {
         self.check_password_sources(name)?;
         if let Some(p) = &self.password {
             return Ok(p.clone());
@@ -507,12 +507,12 @@ impl Config {
     }
 
     /// The local-file confinement this configuration asks for.
-    pub fn local_roots(&self) -> Result<LocalRoots> {
+    pub(crate) fn local_roots(&self) -> Result<LocalRoots> {
         LocalRoots::new(&self.local_roots)
     }
 
     /// The host allowlist this configuration asks for.
-    pub fn host_rules(&self) -> Result<HostRules> {
+    pub(crate) fn host_rules(&self) -> Result<HostRules> {
         HostRules::new(&self.allowed_hosts)
     }
 
@@ -590,7 +590,7 @@ impl Config {
     }
 
     /// The bandwidth limits, parsed: global, and per server by `host:port`.
-    pub fn rate_limits(
+    pub(crate) fn rate_limits(
         &self,
     ) -> Result<(
         Option<crate::rate::Schedule>,
@@ -612,16 +612,16 @@ impl Config {
         Ok((global, servers))
     }
 
-    pub fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
     }
-    pub fn command_timeout(&self) -> Duration {
+    pub(crate) fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout_secs)
     }
-    pub fn data_timeout(&self) -> Duration {
+    pub(crate) fn data_timeout(&self) -> Duration {
         Duration::from_secs(self.data_timeout_secs)
     }
-    pub fn settle(&self) -> Duration {
+    pub(crate) fn settle(&self) -> Duration {
         Duration::from_millis(self.settle_ms)
     }
 }
@@ -650,19 +650,19 @@ pub enum LogFormat {
 pub struct WebhookConfig {
     /// `http://` or `https://` URL the receipt is POSTed to.
     #[serde(serialize_with = "crate::secret::serialize_url")]
-    pub url: String,
+    pub(crate) url: String,
     /// Final states that trigger it; default all: done, failed, partial, invalid.
     #[serde(default = "all_states")]
     pub on: Vec<String>,
     /// A file whose first line is the HMAC key of the signature headers.
     #[serde(default)]
-    pub secret_file: Option<PathBuf>,
+    pub(crate) secret_file: Option<PathBuf>,
     /// Extra request headers (e.g. an API key of the receiver's).
     #[serde(default, serialize_with = "crate::secret::serialize_header_values")]
-    pub headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, String>,
     /// PEM CAs trusted for this receiver instead of the system roots.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 fn all_states() -> Vec<String> {
@@ -679,7 +679,7 @@ pub struct NotifyConfig {
 }
 
 impl NotifyConfig {
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for (i, w) in self.webhooks.iter().enumerate() {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 anyhow::bail!(

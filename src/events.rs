@@ -183,18 +183,18 @@ impl Events {
         }
     }
 
-    pub fn add_sink(&self, sink: Arc<dyn Sink>) {
+    pub(crate) fn add_sink(&self, sink: Arc<dyn Sink>) {
         self.sinks.write().unwrap().push(sink);
     }
 
     /// A live feed of every event from now on. A subscriber that falls more
     /// than [`LIVE_BACKLOG`] messages behind gets `Lagged` and is dropped by
     /// its server (see `status::http`); it never slows the sender.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
     }
 
-    pub fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         log(&event);
         for s in self.sinks.read().unwrap().iter() {
             s.on_event(&event);

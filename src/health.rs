@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// A loop that must keep beating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loop {
+pub(crate) enum Loop {
     Intake,
     Scheduler,
 }
@@ -32,8 +32,8 @@ pub struct Health {
     /// The startup resume is done and intake is watching.
     ready: AtomicBool,
     /// Jobs being worked on, and job files seen in the inbox but not claimed.
-    pub jobs_running: AtomicUsize,
-    pub inbox_waiting: AtomicUsize,
+    pub(crate) jobs_running: AtomicUsize,
+    pub(crate) inbox_waiting: AtomicUsize,
     /// The last error an entry met, for the status line.
     last_error: Mutex<Option<String>>,
     /// How often the loops beat when idle, in milliseconds: a second, or a
@@ -64,17 +64,18 @@ impl Health {
     }
 
     /// Makes the loops beat often enough for a watchdog of `interval`.
-    pub fn watchdog_interval(&self, interval: Duration) {
+    #[cfg(unix)]
+    pub(crate) fn watchdog_interval(&self, interval: Duration) {
         let ms = (interval.as_millis() as u64 / 4).clamp(10, 1000);
         self.beat_every_ms.store(ms, Ordering::Relaxed);
     }
 
     /// How often an idle loop must still beat.
-    pub fn beat_every(&self) -> Duration {
+    pub(crate) fn beat_every(&self) -> Duration {
         Duration::from_millis(self.beat_every_ms.load(Ordering::Relaxed))
     }
 
-    pub fn beat(&self, l: Loop) {
+    pub(crate) fn beat(&self, l: Loop) {
         let now = self.now_ms();
         match l {
             Loop::Intake => self.intake.store(now, Ordering::Relaxed),
@@ -84,20 +85,20 @@ impl Health {
 
     /// A receipt write begins; it counts as pending until the guard is
     /// dropped (also when the writing task is cancelled).
-    pub fn receipt_writing(&self) -> ReceiptWrite<'_> {
+    pub(crate) fn receipt_writing(&self) -> ReceiptWrite<'_> {
         self.receipts_pending.fetch_add(1, Ordering::Relaxed);
         ReceiptWrite(self)
     }
 
-    pub fn set_ready(&self) {
+    pub(crate) fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
-    pub fn record_error(&self, what: String) {
+    pub(crate) fn record_error(&self, what: String) {
         *self.last_error.lock().unwrap() = Some(what);
     }
 
@@ -127,7 +128,7 @@ impl Health {
     }
 
     /// One line for `STATUS=` (systemd) and the service's description.
-    pub fn status_line(&self) -> String {
+    pub(crate) fn status_line(&self) -> String {
         let mut s = format!(
             "{} job(s) running, {} waiting in the inbox",
             self.jobs_running.load(Ordering::Relaxed),
@@ -144,11 +145,11 @@ impl Health {
 }
 
 /// A receipt write under way (see [`Health::receipt_writing`]).
-pub struct ReceiptWrite<'a>(&'a Health);
+pub(crate) struct ReceiptWrite<'a>(&'a Health);
 
 impl ReceiptWrite<'_> {
     /// The write succeeded.
-    pub fn written(self) {
+    pub(crate) fn written(self) {
         self.0.receipts_ok.store(self.0.now_ms(), Ordering::Relaxed);
     }
 }

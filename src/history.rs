@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// The index's file name inside `checked/` (not a job name: no `.json`).
-pub const FILE: &str = "ftpdrop-history.sqlite";
+pub(crate) const FILE: &str = "ftpdrop-history.sqlite";
 
 /// Bumped when the table changes shape: an older file is rebuilt.
 const SCHEMA: i64 = 2;
@@ -34,60 +34,59 @@ const BATCH: usize = 2_000;
 
 /// One job as the index holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub job: String,
+pub(crate) struct Row {
+    pub(crate) job: String,
     /// `running`, `done`, `partial`, `failed` or `invalid`.
-    pub state: String,
-    pub claimed_at: String,
-    pub finished_at: Option<String>,
+    pub(crate) state: String,
+    pub(crate) claimed_at: String,
+    pub(crate) finished_at: Option<String>,
     /// What the list is ordered by: the end (else the claim) in ms since 1970.
-    pub ended_ms: i64,
-    pub entries_total: u64,
-    pub entries_done: u64,
-    pub entries_failed: u64,
-    pub bytes_total: u64,
-    pub bytes_sent: u64,
-    pub servers: Vec<String>,
-    pub error: Option<String>,
+    pub(crate) ended_ms: i64,
+    pub(crate) entries_total: u64,
+    pub(crate) entries_done: u64,
+    pub(crate) entries_failed: u64,
+    pub(crate) bytes_total: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) servers: Vec<String>,
+    pub(crate) error: Option<String>,
     /// The receipt's modification time when this row was read from it.
-    pub receipt_ms: i64,
+    pub(crate) receipt_ms: i64,
 }
 
 /// What a list asks for; every field narrows it.
 #[derive(Debug, Clone, Default)]
-pub struct Query {
-    pub state: Option<String>,
-    pub server: Option<String>,
+pub(crate) struct Query {
+    pub(crate) state: Option<String>,
+    pub(crate) server: Option<String>,
     /// Jobs that ended at or after this time (ms since 1970).
-    pub since_ms: Option<i64>,
+    pub(crate) since_ms: Option<i64>,
     /// Jobs that ended before this time.
-    pub until_ms: Option<i64>,
+    pub(crate) until_ms: Option<i64>,
     /// Text the job's error contains (case-insensitive for ASCII).
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     /// The page after this job (the last of the previous page).
-    pub after: Option<String>,
+    pub(crate) after: Option<String>,
     /// Only jobs that ended (no `running` row).
-    pub ended_only: bool,
-    pub offset: usize,
-    pub limit: usize,
+    pub(crate) ended_only: bool,
+    pub(crate) offset: usize,
+    pub(crate) limit: usize,
 }
 
 /// The open index of one `checked/` folder.
-pub struct History {
+pub(crate) struct History {
     db: Mutex<Connection>,
     ready: AtomicBool,
-    path: PathBuf,
 }
 
 /// Milliseconds since 1970 of a time.
-pub fn millis(t: SystemTime) -> i64 {
+pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
 /// The modification time of a file, in ms since 1970 (0 if unknown).
-pub fn mtime_ms(path: &Path) -> i64 {
+pub(crate) fn mtime_ms(path: &Path) -> i64 {
     std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map(millis)
@@ -96,7 +95,7 @@ pub fn mtime_ms(path: &Path) -> i64 {
 
 impl History {
     /// Opens (creating if needed) the index of `checked/`.
-    pub fn open(checked: &Path) -> Result<History> {
+    pub(crate) fn open(checked: &Path) -> Result<History> {
         let path = checked.join(FILE);
         let db = Connection::open(&path)
             .with_context(|| format!("cannot open the history index {}", path.display()))?;
@@ -149,14 +148,13 @@ impl History {
         Ok(History {
             db: Mutex::new(db),
             ready: AtomicBool::new(false),
-            path,
         })
     }
 
     /// The index of `checked/`, opened once per process and shared by its
     /// writers and readers; `None` (and one warning) if it cannot be opened,
     /// and then callers read the receipts.
-    pub fn shared(checked: &Path) -> Option<Arc<History>> {
+    pub(crate) fn shared(checked: &Path) -> Option<Arc<History>> {
         type Opened = Mutex<HashMap<PathBuf, Option<Arc<History>>>>;
         static OPEN: OnceLock<Opened> = OnceLock::new();
         let mut open = OPEN.get_or_init(Default::default).lock().unwrap();
@@ -173,7 +171,7 @@ impl History {
 
     /// The index of `checked/` if it exists (never created here: for
     /// callers that only keep an existing index in step).
-    pub fn existing(checked: &Path) -> Option<Arc<History>> {
+    pub(crate) fn existing(checked: &Path) -> Option<Arc<History>> {
         if !checked.join(FILE).exists() {
             return None;
         }
@@ -181,16 +179,12 @@ impl History {
     }
 
     /// Whether the index has caught up with the receipts since it was opened.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Writes one row (replacing the job's earlier one).
-    pub fn record(&self, row: &Row) -> Result<()> {
+    pub(crate) fn record(&self, row: &Row) -> Result<()> {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction()?;
         put(&tx, row)?;
@@ -199,7 +193,7 @@ impl History {
     }
 
     /// Drops a job's row (its receipt is gone).
-    pub fn forget(&self, job: &str) -> Result<()> {
+    pub(crate) fn forget(&self, job: &str) -> Result<()> {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction()?;
         drop_row(&tx, job)?;
@@ -208,7 +202,7 @@ impl History {
     }
 
     /// How many rows the index holds.
-    pub fn count(&self) -> Result<u64> {
+    pub(crate) fn count(&self) -> Result<u64> {
         let db = self.db.lock().unwrap();
         let n: i64 = db.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?;
         Ok(n as u64)
@@ -217,7 +211,7 @@ impl History {
     /// The jobs in `states`, each with the time of the receipt its row was
     /// read from (final states: which jobs need no second look, unless
     /// their receipt changed since).
-    pub fn jobs_in(&self, states: &[&str]) -> Result<HashMap<String, i64>> {
+    pub(crate) fn jobs_in(&self, states: &[&str]) -> Result<HashMap<String, i64>> {
         let db = self.db.lock().unwrap();
         let mut out = HashMap::new();
         let mut q = db.prepare("SELECT job, receipt_ms FROM jobs WHERE state = ?1")?;
@@ -231,7 +225,7 @@ impl History {
     }
 
     /// Final jobs that ended before `cutoff_ms`, oldest first, at most `limit`.
-    pub fn ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<String>> {
+    pub(crate) fn ended_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<String>> {
         let db = self.db.lock().unwrap();
         let mut q = db.prepare(
             "SELECT job FROM jobs WHERE ended_ms < ?1 AND state != 'running'
@@ -242,7 +236,7 @@ impl History {
     }
 
     /// Final jobs that ended at or after `since_ms`.
-    pub fn ended_since(&self, since_ms: i64) -> Result<Vec<String>> {
+    pub(crate) fn ended_since(&self, since_ms: i64) -> Result<Vec<String>> {
         let db = self.db.lock().unwrap();
         let mut q = db.prepare(
             "SELECT job FROM jobs WHERE ended_ms >= ?1 AND state != 'running' ORDER BY ended_ms",
@@ -252,7 +246,7 @@ impl History {
     }
 
     /// A value the index keeps for its users (the housekeeping's marks).
-    pub fn mark(&self, key: &str) -> Result<Option<i64>> {
+    pub(crate) fn mark(&self, key: &str) -> Result<Option<i64>> {
         let db = self.db.lock().unwrap();
         let v: Option<String> = db
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -260,7 +254,7 @@ impl History {
         Ok(v.and_then(|v| v.parse().ok()))
     }
 
-    pub fn set_mark(&self, key: &str, value: i64) -> Result<()> {
+    pub(crate) fn set_mark(&self, key: &str, value: i64) -> Result<()> {
         let db = self.db.lock().unwrap();
         db.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
@@ -270,7 +264,7 @@ impl History {
     }
 
     /// One page of jobs, newest end first.
-    pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
+    pub(crate) fn query(&self, q: &Query) -> Result<Vec<Row>> {
         let db = self.db.lock().unwrap();
         let mut sql = String::from(
             "SELECT j.job, j.state, j.claimed_at, j.finished_at, j.ended_ms, j.entries_total,
@@ -358,7 +352,7 @@ impl History {
     /// with no row, or newer than its row, is read again with `read`; a row
     /// whose receipt is gone is dropped. Returns how many rows changed.
     /// Jobs that end meanwhile are recorded by their writers as usual.
-    pub fn catch_up(
+    pub(crate) fn catch_up(
         &self,
         checked: &Path,
         read: impl Fn(&Path, i64) -> Option<Row>,
@@ -427,7 +421,7 @@ impl History {
     }
 
     /// Empties the index (`ftpdrop reindex` then catches up from nothing).
-    pub fn clear(&self) -> Result<()> {
+    pub(crate) fn clear(&self) -> Result<()> {
         let db = self.db.lock().unwrap();
         db.execute_batch("DELETE FROM jobs; DELETE FROM job_servers;")?;
         self.ready.store(false, Ordering::Release);

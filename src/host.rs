@@ -4,7 +4,7 @@
 
 /// `host:port` (`[v6]:port`): how metrics and the status API name a
 /// server, without login or scheme.
-pub fn host_port(host: &str, port: u16) -> String {
+pub(crate) fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -13,7 +13,7 @@ pub fn host_port(host: &str, port: u16) -> String {
 }
 
 /// Why a host as written cannot be one, with what to write instead; `None` if it can.
-pub fn bad_host(host: &str) -> Option<String> {
+pub(crate) fn bad_host(host: &str) -> Option<String> {
     let shown = without_password(host.trim());
     let host = host.trim();
     if let Some((scheme, rest)) = host.split_once("://") {
@@ -51,7 +51,7 @@ pub fn bad_host(host: &str) -> Option<String> {
 /// `host` as it may be shown: a password in a URL's user part (`user:pw@`)
 /// replaced by `***`. A host field is not a place for one, but people paste
 /// URLs, and the message goes to the receipt, the log and the live feed.
-pub fn without_password(host: &str) -> String {
+pub(crate) fn without_password(host: &str) -> String {
     let (scheme, rest) = match host.split_once("://") {
         Some((s, r)) => (format!("{s}://"), r),
         None => (String::new(), host),

@@ -16,7 +16,7 @@ macro_rules! payload {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug)]
-        pub struct $name(pub String);
+        pub(crate) struct $name(pub String);
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,7 +37,7 @@ payload!(
 );
 
 /// Whether `e` says the path was not a regular file.
-pub fn is_not_a_file(e: &std::io::Error) -> bool {
+pub(crate) fn is_not_a_file(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|r| r.is::<NotAFile>())
 }
 
@@ -49,7 +49,7 @@ fn not_a_file(path: &Path, what: &str) -> std::io::Error {
 }
 
 /// `Ok` if `meta` (of `path`) is a regular file; else an error naming what it is.
-pub fn regular(meta: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
+pub(crate) fn regular(meta: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
     if meta.is_file() {
         return Ok(());
     }
@@ -89,7 +89,7 @@ fn kind_of(meta: &std::fs::Metadata) -> &'static str {
 /// Opens `path` for reading if it is a regular file, without waiting for a
 /// writer (a FIFO) or a carrier (a terminal); with `follow` false, never
 /// through a symlink at its last component.
-pub fn open_regular(path: &Path, follow: bool) -> std::io::Result<File> {
+pub(crate) fn open_regular(path: &Path, follow: bool) -> std::io::Result<File> {
     let mut o = std::fs::OpenOptions::new();
     o.read(true);
     #[cfg(unix)]
@@ -114,7 +114,7 @@ pub fn open_regular(path: &Path, follow: bool) -> std::io::Result<File> {
 
 /// Reads a small regular file (a CA bundle): looked at before it is opened,
 /// never an open that blocks, at most `cap` bytes.
-pub fn read_small(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_small(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     regular(&std::fs::metadata(path)?, path)?;
     let file = open_regular(path, true)?;

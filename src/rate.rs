@@ -17,19 +17,19 @@ use tokio::time::Instant;
 
 /// One limit: bytes per second, 0 for none.
 #[derive(Debug, Default)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     rate: AtomicU64,
     /// When everything reserved so far is paid for at `rate`.
     paid_until: Mutex<Option<Instant>>,
 }
 
 impl Bucket {
-    pub fn rate(&self) -> u64 {
+    pub(crate) fn rate(&self) -> u64 {
         self.rate.load(Ordering::Relaxed)
     }
 
     /// A new rate, in force for the next bytes (a reload, the timetable).
-    pub fn set_rate(&self, rate: u64) {
+    pub(crate) fn set_rate(&self, rate: u64) {
         if self.rate.swap(rate, Ordering::Relaxed) != rate {
             // What was reserved at the old rate is not owed at the new one.
             *self.paid_until.lock().unwrap() = None;
@@ -52,16 +52,16 @@ impl Bucket {
 }
 
 /// The buckets one entry pays into, swapped when a reload changes them.
-pub type RateSet = std::sync::RwLock<Arc<[Arc<Bucket>]>>;
+pub(crate) type RateSet = std::sync::RwLock<Arc<[Arc<Bucket>]>>;
 
 /// [`pay`] into the buckets `set` holds now.
-pub async fn pay_set(set: &RateSet, n: u64) {
+pub(crate) async fn pay_set(set: &RateSet, n: u64) {
     let buckets = set.read().unwrap().clone();
     pay(&buckets, n).await
 }
 
 /// Waits until `n` bytes just sent are paid for in every bucket.
-pub async fn pay(buckets: &[Arc<Bucket>], n: u64) {
+pub(crate) async fn pay(buckets: &[Arc<Bucket>], n: u64) {
     if buckets.is_empty() {
         return;
     }
@@ -86,10 +86,10 @@ pub enum RateSetting {
 
 /// A parsed setting: (minute of the day it starts, rate; 0 is off), sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Schedule(Vec<(u32, u64)>);
+pub(crate) struct Schedule(Vec<(u32, u64)>);
 
 /// `512k`, `10M`, `1.5M`, `4096`, `off`: k and M are 1024 and 1024².
-pub fn parse_rate(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim();
     if t.eq_ignore_ascii_case("off") || t == "0" {
         return Ok(0);
@@ -142,7 +142,7 @@ impl Schedule {
 
     /// The rate at `minute` of the day: the last change at or before it,
     /// else the day's last one (it carries over midnight).
-    pub fn at(&self, minute: u32) -> u64 {
+    pub(crate) fn at(&self, minute: u32) -> u64 {
         self.0
             .iter()
             .rev()
@@ -153,7 +153,7 @@ impl Schedule {
 }
 
 /// The minute of the day now, in local time.
-pub fn local_minute() -> u32 {
+pub(crate) fn local_minute() -> u32 {
     use chrono::Timelike;
     let now = chrono::Local::now();
     now.hour() * 60 + now.minute()
@@ -161,7 +161,7 @@ pub fn local_minute() -> u32 {
 
 /// Every bucket: the global one and one per server (`host:port`) that has a limit.
 #[derive(Default)]
-pub struct Limits {
+pub(crate) struct Limits {
     global: Arc<Bucket>,
     servers: Mutex<BTreeMap<String, Arc<Bucket>>>,
     schedules: Mutex<(Option<Schedule>, BTreeMap<String, Schedule>)>,
@@ -169,7 +169,7 @@ pub struct Limits {
 
 impl Limits {
     /// Puts new settings in force (start, reload); `servers` by `host:port`.
-    pub fn configure(&self, global: Option<Schedule>, servers: BTreeMap<String, Schedule>) {
+    pub(crate) fn configure(&self, global: Option<Schedule>, servers: BTreeMap<String, Schedule>) {
         {
             let mut buckets = self.servers.lock().unwrap();
             for name in servers.keys() {
@@ -181,7 +181,7 @@ impl Limits {
     }
 
     /// Sets every bucket's rate for `minute` (the timetable turning).
-    pub fn tick(&self, minute: u32) {
+    pub(crate) fn tick(&self, minute: u32) {
         let (global, servers) = self.schedules.lock().unwrap().clone();
         self.global.set_rate(global.map_or(0, |s| s.at(minute)));
         for (name, b) in self.servers.lock().unwrap().iter() {
@@ -190,7 +190,7 @@ impl Limits {
     }
 
     /// The buckets a data connection to `server` (`host:port`) pays into.
-    pub fn for_server(&self, server: &str) -> Arc<[Arc<Bucket>]> {
+    pub(crate) fn for_server(&self, server: &str) -> Arc<[Arc<Bucket>]> {
         let mut out = Vec::new();
         if self.global.rate() > 0 || self.schedules.lock().unwrap().0.is_some() {
             out.push(self.global.clone());
@@ -202,7 +202,7 @@ impl Limits {
     }
 
     /// The rates in force now: global, and per server.
-    pub fn current(&self) -> (u64, BTreeMap<String, u64>) {
+    pub(crate) fn current(&self) -> (u64, BTreeMap<String, u64>) {
         let servers = self
             .servers
             .lock()

@@ -47,8 +47,8 @@ pub enum EntryState {
 /// Size and modification time of a local file, to notice that it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
-    pub size: u64,
-    pub mtime_ns: i128,
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i128,
 }
 
 impl Stamp {
@@ -70,8 +70,8 @@ impl Stamp {
 pub struct EntryReport {
     pub index: usize,
     pub state: EntryState,
-    pub server: String,
-    pub local_path: String,
+    pub(crate) server: String,
+    pub(crate) local_path: String,
     pub remote_path: String,
     pub bytes: Option<u64>,
     pub sha256: Option<String>,
@@ -89,14 +89,14 @@ pub struct EntryReport {
     /// Set just before a segmented upload starts: its temp file has holes
     /// until every segment is in, so a restart deletes it instead of resuming at its SIZE.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub segmented: bool,
+    pub(crate) segmented: bool,
     /// Which temp name the entry writes now: raised when the last one may
     /// still be held (locked) by a session given up mid-transfer.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub temp_generation: u32,
+    pub(crate) temp_generation: u32,
     /// Temp files of earlier names still to be removed from the server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub abandoned_temps: Vec<String>,
+    pub(crate) abandoned_temps: Vec<String>,
     /// Connections the upload used when it went in segments (absent for one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<usize>,
@@ -169,24 +169,24 @@ impl EntryReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Receipt {
     pub job: String,
-    pub job_file: String,
+    pub(crate) job_file: String,
     pub state: JobState,
     pub claimed_at: String,
-    pub updated_at: String,
+    pub(crate) updated_at: String,
     #[serde(default)]
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// Why the job is invalid, one line per problem, naming the field.
     #[serde(default)]
     pub problems: Vec<String>,
     /// Another worker may have published some entries already (a NATS job
     /// delivered again): each entry first checks the server for its file.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub settle_published: bool,
+    pub(crate) settle_published: bool,
     #[serde(default)]
     pub entries: Vec<EntryReport>,
 }
 
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
@@ -207,7 +207,7 @@ impl Receipt {
     }
 
     /// The job's verdict once no entry is pending.
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         if self.state == JobState::Invalid {
             return;
         }
@@ -244,22 +244,22 @@ impl Receipt {
 /// unfinished, the API's job list, the retention sweep), and a whole
 /// receipt of a 100,000-entry job costs hundreds of megabytes to parse.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ReceiptHead {
-    pub job: String,
-    pub state: JobState,
-    pub claimed_at: String,
+pub(crate) struct ReceiptHead {
+    pub(crate) job: String,
+    pub(crate) state: JobState,
+    pub(crate) claimed_at: String,
     #[serde(default)]
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// Why the job is invalid (empty otherwise).
     #[serde(default)]
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     #[serde(default)]
-    pub entries: Tally,
+    pub(crate) entries: Tally,
 }
 
 impl ReceiptHead {
     /// The head of a receipt already in memory.
-    pub fn of(r: &Receipt) -> ReceiptHead {
+    pub(crate) fn of(r: &Receipt) -> ReceiptHead {
         ReceiptHead {
             job: r.job.clone(),
             state: r.state,
@@ -272,7 +272,7 @@ impl ReceiptHead {
 
     /// Why the job did not end well, in one line: its first problem, else
     /// the first failed entry's error.
-    pub fn first_error(&self) -> Option<&str> {
+    pub(crate) fn first_error(&self) -> Option<&str> {
         self.problems
             .first()
             .or(self.entries.error.as_ref())
@@ -282,7 +282,7 @@ impl ReceiptHead {
 
 /// The history index's row for a receipt whose head is `head`, read when
 /// the receipt was last modified at `receipt_ms`.
-pub fn index_row(head: &ReceiptHead, receipt_ms: i64) -> crate::history::Row {
+pub(crate) fn index_row(head: &ReceiptHead, receipt_ms: i64) -> crate::history::Row {
     let at = |t: &Option<String>| {
         t.as_deref()
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
@@ -313,7 +313,7 @@ pub fn index_row(head: &ReceiptHead, receipt_ms: i64) -> crate::history::Row {
 
 /// Records a receipt just written at `path` in the history index of its
 /// folder. A failure is only logged: the next start's catch-up repairs it.
-pub fn index_receipt(path: &Path, head: &ReceiptHead) {
+pub(crate) fn index_receipt(path: &Path, head: &ReceiptHead) {
     let Some(history) = path.parent().and_then(crate::history::History::shared) else {
         return;
     };
@@ -324,12 +324,12 @@ pub fn index_receipt(path: &Path, head: &ReceiptHead) {
 }
 
 /// Brings the history index of `checked/` level with its receipts.
-pub fn catch_up_index(checked: &Path) -> Result<usize> {
+pub(crate) fn catch_up_index(checked: &Path) -> Result<usize> {
     catch_up_index_until(checked, &|| false)
 }
 
 /// [`catch_up_index`], given up as soon as `stop` says so (a shutdown).
-pub fn catch_up_index_until(checked: &Path, stop: &dyn Fn() -> bool) -> Result<usize> {
+pub(crate) fn catch_up_index_until(checked: &Path, stop: &dyn Fn() -> bool) -> Result<usize> {
     let history =
         crate::history::History::shared(checked).context("the history index cannot be opened")?;
     history.catch_up(
@@ -351,7 +351,7 @@ pub fn rebuild_index(checked: &Path) -> Result<u64> {
 
 /// Writes a receipt that no live handle owns (a job set aside, a job
 /// claimed from NATS) and records it in the history index.
-pub fn write_receipt(path: &Path, receipt: &Receipt) -> std::io::Result<()> {
+pub(crate) fn write_receipt(path: &Path, receipt: &Receipt) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(receipt).map_err(std::io::Error::from)?;
     write_atomic(path, &bytes)?;
     index_receipt(path, &ReceiptHead::of(receipt));
@@ -371,20 +371,20 @@ const TALLY_SERVERS: usize = 32;
 
 /// Counts over a receipt's entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub total: usize,
+pub(crate) struct Tally {
+    pub(crate) total: usize,
     /// Done or skipped.
-    pub done: usize,
-    pub failed: usize,
+    pub(crate) done: usize,
+    pub(crate) failed: usize,
     /// The local files' sizes (as first seen, else as sent).
-    pub bytes_total: u64,
+    pub(crate) bytes_total: u64,
     /// Bytes of the entries done or skipped.
-    pub bytes_sent: u64,
+    pub(crate) bytes_sent: u64,
     /// The servers the entries go to, distinct, in order of first mention
     /// (at most [`TALLY_SERVERS`]).
-    pub servers: Vec<String>,
+    pub(crate) servers: Vec<String>,
     /// The first error of an entry that failed.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl Tally {
@@ -413,7 +413,7 @@ impl Tally {
         }
     }
 
-    pub fn of(entries: &[EntryReport]) -> Tally {
+    pub(crate) fn of(entries: &[EntryReport]) -> Tally {
         let mut t = Tally::default();
         for e in entries {
             t.add(e.state, e.bytes, e.source, &e.server, e.error.as_deref());
@@ -460,7 +460,7 @@ impl<'de> Deserialize<'de> for Tally {
 
 impl ReceiptHead {
     /// Reads the receipt at `path` through a buffer, keeping only its top and tally.
-    pub fn load(path: &Path) -> Result<ReceiptHead> {
+    pub(crate) fn load(path: &Path) -> Result<ReceiptHead> {
         let f =
             std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         serde_json::from_reader(std::io::BufReader::with_capacity(64 * 1024, f))
@@ -471,17 +471,17 @@ impl ReceiptHead {
 /// One page of a receipt: its top-level fields as written, the entries
 /// `offset..offset + limit`, and how many entries it has in all.
 #[derive(Debug)]
-pub struct Page {
-    pub top: serde_json::Map<String, serde_json::Value>,
-    pub entries: Vec<EntryReport>,
-    pub total: usize,
+pub(crate) struct Page {
+    pub(crate) top: serde_json::Map<String, serde_json::Value>,
+    pub(crate) entries: Vec<EntryReport>,
+    pub(crate) total: usize,
 }
 
 impl Page {
     /// Reads a page of the receipt at `path` through a buffer; the entries
     /// outside the page are skipped unread (the API must not hold a whole
     /// 100,000-entry receipt per request).
-    pub fn load(path: &Path, offset: usize, limit: usize) -> Result<Page> {
+    pub(crate) fn load(path: &Path, offset: usize, limit: usize) -> Result<Page> {
         let f =
             std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut de =
@@ -577,15 +577,15 @@ fn slot_mut(entries: &mut [EntryReport], index: usize) -> Option<&mut EntryRepor
 
 /// Paths that belong to one claimed job.
 #[derive(Debug, Clone)]
-pub struct JobPaths {
-    pub name: String,
-    pub job_file: PathBuf,
-    pub receipt: PathBuf,
-    pub journal: PathBuf,
+pub(crate) struct JobPaths {
+    pub(crate) name: String,
+    pub(crate) job_file: PathBuf,
+    pub(crate) receipt: PathBuf,
+    pub(crate) journal: PathBuf,
 }
 
 impl JobPaths {
-    pub fn for_claimed(job_file: &Path) -> JobPaths {
+    pub(crate) fn for_claimed(job_file: &Path) -> JobPaths {
         let dir = job_file.parent().unwrap_or(Path::new("."));
         let file = job_file
             .file_name()
@@ -608,7 +608,7 @@ struct JournalLine {
 }
 
 /// The live receipt of one job: in memory, journaled, and written out by a coalescing task.
-pub struct ReportHandle {
+pub(crate) struct ReportHandle {
     paths: JobPaths,
     receipt: Mutex<Receipt>,
     journal: Mutex<Option<std::fs::File>>,
@@ -630,7 +630,7 @@ pub struct ReportHandle {
 
 impl ReportHandle {
     /// Opens the live receipt; `recovered` carries the state of an interrupted run.
-    pub fn open(
+    pub(crate) fn open(
         paths: JobPaths,
         receipt: Receipt,
         health: Option<Arc<crate::health::Health>>,
@@ -651,7 +651,7 @@ impl ReportHandle {
     }
 
     /// Replays a journal over a receipt: the later line for an entry wins.
-    pub fn replay(receipt: &mut Receipt, journal: &Path) {
+    pub(crate) fn replay(receipt: &mut Receipt, journal: &Path) {
         let Ok(text) = std::fs::read_to_string(journal) else {
             return;
         };
@@ -668,11 +668,11 @@ impl ReportHandle {
 
     /// Reads the live receipt without copying it (a copy of a large job's
     /// receipt costs several times the job file).
-    pub fn with<T>(&self, read: impl FnOnce(&Receipt) -> T) -> T {
+    pub(crate) fn with<T>(&self, read: impl FnOnce(&Receipt) -> T) -> T {
         read(&self.receipt.lock().unwrap())
     }
 
-    pub fn entry(&self, index: usize) -> EntryReport {
+    pub(crate) fn entry(&self, index: usize) -> EntryReport {
         let mut r = self.receipt.lock().unwrap();
         slot_mut(&mut r.entries, index)
             .cloned()
@@ -680,7 +680,7 @@ impl ReportHandle {
     }
 
     /// Records a change to one entry: journal first, receipt rewrite soon after.
-    pub fn update(&self, entry: EntryReport) {
+    pub(crate) fn update(&self, entry: EntryReport) {
         if let Some(f) = self.journal.lock().unwrap().as_mut() {
             let mut line = serde_json::to_vec(&JournalLine {
                 entry: entry.clone(),
@@ -708,7 +708,7 @@ impl ReportHandle {
     /// several times the job's size. Updates wait for the serialization
     /// (tens of milliseconds for such a job); [`Self::write_loop`] spaces the
     /// writes so that this stays a small share of the time.
-    pub async fn flush(self: &Arc<Self>) {
+    pub(crate) async fn flush(self: &Arc<Self>) {
         let _one_at_a_time = self.writing.lock().await;
         let pending = self.health.as_ref().map(|h| h.receipt_writing());
         let mut delay = Duration::from_millis(200);
@@ -766,7 +766,7 @@ impl ReportHandle {
     /// Rewrites the receipt whenever it changed, at most every `interval`,
     /// and never more than a fifth of the time: a write of a large receipt
     /// holds up updates while it serializes.
-    pub async fn write_loop(self: Arc<Self>, interval: Duration) {
+    pub(crate) async fn write_loop(self: Arc<Self>, interval: Duration) {
         use std::sync::atomic::Ordering;
         while !self.closed.load(Ordering::SeqCst) {
             self.dirty.notified().await;
@@ -785,14 +785,14 @@ impl ReportHandle {
     }
 
     /// Ends the write loop (the caller writes the last receipt itself).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.dirty.notify_one();
         self.closing.notify_one();
     }
 
     /// Settles the job state, writes the final receipt and drops the journal.
-    pub async fn finish(self: &Arc<Self>) -> JobState {
+    pub(crate) async fn finish(self: &Arc<Self>) -> JobState {
         let state = {
             let mut r = self.receipt.lock().unwrap();
             r.settle();
@@ -805,10 +805,6 @@ impl ReportHandle {
             let _ = std::fs::remove_file(&self.paths.journal);
         }
         state
-    }
-
-    pub fn paths(&self) -> &JobPaths {
-        &self.paths
     }
 }
 

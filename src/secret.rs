@@ -18,12 +18,8 @@ impl Secret {
     }
 
     /// The real value. Call it only where the value goes on the wire.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -69,7 +65,7 @@ impl<'de> Deserialize<'de> for Secret {
 ///
 /// Server replies and OS errors are outside our control; a server that echoes
 /// the password back in a reply must not get it into a receipt.
-pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
+pub(crate) fn scrub(text: &str, secrets: &[&Secret]) -> String {
     let mut out = text.to_string();
     for s in secrets {
         // One-character passwords would turn every message into stars.
@@ -104,7 +100,7 @@ mod tests {
 /// password in its user part and every query value replaced by `***`.
 /// Webhook and NATS URLs carry credentials and tokens there. Several URLs
 /// separated by commas (NATS) are each redacted.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
 }
 
@@ -146,12 +142,12 @@ fn redact_one(url: &str) -> String {
 }
 
 /// Serializes a URL redacted (see [`redact_url`]).
-pub fn serialize_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(url))
 }
 
 /// Serializes header values as `***` (they are API keys as often as not).
-pub fn serialize_header_values<S: Serializer>(
+pub(crate) fn serialize_header_values<S: Serializer>(
     headers: &std::collections::BTreeMap<String, String>,
     s: S,
 ) -> Result<S::Ok, S::Error> {

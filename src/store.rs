@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Makes a file readable by its owner only (the daemon's user).
-pub fn owner_only(path: &Path) -> std::io::Result<()> {
+pub(crate) fn owner_only(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -24,7 +24,7 @@ pub fn owner_only(path: &Path) -> std::io::Result<()> {
 /// Creates (truncating) or, with `append`, opens for appending a file that
 /// only its owner can read: receipts and journals name local paths and
 /// servers, which other users of the machine have no business reading.
-pub fn owner_only_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+pub(crate) fn owner_only_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
     let mut o = std::fs::OpenOptions::new();
     if append {
         o.append(true);
@@ -46,7 +46,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// [`write_atomic`] with the content produced by `fill` straight into the
 /// temp file (through a buffer), so that a large receipt is never held whole
 /// in memory as bytes.
-pub fn write_atomic_with(
+pub(crate) fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
@@ -85,6 +85,6 @@ pub fn write_atomic_with(
 
 /// Whether `name` is a temp file of [`write_atomic`] (left by a crash if it
 /// is old).
-pub fn is_atomic_temp(name: &str) -> bool {
+pub(crate) fn is_atomic_temp(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }

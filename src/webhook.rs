@@ -91,7 +91,7 @@ impl Webhooks {
         })
     }
 
-    pub fn set_config(&self, notify: NotifyConfig) {
+    pub(crate) fn set_config(&self, notify: NotifyConfig) {
         *self.config.lock().unwrap() = notify;
     }
 
@@ -173,7 +173,7 @@ impl Webhooks {
     }
 
     /// Delivers what is queued (now and from earlier runs) until `stop`.
-    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
             self.pass_until(&stop).await;
             tokio::select! {
@@ -300,7 +300,7 @@ impl Sink for Webhooks {
 }
 
 /// `sha256=<hex>` of `"<timestamp>.<body>"` under `key`.
-pub fn signature(key: &[u8], timestamp: u64, body: &[u8]) -> String {
+pub(crate) fn signature(key: &[u8], timestamp: u64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");

@@ -42,18 +42,18 @@ pub struct Timeouts {
 }
 
 /// A command sent whose reply nobody has read yet, and who waits for it.
-pub struct Owed {
+pub(crate) struct Owed {
     command: String,
     to: oneshot::Sender<Result<Reply, Fault>>,
 }
 
 /// The reply to an owed command, once the session has read it.
-pub type Pending = oneshot::Receiver<Result<Reply, Fault>>;
+pub(crate) type Pending = oneshot::Receiver<Result<Reply, Fault>>;
 
 /// One reply, whatever its code.
 #[derive(Debug, Clone)]
-pub struct Reply {
-    pub code: u32,
+pub(crate) struct Reply {
+    pub(crate) code: u32,
     response: Response,
 }
 
@@ -63,19 +63,19 @@ impl Reply {
         Reply { code, response }
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.response.body)
             .trim()
             .to_string()
     }
 
     /// A positive completion (2xx) or intermediate (3xx) reply.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         (200..400).contains(&self.code)
     }
 
     /// This reply as the fault of the command `what`.
-    pub fn fault(&self, what: impl std::fmt::Display) -> Fault {
+    pub(crate) fn fault(&self, what: impl std::fmt::Display) -> Fault {
         Fault::from_ftp(what, &FtpError::UnexpectedResponse(self.response.clone()))
     }
 }
@@ -118,7 +118,7 @@ pub(crate) struct Control {
 
 impl Control {
     /// May commands be pipelined here: the server keeps order (probed).
-    pub fn pipelines(&self) -> bool {
+    pub(crate) fn pipelines(&self) -> bool {
         self.pipelining == Some(true)
     }
 
@@ -126,7 +126,7 @@ impl Control {
     /// its [`Pending`] when the session next reads (whoever uses it next,
     /// or [`crate::ftp::Session::settle`]). Only where [`crate::ftp::Session::pipelines`]: the
     /// next user's commands go out behind these, before their replies.
-    pub async fn send_owed(&mut self, commands: &[String]) -> Result<Vec<Pending>, Fault> {
+    pub(crate) async fn send_owed(&mut self, commands: &[String]) -> Result<Vec<Pending>, Fault> {
         debug_assert!(self.pipelines());
         let mut in_flight: Vec<&str> = self.owed.iter().map(|o| o.command.as_str()).collect();
         in_flight.extend(commands.iter().map(String::as_str));
@@ -150,7 +150,7 @@ impl Control {
     /// Renames `from` to `to` without waiting: `RNFR`, `RNTO` and a `SIZE`
     /// of `to` go out now, and their replies come to the [`OwedRename`] when
     /// the session is next used. Only where [`crate::ftp::Session::pipelines`].
-    pub async fn rename_owed(&mut self, from: &str, to: &str) -> Result<OwedRename, Fault> {
+    pub(crate) async fn rename_owed(&mut self, from: &str, to: &str) -> Result<OwedRename, Fault> {
         let replies = self
             .send_owed(&[
                 format!("RNFR {from}"),
@@ -166,7 +166,7 @@ impl Control {
     }
 
     /// Does the session owe replies to commands sent earlier?
-    pub fn owes(&self) -> bool {
+    pub(crate) fn owes(&self) -> bool {
         !self.owed.is_empty()
     }
 
@@ -175,7 +175,7 @@ impl Control {
     /// gets the fault, and the caller gets [`Fault::inherited`]: the fault
     /// belongs to the entries that sent those commands, not to whoever
     /// happened to read their replies.
-    pub async fn settle(&mut self) -> Result<(), Fault> {
+    pub(crate) async fn settle(&mut self) -> Result<(), Fault> {
         while let Some(o) = self.owed.pop_front() {
             match self.reply(&o.command).await {
                 Ok(r) => {
@@ -270,7 +270,7 @@ impl Control {
     /// where [`crate::ftp::Session::pipelines`], else one at a time; every command is
     /// sent either way. An error means the connection is no longer in step
     /// (the session is then broken); a refusal is a [`Reply`].
-    pub async fn batch(&mut self, commands: &[String]) -> Result<Vec<Reply>, Fault> {
+    pub(crate) async fn batch(&mut self, commands: &[String]) -> Result<Vec<Reply>, Fault> {
         self.settle().await?;
         let mut replies = Vec::with_capacity(commands.len());
         let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
@@ -352,7 +352,7 @@ impl Control {
 /// A rename sent on a session that may have been put back since (see
 /// [`crate::ftp::Session::rename_owed`]).
 #[derive(Debug)]
-pub struct OwedRename {
+pub(crate) struct OwedRename {
     replies: Vec<Pending>,
     from: String,
     to: String,
@@ -360,9 +360,9 @@ pub struct OwedRename {
 
 /// What an owed rename came to: whether the server renamed, and the size
 /// it then gave for the new name (`None`: no such file).
-pub struct Renamed {
-    pub renamed: Result<(), Fault>,
-    pub size: Result<Option<u64>, Fault>,
+pub(crate) struct Renamed {
+    pub(crate) renamed: Result<(), Fault>,
+    pub(crate) size: Result<Option<u64>, Fault>,
 }
 
 impl OwedRename {
@@ -370,7 +370,7 @@ impl OwedRename {
     /// server read what they owe, and is called whenever a reply is a
     /// moment late (its session was put back, and the entry it was put back
     /// for took another). An error is a session that broke before it answered.
-    pub async fn replies<F, Fut>(self, mut nudge: F) -> Result<Renamed, Fault>
+    pub(crate) async fn replies<F, Fut>(self, mut nudge: F) -> Result<Renamed, Fault>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -421,7 +421,7 @@ fn positive_replies(command: &str) -> Option<&'static [u32]> {
 }
 
 /// Does a reply with `code` belong to `command`?
-pub fn fits(command: &str, code: u32) -> bool {
+pub(crate) fn fits(command: &str, code: u32) -> bool {
     code >= 400 || positive_replies(command).is_none_or(|ok| ok.contains(&code))
 }
 
@@ -430,7 +430,7 @@ pub fn fits(command: &str, code: u32) -> bool {
 /// reply matched to the wrong command never fits it, and is caught (a
 /// `213` for one file's SIZE can never answer another's). Commands not
 /// listed in [`positive_replies`] are never pipelined with others.
-pub fn distinct(commands: &[&str]) -> bool {
+pub(crate) fn distinct(commands: &[&str]) -> bool {
     let mut seen: Vec<u32> = Vec::new();
     for c in commands {
         let Some(codes) = positive_replies(c) else {
@@ -445,7 +445,7 @@ pub fn distinct(commands: &[&str]) -> bool {
 }
 
 /// A SIZE reply: the size, `None` for "no such file", else a fault.
-pub fn size_of(r: &Reply, path: &str) -> Result<Option<u64>, Fault> {
+pub(crate) fn size_of(r: &Reply, path: &str) -> Result<Option<u64>, Fault> {
     let what = format!("SIZE {path}");
     match r.code {
         213 => crate::ftp::reply::size(&r.text())

@@ -31,7 +31,8 @@ pub enum Upload {
 
 impl Upload {
     /// The socket, for zero-copy sends; `None` under TLS, where bytes must be encrypted first.
-    pub fn plain_tcp(&self) -> Option<&TcpStream> {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn plain_tcp(&self) -> Option<&TcpStream> {
         match self {
             Upload::Plain(tcp) => Some(tcp),
             Upload::Tls(_) => None,

@@ -21,7 +21,7 @@ impl Algo {
     const ALL: [Algo; 4] = [Algo::Sha256, Algo::Sha1, Algo::Md5, Algo::Crc32];
 
     /// The name in the receipt.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Algo::Sha256 => "sha256",
             Algo::Sha1 => "sha1",
@@ -31,7 +31,7 @@ impl Algo {
     }
 
     /// The name on the `HASH` feature line and in `OPTS HASH`.
-    pub fn hash_name(self) -> &'static str {
+    pub(crate) fn hash_name(self) -> &'static str {
         match self {
             Algo::Sha256 => "SHA-256",
             Algo::Sha1 => "SHA-1",
@@ -41,7 +41,7 @@ impl Algo {
     }
 
     /// The pre-standard command for it.
-    pub fn x_command(self) -> &'static str {
+    pub(crate) fn x_command(self) -> &'static str {
         match self {
             Algo::Sha256 => "XSHA256",
             Algo::Sha1 => "XSHA1",
@@ -70,7 +70,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub fn algo(self) -> Algo {
+    pub(crate) fn algo(self) -> Algo {
         match self {
             Method::Hash(a) | Method::X(a) => a,
         }

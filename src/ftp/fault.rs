@@ -9,7 +9,7 @@ use std::fmt;
 use suppaftp::{FtpError, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
+pub(crate) enum FaultKind {
     /// Dropped connections, timeouts, 4xx replies: worth another attempt.
     Transient,
     /// The server refuses more connections from us: use fewer, then retry.
@@ -30,7 +30,7 @@ pub enum FaultKind {
 /// What failed, for the callers that must tell failures apart: they match
 /// on this, never on the message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// The server answered no ([`Fault::code`] and [`Fault::verb`] say to what).
     Refused,
     /// The server answered no because the connection is not encrypted.
@@ -47,7 +47,7 @@ pub enum Cause {
 
 /// Why a TLS handshake failed, where it says what to do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsProblem {
+pub(crate) enum TlsProblem {
     /// The certificate is signed by no CA the client trusts.
     UnknownIssuer,
     /// The certificate does not name the host connected to.
@@ -58,12 +58,12 @@ pub enum TlsProblem {
 
 #[derive(Debug, Clone)]
 pub struct Fault {
-    pub kind: FaultKind,
-    pub cause: Cause,
+    pub(crate) kind: FaultKind,
+    pub(crate) cause: Cause,
     /// Human-readable, already free of credentials.
     pub message: String,
     /// The server's reply code, when the fault is a reply.
-    pub code: Option<u32>,
+    pub(crate) code: Option<u32>,
     /// The verb of the command the reply answered (`REST`, `STOR`, ...),
     /// when the fault is a reply to a command.
     pub verb: Option<String>,
@@ -79,7 +79,7 @@ impl std::error::Error for Fault {}
 
 impl Fault {
     /// A connection that broke (or went out of step): worth another attempt.
-    pub fn transient(message: impl Into<String>) -> Fault {
+    pub(crate) fn transient(message: impl Into<String>) -> Fault {
         Fault {
             kind: FaultKind::Transient,
             cause: Cause::Broken,
@@ -90,7 +90,7 @@ impl Fault {
     }
 
     /// Something on this side that another attempt would not change.
-    pub fn permanent(message: impl Into<String>) -> Fault {
+    pub(crate) fn permanent(message: impl Into<String>) -> Fault {
         Fault {
             kind: FaultKind::Permanent,
             cause: Cause::Local,
@@ -101,7 +101,7 @@ impl Fault {
     }
 
     /// Nothing came within the time allowed: worth another attempt.
-    pub fn timeout(message: impl Into<String>) -> Fault {
+    pub(crate) fn timeout(message: impl Into<String>) -> Fault {
         Fault {
             cause: Cause::Timeout,
             ..Fault::transient(message)
@@ -109,18 +109,18 @@ impl Fault {
     }
 
     /// A TLS handshake or certificate failed.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self.cause, Cause::Tls(_))
     }
 
     /// The server does not implement the command (500, 502, 504): a fact
     /// about the server, not a verdict on the file.
-    pub fn not_implemented(&self) -> bool {
+    pub(crate) fn not_implemented(&self) -> bool {
         self.code.is_some_and(not_implemented)
     }
 
     /// `what` got a reply that belongs to another command.
-    pub fn desync(what: impl fmt::Display, code: u32, text: &str) -> Fault {
+    pub(crate) fn desync(what: impl fmt::Display, code: u32, text: &str) -> Fault {
         Fault {
             kind: FaultKind::Desync,
             cause: Cause::Broken,
@@ -135,7 +135,7 @@ impl Fault {
 
     /// This entry's view of `owed`, a fault of the replies an earlier entry
     /// was owed on the session it took over.
-    pub fn inherited(owed: &Fault) -> Fault {
+    pub(crate) fn inherited(owed: &Fault) -> Fault {
         if owed.kind == FaultKind::Desync {
             return owed.clone();
         }
@@ -153,29 +153,29 @@ impl Fault {
 
     /// The server answered, and said no (as opposed to a connection that
     /// broke or timed out).
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         self.code.is_some()
     }
 
     /// The server refused to go on with a file from an offset: `REST`, or
     /// the `STOR` or `APPE` after it (not a broken connection).
-    pub fn refused_resume(&self) -> bool {
+    pub(crate) fn refused_resume(&self) -> bool {
         self.code.is_some_and(|c| c >= 400)
             && matches!(self.verb.as_deref(), Some("REST" | "STOR" | "APPE"))
     }
 
     /// The server said the file is not there (or may not be touched: a
     /// 550 says either).
-    pub fn file_unavailable(&self) -> bool {
+    pub(crate) fn file_unavailable(&self) -> bool {
         self.code == Some(550)
     }
 
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         self.kind == FaultKind::Permanent
     }
 
     /// Prefixes the message with what was being done, keeping the kind.
-    pub fn context(mut self, what: impl fmt::Display) -> Fault {
+    pub(crate) fn context(mut self, what: impl fmt::Display) -> Fault {
         self.message = format!("{what}: {}", self.message);
         self
     }
@@ -246,7 +246,7 @@ impl Fault {
     }
 
     /// The reply code, when the fault came from a server reply.
-    pub fn reply_code(err: &FtpError) -> Option<u32> {
+    pub(crate) fn reply_code(err: &FtpError) -> Option<u32> {
         match err {
             FtpError::UnexpectedResponse(r) => Some(code_of(r)),
             _ => None,
@@ -262,7 +262,7 @@ fn verb_of(what: &str) -> Option<String> {
 
 /// suppaftp maps codes it has no name for to `Unknown` (0); the body still starts with the digits.
 /// The reply code of `resp`, also for codes suppaftp has no name for.
-pub fn reply_code_of(resp: &suppaftp::types::Response) -> u32 {
+pub(crate) fn reply_code_of(resp: &suppaftp::types::Response) -> u32 {
     code_of(resp)
 }
 
@@ -288,7 +288,7 @@ fn is_too_many(text: &str) -> bool {
 /// Non-anonymous sessions must use encryption.`; pure-ftpd: `421 Sorry,
 /// cleartext sessions are not accepted on this server.`; proftpd: `550 SSL/TLS
 /// required on the control channel`.
-fn demands_tls(text: &str) -> bool {
+pub fn demands_tls(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     t.contains("must use encryption")
         || t.contains("cleartext sessions")
@@ -352,7 +352,7 @@ fn tls_problem(msg: &str) -> TlsProblem {
 }
 
 /// Reply codes that say "command not implemented" (500, 502, 504).
-pub fn not_implemented(code: u32) -> bool {
+pub(crate) fn not_implemented(code: u32) -> bool {
     matches!(code, 500 | 502 | 504)
 }
 

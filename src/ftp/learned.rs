@@ -22,16 +22,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Facts {
     /// The segment probe's verdict: parallel REST+STOR writes are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segments: Option<bool>,
+    pub(crate) segments: Option<bool>,
     /// The connection limit learned from "too many connections".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// APPE works; `Some(false)`: refused, new files are made with STOR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub appe: Option<bool>,
+    pub(crate) appe: Option<bool>,
     /// REST works; `Some(false)`: "not implemented", resumes use APPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rest: Option<bool>,
+    pub(crate) rest: Option<bool>,
     /// Data connections use TLS 1.2: `Some(true)` once the server was seen
     /// to hand out TLS 1.3 tickets on the control connection only (proftpd's
     /// mod_tls), where a TLS 1.2 session resumes any number of times;
@@ -39,34 +39,34 @@ pub struct Facts {
     /// handed out TLS 1.3 tickets on data connections too. Unknown, the
     /// first login offers TLS 1.3 and those alongside it TLS 1.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls12: Option<bool>,
+    pub(crate) tls12: Option<bool>,
     /// The server keeps pipelined commands in order (see `pipeline`):
     /// `Some(false)` for one that runs them concurrently (libunftp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipelining: Option<bool>,
+    pub(crate) pipelining: Option<bool>,
     /// The server leaves commands sent during a transfer for after its
     /// reply (see `Session::probe_queueing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queues_in_transfer: Option<bool>,
+    pub(crate) queues_in_transfer: Option<bool>,
     /// A login costs the server little work (see `Session::login_work`):
     /// new sessions log in in parallel from the first, rather than one
     /// login measuring it while the others wait a login's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cheap_logins: Option<bool>,
+    pub(crate) cheap_logins: Option<bool>,
     /// A new control connection may resume another one's TLS 1.2 session:
     /// its data connections were let through after it did (see
     /// `Session::probe_control_resume`). `Some(false)` for a server that ties
     /// data connections to the control connection's own session (proftpd's
     /// mod_tls), where each control connection does a full handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_tls_resume: Option<bool>,
+    pub(crate) control_tls_resume: Option<bool>,
     /// The TLS key exchange group the server took (its IANA number; 23 is
     /// P-256): a restarted daemon's first logins offer it at once, rather
     /// than each paying a HelloRetryRequest round trip to learn it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_group: Option<u16>,
+    pub(crate) tls_group: Option<u16>,
     /// When these facts were learned, in seconds since the epoch.
-    pub learned_at: u64,
+    pub(crate) learned_at: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ struct StateFile {
     litter: BTreeMap<String, BTreeSet<String>>,
 }
 
-pub struct Learned {
+pub(crate) struct Learned {
     /// `None`: nothing is kept (tests, `Pool` without a state folder).
     path: Option<PathBuf>,
     ttl: Duration,
@@ -104,7 +104,7 @@ fn now_secs() -> u64 {
 
 impl Learned {
     /// Nothing kept, nothing known.
-    pub fn none() -> Learned {
+    pub(crate) fn none() -> Learned {
         Learned {
             path: None,
             ttl: Duration::ZERO,
@@ -118,7 +118,7 @@ impl Learned {
 
     /// Reads the state file, dropping facts older than `ttl`. A missing or
     /// unreadable file is an empty one (it is a cache, not a record).
-    pub fn load(path: PathBuf, ttl: Duration) -> Learned {
+    pub(crate) fn load(path: PathBuf, ttl: Duration) -> Learned {
         let file = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
                 Ok(f) => f,
@@ -144,7 +144,7 @@ impl Learned {
     }
 
     /// What is known about `key`, if it has not expired.
-    pub fn get(&self, key: &ServerKey) -> Option<Facts> {
+    pub(crate) fn get(&self, key: &ServerKey) -> Option<Facts> {
         let state = self.state.lock().unwrap();
         let f = state.servers.get(&key.to_string())?;
         (now_secs().saturating_sub(f.learned_at) < self.ttl.as_secs()).then(|| f.clone())
@@ -152,7 +152,7 @@ impl Learned {
 
     /// Records that a probe is about to make `paths` on `key`'s server
     /// (directories end in `/`); on disk before the probe makes them.
-    pub fn add_litter(&self, key: &ServerKey, paths: &[String]) {
+    pub(crate) fn add_litter(&self, key: &ServerKey, paths: &[String]) {
         let mut state = self.state.lock().unwrap();
         let set = state.litter.entry(key.to_string()).or_default();
         let before = set.len();
@@ -163,7 +163,7 @@ impl Learned {
     }
 
     /// `paths` are gone from `key`'s server.
-    pub fn clear_litter(&self, key: &ServerKey, paths: &[String]) {
+    pub(crate) fn clear_litter(&self, key: &ServerKey, paths: &[String]) {
         let mut state = self.state.lock().unwrap();
         let k = key.to_string();
         let Some(set) = state.litter.get_mut(&k) else {
@@ -186,7 +186,7 @@ impl Learned {
     /// What an earlier run's probes left on `key`'s server (recorded by
     /// [`Self::add_litter`], not cleared since): for the first session that
     /// logs in there to remove.
-    pub fn litter(&self, key: &ServerKey) -> Vec<String> {
+    pub(crate) fn litter(&self, key: &ServerKey) -> Vec<String> {
         let state = self.state.lock().unwrap();
         state
             .inherited

@@ -13,12 +13,12 @@
 //! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
 //! - [`fault`]: the typed error that says transient, back-pressure or permanent.
 
-pub mod control;
+pub(crate) mod control;
 pub mod data;
 pub mod digest;
 pub mod fault;
-pub mod learned;
-pub mod pool;
+pub(crate) mod learned;
+pub(crate) mod pool;
 pub mod reply;
 pub mod seats;
 pub mod session;

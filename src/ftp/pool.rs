@@ -113,15 +113,15 @@ struct Slot {
 }
 
 /// A server's sessions and limit at scrape time.
-pub struct ServerLoad {
-    pub server: String,
-    pub busy: usize,
-    pub idle: usize,
+pub(crate) struct ServerLoad {
+    pub(crate) server: String,
+    pub(crate) busy: usize,
+    pub(crate) idle: usize,
     /// Sessions given up that the server may still hold (counted in the limit).
-    pub abandoned: usize,
-    pub limit: usize,
+    pub(crate) abandoned: usize,
+    pub(crate) limit: usize,
     /// The server said it is full (421): no login before this many ms from now.
-    pub full_for_ms: u64,
+    pub(crate) full_for_ms: u64,
 }
 
 /// A server's "too many connections" backoff (see [`Slot::full`]).
@@ -251,7 +251,7 @@ const CHEAP_LOGIN: Duration = Duration::from_millis(1000);
 /// Makes `sem`, which stood for `from` permits, stand for `to`: more are
 /// added at once; fewer are taken out as they come free (a task waits for
 /// them and forgets them).
-pub fn resize(sem: &Arc<Semaphore>, from: usize, to: usize) {
+pub(crate) fn resize(sem: &Arc<Semaphore>, from: usize, to: usize) {
     if to > from {
         sem.add_permits(to - from);
     } else if from > to {
@@ -275,10 +275,10 @@ const MAX_REFUSED_REMEMBERED: usize = 16;
 /// random per process, so the digest kept in memory says nothing about the
 /// password to anyone who reads it (a core dump, a debugger).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Creds([u8; 32]);
+pub(crate) struct Creds([u8; 32]);
 
 impl Creds {
-    pub fn of(spec: &ServerSpec) -> Creds {
+    pub(crate) fn of(spec: &ServerSpec) -> Creds {
         use sha2::{Digest, Sha256};
         static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
         let key = KEY.get_or_init(rand::random);
@@ -293,7 +293,7 @@ impl Creds {
     }
 }
 
-pub struct Pool {
+pub(crate) struct Pool {
     global: Arc<Semaphore>,
     /// The global limit `global` stands for now (changed by a reload).
     max_connections: AtomicUsize,
@@ -310,7 +310,7 @@ pub struct Pool {
     /// Sessions opened, logins refused, limits lowered (see [`crate::events`]).
     events: crate::events::Events,
     /// Bandwidth limits (`max_rate`): what data connections pay into.
-    pub limits: Arc<crate::rate::Limits>,
+    pub(crate) limits: Arc<crate::rate::Limits>,
     /// The `pipelining` setting: false keeps every session one command at a time.
     pipelining: AtomicBool,
     /// How long a server may go on holding a session that was given up,
@@ -322,7 +322,7 @@ pub struct Pool {
 
 /// A session lent to one entry. Dropping it returns the session to the pool
 /// unless it was marked broken.
-pub struct Lease {
+pub(crate) struct Lease {
     session: Option<Session>,
     /// What the session logged in with; it goes back to the idle list under these.
     creds: Creds,
@@ -335,18 +335,18 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn session(&mut self) -> &mut Session {
+    pub(crate) fn session(&mut self) -> &mut Session {
         self.session.as_mut().expect("lease holds a session")
     }
 
-    pub fn dirs(&self) -> &DirCache {
+    pub(crate) fn dirs(&self) -> &DirCache {
         &self.slot.dirs
     }
 
     /// What the probe found about segmented uploads to this server; `None`: not probed yet.
     /// Whether the server keeps pipelined commands in order, as far as
     /// any session found out; also given to this lease's session.
-    pub fn pipelining(&mut self) -> Option<bool> {
+    pub(crate) fn pipelining(&mut self) -> Option<bool> {
         if !self.pool.pipelining.load(Ordering::Relaxed) {
             self.session().set_pipelining(Some(false));
             return Some(false);
@@ -368,7 +368,7 @@ impl Lease {
     /// Closes this lease's session (broken by a probe) and lends a fresh
     /// one in its place; the old one's permits go first, so that a limit
     /// of one session is no deadlock.
-    pub async fn renew(&mut self, spec: &ServerSpec) -> Result<(), Fault> {
+    pub(crate) async fn renew(&mut self, spec: &ServerSpec) -> Result<(), Fault> {
         drop(self.global.take());
         match self.session.take() {
             Some(s) if s.is_broken() => self.pool.abandon(&self.slot, s, self.in_use.take()),
@@ -381,18 +381,18 @@ impl Lease {
 
     /// Is `path` a file that a session given up was writing, which the
     /// server may still hold (locked until it lets go of that session)?
-    pub fn is_held(&self, path: &str) -> bool {
+    pub(crate) fn is_held(&self, path: &str) -> bool {
         Pool::is_held(&self.slot, path)
     }
 
     /// Do other entries wait for a session of this server?
-    pub fn others_waiting(&self) -> bool {
+    pub(crate) fn others_waiting(&self) -> bool {
         self.slot.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// May this lease's session run the pipelining probes? True for one
     /// session per server at a time; [`Lease::learned`] ends its turn.
-    pub fn may_probe(&self) -> bool {
+    pub(crate) fn may_probe(&self) -> bool {
         self.slot
             .probing
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
@@ -400,14 +400,14 @@ impl Lease {
     }
 
     /// Shares what this session found out with the server's other sessions now.
-    pub fn learned(&mut self) {
+    pub(crate) fn learned(&mut self) {
         if let Some(session) = &self.session {
             self.pool.learn_from(&self.slot, session);
         }
         self.slot.probing.store(false, Ordering::SeqCst);
     }
 
-    pub fn segments_ok(&self) -> Option<bool> {
+    pub(crate) fn segments_ok(&self) -> Option<bool> {
         match self.slot.segments.load(Ordering::SeqCst) {
             SEGMENTS_YES => Some(true),
             SEGMENTS_NO => Some(false),
@@ -417,7 +417,7 @@ impl Lease {
 
     /// Remembers the probe's verdict; true if this call was the first to
     /// record one (so that it is logged once per server).
-    pub fn set_segments_ok(&self, ok: bool) -> bool {
+    pub(crate) fn set_segments_ok(&self, ok: bool) -> bool {
         let v = if ok { SEGMENTS_YES } else { SEGMENTS_NO };
         let first = self
             .slot
@@ -515,7 +515,7 @@ fn remember_refusal(slot: &Slot, creds: Creds, fault: &Fault) {
 }
 
 impl Pool {
-    pub fn new(
+    pub(crate) fn new(
         max_connections: usize,
         per_server: usize,
         timeouts: Timeouts,
@@ -542,13 +542,13 @@ impl Pool {
 
     /// How long a server may hold a session ftpdrop gave up (see
     /// [`crate::config::Config::abandoned_session_secs`]).
-    pub fn set_abandon_hold(&self, hold: Duration) {
+    pub(crate) fn set_abandon_hold(&self, hold: Duration) {
         self.abandon_hold_secs
             .store(hold.as_secs(), Ordering::Relaxed);
     }
 
     /// How long a server may hold a session ftpdrop gave up.
-    pub fn abandon_hold(&self) -> Duration {
+    pub(crate) fn abandon_hold(&self) -> Duration {
         Duration::from_secs(self.abandon_hold_secs.load(Ordering::Relaxed))
     }
 
@@ -609,7 +609,7 @@ impl Pool {
 
     /// Waits until no session given up holds `path` on `spec`'s server any
     /// more, at most `within`.
-    pub async fn wait_released(&self, spec: &ServerSpec, path: &str, within: Duration) {
+    pub(crate) async fn wait_released(&self, spec: &ServerSpec, path: &str, within: Duration) {
         let slot = self.slot(&spec.key());
         let deadline = Instant::now() + within;
         while Pool::is_held(&slot, path) && Instant::now() < deadline {
@@ -618,7 +618,7 @@ impl Pool {
     }
 
     /// The `pipelining` setting (see [`crate::config::Config::pipelining`]).
-    pub fn allow_pipelining(&self, on: bool) {
+    pub(crate) fn allow_pipelining(&self, on: bool) {
         self.pipelining.store(on, Ordering::Relaxed);
     }
 
@@ -719,7 +719,7 @@ impl Pool {
     /// Reads the replies that idle sessions of `spec`'s server owe (see
     /// `Session::send_owed`): for an entry whose session was put back for
     /// a next entry that then took another one.
-    pub async fn settle_idle(self: &Arc<Self>, spec: &ServerSpec) {
+    pub(crate) async fn settle_idle(self: &Arc<Self>, spec: &ServerSpec) {
         let slot = self.slot(&spec.key());
         let owing: Vec<Idle> = {
             let mut idle = slot.idle.lock().unwrap();
@@ -756,7 +756,7 @@ impl Pool {
     }
 
     /// The pool with events going to `events` instead of nowhere.
-    pub fn with_events(self: Arc<Self>, events: crate::events::Events) -> Arc<Self> {
+    pub(crate) fn with_events(self: Arc<Self>, events: crate::events::Events) -> Arc<Self> {
         match Arc::try_unwrap(self) {
             Ok(mut pool) => {
                 pool.events = events;
@@ -767,7 +767,7 @@ impl Pool {
     }
 
     /// Each server's sessions (busy, idle) and current limit, for the metrics.
-    pub fn load(&self) -> Vec<ServerLoad> {
+    pub(crate) fn load(&self) -> Vec<ServerLoad> {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
         let mut out: Vec<ServerLoad> = Vec::new();
         for slot in slots {
@@ -800,7 +800,7 @@ impl Pool {
     }
 
     /// Closes sessions idle for longer than the idle timeout.
-    pub fn reap_idle(&self) {
+    pub(crate) fn reap_idle(&self) {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
         for slot in slots {
             // Another instance waits for a seat that our idle session holds.
@@ -824,7 +824,7 @@ impl Pool {
     /// Closes every idle session politely (used at shutdown), all at once:
     /// one after another, eight QUITs across a 40 ms link added a third of
     /// a second to every `ftpdrop once`.
-    pub async fn close_all(&self) {
+    pub(crate) async fn close_all(&self) {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap().values().cloned().collect();
         let idle: Vec<Idle> = slots
             .iter()
@@ -836,7 +836,7 @@ impl Pool {
     /// Puts new limits in force (a reload). Sessions in use keep going; a
     /// lower limit is reached as they end, and idle sessions are closed at
     /// once so that new work waits for the new limit.
-    pub fn set_limits(&self, max_connections: usize, per_server: usize) {
+    pub(crate) fn set_limits(&self, max_connections: usize, per_server: usize) {
         let old = self.max_connections.swap(max_connections, Ordering::SeqCst);
         resize(&self.global, old, max_connections);
         let old_per = self.per_server.swap(per_server, Ordering::SeqCst);
@@ -866,11 +866,6 @@ impl Pool {
         }
     }
 
-    /// The number of sessions this server is currently allowed.
-    pub fn limit_of(&self, key: &ServerKey) -> usize {
-        self.slot(key).limit.load(Ordering::SeqCst)
-    }
-
     /// Gives a server whose limit was lowered one more connection, if it has
     /// not refused one for a while; if it still cannot take it, it says so
     /// and the limit goes down again.
@@ -890,7 +885,7 @@ impl Pool {
     /// Shares each server's session limit with the other instances that
     /// use the same seats (see [`crate::ftp::seats`]). Sessions opened
     /// before keep the seats they have (or none).
-    pub fn share_seats(&self, seats: crate::ftp::seats::Seats) {
+    pub(crate) fn share_seats(&self, seats: crate::ftp::seats::Seats) {
         *self.seats.lock().unwrap() = Arc::new(seats);
     }
 
@@ -914,7 +909,7 @@ impl Pool {
     }
 
     /// Lends a logged-in session for `spec`, connecting if none is idle.
-    pub async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
+    pub(crate) async fn acquire(self: &Arc<Self>, spec: &ServerSpec) -> Result<Lease, Fault> {
         let key = spec.key();
         let creds = Creds::of(spec);
         let slot = self.slot(&key);
@@ -1071,7 +1066,7 @@ impl Pool {
     /// way. It may still connect and log in.
     /// `None` when the limits are reached or the connection failed; the
     /// caller then does with what it has.
-    pub async fn try_acquire(self: &Arc<Self>, spec: &ServerSpec) -> Option<Lease> {
+    pub(crate) async fn try_acquire(self: &Arc<Self>, spec: &ServerSpec) -> Option<Lease> {
         let key = spec.key();
         let creds = Creds::of(spec);
         let slot = self.slot(&key);
@@ -1170,7 +1165,7 @@ impl Pool {
     /// Removes what a probe on a session that broke left behind, on a
     /// fresh session of the same server (`lease`'s, renewed; it stays
     /// broken if no fresh one could be had).
-    pub async fn clean_after_probe(&self, lease: &mut Lease, spec: &ServerSpec) {
+    pub(crate) async fn clean_after_probe(&self, lease: &mut Lease, spec: &ServerSpec) {
         let made = std::mem::take(&mut lease.session().made);
         if made.is_empty() {
             return;

@@ -34,14 +34,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The seat folder's name inside `checked/` (not a job name: no `.json`).
-pub const DIR: &str = "ftpdrop-seats";
+pub(crate) const DIR: &str = "ftpdrop-seats";
 
 /// The NATS KV bucket of seats.
-pub const BUCKET: &str = "ftpdrop_seats";
+pub(crate) const BUCKET: &str = "ftpdrop_seats";
 
 /// How long a NATS seat outlives its last renewal: a dead instance's
 /// seats come back after at most this long.
-pub const KV_TTL: Duration = Duration::from_secs(15);
+pub(crate) const KV_TTL: Duration = Duration::from_secs(15);
 
 /// How often held NATS seats are renewed.
 const KV_RENEW: Duration = Duration::from_secs(4);
@@ -57,7 +57,7 @@ fn key(server: &str, login: &str) -> String {
 }
 
 /// The seats of a group of instances.
-pub struct Seats {
+pub(crate) struct Seats {
     store: Store,
     warned: AtomicBool,
 }
@@ -83,7 +83,7 @@ struct KvSeats {
 }
 
 /// One held seat; dropping it frees it.
-pub struct Seat {
+pub(crate) struct Seat {
     _held: Held,
 }
 
@@ -118,7 +118,7 @@ impl Drop for Held {
 
 impl Seats {
     /// Seats in `dir`; `None` for an instance that shares nothing.
-    pub fn new(dir: Option<PathBuf>) -> Seats {
+    pub(crate) fn new(dir: Option<PathBuf>) -> Seats {
         Seats {
             store: dir.map_or(Store::None, Store::Files),
             warned: AtomicBool::new(false),
@@ -127,7 +127,7 @@ impl Seats {
 
     /// Seats in the NATS KV bucket [`BUCKET`] (created if missing), renewed
     /// while the returned task runs.
-    pub async fn nats(client: async_nats::Client, owner: &str) -> anyhow::Result<Seats> {
+    pub(crate) async fn nats(client: async_nats::Client, owner: &str) -> anyhow::Result<Seats> {
         let js = async_nats::jetstream::new(client);
         if js.get_key_value(BUCKET).await.is_err() {
             // The bucket's stream, made as `create_key_value` makes it:
@@ -170,7 +170,7 @@ impl Seats {
 
     /// A free seat among the first `limit` of `server` (`host:port` and
     /// login), or `None` when every one is held by a session somewhere.
-    pub async fn take(&self, server: &str, login: &str, limit: usize) -> Option<Seat> {
+    pub(crate) async fn take(&self, server: &str, login: &str, limit: usize) -> Option<Seat> {
         let limit = limit.max(1);
         // Seats are tried from a different place by each caller, so that
         // instances starting together do not all contend for seat 0.
@@ -232,7 +232,7 @@ impl Seats {
     /// idle session of it close that session instead of keeping it
     /// ([`Seats::wanted`]), so that idle sessions of one instance never
     /// starve another's work.
-    pub async fn want(&self, server: &str, login: &str) {
+    pub(crate) async fn want(&self, server: &str, login: &str) {
         let key = key(server, login);
         match &self.store {
             Store::None => {}
@@ -265,7 +265,7 @@ impl Seats {
 
     /// Did a session of `server` wait for a seat just now, here or
     /// elsewhere (see [`Seats::want`])?
-    pub fn wanted(&self, server: &str, login: &str) -> bool {
+    pub(crate) fn wanted(&self, server: &str, login: &str) -> bool {
         let key = key(server, login);
         match &self.store {
             Store::None => false,

@@ -27,7 +27,7 @@ use suppaftp::{FtpError, FtpResult, Mode, Status};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-pub use super::data::Upload;
+pub(crate) use super::data::Upload;
 
 /// How long the queueing probe holds its transfer open after sending SIZE,
 /// at most: long enough for a server that polls its control connection to
@@ -61,7 +61,7 @@ pub struct Session {
     pub(crate) create_with_appe: bool,
     /// Cleared when the server says it does not implement REST: resumes use APPE.
     pub(crate) rest_works: bool,
-    pub last_used: Instant,
+    pub(crate) last_used: Instant,
     /// The reply of the last MKD the server refused, to explain a later STOR failure.
     last_mkd_refusal: Option<String>,
     /// The pool's count of this server's open sessions; released with the session.
@@ -92,7 +92,7 @@ pub struct Session {
     /// `TYPE I`, which costs the server nothing). Tells a login that is slow
     /// because the server is far (cheap: open sessions in parallel) from one
     /// that is slow because it hashes the password (pure-ftpd's argon2).
-    pub login_work: Duration,
+    pub(crate) login_work: Duration,
     /// Where probes record what they make before they make it (see
     /// [`super::learned::Learned::add_litter`]); set by the pool.
     pub(crate) litter: Option<(
@@ -700,7 +700,7 @@ impl Session {
     }
 
     /// Is an idle session still alive? Servers drop idle control connections.
-    pub async fn noop(&mut self) -> bool {
+    pub(crate) async fn noop(&mut self) -> bool {
         if self.control.settle().await.is_err() {
             return false;
         }
@@ -1075,7 +1075,7 @@ impl Session {
     /// there: `REST offset` + `STOR`, and an error if REST is refused. Never
     /// APPE, which writes wherever the file ends now: right for a resume,
     /// wrong for one segment among several. Offset 0 is a plain STOR.
-    pub async fn store_exact(&mut self, path: &str, offset: u64) -> Result<Upload, Fault> {
+    pub(crate) async fn store_exact(&mut self, path: &str, offset: u64) -> Result<Upload, Fault> {
         self.store(path, false, (offset > 0).then_some(offset))
             .await
             .map_err(Refused::into_fault)
@@ -1192,13 +1192,13 @@ impl Session {
 
     /// Asks for `SIZE file` (and the next EPSV) to go out as soon as the
     /// next upload's data connection closes, where the server allows it.
-    pub fn size_after_close(&mut self, file: &str) {
+    pub(crate) fn size_after_close(&mut self, file: &str) {
         self.size_after_close = Some(file.to_string());
         self.size_after_reply = None;
     }
 
     /// Forgets a [`Session::size_after_close`] (the upload failed).
-    pub fn no_size_after_close(&mut self) {
+    pub(crate) fn no_size_after_close(&mut self) {
         self.size_after_close = None;
         self.size_after_reply = None;
     }
@@ -1210,7 +1210,7 @@ impl Session {
     /// refuses "transfer in progress", or aborts) shows it now, with the
     /// transfer held open, not by the luck of a race. `None`: no verdict
     /// (the probe could not upload here).
-    pub async fn probe_queueing(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
+    pub(crate) async fn probe_queueing(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
         // On TLS the SIZE would leave only with the next read, after the
         // transfer: the probe could not tell.
         if !self.control.pipelines() || self.control.tls {
@@ -1296,7 +1296,7 @@ impl Session {
 
     /// Can an upload continue a partial file here? Not on a server known to
     /// implement neither REST (with STOR) nor APPE: there it starts over.
-    pub fn can_resume(&self) -> bool {
+    pub(crate) fn can_resume(&self) -> bool {
         (self.features.rest_stream && self.rest_works) || self.create_with_appe
     }
 
@@ -1312,7 +1312,7 @@ impl Session {
     }
 
     /// Is a data connection of this session still open (its task was cancelled)?
-    pub fn mid_transfer(&self) -> bool {
+    pub(crate) fn mid_transfer(&self) -> bool {
         self.open_transfers > 0
     }
 
@@ -1320,18 +1320,18 @@ impl Session {
     /// each data connection here uses up one of the few it gave at login.
     /// The server hands out TLS 1.3 tickets on data connections too: a
     /// TLS 1.3 session never runs out of them.
-    pub fn tls13_tickets_on_data(&self) -> bool {
+    pub(crate) fn tls13_tickets_on_data(&self) -> bool {
         self.tickets_on_data && self.tickets_seen_on_data
     }
 
-    pub fn tls13_tickets_on_control_only(&self) -> bool {
+    pub(crate) fn tls13_tickets_on_control_only(&self) -> bool {
         !self.tickets_on_data
     }
 
     /// No TLS session left for a data connection to resume: a server that
     /// requires resumption (proftpd's mod_tls, vsftpd's `require_ssl_reuse`)
     /// would refuse the next one, so the session must not be reused.
-    pub fn tls_spent(&self) -> bool {
+    pub(crate) fn tls_spent(&self) -> bool {
         !self.tickets_on_data
             && self
                 .tls_cache
@@ -1344,7 +1344,7 @@ impl Session {
     /// whether the server took the RNFR. Safe to send together: an RNFR
     /// without its RNTO changes nothing, and the caller sends RNTO only once
     /// the size is right.
-    pub async fn size_then_rnfr(
+    pub(crate) async fn size_then_rnfr(
         &mut self,
         from: &str,
     ) -> Result<(Option<u64>, Result<(), Fault>), Fault> {
@@ -1365,7 +1365,7 @@ impl Session {
 
     /// `RNTO to` after an accepted `RNFR`, then `SIZE to`, in one batch.
     /// The rename's outcome, and the size of the file now under `to`.
-    pub async fn rnto_then_size(
+    pub(crate) async fn rnto_then_size(
         &mut self,
         to: &str,
     ) -> Result<(Result<(), Fault>, Option<u64>), Fault> {
@@ -1401,7 +1401,7 @@ impl Session {
 
     /// `SIZE path`, with an `EPSV` for the next upload in the same batch
     /// (where the server pipelines; see `pending_passive`).
-    pub async fn size_then_passive(&mut self, path: &str) -> Result<Option<u64>, Fault> {
+    pub(crate) async fn size_then_passive(&mut self, path: &str) -> Result<Option<u64>, Fault> {
         if let Some((file, size)) = self.size_after_reply.take() {
             if file == path {
                 return size;
@@ -1418,7 +1418,7 @@ impl Session {
         self.size_reply(&r[0], path)
     }
 
-    pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
+    pub(crate) async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
         self.control.settle().await?;
         timed(
             &mut self.control.broken,
@@ -1435,7 +1435,7 @@ impl Session {
     /// dot files only for `NLST -a`, which pure-ftpd and pyftpdlib take for
     /// a path (550); they list dot files without it. An empty directory
     /// may answer 450/550.
-    pub async fn names(&mut self, dir: &str) -> Result<Vec<String>, Fault> {
+    pub(crate) async fn names(&mut self, dir: &str) -> Result<Vec<String>, Fault> {
         self.control.settle().await?;
         let target = if dir.is_empty() { "." } else { dir };
         let mut last = Ok(Vec::new());
@@ -1465,7 +1465,7 @@ impl Session {
     /// tickets. `None`: no data connection was opened (a server that answers
     /// an empty directory's LIST with 450), nothing learned. A session that
     /// failed is broken: its data connections would fail too.
-    pub async fn probe_control_resume(&mut self) -> Option<bool> {
+    pub(crate) async fn probe_control_resume(&mut self) -> Option<bool> {
         match self.read_data("LIST".into(), |_| {}).await {
             Ok(_) => Some(true),
             Err(f) if matches!(f.code, Some(450 | 550)) && !self.control.broken => None,
@@ -1532,7 +1532,7 @@ impl Session {
         Ok(kept)
     }
 
-    pub async fn delete(&mut self, path: &str) -> Result<(), Fault> {
+    pub(crate) async fn delete(&mut self, path: &str) -> Result<(), Fault> {
         self.control.settle().await?;
         let r = timed(
             &mut self.control.broken,
@@ -1554,7 +1554,7 @@ impl Session {
     /// it was given up alive (then our close reaches it). A
     /// server whose session waits on a dead data connection or on a file
     /// lock holds it until its own timeout: its close is the first sign.
-    pub async fn linger(mut self, hold: Duration) -> bool {
+    pub(crate) async fn linger(mut self, hold: Duration) -> bool {
         // A live link carries our close at once: a QUIT's answer (or the
         // close) is awaited briefly, then the connection is dropped. A
         // server wedged on an earlier command (libunftp after a lost reply)
@@ -1588,7 +1588,7 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.control.ftp.quit()).await;
     }
 
-    pub fn data_timeout(&self) -> Duration {
+    pub(crate) fn data_timeout(&self) -> Duration {
         self.control.timeouts.data
     }
 
@@ -1607,7 +1607,7 @@ impl Session {
     }
 
     /// Chooses the algorithm of later `HASH` commands (`OPTS HASH SHA-256`).
-    pub async fn select_hash(&mut self, algo: &str) -> Result<(), Fault> {
+    pub(crate) async fn select_hash(&mut self, algo: &str) -> Result<(), Fault> {
         self.control.settle().await?;
         if self.hash_algo.as_deref() == Some(algo) {
             return Ok(());
@@ -1620,7 +1620,11 @@ impl Session {
 
     /// Sends a hash command (`HASH`, `XSHA256`, `XMD5`, ...) for `path` and
     /// returns the last line of the reply, which carries the digest.
-    pub async fn hash_command(&mut self, command: &str, path: &str) -> Result<String, Fault> {
+    pub(crate) async fn hash_command(
+        &mut self,
+        command: &str,
+        path: &str,
+    ) -> Result<String, Fault> {
         self.control.settle().await?;
         let reply = self
             .custom(
@@ -1636,7 +1640,7 @@ impl Session {
     }
 
     /// Reads `path` back over a data connection; returns its SHA-256 and size.
-    pub async fn download_sha256(&mut self, path: &str) -> Result<(String, u64), Fault> {
+    pub(crate) async fn download_sha256(&mut self, path: &str) -> Result<(String, u64), Fault> {
         self.control.settle().await?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
@@ -1677,7 +1681,7 @@ fn tls_hint(mut f: Fault, spec: &ServerSpec) -> Fault {
 }
 
 /// `a//b/` → `a/b`; keeps a leading `/`.
-pub fn normalize_dir(dir: &str) -> String {
+pub(crate) fn normalize_dir(dir: &str) -> String {
     let abs = dir.starts_with('/');
     let parts: Vec<&str> = dir
         .split('/')
@@ -1709,18 +1713,18 @@ fn dir_prefixes(dir: &str) -> Vec<String> {
 impl Session {
     /// Can the session no longer be trusted to be in step with the
     /// server? The pool then never lends it again.
-    pub fn is_broken(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         self.control.broken
     }
 
     /// Gives the session up (an upload that stopped half-way, a fault its
     /// caller cannot place): the pool closes it instead of lending it again.
-    pub fn give_up(&mut self) {
+    pub(crate) fn give_up(&mut self) {
         self.control.broken = true;
     }
 
     /// May commands be pipelined here: the server keeps order (probed).
-    pub fn pipelines(&self) -> bool {
+    pub(crate) fn pipelines(&self) -> bool {
         self.control.pipelines()
     }
 
@@ -1740,23 +1744,23 @@ impl Session {
     }
 
     /// Is the control connection TLS?
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.control.tls
     }
 
     /// Does the session owe replies to commands sent earlier?
-    pub fn owes(&self) -> bool {
+    pub(crate) fn owes(&self) -> bool {
         self.control.owes()
     }
 
     /// Reads the replies owed (see [`Control::settle`]).
-    pub async fn settle(&mut self) -> Result<(), Fault> {
+    pub(crate) async fn settle(&mut self) -> Result<(), Fault> {
         self.control.settle().await
     }
 
     /// Publishes `from` as `to` without waiting for the answer (see
     /// [`Control::rename_owed`]).
-    pub async fn rename_owed(
+    pub(crate) async fn rename_owed(
         &mut self,
         from: &str,
         to: &str,
@@ -1770,7 +1774,7 @@ impl Session {
     /// runs commands concurrently (libunftp) fails some of them. `None` when
     /// the probe says nothing (no right to make a directory here, or a TLS
     /// control connection, where nothing is pipelined anyway).
-    pub async fn probe_pipelining(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
+    pub(crate) async fn probe_pipelining(&mut self, dir: &str) -> Result<Option<bool>, Fault> {
         let tag = &hex::encode(rand::random::<[u8; 6]>());
         let a = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-a"));
         let b = crate::job::join_remote(dir, &format!(".ftpdrop-probe-{tag}-b"));

@@ -142,7 +142,7 @@ impl TlsConfigs {
 /// Gives one control connection its own copy of `base` with its own
 /// session cache, which shares what `share` allows with the server's other
 /// control connections.
-pub fn for_session(
+pub(crate) fn for_session(
     base: &Arc<ClientConfig>,
     share: Option<Sharing>,
 ) -> (Arc<ClientConfig>, Arc<SessionCache>) {
@@ -161,7 +161,7 @@ const MAX_TICKETS: usize = 8;
 /// The TLS session state of one control connection and its data connections.
 /// It serves one server name, so names are not looked at.
 #[derive(Debug, Default)]
-pub struct SessionCache {
+pub(crate) struct SessionCache {
     state: Mutex<CacheState>,
     /// What is shared with the server's other control connections.
     share: Option<Sharing>,
@@ -180,7 +180,7 @@ pub struct ControlShare {
 
 impl ControlShare {
     /// Starts with the group learned earlier, if any.
-    pub fn with_group(group: Option<u16>) -> ControlShare {
+    pub(crate) fn with_group(group: Option<u16>) -> ControlShare {
         ControlShare {
             kx_hint: Mutex::new(group.map(NamedGroup::from)),
             ..ControlShare::default()
@@ -188,7 +188,7 @@ impl ControlShare {
     }
 
     /// The key exchange group the server took, as its IANA number.
-    pub fn group(&self) -> Option<u16> {
+    pub(crate) fn group(&self) -> Option<u16> {
         self.kx_hint.lock().unwrap().map(u16::from)
     }
 }
@@ -212,12 +212,12 @@ struct CacheState {
 
 impl SessionCache {
     /// Whether the server speaks TLS 1.3 with tickets to this session.
-    pub fn is_tls13(&self) -> bool {
+    pub(crate) fn is_tls13(&self) -> bool {
         self.state.lock().unwrap().tls13_received > 0
     }
 
     /// TLS 1.3 tickets ready for the next data connections.
-    pub fn tickets(&self) -> usize {
+    pub(crate) fn tickets(&self) -> usize {
         self.state.lock().unwrap().tls13.len()
     }
 
@@ -229,13 +229,13 @@ impl SessionCache {
     }
 
     /// How the control handshake went, once it is over.
-    pub fn control_handshake(&self) -> Option<rustls::HandshakeKind> {
+    pub(crate) fn control_handshake(&self) -> Option<rustls::HandshakeKind> {
         self.control.get().copied()
     }
 
     /// Did the control handshake resume a session (from an earlier control
     /// connection to the server)?
-    pub fn control_resumed(&self) -> bool {
+    pub(crate) fn control_resumed(&self) -> bool {
         self.control_handshake() == Some(rustls::HandshakeKind::Resumed)
     }
 
@@ -251,7 +251,7 @@ impl SessionCache {
     }
 
     /// A counter that moves each time a TLS 1.3 ticket arrives.
-    pub fn received(&self) -> u64 {
+    pub(crate) fn received(&self) -> u64 {
         self.state.lock().unwrap().tls13_received
     }
 }
@@ -370,7 +370,7 @@ impl ServerCertVerifier for NoVerification {
 /// arriving). This wrapper flushes after every write and, above all, before
 /// every read, so whoever waits for a reply also pushes the request out.
 #[derive(Debug)]
-pub struct FtpsStream {
+pub(crate) struct FtpsStream {
     inner: suppaftp::tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     /// Command lines the session wrote itself (see [`Outbox`]).
     outbox: Outbox,
@@ -382,10 +382,10 @@ pub struct FtpsStream {
 /// before it reads, which keeps them in order with suppaftp's own commands
 /// and sends them no later than the wait for their replies.
 #[derive(Debug, Clone, Default)]
-pub struct Outbox(Arc<std::sync::Mutex<Vec<u8>>>);
+pub(crate) struct Outbox(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Outbox {
-    pub fn push(&self, bytes: &[u8]) {
+    pub(crate) fn push(&self, bytes: &[u8]) {
         self.0.lock().unwrap().extend_from_slice(bytes);
     }
 }
@@ -415,12 +415,7 @@ impl FtpsStream {
     }
 }
 
-impl FtpsStream {
-    /// This connection's rustls state (negotiated version, for one).
-    pub fn connection(&self) -> &rustls::ClientConnection {
-        self.inner.get_ref().1
-    }
-}
+impl FtpsStream {}
 
 impl tokio::io::AsyncRead for FtpsStream {
     fn poll_read(
@@ -485,7 +480,7 @@ impl suppaftp::tokio::TokioTlsStream for FtpsStream {
 
 /// Starts TLS on FTPS control connections, as [`FtpsStream`]s.
 #[derive(Clone)]
-pub struct FtpsConnector {
+pub(crate) struct FtpsConnector {
     tls: suppaftp::tokio_rustls::TlsConnector,
     /// The control connection's outbox and session cache, for the first
     /// stream made (the control connection); any later one (suppaftp's own
@@ -500,7 +495,7 @@ type ControlParts = (Outbox, Arc<SessionCache>);
 
 impl FtpsConnector {
     /// `config` must be the one [`for_session`] gave with `cache`.
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<ClientConfig>,
         outbox: Outbox,
         cache: Arc<SessionCache>,

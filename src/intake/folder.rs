@@ -27,21 +27,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Is this a job file name, not a hidden, temporary or editor file?
-pub fn eligible(name: &str) -> bool {
+pub(crate) fn eligible(name: &str) -> bool {
     !name.starts_with('.')
         && !name.starts_with('~')
         && json_stem(name).is_some_and(|s| !s.is_empty())
 }
 
 /// The name without its `.json`, in any case (`REPORT.JSON` from Windows).
-pub fn json_stem(name: &str) -> Option<&str> {
+pub(crate) fn json_stem(name: &str) -> Option<&str> {
     let cut = name.len().checked_sub(".json".len())?;
     let (stem, ext) = (name.get(..cut)?, name.get(cut..)?);
     ext.eq_ignore_ascii_case(".json").then_some(stem)
 }
 
 /// Job file names in `dir` (not recursive), oldest first.
-pub fn scan(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn scan(dir: &Path) -> Vec<PathBuf> {
     scan_split(dir).0
 }
 
@@ -86,7 +86,7 @@ fn scan_split(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
 /// Only a regular file is opened, never through a symlink, and the open
 /// cannot block (a FIFO swapped in would wait for a writer forever): the
 /// error for anything else carries [`crate::localfile::NotAFile`].
-pub fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+pub(crate) fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     let f = crate::localfile::open_regular(path, false)?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
@@ -168,30 +168,30 @@ fn set_aside(src: &Path, checked: &Path, stem: &str, what: &str) -> std::io::Res
 }
 
 /// A job for the scheduler.
-pub struct Work {
+pub(crate) struct Work {
     /// The claimed job file in `checked/`.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its lock, when the intake holds it already.
-    pub lock: Option<std::fs::File>,
+    pub(crate) lock: Option<std::fs::File>,
     /// The job permit it runs under.
-    pub permit: OwnedSemaphorePermit,
+    pub(crate) permit: OwnedSemaphorePermit,
     /// Told the job's state when it ends (or is interrupted: `running`), for
     /// an intake that must answer its source (the NATS ack).
-    pub done: Option<tokio::sync::oneshot::Sender<crate::report::JobState>>,
+    pub(crate) done: Option<tokio::sync::oneshot::Sender<crate::report::JobState>>,
 }
 
 /// A claimed job: its file in `checked/`, and the lock on it.
 #[derive(Debug)]
-pub struct Claimed {
-    pub path: PathBuf,
-    pub lock: std::fs::File,
+pub(crate) struct Claimed {
+    pub(crate) path: PathBuf,
+    pub(crate) lock: std::fs::File,
 }
 
 /// Moves `src` into `checked` under a name no other job (or receipt) uses,
 /// locked before it moves: from the moment it is in `checked/` no other
 /// instance can mistake it for an orphan. `Ok(None)` means the file is gone
 /// or locked: another instance is claiming it.
-pub fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
+pub(crate) fn claim(src: &Path, checked: &Path) -> std::io::Result<Option<Claimed>> {
     let name = src
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -285,22 +285,22 @@ fn truncated_json(path: &Path) -> bool {
     }
 }
 
-pub struct Intake {
-    pub inbox: PathBuf,
-    pub checked: PathBuf,
-    pub settle: Duration,
-    pub sweep: Duration,
+pub(crate) struct Intake {
+    pub(crate) inbox: PathBuf,
+    pub(crate) checked: PathBuf,
+    pub(crate) settle: Duration,
+    pub(crate) sweep: Duration,
     /// Beaten every pass, and while waiting for a job permit (which is
     /// back-pressure, not a wedge); also counts the files waiting.
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
     /// Fired after the first pass: what was waiting at startup is claimed,
     /// or waits for a job permit. The daemon is ready then.
-    pub watching: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) watching: Option<tokio::sync::oneshot::Sender<()>>,
     /// How long a job file whose JSON stops mid-way may stay unchanged
     /// before it is claimed anyway (and found invalid).
-    pub incomplete_grace: Duration,
+    pub(crate) incomplete_grace: Duration,
     /// Names already logged as ignored (see [`Intake::note_ignored`]).
-    pub ignored: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub(crate) ignored: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 enum Signal {
@@ -433,7 +433,7 @@ impl Intake {
     }
 
     /// Watches and claims until `stop`; each claimed job goes out with its permit.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         out: mpsc::Sender<Work>,
         permits: Arc<Semaphore>,

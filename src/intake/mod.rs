@@ -8,8 +8,8 @@
 //! An intake hands the scheduler [`Work`]: a claimed job file in
 //! `checked/`, locked, with a job permit.
 
-pub mod folder;
+pub(crate) mod folder;
 pub mod nats;
 pub mod submit;
 
-pub use folder::*;
+pub(crate) use folder::*;

@@ -43,14 +43,14 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Before a job cut off by shutdown is offered to another worker.
 const NAK_DELAY: Duration = Duration::from_secs(2);
 
-pub struct NatsIntake {
-    pub config: NatsConfig,
-    pub checked: PathBuf,
-    pub health: Arc<Health>,
+pub(crate) struct NatsIntake {
+    pub(crate) config: NatsConfig,
+    pub(crate) checked: PathBuf,
+    pub(crate) health: Arc<Health>,
     /// Given the client once connected (the shared session seats use it),
     /// with a sender to say when they are ready: no job is pulled before,
     /// so that no session opens outside the shared budget.
-    pub connected: Option<
+    pub(crate) connected: Option<
         tokio::sync::oneshot::Sender<(async_nats::Client, tokio::sync::oneshot::Sender<()>)>,
     >,
 }
@@ -105,7 +105,7 @@ fn job_name(id: &str) -> String {
 impl NatsIntake {
     /// Pulls jobs until `stop`, then waits for the jobs it handed out to
     /// end and answers each message (ack, term or nak).
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         out: mpsc::Sender<Work>,
         permits: Arc<Semaphore>,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// Folders a job's `local_path` must resolve into; empty: anywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LocalRoots {
+pub(crate) struct LocalRoots {
     /// Canonical (symlink-free, absolute) folders.
     roots: Vec<PathBuf>,
 }
@@ -58,7 +58,7 @@ impl LocalRoots {
     /// yet is kept as written (nothing can be under it until it does; the
     /// config check warns about it), so that a config can name a mount
     /// point before it is mounted.
-    pub fn new(roots: &[PathBuf]) -> Result<LocalRoots> {
+    pub(crate) fn new(roots: &[PathBuf]) -> Result<LocalRoots> {
         let mut out = Vec::new();
         for (i, r) in roots.iter().enumerate() {
             if r.as_os_str().is_empty() {
@@ -77,7 +77,7 @@ impl LocalRoots {
     }
 
     /// Does this confine anything?
-    pub fn is_unrestricted(&self) -> bool {
+    pub(crate) fn is_unrestricted(&self) -> bool {
         self.roots.is_empty()
     }
 
@@ -85,7 +85,7 @@ impl LocalRoots {
     /// root it lies under (cap-std refuses a symlink or `..` that leaves the
     /// root, whenever it is met), or directly when nothing is confined.
     /// With `create`, the missing part below the root is made.
-    pub fn open_dir(&self, dir: &Path, create: bool) -> std::io::Result<cap_std::fs::Dir> {
+    pub(crate) fn open_dir(&self, dir: &Path, create: bool) -> std::io::Result<cap_std::fs::Dir> {
         let ambient = cap_std::ambient_authority();
         if self.is_unrestricted() {
             if create {
@@ -134,7 +134,7 @@ impl LocalRoots {
 
     /// A file a job names besides its `local_path` (a CA bundle): under a
     /// root after symlinks, or anywhere when nothing is confined.
-    pub fn allows_file(&self, path: &Path) -> Result<(), String> {
+    pub(crate) fn allows_file(&self, path: &Path) -> Result<(), String> {
         if self.is_unrestricted() {
             return Ok(());
         }
@@ -145,7 +145,7 @@ impl LocalRoots {
 
     /// A folder sources may be moved to: under a root (after symlinks, as
     /// far as it exists), or anywhere when nothing is confined.
-    pub fn allows_dir(&self, dir: &Path) -> Result<(), String> {
+    pub(crate) fn allows_dir(&self, dir: &Path) -> Result<(), String> {
         if self.is_unrestricted() {
             return Ok(());
         }
@@ -166,7 +166,7 @@ impl LocalRoots {
     /// it is refused before the open too, and the open itself cannot block
     /// (`O_NONBLOCK`: a FIFO swapped in meanwhile opens at once and is then
     /// refused by what the open handle is).
-    pub fn open(&self, path: &Path) -> std::io::Result<File> {
+    pub(crate) fn open(&self, path: &Path) -> std::io::Result<File> {
         if !self.is_unrestricted() && path.is_relative() {
             // Relative to whatever the daemon's working directory is: not a
             // place a job can be trusted to mean.
@@ -234,7 +234,7 @@ fn real_path(_file: &File, path: &Path) -> std::io::Result<PathBuf> {
 
 /// Hosts a job may send files to; empty: any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostRules {
+pub(crate) struct HostRules {
     /// Exact names, lower case.
     names: Vec<String>,
     /// `*.example.com` as `.example.com`: any name ending so.
@@ -245,7 +245,7 @@ pub struct HostRules {
 
 /// What the rules say about a host as written in a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostVerdict {
+pub(crate) enum HostVerdict {
     Allowed,
     /// A name that only networks could allow: allowed if every address it
     /// resolves to at connect time is in one of them.
@@ -254,7 +254,7 @@ pub enum HostVerdict {
 }
 
 impl HostRules {
-    pub fn new(rules: &[String]) -> Result<HostRules> {
+    pub(crate) fn new(rules: &[String]) -> Result<HostRules> {
         let mut out = HostRules::default();
         for (i, r) in rules.iter().enumerate() {
             let r = r.trim();
@@ -282,12 +282,12 @@ impl HostRules {
         Ok(out)
     }
 
-    pub fn is_unrestricted(&self) -> bool {
+    pub(crate) fn is_unrestricted(&self) -> bool {
         self.names.is_empty() && self.suffixes.is_empty() && self.nets.is_empty()
     }
 
     /// Is an address in one of the networks?
-    pub fn allows_ip(nets: &[IpNet], ip: IpAddr) -> bool {
+    pub(crate) fn allows_ip(nets: &[IpNet], ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -320,7 +320,7 @@ impl HostRules {
 }
 
 /// Letters, digits, `-`, `_` and dots: what DNS names and /etc/hosts names use.
-pub fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {

@@ -38,7 +38,7 @@ pub const REDACTED: &str = "(redacted by ftpdrop after the job ended)";
 /// What to do when the final remote file already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum IfExists {
+pub(crate) enum IfExists {
     Overwrite,
     Skip,
     Fail,
@@ -47,7 +47,7 @@ pub enum IfExists {
 /// How much proof of arrival an entry asks for, beyond the size check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Verify {
+pub(crate) enum Verify {
     /// Size always; a server-side hash when the server offers one.
     Auto,
     /// Size only.
@@ -73,17 +73,17 @@ pub struct ServerSpec {
 
 /// Identity of a pool of interchangeable sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServerKey {
-    pub host: String,
-    pub port: u16,
-    pub login: String,
-    pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
-    pub insecure: bool,
+pub(crate) struct ServerKey {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) login: String,
+    pub(crate) tls: TlsMode,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) insecure: bool,
 }
 
 impl ServerSpec {
-    pub fn key(&self) -> ServerKey {
+    pub(crate) fn key(&self) -> ServerKey {
         ServerKey {
             host: self.host.clone(),
             port: self.port,
@@ -96,7 +96,7 @@ impl ServerSpec {
 }
 
 impl ServerKey {
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         crate::host::host_port(&self.host, self.port)
     }
 }
@@ -133,7 +133,7 @@ impl fmt::Debug for ServerSpec {
     Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum After {
+pub(crate) enum After {
     Keep,
     Delete,
     /// Moved into this folder (absolute), under its own name, never over another file.
@@ -148,21 +148,21 @@ pub struct Entry {
     pub server: Arc<ServerSpec>,
     pub local_path: PathBuf,
     /// Remote directory as written in the job (relative to the login directory unless it starts with `/`).
-    pub server_path: String,
+    pub(crate) server_path: String,
     /// File name on the server.
-    pub remote_name: String,
-    pub if_exists: IfExists,
-    pub verify: Verify,
+    pub(crate) remote_name: String,
+    pub(crate) if_exists: IfExists,
+    pub(crate) verify: Verify,
     /// What happens to the local file once its upload is verified and published.
-    pub after: After,
+    pub(crate) after: After,
     /// Where local files may be read from (`local_roots`), checked on every open.
-    pub local_roots: Arc<LocalRoots>,
+    pub(crate) local_roots: Arc<LocalRoots>,
     /// Live counters of this entry's upload, read by the status API.
-    pub progress: Arc<progress::Progress>,
+    pub(crate) progress: Arc<progress::Progress>,
     /// The bandwidth limits its data connections pay into (global, its
     /// server's); set by the runner before each attempt (a reload may change
     /// them). Shared by the job's entries to the same server.
-    pub rates: Arc<crate::rate::RateSet>,
+    pub(crate) rates: Arc<crate::rate::RateSet>,
 }
 
 impl Entry {
@@ -172,13 +172,13 @@ impl Entry {
     }
 
     /// `server_path/remote_name`, as the job names it (before the login directory is known).
-    pub fn remote_path(&self) -> String {
+    pub(crate) fn remote_path(&self) -> String {
         join_remote(&self.server_path, &self.remote_name)
     }
 }
 
 /// Joins a remote directory and a name with exactly one `/`.
-pub fn join_remote(dir: &str, name: &str) -> String {
+pub(crate) fn join_remote(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         return name.to_string();
     }
@@ -192,7 +192,7 @@ pub struct Job {
 
 /// The last component of a local path, split on both `/` and `\` so that a
 /// Windows path in a job read on Linux (and the reverse) still names a file.
-pub fn basename(path: &str) -> Option<&str> {
+pub(crate) fn basename(path: &str) -> Option<&str> {
     path.rsplit(['/', '\\']).next().filter(|s| !s.is_empty())
 }
 

@@ -38,7 +38,7 @@ impl Stage {
     }
 
     /// As the API spells it: `waiting_retry`, `done`, ...
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Stage::Queued => "queued",
             Stage::Connecting => "connecting",
@@ -52,7 +52,7 @@ impl Stage {
         }
     }
 
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(self, Stage::Done | Stage::Failed | Stage::Skipped)
     }
 }
@@ -71,7 +71,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -82,31 +82,31 @@ impl Progress {
         self.segments.store(segments.max(1), Ordering::Relaxed);
     }
 
-    pub fn set_stage(&self, stage: Stage) {
+    pub(crate) fn set_stage(&self, stage: Stage) {
         self.stage.store(stage as u8, Ordering::Relaxed);
     }
 
-    pub fn set_attempt(&self, attempt: u32) {
+    pub(crate) fn set_attempt(&self, attempt: u32) {
         self.attempt.store(attempt as u64, Ordering::Relaxed);
     }
 
-    pub fn stage(&self) -> Stage {
+    pub(crate) fn stage(&self) -> Stage {
         Stage::from_u8(self.stage.load(Ordering::Relaxed))
     }
 
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
 
-    pub fn segments(&self) -> usize {
+    pub(crate) fn segments(&self) -> usize {
         self.segments.load(Ordering::Relaxed).max(1)
     }
 
-    pub fn attempt(&self) -> u32 {
+    pub(crate) fn attempt(&self) -> u32 {
         self.attempt.load(Ordering::Relaxed) as u32
     }
 }

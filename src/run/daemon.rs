@@ -216,7 +216,7 @@ fn orphans(
 /// and no journal has ended, unless the history index holds it as
 /// running (a receipt written by a NATS claim that died before its job
 /// started). The few others have their receipt read to make sure.
-pub fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
+pub(crate) fn unfinished_jobs(checked: &Path) -> Vec<PathBuf> {
     let mut jobs = Vec::new();
     let (mut receipts, mut journals) = (HashSet::new(), HashSet::new());
     for e in std::fs::read_dir(checked).into_iter().flatten().flatten() {

@@ -88,7 +88,7 @@ pub fn redacted(bytes: &[u8]) -> Option<Vec<u8>> {
 ///
 /// A file that is not JSON at all (an invalid job) cannot be taken apart;
 /// it stays as it is, readable by the owner only.
-pub fn redact_claimed(job_file: &Path) -> Result<bool> {
+pub(crate) fn redact_claimed(job_file: &Path) -> Result<bool> {
     // One rewrite at a time in this process (a job's end beside a sweep):
     // their atomic writes share this process's temp name.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -123,7 +123,7 @@ pub fn sweep(checked: &Path, retention_days: u64) -> usize {
 
 /// [`sweep`], given up as soon as `stop` says so: a sweep of a million
 /// ended jobs must not hold a shutdown (the runtime waits for it).
-pub fn sweep_until(checked: &Path, retention_days: u64, stop: &dyn Fn() -> bool) -> usize {
+pub(crate) fn sweep_until(checked: &Path, retention_days: u64, stop: &dyn Fn() -> bool) -> usize {
     // A sweep slower than the interval is not joined by the next one.
     static SWEEPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if SWEEPING.swap(true, std::sync::atomic::Ordering::AcqRel) {

@@ -10,5 +10,5 @@
 pub mod daemon;
 pub mod entry;
 pub mod housekeeping;
-pub mod runner;
-pub mod slot;
+pub(crate) mod runner;
+pub(crate) mod slot;

@@ -27,28 +27,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// What every job task shares.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The configuration in force. A reload (SIGHUP) swaps it; a job takes
     /// the one in force when it starts and keeps it.
     config: std::sync::RwLock<Arc<Config>>,
     /// Heartbeats and the status line (see [`crate::health`]).
-    pub health: Arc<crate::health::Health>,
-    pub pool: Arc<Pool>,
+    pub(crate) health: Arc<crate::health::Health>,
+    pub(crate) pool: Arc<Pool>,
     /// Cancelled when the shutdown grace period is over: in-flight work stops
     /// where it is and is resumed at the next start.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// Cancelled when shutdown begins: no new attempt starts, and entries
     /// waiting to retry stop waiting (they hold nothing that needs a grace
     /// period); uploads under way get the grace period.
-    pub stopping: CancellationToken,
+    pub(crate) stopping: CancellationToken,
     /// Where every state change goes: log, metrics, status, live feed.
-    pub events: Events,
+    pub(crate) events: Events,
     /// Running jobs and their live progress (the status API reads it).
-    pub board: Arc<Board>,
+    pub(crate) board: Arc<Board>,
     /// Counters and histograms for `/metrics`, fed by `events`.
-    pub metrics: Arc<crate::status::metrics::Metrics>,
+    pub(crate) metrics: Arc<crate::status::metrics::Metrics>,
     /// Deliveries of final receipts to the configured webhooks.
-    pub webhooks: Arc<crate::webhook::Webhooks>,
+    pub(crate) webhooks: Arc<crate::webhook::Webhooks>,
 }
 
 /// How long a failed entry may spend deleting its temp file.
@@ -72,7 +72,7 @@ const MAX_BACKPRESSURE_RETRIES: u32 = 200;
 const MAX_DESYNC_RETRIES: u32 = 3;
 
 impl Ctx {
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         pool: Arc<Pool>,
         health: Arc<crate::health::Health>,
@@ -100,12 +100,12 @@ impl Ctx {
     }
 
     /// The configuration in force now.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config.read().unwrap().clone()
     }
 
     /// Puts a new configuration in force for work that starts from now on.
-    pub fn set_config(&self, config: Config) {
+    pub(crate) fn set_config(&self, config: Config) {
         *self.config.write().unwrap() = Arc::new(config);
     }
 }
@@ -144,7 +144,7 @@ fn read_job(mut file: &std::fs::File, cap: u64) -> Result<Vec<u8>, String> {
 /// holds it already (intake takes it before the claim); else it is taken
 /// here, and a job locked by another instance is left alone. A job that
 /// ends has its inline secrets redacted from the claimed file.
-pub async fn run_job(
+pub(crate) async fn run_job(
     ctx: &Ctx,
     job_file: &Path,
     lock: Option<std::fs::File>,

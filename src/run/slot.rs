@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub struct JobSlot {
+pub(crate) struct JobSlot {
     /// The daemon's job permits.
     permits: Arc<Semaphore>,
     /// Held while any entry is active; `None` while all of them wait.
@@ -28,18 +28,18 @@ struct State {
 }
 
 /// One entry's part in its job's slot: active until it waits or ends.
-pub struct Presence {
+pub(crate) struct Presence {
     slot: Option<Arc<JobSlot>>,
     active: bool,
 }
 
 impl Presence {
-    pub fn new(slot: Option<Arc<JobSlot>>) -> Presence {
+    pub(crate) fn new(slot: Option<Arc<JobSlot>>) -> Presence {
         Presence { slot, active: true }
     }
 
     /// The entry waits to retry.
-    pub fn wait(&mut self) {
+    pub(crate) fn wait(&mut self) {
         if self.active {
             self.active = false;
             if let Some(s) = &self.slot {
@@ -49,7 +49,7 @@ impl Presence {
     }
 
     /// The entry is about to try again.
-    pub async fn rejoin(&mut self) {
+    pub(crate) async fn rejoin(&mut self) {
         if !self.active {
             if let Some(s) = &self.slot {
                 s.rejoin().await;
@@ -72,7 +72,7 @@ impl Drop for Presence {
 
 impl JobSlot {
     /// A slot holding `permit`, for a job about to run `entries` entries.
-    pub fn new(
+    pub(crate) fn new(
         permits: Arc<Semaphore>,
         permit: OwnedSemaphorePermit,
         entries: usize,
@@ -88,7 +88,7 @@ impl JobSlot {
     }
 
     /// Sets how many entries are about to run (the pending ones).
-    pub fn set_active(&self, entries: usize) {
+    pub(crate) fn set_active(&self, entries: usize) {
         self.state.lock().unwrap().active = entries;
     }
 
@@ -111,7 +111,7 @@ impl JobSlot {
 
     /// An entry becomes active again (it wakes to retry): waits for a job
     /// permit if the job gave its own back.
-    pub async fn rejoin(&self) {
+    pub(crate) async fn rejoin(&self) {
         {
             let mut st = self.state.lock().unwrap();
             st.waiting = st.waiting.saturating_sub(1);

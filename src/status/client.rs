@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// A running daemon's API, as the configuration names it.
-pub struct Client {
+pub(crate) struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
@@ -25,7 +25,7 @@ impl Client {
     /// Every instance's API: the configured address first, then those the
     /// instances on this host advertise (see [`crate::status::instances`]);
     /// none when the configuration turns the API off.
-    pub fn all(config: &Config) -> Vec<Client> {
+    pub(crate) fn all(config: &Config) -> Vec<Client> {
         let Some(configured) = config.status.listen_addr().ok().flatten() else {
             return Vec::new();
         };
@@ -66,7 +66,7 @@ impl Client {
     }
 
     /// GET `path`: the JSON and the HTTP status; `None` if no daemon answers.
-    pub fn get(&self, path: &str) -> Option<(u16, Value)> {
+    pub(crate) fn get(&self, path: &str) -> Option<(u16, Value)> {
         let mut req = self.agent.get(format!("{}{path}", self.base));
         // Signed over the daemon's nonce, never the token itself: a process
         // that took the port while the daemon was down learns nothing it

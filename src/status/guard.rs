@@ -13,7 +13,7 @@
 //!   preflight, which the API never answers.
 
 /// Why a request was refused (the message the client gets).
-pub type Refusal = (u16, &'static str);
+pub(crate) type Refusal = (u16, &'static str);
 
 /// The host part of a `Host` header value (brackets of an IPv6 literal
 /// kept off, port dropped), lower-cased.

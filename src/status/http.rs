@@ -35,31 +35,31 @@ use tokio_util::sync::CancellationToken;
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// What the handlers read.
-pub struct Api {
-    pub board: Arc<Board>,
-    pub metrics: Arc<Metrics>,
-    pub events: Events,
-    pub health: Arc<Health>,
-    pub pool: Arc<Pool>,
+pub(crate) struct Api {
+    pub(crate) board: Arc<Board>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) events: Events,
+    pub(crate) health: Arc<Health>,
+    pub(crate) pool: Arc<Pool>,
     /// The configuration in force (a reload swaps it).
-    pub config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
+    pub(crate) config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     /// What a request must show; `None` only in tests of the handlers.
-    pub auth: Option<crate::status::auth::Verifier>,
+    pub(crate) auth: Option<crate::status::auth::Verifier>,
 }
 
 /// Connections served at once; more wait in the listen backlog. Far below
 /// the 1,024 descriptors a service usually gets, which jobs need too.
-pub const MAX_CONNECTIONS: usize = 128;
+pub(crate) const MAX_CONNECTIONS: usize = 128;
 /// A request's head (or the next one, on a kept-alive connection) must
 /// arrive within this.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's body must arrive within this.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a WebSocket client may send: the feed is one way.
 const WS_MAX_MESSAGE: usize = 4096;
 
 /// The router, for [`serve`] and for tests.
-pub fn router(api: Arc<Api>) -> Router {
+pub(crate) fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/api/jobs", get(list_jobs).post(submit_job))
@@ -77,7 +77,11 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    stop: CancellationToken,
+) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let app = router(api);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -125,7 +129,7 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, stop: Cance
 
 /// Reads the token file (see [`crate::status::auth`]), creating it with a
 /// new token if it is the default one and does not exist yet.
-pub fn load_token(config: &Config) -> anyhow::Result<crate::status::auth::Verifier> {
+pub(crate) fn load_token(config: &Config) -> anyhow::Result<crate::status::auth::Verifier> {
     let (path, generate) = match &config.status.token_file {
         Some(p) => (p.clone(), false),
         None => (

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 /// One instance's advertisement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Instance {
-    pub pid: u32,
+    pub(crate) pid: u32,
     pub addr: SocketAddr,
 }
 
 /// The folder of advertisements for the state folder of `checked`.
-pub fn folder(checked: &Path) -> PathBuf {
+pub(crate) fn folder(checked: &Path) -> PathBuf {
     checked
         .parent()
         .unwrap_or(checked)
@@ -27,7 +27,7 @@ pub fn folder(checked: &Path) -> PathBuf {
 }
 
 /// Removes this instance's advertisement when dropped.
-pub struct Advertised(PathBuf);
+pub(crate) struct Advertised(PathBuf);
 
 impl Drop for Advertised {
     fn drop(&mut self) {
@@ -37,7 +37,7 @@ impl Drop for Advertised {
 
 /// Advertises that this process serves the API on `addr`; advertisements
 /// of processes no longer running (a `kill -9`) are removed on the way.
-pub fn advertise(checked: &Path, addr: SocketAddr) -> Result<Advertised> {
+pub(crate) fn advertise(checked: &Path, addr: SocketAddr) -> Result<Advertised> {
     let dir = folder(checked);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for i in list(checked) {

@@ -58,7 +58,7 @@ fn upload_buckets() -> Histogram {
 }
 
 /// Every metric, in one registry per daemon (tests run several in one process).
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     jobs: Family<StateL, Counter>,
     entries: Family<StateServerL, Counter>,
@@ -106,7 +106,7 @@ impl Metrics {
         }
     }
 
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ftpdrop");
         let m = Metrics {
             jobs: Family::default(),
@@ -186,7 +186,7 @@ impl Metrics {
     }
 
     /// Sets the gauges read at scrape time, then encodes everything.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         servers: &[crate::ftp::pool::ServerLoad],
         rates: &(u64, std::collections::BTreeMap<String, u64>),

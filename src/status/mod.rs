@@ -56,7 +56,7 @@ struct LiveJob {
 }
 
 /// The running jobs, their entries and their live progress.
-pub struct Board {
+pub(crate) struct Board {
     checked: PathBuf,
     jobs: Mutex<BTreeMap<String, LiveJob>>,
 }
@@ -64,43 +64,43 @@ pub struct Board {
 /// One line of `GET /api/jobs`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct JobSummary {
-    pub job: String,
-    pub state: JobState,
-    pub claimed_at: String,
-    pub finished_at: Option<String>,
-    pub entries_total: usize,
-    pub entries_done: usize,
-    pub entries_failed: usize,
-    pub bytes_total: u64,
-    pub bytes_sent: u64,
+    pub(crate) job: String,
+    pub(crate) state: JobState,
+    pub(crate) claimed_at: String,
+    pub(crate) finished_at: Option<String>,
+    pub(crate) entries_total: usize,
+    pub(crate) entries_done: usize,
+    pub(crate) entries_failed: usize,
+    pub(crate) bytes_total: u64,
+    pub(crate) bytes_sent: u64,
     /// The servers its entries go to.
     #[serde(default)]
-    pub servers: Vec<String>,
+    pub(crate) servers: Vec<String>,
     /// Why it is invalid, or its first entry's error.
     #[serde(default)]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// One entry's live state in `GET /api/jobs/{job}`.
 #[derive(Debug, Clone, Serialize)]
-pub struct EntryProgress {
-    pub entry: usize,
-    pub server: String,
-    pub remote_path: String,
-    pub stage: Stage,
-    pub bytes_sent: u64,
-    pub bytes_total: u64,
-    pub rate_bps: u64,
-    pub eta_secs: Option<u64>,
-    pub segments: usize,
-    pub attempt: u32,
-    pub next_attempt_at: Option<String>,
-    pub error: Option<String>,
-    pub url: Option<String>,
+pub(crate) struct EntryProgress {
+    pub(crate) entry: usize,
+    pub(crate) server: String,
+    pub(crate) remote_path: String,
+    pub(crate) stage: Stage,
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_total: u64,
+    pub(crate) rate_bps: u64,
+    pub(crate) eta_secs: Option<u64>,
+    pub(crate) segments: usize,
+    pub(crate) attempt: u32,
+    pub(crate) next_attempt_at: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) url: Option<String>,
 }
 
 impl Board {
-    pub fn new(checked: PathBuf) -> Board {
+    pub(crate) fn new(checked: PathBuf) -> Board {
         Board {
             checked,
             jobs: Mutex::default(),
@@ -109,7 +109,7 @@ impl Board {
 
     /// Starts tracking a job's entries (their `progress` counters are the
     /// ones the senders bump).
-    pub fn track(&self, job: &str, claimed_at: &str, entries: &[Entry]) {
+    pub(crate) fn track(&self, job: &str, claimed_at: &str, entries: &[Entry]) {
         let mut last: Option<(&Arc<crate::job::ServerSpec>, Arc<str>)> = None;
         let entries = entries
             .iter()
@@ -143,11 +143,11 @@ impl Board {
     }
 
     /// Stops tracking a job that did not finish here (shutdown).
-    pub fn forget(&self, job: &str) {
+    pub(crate) fn forget(&self, job: &str) {
         self.jobs.lock().unwrap().remove(job);
     }
 
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.jobs.lock().unwrap().len()
     }
 
@@ -183,13 +183,18 @@ impl Board {
 
     /// Live progress of a running job's entries `offset..offset + limit`;
     /// `None` if it is not running here.
-    pub fn progress(&self, job: &str, offset: usize, limit: usize) -> Option<Vec<EntryProgress>> {
+    pub(crate) fn progress(
+        &self,
+        job: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Option<Vec<EntryProgress>> {
         let jobs = self.jobs.lock().unwrap();
         jobs.get(job).map(|j| Board::live_entries(j, offset, limit))
     }
 
     /// Whether `job` is running here.
-    pub fn is_running(&self, job: &str) -> bool {
+    pub(crate) fn is_running(&self, job: &str) -> bool {
         self.jobs.lock().unwrap().contains_key(job)
     }
 
@@ -462,7 +467,7 @@ impl Board {
     }
 
     /// Runs the ticker until `stop` is cancelled.
-    pub async fn run_ticker(
+    pub(crate) async fn run_ticker(
         self: Arc<Self>,
         events: Events,
         stop: tokio_util::sync::CancellationToken,
@@ -489,7 +494,7 @@ impl Sink for Board {
 }
 
 /// `ftp://host:port/path`: the seed's "link when done", with no credentials.
-pub fn ftp_url(server: &str, remote_path: &str) -> String {
+pub(crate) fn ftp_url(server: &str, remote_path: &str) -> String {
     let path: String = remote_path
         .trim_start_matches('/')
         .split('/')
@@ -508,7 +513,7 @@ pub fn ftp_url(server: &str, remote_path: &str) -> String {
     format!("ftp://{server}/{path}")
 }
 
-pub fn state_name(s: JobState) -> &'static str {
+pub(crate) fn state_name(s: JobState) -> &'static str {
     match s {
         JobState::Running => "running",
         JobState::Done => "done",
@@ -518,7 +523,7 @@ pub fn state_name(s: JobState) -> &'static str {
     }
 }
 
-pub fn summary_of(r: &Receipt) -> JobSummary {
+pub(crate) fn summary_of(r: &Receipt) -> JobSummary {
     summary_of_head(&crate::report::ReceiptHead::of(r))
 }
 
@@ -537,7 +542,7 @@ fn matches(s: &JobSummary, q: &Query) -> bool {
         })
 }
 
-pub fn summary_of_row(r: &crate::history::Row) -> JobSummary {
+pub(crate) fn summary_of_row(r: &crate::history::Row) -> JobSummary {
     JobSummary {
         job: r.job.clone(),
         state: serde_json::from_value(serde_json::Value::String(r.state.clone()))
@@ -554,7 +559,7 @@ pub fn summary_of_row(r: &crate::history::Row) -> JobSummary {
     }
 }
 
-pub fn summary_of_head(h: &crate::report::ReceiptHead) -> JobSummary {
+pub(crate) fn summary_of_head(h: &crate::report::ReceiptHead) -> JobSummary {
     JobSummary {
         servers: h.entries.servers.clone(),
         error: h.first_error().map(str::to_string),

@@ -19,14 +19,14 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 /// What one update says about an entry.
 #[derive(Debug, Clone)]
 pub struct Update {
-    pub job: String,
-    pub entry: usize,
-    pub remote_path: String,
-    pub stage: Stage,
-    pub sent: u64,
-    pub total: u64,
-    pub rate_bps: u64,
-    pub error: Option<String>,
+    pub(crate) job: String,
+    pub(crate) entry: usize,
+    pub(crate) remote_path: String,
+    pub(crate) stage: Stage,
+    pub(crate) sent: u64,
+    pub(crate) total: u64,
+    pub(crate) rate_bps: u64,
+    pub(crate) error: Option<String>,
 }
 
 struct Bar {

@@ -36,7 +36,7 @@ fn kept(reason: String) -> Disposal {
 
 /// The first disposal step for `entry`, to journal right after its
 /// publish: `None` if the job keeps its sources.
-pub fn pending(entry: &Entry) -> Option<Disposal> {
+pub(crate) fn pending(entry: &Entry) -> Option<Disposal> {
     (entry.after != After::Keep).then_some(Disposal {
         state: DisposalState::Pending,
         to: None,
@@ -45,7 +45,7 @@ pub fn pending(entry: &Entry) -> Option<Disposal> {
 }
 
 /// Is `d` unfinished (a crash came before its result was journaled)?
-pub fn unfinished(d: &Option<Disposal>) -> bool {
+pub(crate) fn unfinished(d: &Option<Disposal>) -> bool {
     matches!(
         d.as_ref().map(|d| d.state),
         Some(DisposalState::Pending | DisposalState::Moving)

@@ -7,7 +7,7 @@
 //! - [`dispose`]: the local file after the verified publish: kept, deleted or moved.
 
 pub mod dispose;
-pub mod segment;
+pub(crate) mod segment;
 pub mod source;
 pub mod transfer;
-pub mod verify;
+pub(crate) mod verify;

@@ -49,7 +49,7 @@ use tokio::io::AsyncWriteExt;
 
 /// No segment is smaller than this: below it a connection's setup costs
 /// more than the parallelism gains.
-pub const MIN_SEGMENT: u64 = 8 * 1024 * 1024;
+pub(crate) const MIN_SEGMENT: u64 = 8 * 1024 * 1024;
 
 /// How long the probe's second upload may wait for its `150`: a server that
 /// locks files during uploads answers only when the first upload closes.
@@ -57,21 +57,21 @@ const PROBE_WAIT: Duration = Duration::from_secs(5);
 
 /// When a file goes in segments, from the configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Files at least this big are segmented; 0: never.
-    pub threshold: u64,
-    pub max_segments: usize,
+    pub(crate) threshold: u64,
+    pub(crate) max_segments: usize,
     /// How long a big file goes in one stream before a split is considered.
-    pub after: Duration,
+    pub(crate) after: Duration,
 }
 
 /// A stream is split only if, at its rate so far, the rest of the file
 /// would take longer than this: a split costs a close, a SIZE and new data
 /// connections, and more connections help only a slow stream.
-pub const WORTH_SPLITTING: Duration = Duration::from_secs(2);
+pub(crate) const WORTH_SPLITTING: Duration = Duration::from_secs(2);
 
 impl Policy {
-    pub fn from_config(cfg: &Config) -> Policy {
+    pub(crate) fn from_config(cfg: &Config) -> Policy {
         Policy {
             threshold: cfg.segment_threshold_bytes,
             max_segments: cfg.max_segments,
@@ -80,7 +80,7 @@ impl Policy {
     }
 
     /// How many segments a file of `size` bytes should go in, at most.
-    pub fn segments_for(&self, size: u64) -> usize {
+    pub(crate) fn segments_for(&self, size: u64) -> usize {
         if self.threshold == 0 || size < self.threshold || self.max_segments < 2 {
             return 1;
         }
@@ -90,7 +90,7 @@ impl Policy {
 
 /// `[start, end)` of each of up to `n` segments of the bytes from `from` to
 /// `size`; inner boundaries fall on read-chunk multiples, no range is empty.
-pub fn ranges(from: u64, size: u64, n: usize) -> Vec<(u64, u64)> {
+pub(crate) fn ranges(from: u64, size: u64, n: usize) -> Vec<(u64, u64)> {
     let chunk = CHUNK as u64;
     let per = (size - from)
         .div_ceil(n.max(1) as u64)
@@ -114,7 +114,7 @@ pub fn ranges(from: u64, size: u64, n: usize) -> Vec<(u64, u64)> {
 
 /// Is `size` big enough, and the server not known to refuse, for this
 /// upload to be split if it proves slow?
-pub fn may_split(lease: &mut Lease, spec: &ServerSpec, policy: &Policy, size: u64) -> bool {
+pub(crate) fn may_split(lease: &mut Lease, spec: &ServerSpec, policy: &Policy, size: u64) -> bool {
     if policy.segments_for(size) < 2 || lease.segments_ok() == Some(false) {
         return false;
     }
@@ -234,7 +234,7 @@ async fn borrow(pool: &Arc<Pool>, spec: &ServerSpec, extra: &mut Vec<Lease>, tot
 
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     Segments,
     SingleStream(String),
 }
@@ -242,7 +242,7 @@ pub enum Probe {
 /// Writes a 12-byte probe file in `dir` the way a segmented upload would
 /// (see the module docs) and checks that every byte stayed where it was
 /// written; deletes it again. `Err` only when a connection failed.
-pub async fn probe(a: &mut Session, b: &mut Session, dir: &str) -> Result<Probe, Fault> {
+pub(crate) async fn probe(a: &mut Session, b: &mut Session, dir: &str) -> Result<Probe, Fault> {
     // A probe cut off by a crash (kill -9 between its writes and its DELE)
     // left its file behind: the next probe in the same place removes it.
     match a.names(dir).await {
@@ -373,12 +373,12 @@ async fn put(s: &mut Session, mut up: Upload, path: &str, bytes: &[u8]) -> Resul
 }
 
 /// What a big file's upload did.
-pub struct Sent {
-    pub sha256: String,
+pub(crate) struct Sent {
+    pub(crate) sha256: String,
     /// Bytes in the local file, as the hasher read them.
-    pub total: u64,
+    pub(crate) total: u64,
     /// Connections the bytes went over.
-    pub segments: usize,
+    pub(crate) segments: usize,
 }
 
 /// Uploads a file of `size` bytes to the new temp file `temp`: one stream,
@@ -386,7 +386,7 @@ pub struct Sent {
 /// `on_split` is called before the first segment writes beyond the end of
 /// the file: from then on the temp file may have holes.
 #[allow(clippy::too_many_arguments)]
-pub async fn send(
+pub(crate) async fn send(
     lease: &mut Lease,
     pool: &Arc<Pool>,
     policy: &Policy,

@@ -31,41 +31,41 @@ pub(crate) const READ_AHEAD: usize = 4;
 /// A local file and the roots it must lie in. Every reader opens the file
 /// itself, through [`Opener::open`], so every open is checked.
 #[derive(Clone)]
-pub struct Opener {
-    pub path: PathBuf,
-    pub roots: Arc<LocalRoots>,
+pub(crate) struct Opener {
+    pub(crate) path: PathBuf,
+    pub(crate) roots: Arc<LocalRoots>,
 }
 
 impl Opener {
-    pub fn of(entry: &crate::job::Entry) -> Opener {
+    pub(crate) fn of(entry: &crate::job::Entry) -> Opener {
         Opener {
             path: entry.local_path.clone(),
             roots: entry.local_roots.clone(),
         }
     }
 
-    pub fn open(&self) -> std::io::Result<std::fs::File> {
+    pub(crate) fn open(&self) -> std::io::Result<std::fs::File> {
         self.roots.open(&self.path)
     }
 }
 
 /// What the caller needs to name a failure: the entry and its local file.
 #[derive(Clone, Copy)]
-pub struct Local<'a> {
-    pub index: usize,
-    pub path: &'a Path,
-    pub roots: &'a Arc<LocalRoots>,
+pub(crate) struct Local<'a> {
+    pub(crate) index: usize,
+    pub(crate) path: &'a Path,
+    pub(crate) roots: &'a Arc<LocalRoots>,
     /// The remote (temp) path being written, for network errors.
-    pub remote: &'a str,
+    pub(crate) remote: &'a str,
     /// Bumped with every chunk that goes out (the status API's live bytes).
-    pub progress: &'a crate::job::progress::Progress,
+    pub(crate) progress: &'a crate::job::progress::Progress,
     /// Bandwidth limits every chunk sent pays into.
-    pub rates: &'a crate::rate::RateSet,
+    pub(crate) rates: &'a crate::rate::RateSet,
 }
 
 impl<'a> Local<'a> {
     /// `entry`'s local file, going to `remote`.
-    pub fn of(entry: &'a crate::job::Entry, remote: &'a str) -> Local<'a> {
+    pub(crate) fn of(entry: &'a crate::job::Entry, remote: &'a str) -> Local<'a> {
         Local {
             index: entry.index,
             path: &entry.local_path,
@@ -76,7 +76,7 @@ impl<'a> Local<'a> {
         }
     }
 
-    pub fn opener(&self) -> Opener {
+    pub(crate) fn opener(&self) -> Opener {
         Opener {
             path: self.path.to_path_buf(),
             roots: self.roots.clone(),
@@ -136,7 +136,7 @@ impl<'a> Local<'a> {
 /// the lock, so a new limit never cuts a range already on its way: the
 /// stream ends exactly at [`Cut::stop`]'s answer.
 #[derive(Debug)]
-pub struct Cut(Mutex<CutState>);
+pub(crate) struct Cut(Mutex<CutState>);
 
 #[derive(Debug)]
 struct CutState {
@@ -146,7 +146,7 @@ struct CutState {
 }
 
 impl Cut {
-    pub fn new(start: u64, limit: u64) -> Cut {
+    pub(crate) fn new(start: u64, limit: u64) -> Cut {
         Cut(Mutex::new(CutState {
             taken: start,
             limit,
@@ -162,7 +162,7 @@ impl Cut {
     }
 
     /// Bytes handed to the sender so far (its progress, give or take a call).
-    pub fn taken(&self) -> u64 {
+    pub(crate) fn taken(&self) -> u64 {
         self.0.lock().unwrap().taken
     }
 
@@ -175,13 +175,13 @@ impl Cut {
 }
 
 /// A small file, read and hashed while the upload is being opened.
-pub struct Prefetch {
+pub(crate) struct Prefetch {
     rx: mpsc::Receiver<Vec<u8>>,
     task: tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
 }
 
 /// Does a file of `expected` bytes, sent from `offset`, go as one prefetched chunk?
-pub fn is_small(offset: u64, expected: u64) -> bool {
+pub(crate) fn is_small(offset: u64, expected: u64) -> bool {
     offset == 0 && expected <= (CHUNK as u64 - 1)
 }
 
@@ -191,7 +191,7 @@ pub fn is_small(offset: u64, expected: u64) -> bool {
 /// noticed; chunks are sized to what is left, without zero-filling them
 /// first: for thousands of small files, zeroing and faulting in full-size
 /// buffers was a tenth of the CPU.
-pub fn prefetch(file: Opener, expected: u64) -> Prefetch {
+pub(crate) fn prefetch(file: Opener, expected: u64) -> Prefetch {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
         let mut f = file.open()?;
@@ -221,7 +221,7 @@ pub fn prefetch(file: Opener, expected: u64) -> Prefetch {
 
 impl Prefetch {
     /// Sends the prefetched bytes; resolves to (SHA-256, bytes in the file).
-    pub async fn send(
+    pub(crate) async fn send(
         mut self,
         upload: &mut Upload,
         timeout: Duration,
@@ -242,7 +242,7 @@ impl Prefetch {
 /// Sends `[offset, expected)` of a file while another thread hashes all of
 /// it; resolves to (SHA-256, bytes in the file). A file that turns out
 /// shorter than `expected` sends what it has: the caller compares sizes.
-pub async fn send_hashed(
+pub(crate) async fn send_hashed(
     upload: &mut Upload,
     offset: u64,
     expected: u64,
@@ -258,7 +258,7 @@ pub async fn send_hashed(
 /// Runs `send` while another thread hashes the whole local file; resolves
 /// to (SHA-256, bytes in the file, what `send` returned). If `send` fails,
 /// the hasher is stopped and `send`'s error is the one returned.
-pub async fn hashed_while<T>(
+pub(crate) async fn hashed_while<T>(
     local: Local<'_>,
     send: impl std::future::Future<Output = Result<T, Fault>>,
 ) -> Result<(String, u64, T), Fault> {
@@ -280,7 +280,7 @@ pub async fn hashed_while<T>(
 
 /// Sends the local file from `start` over `upload`, as far as `cut` lets
 /// it; resolves to the bytes sent, fewer if the file ended early.
-pub async fn send_range(
+pub(crate) async fn send_range(
     upload: &mut Upload,
     start: u64,
     cut: &Arc<Cut>,
@@ -401,7 +401,7 @@ fn spawn_hasher(
 }
 
 /// SHA-256 of an entry's whole local file, off the async threads.
-pub async fn hash_file(entry: &crate::job::Entry) -> Result<String, Fault> {
+pub(crate) async fn hash_file(entry: &crate::job::Entry) -> Result<String, Fault> {
     let file = Opener::of(entry);
     tokio::task::spawn_blocking(move || -> std::io::Result<String> {
         let mut f = file.open()?;
@@ -428,13 +428,13 @@ mod zero_copy {
     /// when the file is not in the page cache.
     const PER_CALL: usize = 1 << 20;
 
-    pub enum Error {
+    pub(crate) enum Error {
         /// The kernel cannot sendfile from this file; nothing was sent.
         Unsupported,
         Fault(Fault),
     }
 
-    pub async fn send(
+    pub(crate) async fn send(
         tcp: &TcpStream,
         file: &std::fs::File,
         start: u64,

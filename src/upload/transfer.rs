@@ -25,43 +25,43 @@ use std::time::Duration;
 
 /// What a finished attempt achieved.
 #[derive(Debug)]
-pub struct Outcome {
-    pub bytes: u64,
-    pub sha256: Option<String>,
-    pub verification: Vec<String>,
-    pub skipped: bool,
+pub(crate) struct Outcome {
+    pub(crate) bytes: u64,
+    pub(crate) sha256: Option<String>,
+    pub(crate) verification: Vec<String>,
+    pub(crate) skipped: bool,
     /// Bytes the server already had and that were not sent again.
-    pub resumed_from: u64,
+    pub(crate) resumed_from: u64,
     /// Connections the bytes went over (1 unless the upload was segmented).
-    pub segments: usize,
+    pub(crate) segments: usize,
     /// The rename, sent and not yet answered: the caller puts the session
     /// back (the next entry's upload goes out behind it) and then awaits
     /// it with [`Renaming::outcome`]. The entry is done only then.
-    pub renaming: Option<Renaming>,
+    pub(crate) renaming: Option<Renaming>,
 }
 
 /// What the scheduler remembers about an entry between attempts (and restarts).
 #[derive(Debug, Clone, Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// The local file when the first attempt started.
-    pub source: Option<Stamp>,
+    pub(crate) source: Option<Stamp>,
     /// A temp file may exist on the server (an earlier attempt got that far).
-    pub may_have_temp: bool,
+    pub(crate) may_have_temp: bool,
     /// An earlier attempt was about to rename; the final file may be ours.
-    pub publishing: bool,
+    pub(crate) publishing: bool,
     /// The server refused to resume (proftpd without `AllowStoreRestart`
     /// answers 451 to both REST+STOR and APPE): upload from zero instead.
-    pub no_resume: bool,
+    pub(crate) no_resume: bool,
     /// The temp file was (being) written in segments: it may have holes, so
     /// its SIZE says nothing about what is there; it is deleted, not resumed.
-    pub segmented: bool,
+    pub(crate) segmented: bool,
     /// Which temp name the entry writes (see [`temp_name_at`]): raised when
     /// the server may still hold the last one for a session given up
     /// mid-transfer (vsftpd's upload lock), where an upload to it would
     /// queue behind that session and time out in turn.
-    pub generation: u32,
+    pub(crate) generation: u32,
     /// Temp files of earlier names, still to be removed from the server.
-    pub abandoned_temps: Vec<String>,
+    pub(crate) abandoned_temps: Vec<String>,
 }
 
 /// The deterministic temp name of an entry in a run (`job@claimed_at`).
@@ -70,7 +70,7 @@ pub fn temp_name(run: &str, entry: &Entry) -> String {
 }
 
 /// The entry's temp name of `generation` (see [`Memory::generation`]).
-pub fn temp_name_at(run: &str, entry: &Entry, generation: u32) -> String {
+pub(crate) fn temp_name_at(run: &str, entry: &Entry, generation: u32) -> String {
     let mut h = Sha256::new();
     h.update(run.as_bytes());
     h.update([0]);
@@ -122,7 +122,7 @@ async fn still_listed(lease: &mut Lease, path: &str) -> Result<bool, Fault> {
 /// server still shows (held by a session given up) once that session is
 /// released, at most the pool's `abandon_hold` later. No session is held
 /// while it waits.
-pub async fn discard_abandoned(
+pub(crate) async fn discard_abandoned(
     pool: &Arc<Pool>,
     entry: &Entry,
     memory: &mut Memory,
@@ -179,7 +179,7 @@ async fn local_stamp(entry: &Entry) -> Result<Stamp, Fault> {
 ///
 /// `lease` carries the session; `pool` and `policy` let a big file borrow
 /// more sessions of the same server for a segmented upload.
-pub async fn attempt(
+pub(crate) async fn attempt(
     lease: &mut Lease,
     pool: &Arc<Pool>,
     policy: &segment::Policy,
@@ -487,7 +487,7 @@ fn queueing_unknown(s: &crate::ftp::Session) -> bool {
 /// [`crate::ftp::control::OwedRename`]): checked when its replies come,
 /// by the entry, after its session went on to the next one.
 #[derive(Debug)]
-pub struct Renaming {
+pub(crate) struct Renaming {
     owed: crate::ftp::control::OwedRename,
     temp: String,
     fin: String,
@@ -514,7 +514,7 @@ impl Renaming {
 
     /// Waits for the rename's replies and checks them: the final name
     /// holds a file of the right size.
-    pub async fn outcome(
+    pub(crate) async fn outcome(
         self,
         pool: &Arc<Pool>,
         spec: &crate::job::ServerSpec,
@@ -594,7 +594,7 @@ async fn send(
 
 /// Deletes an entry's temp file (an entry that ends failed leaves nothing
 /// behind); a file that is not there is no error.
-pub async fn discard_temp(
+pub(crate) async fn discard_temp(
     pool: &Arc<Pool>,
     run: &str,
     entry: &Entry,

@@ -28,7 +28,7 @@ use std::io::Read;
 
 /// Does [`temp_file`] ask the server anything for this entry (a digest
 /// command, a read-back)? If not, the size is the only check.
-pub fn asks_server(entry: &Entry, features: &Features) -> bool {
+pub(crate) fn asks_server(entry: &Entry, features: &Features) -> bool {
     match entry.verify {
         Verify::Size => false,
         Verify::Download => true,
@@ -39,7 +39,7 @@ pub fn asks_server(entry: &Entry, features: &Features) -> bool {
 /// Checks the uploaded temporary file as `entry.verify` asks. Returns the
 /// names of the checks that passed; a mismatch deletes `temp_path` and is a
 /// transient fault.
-pub async fn temp_file(
+pub(crate) async fn temp_file(
     session: &mut Session,
     entry: &Entry,
     temp_path: &str,
