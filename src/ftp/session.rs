@@ -34,7 +34,7 @@ pub(crate) use super::data::Upload;
 /// answer. Two round trips and 20 ms, where that is less.
 const QUEUEING_PROBE_WAIT: Duration = Duration::from_millis(100);
 
-/// How long a passive port asked for ahead (see `pending_passive`) is
+/// How long a passive port asked for ahead (see [`Ahead::passive`]) is
 /// used: servers may give up on a listener nobody connects to.
 const PASSIVE_AHEAD_FRESH: Duration = Duration::from_secs(5);
 
@@ -69,10 +69,9 @@ pub struct Session {
     /// The seat this session holds in the budget shared with other
     /// instances ([`super::seats`]); freed with the session.
     pub(crate) seat: Option<super::seats::Seat>,
-    /// Data connections opened and not yet finished. Non-zero when a task was
-    /// cancelled mid-transfer (shutdown): the control connection then owes a
-    /// reply, so the session must not be reused.
-    open_transfers: usize,
+    /// Where the session stands between operations: ready (with what came
+    /// ahead for the next upload), or in a transfer whose verdict is owed.
+    phase: Phase,
     /// This control connection's TLS session, resumed by its data connections.
     tls_cache: Option<Arc<SessionCache>>,
     /// Starts TLS on data connections (with `tls_cache`'s sessions); `None` for plain FTP.
@@ -105,18 +104,36 @@ pub struct Session {
     /// until the transfer's reply (see [`Session::probe_queueing`])? Then
     /// an upload's SIZE goes out as soon as its data connection closes.
     pub(crate) queues_in_transfer: Option<bool>,
-    /// The file whose SIZE (and the next EPSV) is to go out as soon as the
-    /// current upload's data connection closes, and then its answer.
-    size_after_close: Option<String>,
-    size_after_reply: Option<(String, Result<Option<u64>, Fault>)>,
-    /// The reply to an EPSV sent ahead, with the last commands of the
-    /// previous upload: the server listens there for the next data connection.
-    pending_passive: Option<(SocketAddr, Instant)>,
     /// The file an upload on this session writes, from its STOR or APPE
     /// until the server's verdict on it is read. Still set on a session
     /// given up mid-transfer: the server may go on holding that file (its
     /// upload lock) until it notices, and the pool keeps the name meanwhile.
     pub(crate) writing: Option<String>,
+}
+
+/// Where a session stands between the operations its callers ask for (what
+/// is owed on the control connection itself is [`Control`]'s). Each phase
+/// holds only what is valid in it, and a transition takes the old phase
+/// whole: nothing of one upload is left over for the next by accident.
+enum Phase {
+    /// No data connection open; `Ahead` holds what the last upload's close
+    /// (or a SIZE) sent ahead for the next operation.
+    Ready(Ahead),
+    /// A data connection is open and the server's verdict on its transfer
+    /// is owed; a session left here (its task was cancelled mid-transfer)
+    /// is never lent again. `size_after`: the file whose SIZE, and the next
+    /// EPSV, go out as soon as the data connection closes.
+    Transfer { size_after: Option<String> },
+}
+
+/// Answers that came ahead of the operation that needs them.
+#[derive(Default)]
+struct Ahead {
+    /// `SIZE` of a file, sent behind the last upload's transfer, and its answer.
+    size: Option<(String, Result<Option<u64>, Fault>)>,
+    /// The port of an EPSV sent ahead, and when: the server listens there
+    /// for the next data connection (for [`PASSIVE_AHEAD_FRESH`]).
+    passive: Option<(SocketAddr, Instant)>,
 }
 
 /// Why a data connection was not opened: its `REST` was refused (the
@@ -472,7 +489,7 @@ impl Session {
             last_mkd_refusal: None,
             counted: None,
             seat: None,
-            open_transfers: 0,
+            phase: Phase::Ready(Ahead::default()),
             tls_cache,
             data_tls,
             peer: addr,
@@ -483,9 +500,6 @@ impl Session {
             litter: None,
             made: Vec::new(),
             queues_in_transfer: None,
-            size_after_close: None,
-            size_after_reply: None,
-            pending_passive: None,
             writing: None,
         };
         if let Err(f) = session.login(spec, server, hooks).await {
@@ -694,7 +708,10 @@ impl Session {
         if matches!(epsv.code, 500 | 501 | 502 | 522) {
             self.epsv_refused(&epsv.text());
         }
-        self.passive_ahead(&epsv);
+        self.phase = Phase::Ready(Ahead {
+            size: None,
+            passive: self.passive_of(&epsv),
+        });
         self.logged_in(server, login_time, "FEAT, OPTS, TYPE and EPSV pipelined");
         Ok(())
     }
@@ -844,7 +861,11 @@ impl Session {
     /// peer and only the port is taken from the reply: servers behind NAT
     /// advertise private addresses in PASV (curl does the same).
     async fn passive(&mut self) -> Result<SocketAddr, Fault> {
-        if let Some((addr, when)) = self.pending_passive.take() {
+        let ahead = match &mut self.phase {
+            Phase::Ready(ahead) => ahead.passive.take(),
+            Phase::Transfer { .. } => None,
+        };
+        if let Some((addr, when)) = ahead {
             if when.elapsed() < PASSIVE_AHEAD_FRESH {
                 return Ok(addr);
             }
@@ -974,7 +995,7 @@ impl Session {
         };
         match shaken {
             Ok(conn) => {
-                self.open_transfers += 1;
+                self.phase = Phase::Transfer { size_after: None };
                 Ok(conn)
             }
             Err(e) if e.to_string().starts_with("data connection to") => {
@@ -1087,7 +1108,11 @@ impl Session {
     pub async fn finish(&mut self, mut upload: Upload, path: &str) -> Result<(), Fault> {
         let received = self.tls_cache.as_ref().map(|c| c.received());
         let closed = tokio::time::timeout(self.control.timeouts.data, upload.close_write()).await;
-        let size_after = self.size_after_close.take().filter(|_| {
+        let asked = match &mut self.phase {
+            Phase::Transfer { size_after } => size_after.take(),
+            Phase::Ready(_) => None,
+        };
+        let size_after = asked.filter(|_| {
             self.control.pipelines()
                 && self.queues_in_transfer == Some(true)
                 && self.epsv
@@ -1123,7 +1148,7 @@ impl Session {
             verdict
         };
         // Read, or the session is marked broken: either way nothing is owed.
-        self.open_transfers = self.open_transfers.saturating_sub(1);
+        self.phase = Phase::Ready(Ahead::default());
         if let (Some(cache), Some(before), Upload::Tls(_)) = (&self.tls_cache, received, &upload) {
             if cache.is_tls13() && cache.received() > before {
                 self.tickets_seen_on_data = true;
@@ -1166,7 +1191,9 @@ impl Session {
             .control
             .write_commands(&[size_cmd.clone(), "EPSV".to_string()])
             .await;
-        self.open_transfers = self.open_transfers.saturating_sub(1);
+        // The transfer's verdict and the two replies behind it are read
+        // next, or the session breaks: nothing is owed past this either way.
+        self.phase = Phase::Ready(Ahead::default());
         drop(upload);
         sent?;
         let verdict = timed(
@@ -1184,23 +1211,21 @@ impl Session {
         let epsv = self.control.reply("EPSV").await?;
         verdict?;
         self.writing = None;
-        self.passive_ahead(&epsv);
         let size = self.size_reply(&size, &file);
-        self.size_after_reply = Some((file, size));
+        self.phase = Phase::Ready(Ahead {
+            size: Some((file, size)),
+            passive: self.passive_of(&epsv),
+        });
         Ok(())
     }
 
     /// Asks for `SIZE file` (and the next EPSV) to go out as soon as the
-    /// next upload's data connection closes, where the server allows it.
-    pub(crate) fn size_after_close(&mut self, file: &str) {
-        self.size_after_close = Some(file.to_string());
-        self.size_after_reply = None;
-    }
-
-    /// Forgets a [`Session::size_after_close`] (the upload failed).
-    pub(crate) fn no_size_after_close(&mut self) {
-        self.size_after_close = None;
-        self.size_after_reply = None;
+    /// open upload's data connection closes, where the server allows it
+    /// (see [`Session::finish`]). Nothing without an open upload.
+    pub(crate) fn size_at_close(&mut self, file: &str) {
+        if let Phase::Transfer { size_after } = &mut self.phase {
+            *size_after = Some(file.to_string());
+        }
     }
 
     /// Does the server queue commands sent during a transfer until the
@@ -1240,7 +1265,7 @@ impl Session {
         let hold = (self.control.rtt * 2 + Duration::from_millis(20)).min(QUEUEING_PROBE_WAIT);
         tokio::time::sleep(hold).await;
         let closed = up.close_write().await;
-        self.open_transfers = self.open_transfers.saturating_sub(1);
+        self.phase = Phase::Ready(Ahead::default());
         drop(up);
         sent?;
         self.control.probe_timeout = Some(self.control.probe_wait() + hold);
@@ -1313,7 +1338,7 @@ impl Session {
 
     /// Is a data connection of this session still open (its task was cancelled)?
     pub(crate) fn mid_transfer(&self) -> bool {
-        self.open_transfers > 0
+        matches!(self.phase, Phase::Transfer { .. })
     }
 
     /// This server hands out TLS 1.3 tickets on the control connection only:
@@ -1384,14 +1409,14 @@ impl Session {
         Ok((renamed, size))
     }
 
-    /// Keeps the port of an EPSV sent ahead for the next upload (see
-    /// `pending_passive`). A refusal keeps nothing: the next `passive()`
+    /// Where an EPSV sent ahead says the next data connection goes (see
+    /// [`Ahead::passive`]). A refusal gives nothing: the next `passive()`
     /// asks again, and finds out as EPSV alone would have.
-    fn passive_ahead(&mut self, r: &super::control::Reply) {
-        self.pending_passive = match (r.code, crate::ftp::reply::epsv_port(&r.text())) {
+    fn passive_of(&self, r: &super::control::Reply) -> Option<(SocketAddr, Instant)> {
+        match (r.code, crate::ftp::reply::epsv_port(&r.text())) {
             (229, Some(port)) => Some((SocketAddr::new(self.peer.ip(), port), Instant::now())),
             _ => None,
-        };
+        }
     }
 
     /// A SIZE reply: the size, `None` for "no such file", else a fault.
@@ -1400,9 +1425,13 @@ impl Session {
     }
 
     /// `SIZE path`, with an `EPSV` for the next upload in the same batch
-    /// (where the server pipelines; see `pending_passive`).
+    /// (where the server pipelines; see [`Ahead`]).
     pub(crate) async fn size_then_passive(&mut self, path: &str) -> Result<Option<u64>, Fault> {
-        if let Some((file, size)) = self.size_after_reply.take() {
+        let ahead = match &mut self.phase {
+            Phase::Ready(ahead) => ahead.size.take(),
+            Phase::Transfer { .. } => None,
+        };
+        if let Some((file, size)) = ahead {
             if file == path {
                 return size;
             }
@@ -1414,7 +1443,10 @@ impl Session {
             .control
             .batch(&[format!("SIZE {path}"), "EPSV".to_string()])
             .await?;
-        self.passive_ahead(&r[1]);
+        let passive = self.passive_of(&r[1]);
+        if let Phase::Ready(ahead) = &mut self.phase {
+            ahead.passive = passive;
+        }
         self.size_reply(&r[0], path)
     }
 
@@ -1528,7 +1560,7 @@ impl Session {
                 .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
         )
         .await?;
-        self.open_transfers = self.open_transfers.saturating_sub(1);
+        self.phase = Phase::Ready(Ahead::default());
         Ok(kept)
     }
 

@@ -556,11 +556,9 @@ async fn send(
 ) -> Result<(String, u64), Fault> {
     let timeout = session.data_timeout();
     let local = source::Local::of(entry, temp_path);
-    if !crate::upload::verify::asks_server(entry, &session.features) {
-        // The size check goes out as the data connection closes, where the
-        // server allows it (see `Session::finish`).
-        session.size_after_close(temp_path);
-    }
+    // The size check goes out as the data connection closes, where the
+    // server allows it (see `Session::finish`).
+    let size_at_close = !crate::upload::verify::asks_server(entry, &session.features);
     // A small file is read while the STOR is negotiated.
     let prefetch = source::is_small(offset, expected)
         .then(|| source::prefetch(source::Opener::of(entry), expected));
@@ -569,6 +567,9 @@ async fn send(
     let result = async {
         let mut upload = session.store_at(temp_path, offset).await?;
         verdict_pending = true;
+        if size_at_close {
+            session.size_at_close(temp_path);
+        }
         let sent = match prefetch {
             Some(p) => p.send(&mut upload, timeout, local).await?,
             None => source::send_hashed(&mut upload, offset, expected, timeout, local).await?,
@@ -579,9 +580,6 @@ async fn send(
         Ok(sent)
     }
     .await;
-    if result.is_err() {
-        session.no_size_after_close();
-    }
     if result.is_err() && (verdict_pending || offset > 0) {
         // Do not reuse the session: a data connection dropped before its
         // verdict leaves that reply unread on the control connection, and a
