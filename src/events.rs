@@ -26,6 +26,18 @@ pub enum Event {
     JobClaimed {
         job: String,
     },
+    /// A job another instance held is run here: that instance is gone (its
+    /// lock went with it).
+    JobTakenOver {
+        job: String,
+    },
+    /// A job stopped by a shutdown before it ended; the next start (of any
+    /// instance) resumes it from its journal.
+    JobInterrupted {
+        job: String,
+    },
+    /// A new configuration is in force (SIGHUP).
+    ConfigReloaded,
     JobStarted {
         job: String,
         entries: usize,
@@ -210,6 +222,14 @@ impl Events {
 fn log(event: &Event) {
     match event {
         Event::JobClaimed { job } => info!(job = %job, "job claimed"),
+        Event::JobTakenOver { job } => {
+            info!(job = %job, "taking over a job whose instance is gone")
+        }
+        Event::JobInterrupted { job } => info!(
+            job = %job,
+            "job interrupted by shutdown; it resumes at the next start"
+        ),
+        Event::ConfigReloaded => info!("configuration reloaded"),
         Event::JobStarted {
             job,
             entries,

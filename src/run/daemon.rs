@@ -483,7 +483,9 @@ pub async fn run_with(
                 takeovers += 1;
                 let full = takeovers.is_multiple_of(FULL_ORPHAN_SCAN_EVERY);
                 for (path, lock, permit) in orphans(&cfg.checked, &running, &permits, full) {
-                    info!(job_file = %path.display(), "taking over a job whose instance is gone");
+                    ctx.events.emit(crate::events::Event::JobTakenOver {
+                        job: crate::report::JobPaths::for_claimed(&path).name,
+                    });
                     running.insert(path.clone());
                     let work = intake::Work { path, lock: Some(lock), permit, done: None };
                     spawn_job(&mut jobs, &ctx, &permits, work);
@@ -673,5 +675,5 @@ fn apply_reload(ctx: &Ctx, permits: &Arc<Semaphore>, job_limit: &mut usize, new:
     crate::ftp::pool::resize(permits, *job_limit, new.max_concurrent_jobs);
     *job_limit = new.max_concurrent_jobs;
     ctx.set_config(new);
-    info!("configuration reloaded");
+    ctx.events.emit(crate::events::Event::ConfigReloaded);
 }

@@ -334,7 +334,9 @@ async fn run_claimed(
         || report.with(|r| r.entries.iter().any(|e| e.state == EntryState::Pending));
     if interrupted {
         report.flush().await;
-        info!(job = %job_name, "job interrupted by shutdown; it resumes at the next start");
+        ctx.events.emit(Event::JobInterrupted {
+            job: job_name.clone(),
+        });
         ctx.board.forget(&job_name);
         return JobState::Running;
     }
