@@ -1,17 +1,25 @@
 //! Talking FTP: sessions, the pool that lends them, TLS, and what replies mean.
 //!
-//! Every reply code lives in this folder; the scheduler above it sees only
-//! operations and [`fault::Fault`]s.
+//! Every reply code, command verb and suppaftp type lives in this folder;
+//! the code above it sees only operations and [`fault::Fault`]s. From the
+//! wire up:
 //!
-//! - [`session`]: one FTP/FTPS session; every protocol detail lives here
-//!   (its items are re-exported here: `ftp::Session`).
-//! - [`pool`]: logged-in sessions reused per server and credentials; global and per-server limits.
-//! - [`control`]: the control connection: commands out, replies matched to them, several per round trip where a probe says the server keeps order.
-//! - [`learned`]: per-server facts (probe verdict, connection limit) kept across restarts.
+//! - [`control`]: the control connection: commands out, each reply matched
+//!   to its command (a reply that does not fit is a desync), several per
+//!   round trip where a probe says the server keeps order.
+//! - [`data`]: an upload's data connection, plain or TLS.
+//! - [`session`]: one logged-in session, in operations (make a directory,
+//!   size of a file, open an upload, publish); its items are re-exported
+//!   here (`ftp::Session`).
+//! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
+//! - [`pool`]: sessions reused per server and credentials; limits; what is
+//!   learned about each server (one owner, memory and disk).
+//! - [`seats`]: a server's session limit shared by instances.
+//! - [`learned`]: per-server facts kept across restarts (`ftpdrop-learned.json`).
 //! - [`tls`]: rustls client configs (system roots, `ca_file`, explicit opt-out).
 //! - [`reply`]: the server replies ftpdrop parses itself (FEAT, SIZE), as pure functions.
-//! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
-//! - [`fault`]: the typed error that says transient, back-pressure or permanent.
+//! - [`fault`]: the typed error: its kind (transient, back-pressure,
+//!   permanent) and its cause (refused, TLS, broken, timeout, local).
 
 pub(crate) mod control;
 pub mod data;

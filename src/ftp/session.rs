@@ -1,10 +1,12 @@
-//! One logged-in FTP or FTPS session, and every protocol detail with it.
+//! One logged-in FTP or FTPS session, in operations: make this directory,
+//! size of that file, open an upload, publish. Its callers get a [`Fault`]
+//! that says whether to retry, and never see a reply code.
 //!
-//! [`Session`] is the only type that sees reply codes, passive modes and
-//! suppaftp. Its callers speak in operations (make this directory, size of
-//! that file, open an upload) and get a [`Fault`] that says whether to retry.
-//! Every command runs under a timeout; a session whose command timed out or
-//! whose connection broke is marked `broken` so the pool never reuses it.
+//! The session holds its control connection ([`Control`], which reads every
+//! reply) and a [`Phase`]: ready (with what came ahead for the next upload)
+//! or in a transfer whose verdict is owed. Every command runs under a
+//! timeout; a session whose command timed out or whose connection broke is
+//! broken, and the pool never lends it again.
 
 pub use super::control::Timeouts;
 use super::control::{Control, Ftp};
