@@ -261,6 +261,133 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     run_with(config, shutdown, Options::default()).await
 }
 
+/// Serves the status API on `listener` until `stop`; the address it got
+/// goes to `status_addr` (tests and `ftpdrop status` read it).
+fn spawn_api(
+    ctx: &Arc<Ctx>,
+    health: &Arc<Health>,
+    listener: tokio::net::TcpListener,
+    auth: Option<crate::status::auth::Verifier>,
+    status_addr: &std::sync::OnceLock<std::net::SocketAddr>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(a) = listener.local_addr() {
+        let _ = status_addr.set(a);
+        info!(addr = %a, "status API listening");
+    }
+    let api = Arc::new(crate::status::http::Api {
+        board: ctx.board.clone(),
+        metrics: ctx.metrics.clone(),
+        events: ctx.events.clone(),
+        health: health.clone(),
+        pool: ctx.pool.clone(),
+        config: {
+            let ctx = ctx.clone();
+            Arc::new(move || ctx.config())
+        },
+        auth,
+    });
+    tokio::spawn(crate::status::http::serve(listener, api, stop))
+}
+
+/// Brings the history index level with the receipts beside the intake
+/// (lists read the receipts until it is), then runs the first housekeeping
+/// through it. Stops when `stopping` is cancelled: the runtime waits for
+/// this thread at shutdown.
+fn spawn_indexing(cfg: &Config, stopping: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let (checked, days) = (cfg.checked.clone(), cfg.retention_days);
+    tokio::task::spawn_blocking(move || {
+        let began = std::time::Instant::now();
+        let stop = || stopping.is_cancelled();
+        match crate::report::catch_up_index_until(&checked, &stop) {
+            Ok(n) => info!(
+                changed = n,
+                secs = began.elapsed().as_secs_f64(),
+                "history index level with the receipts"
+            ),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "the history index cannot catch up; lists read the receipts")
+            }
+        }
+        crate::run::housekeeping::sweep_until(&checked, days, &stop);
+    })
+}
+
+/// Hands the jobs an earlier run left unfinished to the scheduler, each
+/// under a job permit like a new one, until `stop`.
+fn spawn_recovered(
+    recovered: Vec<PathBuf>,
+    tx: mpsc::Sender<intake::Work>,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for job in recovered {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = stop.cancelled() => return,
+            };
+            let work = intake::Work {
+                path: job,
+                lock: None,
+                permit,
+                done: None,
+            };
+            if tx.send(work).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Pulls jobs from NATS beside the folder's intake. NATS workers on other
+/// hosts share no folder: once connected, each server's session limit is
+/// shared through NATS KV instead.
+fn spawn_nats(
+    ctx: &Arc<Ctx>,
+    cfg: &Config,
+    health: &Arc<Health>,
+    n: crate::config::NatsConfig,
+    tx: mpsc::Sender<intake::Work>,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (connected, client) =
+        tokio::sync::oneshot::channel::<(async_nats::Client, tokio::sync::oneshot::Sender<()>)>();
+    let pool = ctx.pool.clone();
+    tokio::spawn(async move {
+        let Ok((client, ready)) = client.await else {
+            return;
+        };
+        // Who holds a seat, for an operator looking into the bucket.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .unwrap_or_default();
+        let owner = format!("{} pid {}", host.trim(), std::process::id());
+        match crate::ftp::seats::Seats::nats(client, &owner).await {
+            Ok(seats) => {
+                pool.share_seats(seats);
+                info!(
+                    bucket = crate::ftp::seats::BUCKET,
+                    "session limits shared through NATS KV"
+                );
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "session limits not shared through NATS: each instance keeps its own")
+            }
+        }
+        let _ = ready.send(());
+    });
+    let nats = intake::nats::NatsIntake {
+        config: n,
+        checked: cfg.checked.clone(),
+        health: health.clone(),
+        connected: Some(connected),
+    };
+    tokio::spawn(nats.run(tx, permits, stop))
+}
+
 /// Runs the daemon until `shutdown` completes, telling `opts.supervisor`
 /// what it does and taking new configurations from `opts.reload`.
 pub async fn run_with(
@@ -309,28 +436,14 @@ pub async fn run_with(
     // Deliveries queued by this run and by earlier ones.
     let webhooks = tokio::spawn(ctx.webhooks.clone().run(stop_status.clone()));
     let api_task = listener.map(|listener| {
-        let addr = listener.local_addr().ok();
-        if let Some(a) = addr {
-            let _ = status_addr.set(a);
-            info!(addr = %a, "status API listening");
-        }
-        let api = Arc::new(crate::status::http::Api {
-            board: ctx.board.clone(),
-            metrics: ctx.metrics.clone(),
-            events: ctx.events.clone(),
-            health: health.clone(),
-            pool: ctx.pool.clone(),
-            config: {
-                let ctx = ctx.clone();
-                Arc::new(move || ctx.config())
-            },
-            auth,
-        });
-        tokio::spawn(crate::status::http::serve(
+        spawn_api(
+            &ctx,
+            &health,
             listener,
-            api,
+            auth,
+            &status_addr,
             stop_status.clone(),
-        ))
+        )
     });
     let mut job_limit = cfg.max_concurrent_jobs;
     let permits = Arc::new(Semaphore::new(job_limit));
@@ -339,54 +452,13 @@ pub async fn run_with(
 
     // The history index catches up with the receipts beside the intake:
     // lists read the receipts until it has.
-    let indexing = {
-        let (checked, days) = (cfg.checked.clone(), cfg.retention_days);
-        let stopping = ctx.stopping.clone();
-        tokio::task::spawn_blocking(move || {
-            let began = std::time::Instant::now();
-            // The runtime waits for this thread at shutdown: it stops then.
-            let stop = || stopping.is_cancelled();
-            match crate::report::catch_up_index_until(&checked, &stop) {
-                Ok(n) => info!(
-                    changed = n,
-                    secs = began.elapsed().as_secs_f64(),
-                    "history index level with the receipts"
-                ),
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), "the history index cannot catch up; lists read the receipts")
-                }
-            }
-            // The first housekeeping, through the index now level with the receipts.
-            crate::run::housekeeping::sweep_until(&checked, days, &stop);
-        })
-    };
+    let indexing = spawn_indexing(&cfg, ctx.stopping.clone());
     // Interrupted jobs first, through the same permits as new ones.
     let recovered = unfinished_jobs(&cfg.checked);
     if !recovered.is_empty() {
         info!(jobs = recovered.len(), "resuming unfinished jobs");
     }
-    let feeder = {
-        let tx = tx.clone();
-        let permits = permits.clone();
-        let stop = stop_intake.clone();
-        tokio::spawn(async move {
-            for job in recovered {
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-                    _ = stop.cancelled() => return,
-                };
-                let work = intake::Work {
-                    path: job,
-                    lock: None,
-                    permit,
-                    done: None,
-                };
-                if tx.send(work).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
+    let feeder = spawn_recovered(recovered, tx.clone(), permits.clone(), stop_intake.clone());
     let (watching_tx, watching) = tokio::sync::oneshot::channel();
     let intake = Intake {
         inbox: cfg.inbox.clone(),
@@ -399,34 +471,15 @@ pub async fn run_with(
         ignored: Default::default(),
     };
     let nats_task = cfg.nats.clone().map(|n| {
-        // NATS workers on other hosts share no folder: each server's
-        // session limit is shared through NATS KV instead.
-        let (connected, client) = tokio::sync::oneshot::channel::<(async_nats::Client, tokio::sync::oneshot::Sender<()>)>();
-        let pool = ctx.pool.clone();
-        tokio::spawn(async move {
-            let Ok((client, ready)) = client.await else { return };
-            // Who holds a seat, for an operator looking into the bucket.
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .or_else(|| std::env::var("COMPUTERNAME").ok())
-                .unwrap_or_default();
-            let owner = format!("{} pid {}", host.trim(), std::process::id());
-            match crate::ftp::seats::Seats::nats(client, &owner).await {
-                Ok(seats) => {
-                    pool.share_seats(seats);
-                    info!(bucket = crate::ftp::seats::BUCKET, "session limits shared through NATS KV");
-                }
-                Err(e) => warn!(error = %format!("{e:#}"), "session limits not shared through NATS: each instance keeps its own"),
-            }
-            let _ = ready.send(());
-        });
-        let nats = intake::nats::NatsIntake {
-            config: n,
-            checked: cfg.checked.clone(),
-            health: health.clone(),
-            connected: Some(connected),
-        };
-        tokio::spawn(nats.run(tx.clone(), permits.clone(), stop_intake.clone()))
+        spawn_nats(
+            &ctx,
+            &cfg,
+            &health,
+            n,
+            tx.clone(),
+            permits.clone(),
+            stop_intake.clone(),
+        )
     });
     let intake_task = tokio::spawn(intake.run(tx, permits.clone(), stop_intake.clone()));
 
