@@ -138,6 +138,13 @@ struct Ahead {
     passive: Option<(SocketAddr, Instant)>,
 }
 
+/// Why a data connection could not be set up on this side: its TCP
+/// connect, or its TLS handshake.
+enum DataFailure {
+    Connect(std::io::Error),
+    Tls(std::io::Error),
+}
+
 /// Why a data connection was not opened: its `REST` was refused (the
 /// caller may resume another way), or anything else.
 enum Refused {
@@ -207,7 +214,9 @@ async fn timed<T>(
             let code = Fault::reply_code(&e);
             if !matches!(e, FtpError::UnexpectedResponse(_))
                 || code == Some(421)
-                || (code == Some(522) && fault.message.to_ascii_lowercase().contains("ssl"))
+                // vsftpd's "522 SSL connection failed" (classified transient, as
+                // a fresh session may well succeed), not any 522.
+                || (code == Some(522) && fault.kind == FaultKind::Transient)
             {
                 *broken = true;
             }
@@ -910,13 +919,16 @@ impl Session {
             let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
                 .await
                 .map_err(|_| {
-                    std::io::Error::new(
+                    DataFailure::Connect(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("data connection to {addr}: timed out"),
-                    )
+                    ))
                 })?
                 .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("data connection to {addr}: {e}"))
+                    DataFailure::Connect(std::io::Error::new(
+                        e.kind(),
+                        format!("data connection to {addr}: {e}"),
+                    ))
                 })?;
             // Small files are dominated by round trips; Nagle only adds delay.
             let _ = tcp.set_nodelay(true);
@@ -924,7 +936,8 @@ impl Session {
                 Some((connector, name)) => connector
                     .connect(name, tcp)
                     .await
-                    .map(|s| Upload::Tls(Box::new(s))),
+                    .map(|s| Upload::Tls(Box::new(s)))
+                    .map_err(DataFailure::Tls),
                 None => Ok(Upload::Plain(tcp)),
             }
         };
@@ -955,7 +968,7 @@ impl Session {
                 tokio::select! {
                     r = &mut commands => break Ok(r),
                     r = &mut handshake, if shaken.is_none() => match r {
-                        Err(e) if e.to_string().starts_with("data connection to") => {
+                        Err(DataFailure::Connect(e)) => {
                             // A server that refuses the command closes its
                             // passive port, and a connect slower than its
                             // refusal (a loaded machine) fails: the refusal,
@@ -989,10 +1002,10 @@ impl Session {
             None => tokio::time::timeout(self.control.timeouts.command, &mut handshake)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(std::io::Error::new(
+                    Err(DataFailure::Tls(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "TLS handshake on the data connection timed out",
-                    ))
+                    )))
                 }),
         };
         match shaken {
@@ -1000,11 +1013,11 @@ impl Session {
                 self.phase = Phase::Transfer { size_after: None };
                 Ok(conn)
             }
-            Err(e) if e.to_string().starts_with("data connection to") => {
+            Err(DataFailure::Connect(e)) => {
                 self.control.broken = true;
                 Err(Refused::Other(Fault::transient(e.to_string())))
             }
-            Err(e) => {
+            Err(DataFailure::Tls(e)) => {
                 // The server waits on a transfer that will not happen; its reply is owed.
                 self.control.broken = true;
                 Err(Refused::Other(Fault::from_ftp(
