@@ -79,7 +79,7 @@ pub struct Config {
     /// 0: split at once, without measuring.
     pub segment_after_ms: u64,
     /// Send several FTP commands per round trip where a probe finds that the
-    /// server keeps them in order (see `ftp::control`); false: one at a
+    /// server keeps them in order (and stops where one does not); false: one at a
     /// time, everywhere (for a middlebox that mangles pipelined commands).
     pub pipelining: bool,
     /// Servers that job files may name instead of carrying credentials.
@@ -644,7 +644,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// `notify.webhooks[]`: one receiver of final receipts (see [`crate::webhook`]).
+/// One receiver of final receipts (`notify.webhooks[]`).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
