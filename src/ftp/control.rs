@@ -80,6 +80,55 @@ impl Reply {
     }
 }
 
+/// Whether a control connection can still be trusted to be in step with
+/// its server. Once it cannot, it never can again: the session ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Link {
+    #[default]
+    Sound,
+    /// A command failed, timed out or left a reply unread: what the server
+    /// will say next is not known.
+    Broken,
+    /// Given up while the server still answers: out of step (`desync`: the
+    /// command and the reply that showed it), a probe's lost reply, or a
+    /// login held back before its password. The link works, so closing it
+    /// is how the server learns the session is over, and nothing is gained
+    /// by waiting for it (`Session::linger`).
+    GivenUp { desync: Option<(String, String)> },
+}
+
+impl Link {
+    /// The connection failed: broken, unless it was already given up.
+    pub(crate) fn fail(&mut self) {
+        if *self == Link::Sound {
+            *self = Link::Broken;
+        }
+    }
+
+    /// Given up while the server still answers (see [`Link::GivenUp`]).
+    pub(crate) fn give_up_alive(&mut self) {
+        if !matches!(self, Link::GivenUp { .. }) {
+            *self = Link::GivenUp { desync: None };
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        *self != Link::Sound
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        matches!(self, Link::GivenUp { .. })
+    }
+
+    /// The command and the reply that showed the server out of order.
+    pub(crate) fn desync(&self) -> Option<&(String, String)> {
+        match self {
+            Link::GivenUp { desync } => desync.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// The control connection: the FTP stream, and what is in flight on it.
 /// Commands go out through [`Control::write_commands`] (or suppaftp), and
 /// every reply is read through [`Control::reply`], which matches it to the
@@ -90,22 +139,14 @@ pub(crate) struct Control {
     pub(super) timeouts: Timeouts,
     /// Kept only to scrub it from server replies that echo it.
     pub(super) password: Secret,
-    /// Set when the connection can no longer be trusted to be in step.
-    pub(super) broken: bool,
+    /// Whether the connection can still be trusted to be in step.
+    pub(super) link: Link,
     /// The round trip `TYPE I` took at login.
     pub(super) rtt: Duration,
     /// While a probe runs: how long it waits for a reply (see `probe_wait`).
     pub(super) probe_timeout: Option<Duration>,
     /// Does the server keep pipelined commands in order? `None` until probed.
     pub(super) pipelining: Option<bool>,
-    /// The command and the reply that showed the server out of order, if
-    /// one did (the connection is then broken).
-    pub(super) desync: Option<(String, String)>,
-    /// Given up while the server was still answering (out of step, a
-    /// probe's lost reply, a login held back): the link works, so closing it
-    /// is how the server learns the session is over, and nothing is gained
-    /// by waiting for it (`Session::linger`).
-    pub(super) given_up_alive: bool,
     /// The connection is TLS: its writes go through suppaftp's stream only.
     pub(super) tls: bool,
     /// Where pipelined commands go on a TLS connection.
@@ -253,11 +294,11 @@ impl Control {
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                self.broken = true;
+                self.link.fail();
                 Err(Fault::transient(format!("{what}: connection error: {e}")))
             }
             Err(_) => {
-                self.broken = true;
+                self.link.fail();
                 Err(Fault::timeout(format!(
                     "{what}: could not send within {} s",
                     self.timeouts.command.as_secs()
@@ -305,13 +346,13 @@ impl Control {
         if self.probe_timeout.is_none() && !fits(what, r.code) {
             // Out of step: this session ends, and no session of this
             // server pipelines again (the pool learns it from this one).
-            self.broken = true;
-            self.given_up_alive = true;
             self.pipelining = Some(false);
-            self.desync = Some((
-                scrub(what, &[&self.password]),
-                scrub(&r.text(), &[&self.password]),
-            ));
+            self.link = Link::GivenUp {
+                desync: Some((
+                    scrub(what, &[&self.password]),
+                    scrub(&r.text(), &[&self.password]),
+                )),
+            };
             return Err(scrub_fault(Fault::desync(what, r.code, &r.text()), self));
         }
         Ok(r)
@@ -335,11 +376,11 @@ impl Control {
         match read {
             Ok(Err(FtpError::UnexpectedResponse(r))) | Ok(Ok(r)) => Ok(Reply::of(r)),
             Ok(Err(e)) => {
-                self.broken = true;
+                self.link.fail();
                 Err(scrub_fault(Fault::from_ftp(what, &e), self))
             }
             Err(_) => {
-                self.broken = true;
+                self.link.fail();
                 Err(Fault::timeout(format!(
                     "{what}: no reply within {} s",
                     limit.as_secs()

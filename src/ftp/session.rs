@@ -9,7 +9,7 @@
 //! broken, and the pool never lends it again.
 
 pub use super::control::Timeouts;
-use super::control::{Control, Ftp};
+use super::control::{Control, Ftp, Link};
 use crate::config::TlsMode;
 use crate::ftp::fault::{Cause, Fault, FaultKind, TlsProblem};
 use crate::ftp::tls::FtpsConnector;
@@ -198,7 +198,7 @@ fn login_refused(mut f: Fault) -> Fault {
 }
 
 async fn timed<T>(
-    broken: &mut bool,
+    link: &mut Link,
     password: &Secret,
     limit: Duration,
     what: impl Display,
@@ -218,12 +218,12 @@ async fn timed<T>(
                 // a fresh session may well succeed), not any 522.
                 || (code == Some(522) && fault.kind == FaultKind::Transient)
             {
-                *broken = true;
+                link.fail();
             }
             Err(fault)
         }
         Err(_) => {
-            *broken = true;
+            link.fail();
             Err(Fault::timeout(format!(
                 "{what}: no reply within {} s",
                 limit.as_secs()
@@ -368,7 +368,7 @@ impl Session {
         hooks: Option<&dyn LoginHooks>,
     ) -> Result<Session, Fault> {
         let server = &spec.to_string();
-        let mut broken = false;
+        let mut link = Link::Sound;
         // Each control connection gets its own TLS session cache: its data
         // connections must resume its session, not another connection's.
         let (tls, tls_cache) = match (&tls, spec.tls) {
@@ -399,7 +399,7 @@ impl Session {
                     return Err(Fault::permanent("implicit TLS without a TLS configuration"));
                 };
                 let mut ftp = timed(
-                    &mut broken,
+                    &mut link,
                     &spec.password,
                     timeouts.connect,
                     format!("connect {server} (implicit TLS)"),
@@ -412,7 +412,7 @@ impl Session {
                 // suppaftp would start TLS on them anyway. Ask for PROT P.
                 for cmd in ["PBSZ 0", "PROT P"] {
                     let r = timed(
-                        &mut broken,
+                        &mut link,
                         &spec.password,
                         timeouts.command,
                         cmd,
@@ -422,7 +422,9 @@ impl Session {
                     match r {
                         Ok(_) => {}
                         // Some implicit servers protect data by default and do not know PROT.
-                        Err(f) if !broken => tracing::debug!(server, error = %f, "refused"),
+                        Err(f) if !link.is_broken() => {
+                            tracing::debug!(server, error = %f, "refused")
+                        }
                         Err(f) => return Err(f),
                     }
                 }
@@ -435,7 +437,7 @@ impl Session {
                     .map_err(|e| Fault::transient(format!("connect {server} ({addr}): {e}")))?;
                 let _ = stream.set_nodelay(true);
                 let ftp = timed(
-                    &mut broken,
+                    &mut link,
                     &spec.password,
                     timeouts.connect,
                     format!("connect {server}"),
@@ -447,7 +449,7 @@ impl Session {
                         return Err(Fault::permanent("explicit TLS without a TLS configuration"));
                     };
                     timed(
-                        &mut broken,
+                        &mut link,
                         &spec.password,
                         timeouts.connect,
                         format!("AUTH TLS with {server}"),
@@ -481,13 +483,11 @@ impl Session {
                 ftp,
                 timeouts,
                 password: spec.password.clone(),
-                broken: false,
+                link: Link::Sound,
                 rtt: Duration::ZERO,
                 probe_timeout: None,
                 // Known from an earlier session: the login's last commands go out at once.
                 pipelining,
-                desync: None,
-                given_up_alive: false,
                 tls: spec.tls != TlsMode::None,
                 outbox,
                 owed: Default::default(),
@@ -516,7 +516,7 @@ impl Session {
         if let Err(f) = session.login(spec, server, hooks).await {
             // A login held back before its password is closed politely by
             // the pool, as one that broke is.
-            if session.control.broken || session.control.given_up_alive {
+            if session.control.link.is_broken() {
                 *kept = Some(session);
             }
             return Err(f);
@@ -534,7 +534,7 @@ impl Session {
         let what = || format!("login to {server} as {}", spec.login);
         let started = Instant::now();
         let user = timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             t,
             what(),
@@ -550,7 +550,7 @@ impl Session {
         if user.status == Status::NeedPassword {
             if let Some(h) = hooks {
                 if !h.before_pass().await {
-                    self.control.given_up_alive = true;
+                    self.control.link.give_up_alive();
                     return Err(Fault::transient(format!(
                         "{}: held back before the password (logins cost the server dearly)",
                         what()
@@ -568,7 +568,7 @@ impl Session {
                     f
                 })?;
             timed(
-                &mut self.control.broken,
+                &mut self.control.link,
                 &self.control.password,
                 t,
                 what(),
@@ -604,11 +604,11 @@ impl Session {
                 tracing::debug!(server, "FEAT reply not understood; features unknown");
             }
             Ok(Err(e)) => {
-                self.control.broken = true;
+                self.control.link.fail();
                 return Err(Fault::from_ftp(format!("FEAT on {server}"), &e));
             }
             Err(_) => {
-                self.control.broken = true;
+                self.control.link.fail();
                 return Err(Fault::timeout(format!(
                     "FEAT on {server}: no reply within {} s",
                     t.as_secs()
@@ -617,7 +617,7 @@ impl Session {
         }
         if self.features.utf8 {
             let _ = timed(
-                &mut self.control.broken,
+                &mut self.control.link,
                 &self.control.password,
                 t,
                 "OPTS UTF8 ON",
@@ -627,7 +627,7 @@ impl Session {
         }
         let started = Instant::now();
         timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             t,
             "TYPE I",
@@ -657,7 +657,7 @@ impl Session {
         };
         self.litter = Some(litter);
         let verdict = self.probe_pipelining("").await;
-        let broke = self.control.broken;
+        let broke = self.control.link.is_broken();
         h.probed(verdict.as_ref().ok().copied().flatten(), broke);
         let verdict = verdict?;
         if broke {
@@ -733,7 +733,7 @@ impl Session {
             return false;
         }
         timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             self.control.timeouts.command,
             "NOOP",
@@ -749,7 +749,7 @@ impl Session {
         let t = self.control.timeouts.command;
         let what = format!("SIZE {path}");
         match timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             t,
             &what,
@@ -816,7 +816,7 @@ impl Session {
         // Try the whole path first: when only the leaf is missing that is one round trip.
         let t = self.control.timeouts.command;
         if timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             t,
             format!("MKD {dir}"),
@@ -828,7 +828,7 @@ impl Session {
             known.lock().unwrap().extend(prefixes);
             return Ok(());
         }
-        if self.control.broken {
+        if self.control.link.is_broken() {
             return Err(Fault::transient(format!("MKD {dir}: connection lost")));
         }
         for p in prefixes {
@@ -836,7 +836,7 @@ impl Session {
                 continue;
             }
             match timed(
-                &mut self.control.broken,
+                &mut self.control.link,
                 &self.control.password,
                 t,
                 format!("MKD {p}"),
@@ -857,7 +857,7 @@ impl Session {
     /// Sends one command and waits (`timeouts.command`) for one of the `ok` replies; its text.
     async fn command(&mut self, command: String, ok: &[Status]) -> Result<String, Fault> {
         let resp = timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             self.control.timeouts.command,
             &command,
@@ -892,7 +892,10 @@ impl Session {
                     })?;
                     return Ok(SocketAddr::new(self.peer.ip(), port));
                 }
-                Err(f) if !self.control.broken && matches!(f.code, Some(500 | 501 | 502 | 522)) => {
+                Err(f)
+                    if !self.control.link.is_broken()
+                        && matches!(f.code, Some(500 | 501 | 502 | 522)) =>
+                {
                     self.epsv_refused(&f.message);
                 }
                 Err(f) => return Err(f),
@@ -991,7 +994,7 @@ impl Session {
                 // No data connection: the command's reply (a refusal, once
                 // the server's accept times out) is owed to a session that
                 // is dropped for it.
-                self.control.broken = true;
+                self.control.link.fail();
                 return Err(Refused::Other(Fault::transient(e.to_string())));
             }
         };
@@ -1014,12 +1017,12 @@ impl Session {
                 Ok(conn)
             }
             Err(DataFailure::Connect(e)) => {
-                self.control.broken = true;
+                self.control.link.fail();
                 Err(Refused::Other(Fault::transient(e.to_string())))
             }
             Err(DataFailure::Tls(e)) => {
                 // The server waits on a transfer that will not happen; its reply is owed.
-                self.control.broken = true;
+                self.control.link.fail();
                 Err(Refused::Other(Fault::from_ftp(
                     &command,
                     &FtpError::SecureError(e.to_string()),
@@ -1043,7 +1046,7 @@ impl Session {
                 Ok(up)
             }
             Err(Refused::Other(mut f)) => {
-                if append && !self.control.broken && f.code.is_some_and(|c| c >= 400) {
+                if append && !self.control.link.is_broken() && f.code.is_some_and(|c| c >= 400) {
                     // A server that refuses APPE once (proftpd without
                     // AllowStoreRestart) refuses it every time.
                     self.create_with_appe = false;
@@ -1093,7 +1096,7 @@ impl Session {
         }
         if self.features.rest_stream && self.rest_works {
             match self.store(path, false, Some(offset)).await {
-                Err(Refused::Rest(f)) if !self.control.broken => {
+                Err(Refused::Rest(f)) if !self.control.link.is_broken() => {
                     tracing::debug!(error = %f, "REST refused; resuming with APPE");
                     if f.not_implemented() {
                         self.rest_works = false;
@@ -1139,7 +1142,7 @@ impl Session {
         }
         let verdict = {
             let reply = timed(
-                &mut self.control.broken,
+                &mut self.control.link,
                 &self.control.password,
                 self.control.timeouts.data,
                 format!("finishing upload of {path}"),
@@ -1182,7 +1185,7 @@ impl Session {
                 "closing the data connection of {path}: {e}"
             ))),
             Err(_) => {
-                self.control.broken = true;
+                self.control.link.fail();
                 Err(Fault::transient(format!(
                     "closing the data connection of {path}: no progress for {} s",
                     self.control.timeouts.data.as_secs()
@@ -1212,7 +1215,7 @@ impl Session {
         drop(upload);
         sent?;
         let verdict = timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             self.control.timeouts.data,
             format!("finishing upload of {path}"),
@@ -1263,7 +1266,7 @@ impl Session {
         self.note_litter(&made);
         let mut up = match self.store_exact(&probe, 0).await {
             Ok(up) => up,
-            Err(f) if !self.control.broken => {
+            Err(f) if !self.control.link.is_broken() => {
                 tracing::debug!(error = %f, "queueing probe: cannot upload here; no verdict");
                 self.cleared_litter(&made);
                 return Ok(None);
@@ -1293,7 +1296,7 @@ impl Session {
         self.control.probe_timeout = None;
         let (first, second) = match replies {
             Ok(r) => r,
-            Err(f) if self.control.broken => {
+            Err(f) if self.control.link.is_broken() => {
                 tracing::info!(error = %f, "a command sent during a transfer lost its reply: SIZE waits for the transfer's reply");
                 return Ok(Some(false));
             }
@@ -1468,7 +1471,7 @@ impl Session {
     pub(crate) async fn rename(&mut self, from: &str, to: &str) -> Result<(), Fault> {
         self.control.settle().await?;
         timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             self.control.timeouts.command,
             format!("RNFR {from} / RNTO {to}"),
@@ -1496,7 +1499,7 @@ impl Session {
                         .map(str::to_string)
                         .collect())
                 }
-                Err(f) if matches!(f.code, Some(450 | 550)) && !self.control.broken => {
+                Err(f) if matches!(f.code, Some(450 | 550)) && !self.control.link.is_broken() => {
                     last = Ok(Vec::new())
                 }
                 Err(f) => return Err(f),
@@ -1515,10 +1518,10 @@ impl Session {
     pub(crate) async fn probe_control_resume(&mut self) -> Option<bool> {
         match self.read_data("LIST".into(), |_| {}).await {
             Ok(_) => Some(true),
-            Err(f) if matches!(f.code, Some(450 | 550)) && !self.control.broken => None,
+            Err(f) if matches!(f.code, Some(450 | 550)) && !self.control.link.is_broken() => None,
             Err(f) => {
                 tracing::debug!(error = %f, "a data connection after a resumed control handshake failed");
-                self.control.broken = true;
+                self.control.link.fail();
                 Some(false)
             }
         }
@@ -1552,11 +1555,11 @@ impl Session {
                 // A TLS peer that closes without close_notify has still sent everything.
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Ok(Err(e)) => {
-                    self.control.broken = true;
+                    self.control.link.fail();
                     return Err(Fault::transient(format!("{command}: reading data: {e}")));
                 }
                 Err(_) => {
-                    self.control.broken = true;
+                    self.control.link.fail();
                     return Err(Fault::transient(format!(
                         "{command}: no data for {} s",
                         self.control.timeouts.data.as_secs()
@@ -1566,7 +1569,7 @@ impl Session {
         }
         drop(conn);
         timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             self.control.timeouts.data,
             format!("finishing {command}"),
@@ -1582,7 +1585,7 @@ impl Session {
     pub(crate) async fn delete(&mut self, path: &str) -> Result<(), Fault> {
         self.control.settle().await?;
         let r = timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             self.control.timeouts.command,
             format!("DELE {path}"),
@@ -1606,12 +1609,12 @@ impl Session {
         // close) is awaited briefly, then the connection is dropped. A
         // server wedged on an earlier command (libunftp after a lost reply)
         // would otherwise hold the server's whole limit for `hold`.
-        let hold = if self.control.given_up_alive {
+        let hold = if self.control.link.is_alive() {
             hold.min(Duration::from_secs(2))
         } else {
             hold
         };
-        let alive = self.control.given_up_alive;
+        let alive = self.control.link.is_alive();
         let deadline = tokio::time::Instant::now() + hold;
         let quit = ["QUIT".to_string()];
         if tokio::time::timeout_at(deadline, self.control.write_commands(&quit))
@@ -1643,7 +1646,7 @@ impl Session {
     pub async fn custom(&mut self, command: String, ok: &[Status]) -> Result<String, Fault> {
         self.control.settle().await?;
         let resp = timed(
-            &mut self.control.broken,
+            &mut self.control.link,
             &self.control.password,
             self.control.timeouts.data,
             &command,
@@ -1761,13 +1764,13 @@ impl Session {
     /// Can the session no longer be trusted to be in step with the
     /// server? The pool then never lends it again.
     pub(crate) fn is_broken(&self) -> bool {
-        self.control.broken
+        self.control.link.is_broken()
     }
 
     /// Gives the session up (an upload that stopped half-way, a fault its
     /// caller cannot place): the pool closes it instead of lending it again.
     pub(crate) fn give_up(&mut self) {
-        self.control.broken = true;
+        self.control.link.fail();
     }
 
     /// May commands be pipelined here: the server keeps order (probed).
@@ -1787,7 +1790,7 @@ impl Session {
 
     /// The command and the reply that showed the server out of order.
     pub(crate) fn desync(&self) -> Option<&(String, String)> {
-        self.control.desync.as_ref()
+        self.control.link.desync()
     }
 
     /// Is the control connection TLS?
@@ -1847,7 +1850,7 @@ impl Session {
         self.control.pipelining = was;
         let replies = match replies {
             Ok(r) => r,
-            Err(f) if self.control.broken => {
+            Err(f) if self.control.link.is_broken() => {
                 tracing::info!(error = %f, "the server lost pipelined commands' replies: no pipelining");
                 // Out of step: this session ends here. QUIT, and the
                 // server's close awaited, so that the fresh session the
@@ -1861,7 +1864,7 @@ impl Session {
                     while self.control.reply("QUIT").await.is_ok() {}
                 }
                 // It answered the commands before the lost one.
-                self.control.given_up_alive = true;
+                self.control.link.give_up_alive();
                 self.control.probe_timeout = None;
                 return Ok(Some(false));
             }
