@@ -430,7 +430,6 @@ fn parse_entry(
     passwords: &mut Passwords,
     p: &mut Problems,
 ) -> Option<Entry> {
-    let config = limits.config;
     let Value::Object(obj) = item else {
         p.add("", format!("must be an object, found {}", kind(item)));
         return None;
@@ -453,6 +452,70 @@ fn parse_entry(
     let before = p.list.len();
     let named = matches!(obj.get("server"), Some(Value::String(_)));
 
+    let server = entry_server(obj, named, limits, passwords, p);
+    let if_exists = choice(
+        p,
+        obj,
+        "if_exists",
+        &[
+            ("overwrite", IfExists::Overwrite),
+            ("skip", IfExists::Skip),
+            ("fail", IfExists::Fail),
+        ],
+    );
+    let verify = choice(
+        p,
+        obj,
+        "verify",
+        &[
+            ("auto", Verify::Auto),
+            ("size", Verify::Size),
+            ("download", Verify::Download),
+        ],
+    );
+
+    let after = match obj.get("after") {
+        None | Some(Value::Null) => After::Keep,
+        Some(v) => match parse_after(v, limits) {
+            Ok(a) => a,
+            Err(e) => {
+                p.add("after", e);
+                After::Keep
+            }
+        },
+    };
+
+    let (local_path, server_path, remote_name) = entry_file(obj, p);
+
+    if p.list.len() != before {
+        return None;
+    }
+    Some(Entry {
+        index,
+        server: Arc::new(server?),
+        local_path: PathBuf::from(local_path?),
+        server_path: server_path?.to_string(),
+        remote_name: remote_name?,
+        if_exists,
+        verify,
+        after,
+        local_roots: limits.roots.clone(),
+        progress: Default::default(),
+        rates: Arc::new(std::sync::RwLock::new(Arc::from(Vec::new()))),
+    })
+}
+
+/// An entry's server: a configured one by name (its password resolved once
+/// per job), or an inline one, with the entry's TLS settings, confined to
+/// `allowed_hosts`. `None` with the problems added to `p`.
+fn entry_server(
+    obj: &serde_json::Map<String, Value>,
+    named: bool,
+    limits: &Limits,
+    passwords: &mut Passwords,
+    p: &mut Problems,
+) -> Option<ServerSpec> {
+    let config = limits.config;
     let mut server = match obj.get("server") {
         None => {
             p.add("server", "missing");
@@ -574,61 +637,42 @@ fn parse_entry(
             );
         }
     }
+    server
+}
 
-    let if_exists = match obj.get("if_exists") {
-        None | Some(Value::Null) => IfExists::Overwrite,
-        Some(Value::String(s)) => match s.as_str() {
-            "overwrite" => IfExists::Overwrite,
-            "skip" => IfExists::Skip,
-            "fail" => IfExists::Fail,
-            _ => {
-                p.add(
-                    "if_exists",
-                    format!("{s:?} is not one of overwrite, skip, fail"),
-                );
-                IfExists::Overwrite
+/// A field that names one of `options` (the first is the default, also for
+/// `null` or a missing field); anything else is a problem that lists them.
+fn choice<T: Copy>(
+    p: &mut Problems,
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    options: &[(&str, T)],
+) -> T {
+    let default = options[0].1;
+    match obj.get(field) {
+        None | Some(Value::Null) => default,
+        Some(Value::String(s)) => match options.iter().find(|(name, _)| name == s) {
+            Some((_, v)) => *v,
+            None => {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                p.add(field, format!("{s:?} is not one of {}", names.join(", ")));
+                default
             }
         },
         Some(other) => {
-            p.add(
-                "if_exists",
-                format!("must be a string, found {}", kind(other)),
-            );
-            IfExists::Overwrite
+            p.add(field, format!("must be a string, found {}", kind(other)));
+            default
         }
-    };
-    let verify = match obj.get("verify") {
-        None | Some(Value::Null) => Verify::Auto,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Verify::Auto,
-            "size" => Verify::Size,
-            "download" => Verify::Download,
-            _ => {
-                p.add(
-                    "verify",
-                    format!("{s:?} is not one of auto, size, download"),
-                );
-                Verify::Auto
-            }
-        },
-        Some(other) => {
-            p.add("verify", format!("must be a string, found {}", kind(other)));
-            Verify::Auto
-        }
-    };
+    }
+}
 
-    let after = match obj.get("after") {
-        None | Some(Value::Null) => After::Keep,
-        Some(v) => match parse_after(v, limits) {
-            Ok(a) => a,
-            Err(e) => {
-                p.add("after", e);
-                After::Keep
-            }
-        },
-    };
-
-    let (local_path, server_path, remote_name) = match obj.get("file") {
+/// An entry's `file`: its local path, its remote folder and the name it gets
+/// there (`remote_name`, or the local file's name).
+fn entry_file<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    p: &mut Problems,
+) -> (Option<&'a str>, Option<&'a str>, Option<String>) {
+    match obj.get("file") {
         None => {
             p.add("file", "missing");
             (None, None, None)
@@ -666,24 +710,7 @@ fn parse_entry(
             p.add("file", format!("must be an object, found {}", kind(other)));
             (None, None, None)
         }
-    };
-
-    if p.list.len() != before {
-        return None;
     }
-    Some(Entry {
-        index,
-        server: Arc::new(server?),
-        local_path: PathBuf::from(local_path?),
-        server_path: server_path?.to_string(),
-        remote_name: remote_name?,
-        if_exists,
-        verify,
-        after,
-        local_roots: limits.roots.clone(),
-        progress: Default::default(),
-        rates: Arc::new(std::sync::RwLock::new(Arc::from(Vec::new()))),
-    })
 }
 
 /// `"keep"`, `"delete"` or `{"move_to": "/absolute/dir"}` (inside
