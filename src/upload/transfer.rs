@@ -229,35 +229,7 @@ pub(crate) async fn attempt(
         temp_path = join_remote(&dir, &temp_name_at(run, entry, memory.generation));
         fresh = true;
     }
-    // Probed only for work that will use the verdict: with nothing queued
-    // behind this entry (a one-file job), the probes' round trips would
-    // only delay it.
-    let probe = lease.pipelining().is_none() || queueing_unknown(lease.session());
-    if probe && lease.others_waiting() && lease.may_probe() {
-        let session = lease.session();
-        let probed = async {
-            if session.pipelining().is_none() {
-                let verdict = session.probe_pipelining(&dir).await?;
-                session.set_pipelining(verdict);
-            }
-            if queueing_unknown(session) {
-                session.queues_in_transfer = session.probe_queueing(&dir).await?;
-            }
-            Ok::<_, Fault>(())
-        }
-        .await;
-        lease.learned();
-        probed?;
-        if lease.session().is_broken() {
-            // The probe cost this session (a server that lost replies to
-            // pipelined commands), and could not remove what it made: a
-            // fresh one does, and the entry goes on with it.
-            pool.clean_after_probe(lease, &entry.server).await;
-            if lease.session().is_broken() {
-                lease.renew(&entry.server).await?;
-            }
-        }
-    }
+    probe_if_worth_it(lease, pool, entry, &dir).await?;
 
     if entry.if_exists != IfExists::Overwrite {
         if let Some(existing) = lease.session().size(&final_path).await? {
@@ -278,25 +250,10 @@ pub(crate) async fn attempt(
         }
     }
 
-    let mut offset = 0;
-    if memory.may_have_temp && !fresh {
-        match lease.session().size(&temp_path).await? {
-            Some(have)
-                if !source_changed
-                    && !memory.no_resume
-                    && !memory.segmented
-                    && lease.session().can_resume()
-                    && have <= stamp.size =>
-            {
-                offset = have
-            }
-            // Deleted rather than truncated by the next STOR: a dead
-            // connection's last bytes may still be on their way to it, and
-            // then they go to the deleted file, not to the new one.
-            Some(_) => lease.session().delete(&temp_path).await?,
-            None => {}
-        }
-    }
+    let offset = match memory.may_have_temp && !fresh {
+        true => resume_offset(lease.session(), memory, &temp_path, source_changed, stamp).await?,
+        false => 0,
+    };
     memory.may_have_temp = true;
     // A temp file that may have had holes was deleted above.
     memory.segmented = false;
@@ -424,6 +381,75 @@ pub(crate) async fn attempt(
         segments,
         renaming: None,
     })
+}
+
+/// Probes the server's pipelining and queueing, where unknown, but only for
+/// work that will use the verdict: with nothing queued behind this entry (a
+/// one-file job), the probes' round trips would only delay it.
+async fn probe_if_worth_it(
+    lease: &mut Lease,
+    pool: &Arc<Pool>,
+    entry: &Entry,
+    dir: &str,
+) -> Result<(), Fault> {
+    let probe = lease.pipelining().is_none() || queueing_unknown(lease.session());
+    if !(probe && lease.others_waiting() && lease.may_probe()) {
+        return Ok(());
+    }
+    let session = lease.session();
+    let probed = async {
+        if session.pipelining().is_none() {
+            let verdict = session.probe_pipelining(dir).await?;
+            session.set_pipelining(verdict);
+        }
+        if queueing_unknown(session) {
+            session.queues_in_transfer = session.probe_queueing(dir).await?;
+        }
+        Ok::<_, Fault>(())
+    }
+    .await;
+    lease.learned();
+    probed?;
+    if lease.session().is_broken() {
+        // The probe cost this session (a server that lost replies to
+        // pipelined commands), and could not remove what it made: a
+        // fresh one does, and the entry goes on with it.
+        pool.clean_after_probe(lease, &entry.server).await;
+        if lease.session().is_broken() {
+            lease.renew(&entry.server).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Where an upload to a temp file an earlier attempt may have left goes on
+/// from: its size, if it may be resumed; else 0, and a temp file that may
+/// not be resumed is deleted rather than truncated by the next STOR (a dead
+/// connection's last bytes may still be on their way to it, and then they
+/// go to the deleted file, not to the new one).
+async fn resume_offset(
+    session: &mut Session,
+    memory: &Memory,
+    temp_path: &str,
+    source_changed: bool,
+    stamp: Stamp,
+) -> Result<u64, Fault> {
+    match session.size(temp_path).await? {
+        Some(have)
+            if !source_changed
+                && !memory.no_resume
+                && !memory.segmented
+                && session.can_resume()
+                && have <= stamp.size =>
+        {
+            Ok(have)
+        }
+        Some(_) => {
+            session.delete(temp_path).await?;
+            Ok(0)
+        }
+        None => Ok(0),
+    }
 }
 
 /// The size check, done and then published in two round trips (one each,
