@@ -4,8 +4,12 @@
 //! it (see [`Events::emit`]) writes its one log line, updates the metrics
 //! ([`crate::status::metrics`]), updates the in-memory status behind the
 //! HTTP API ([`crate::status::Board`]) and sends it to live subscribers (SSE,
-//! WebSocket). The upload path never logs, counts or reports on its own: it
-//! emits. (The pattern is vector's `internal_events`.)
+//! WebSocket). A job's or an entry's state change is never logged, counted
+//! or reported on its own: it is emitted. (The pattern is vector's
+//! `internal_events`.) The protocol layers (`ftp/`, `upload/segment.rs`)
+//! still log how they found out what they learned about a server (a
+//! probe's replies, its reason), beside the [`Event::ServerLearned`] that
+//! reports the fact.
 //!
 //! Byte counts are the exception: counting every chunk through a channel
 //! would cost the upload path, so each entry has a [`Progress`](crate::job::progress::Progress) of atomics
