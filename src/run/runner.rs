@@ -386,6 +386,55 @@ async fn settle_disposal(
     Transitions::new(report, &ctx.events, job_name, entry).disposed(&rep, &result);
 }
 
+/// An entry's faults so far, and what the next one means: another attempt
+/// after a wait, or giving up.
+#[derive(Debug, Default)]
+struct Tries {
+    /// Faults that use up attempts (transient ones).
+    counted: u32,
+    /// "Too many connections": back-pressure, bounded on its own.
+    backpressure: u32,
+    /// Desyncs and inherited faults, retried at once up to their bound.
+    uncounted: u32,
+}
+
+impl Tries {
+    /// After a fault of `kind`, `elapsed` into the entry: `Some(wait)`
+    /// before the next attempt, or `None` to give up.
+    fn after(&mut self, kind: FaultKind, config: &Config, elapsed: Duration) -> Option<Duration> {
+        // Past its bound, a desync or an inherited fault counts as any
+        // transient fault does (never an entry failed at once for faults
+        // that were not its own).
+        let uncounted = matches!(kind, FaultKind::Desync | FaultKind::Inherited) && {
+            self.uncounted += 1;
+            self.uncounted <= MAX_DESYNC_RETRIES
+        };
+        let give_up = match kind {
+            FaultKind::Permanent => true,
+            FaultKind::TooManyConnections => {
+                self.backpressure += 1;
+                self.backpressure > MAX_BACKPRESSURE_RETRIES
+            }
+            FaultKind::Desync | FaultKind::Inherited if uncounted => false,
+            FaultKind::Transient | FaultKind::Desync | FaultKind::Inherited => {
+                self.counted += 1;
+                let max = config.retry.max_attempts;
+                (max > 0 && self.counted >= max)
+                    || elapsed + backoff_ceiling(config, self.counted)
+                        > Duration::from_secs(config.retry.give_up_after_secs)
+            }
+        };
+        if give_up {
+            return None;
+        }
+        // A desync is retried at once: a clean session, no pipelining.
+        Some(match uncounted {
+            true => Duration::ZERO,
+            false => backoff(config, self.counted.max(self.backpressure.min(6))),
+        })
+    }
+}
+
 async fn run_entry(
     ctx: &Ctx,
     config: &Config,
@@ -408,9 +457,7 @@ async fn run_entry(
     };
     let policy = crate::upload::segment::Policy::from_config(config);
     let started = Instant::now();
-    let mut counted = 0u32;
-    let mut backpressure = 0u32;
-    let mut uncounted_faults = 0u32;
+    let mut tries = Tries::default();
     let server = entry.server.key().host_port();
     let progress = entry.progress.clone();
     let transitions = Transitions::new(report, &ctx.events, job_name, entry);
@@ -512,30 +559,9 @@ async fn run_entry(
                 return;
             }
             Err(fault) => {
-                // Past its bound, a desync or an inherited fault counts as
-                // any transient fault does (never an entry failed at once
-                // for faults that were not its own).
-                let uncounted = matches!(fault.kind, FaultKind::Desync | FaultKind::Inherited) && {
-                    uncounted_faults += 1;
-                    uncounted_faults <= MAX_DESYNC_RETRIES
-                };
-                let give_up = match fault.kind {
-                    FaultKind::Permanent => true,
-                    FaultKind::TooManyConnections => {
-                        backpressure += 1;
-                        backpressure > MAX_BACKPRESSURE_RETRIES
-                    }
-                    FaultKind::Desync | FaultKind::Inherited if uncounted => false,
-                    FaultKind::Transient | FaultKind::Desync | FaultKind::Inherited => {
-                        counted += 1;
-                        let max = config.retry.max_attempts;
-                        (max > 0 && counted >= max)
-                            || started.elapsed() + backoff_ceiling(config, counted)
-                                > Duration::from_secs(config.retry.give_up_after_secs)
-                    }
-                };
+                let next = tries.after(fault.kind, config, started.elapsed());
                 rep.error = Some(fault.message.clone());
-                if give_up {
+                let Some(wait) = next else {
                     rep.state = EntryState::Failed;
                     if fault.kind != FaultKind::Permanent {
                         rep.error = Some(format!(
@@ -562,12 +588,6 @@ async fn run_entry(
                     }
                     transitions.failed(&rep, attempt);
                     return;
-                }
-                // A desync is retried at once: a clean session, no pipelining.
-                let wait = if uncounted {
-                    Duration::ZERO
-                } else {
-                    backoff(config, counted.max(backpressure.min(6)))
                 };
                 rep.next_attempt_at = Some(
                     humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
@@ -593,5 +613,60 @@ async fn run_entry(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_attempts: u32) -> Config {
+        let mut c = Config::default();
+        c.retry.max_attempts = max_attempts;
+        c.retry.initial_backoff_ms = 10;
+        c.retry.max_backoff_ms = 100;
+        c.retry.give_up_after_secs = 3600;
+        c
+    }
+
+    #[test]
+    fn faults_use_up_attempts_by_kind() {
+        let c = config(3);
+        let mut t = Tries::default();
+        let second = Duration::from_secs(1);
+        // A permanent fault ends the entry at once.
+        assert_eq!(
+            Tries::default().after(FaultKind::Permanent, &c, second),
+            None
+        );
+        // Transient ones wait, and the third ends it (3 attempts).
+        assert!(t
+            .after(FaultKind::Transient, &c, second)
+            .is_some_and(|w| !w.is_zero()));
+        assert!(t.after(FaultKind::Transient, &c, second).is_some());
+        assert_eq!(t.after(FaultKind::Transient, &c, second), None);
+        // A desync is retried at once, and uses no attempt up to its bound.
+        let mut t = Tries::default();
+        for _ in 0..MAX_DESYNC_RETRIES {
+            assert_eq!(t.after(FaultKind::Desync, &c, second), Some(Duration::ZERO));
+        }
+        assert_eq!(t.counted, 0);
+        // Past it, it counts as a transient fault.
+        assert!(t
+            .after(FaultKind::Desync, &c, second)
+            .is_some_and(|w| !w.is_zero()));
+        assert_eq!(t.counted, 1);
+        // Back-pressure uses no attempt.
+        let mut t = Tries::default();
+        for _ in 0..10 {
+            assert!(t.after(FaultKind::TooManyConnections, &c, second).is_some());
+        }
+        assert_eq!(t.counted, 0);
+        // Past give_up_after_secs, a transient fault ends the entry.
+        let mut t = Tries::default();
+        assert_eq!(
+            t.after(FaultKind::Transient, &config(0), Duration::from_secs(3600)),
+            None
+        );
     }
 }
