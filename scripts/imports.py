@@ -25,11 +25,13 @@ FLOORS = [
     ["events"],
     ["ftp"],
     ["upload"],
-    # fed by events and receipts; what the daemon is told to tell its supervisor
+    # fed by events and receipts; what the daemon tells its supervisor
+    # (systemd, the Windows service manager), which is handed the daemon
+    # to run rather than importing it
     ["intake", "status", "webhook", "service"],
     ["run"],
-    # the wiring: arguments, and the service manager's entry point
-    ["cli", "main", "service::windows"],
+    # the wiring: arguments, and the one place the daemon meets its supervisor
+    ["cli", "main"],
 ]
 
 

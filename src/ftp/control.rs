@@ -129,6 +129,19 @@ impl Link {
     }
 }
 
+/// How a reply is read.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// Owed to the command it is read for, within the command timeout: a
+    /// reply that does not fit that command is a desync.
+    Owed,
+    /// In a probe, which sends look-alike commands on purpose and judges
+    /// the codes itself: taken as it comes, within `wait` (a server that
+    /// mishandles pipelining may lose replies, and gets a few round trips,
+    /// not the command timeout).
+    Probe { wait: Duration },
+}
+
 /// The control connection: the FTP stream, and what is in flight on it.
 /// Commands go out through [`Control::write_commands`] (or suppaftp), and
 /// every reply is read through [`Control::reply`], which matches it to the
@@ -143,8 +156,6 @@ pub(crate) struct Control {
     pub(super) link: Link,
     /// The round trip `TYPE I` took at login.
     pub(super) rtt: Duration,
-    /// While a probe runs: how long it waits for a reply (see `probe_wait`).
-    pub(super) probe_timeout: Option<Duration>,
     /// Does the server keep pipelined commands in order? `None` until probed.
     pub(super) pipelining: Option<bool>,
     /// The connection is TLS: its writes go through suppaftp's stream only.
@@ -308,24 +319,41 @@ impl Control {
     }
 
     /// Sends `commands` and reads one reply to each, in order. Pipelined
-    /// where [`crate::ftp::Session::pipelines`], else one at a time; every command is
-    /// sent either way. An error means the connection is no longer in step
-    /// (the session is then broken); a refusal is a [`Reply`].
+    /// where [`crate::ftp::Session::pipelines`] and the commands are told
+    /// apart by their text, else one at a time; every command is sent either
+    /// way. An error means the connection is no longer in step (the session
+    /// is then broken); a refusal is a [`Reply`].
     pub(crate) async fn batch(&mut self, commands: &[String]) -> Result<Vec<Reply>, Fault> {
         self.settle().await?;
-        let mut replies = Vec::with_capacity(commands.len());
         let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
-        // The probe sends look-alike commands on purpose and reads their codes itself.
-        if self.pipelines() && (self.probe_timeout.is_some() || distinct(&refs)) {
+        let mut replies = Vec::with_capacity(commands.len());
+        if self.pipelines() && distinct(&refs) {
             self.write_commands(commands).await?;
             for c in commands {
                 replies.push(self.reply(c).await?);
             }
         } else {
             for c in commands {
-                let r = self.exchange(c).await?;
-                replies.push(r);
+                replies.push(self.exchange(c).await?);
             }
+        }
+        Ok(replies)
+    }
+
+    /// A probe's batch: `commands` go out at once, whatever is known about
+    /// the server, and their replies are taken as they come, each within
+    /// `wait` (see [`Reading::Probe`]): the probe sends look-alike commands
+    /// on purpose and judges the codes itself.
+    pub(super) async fn probe_batch(
+        &mut self,
+        commands: &[String],
+        wait: Duration,
+    ) -> Result<Vec<Reply>, Fault> {
+        self.settle().await?;
+        self.write_commands(commands).await?;
+        let mut replies = Vec::with_capacity(commands.len());
+        for c in commands {
+            replies.push(self.read(c, Reading::Probe { wait }).await?);
         }
         Ok(replies)
     }
@@ -338,12 +366,24 @@ impl Control {
 
     /// Reads the next reply, owed to `what`. A positive reply that `what`
     /// never gets is another command's: the session is out of step (a
-    /// desync) and ends here (the probe reads its replies as they come).
+    /// desync) and ends here.
     pub(super) async fn reply(&mut self, what: &str) -> Result<Reply, Fault> {
-        let t = self.probe_timeout.unwrap_or(self.timeouts.command);
+        self.read(what, Reading::Owed).await
+    }
+
+    /// Reads the next reply as a probe does: see [`Reading::Probe`].
+    pub(super) async fn probe_reply(&mut self, what: &str, wait: Duration) -> Result<Reply, Fault> {
+        self.read(what, Reading::Probe { wait }).await
+    }
+
+    async fn read(&mut self, what: &str, how: Reading) -> Result<Reply, Fault> {
+        let t = match how {
+            Reading::Owed => self.timeouts.command,
+            Reading::Probe { wait } => wait,
+        };
         let read = tokio::time::timeout(t, self.ftp.read_response_in(&[])).await;
         let r = self.answered(what, t, read)?;
-        if self.probe_timeout.is_none() && !fits(what, r.code) {
+        if matches!(how, Reading::Owed) && !fits(what, r.code) {
             // Out of step: this session ends, and no session of this
             // server pipelines again (the pool learns it from this one).
             self.pipelining = Some(false);

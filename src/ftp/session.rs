@@ -485,7 +485,6 @@ impl Session {
                 password: spec.password.clone(),
                 link: Link::Sound,
                 rtt: Duration::ZERO,
-                probe_timeout: None,
                 // Known from an earlier session: the login's last commands go out at once.
                 pipelining,
                 tls: spec.tls != TlsMode::None,
@@ -1286,14 +1285,13 @@ impl Session {
         self.phase = Phase::Ready(Ahead::default());
         drop(up);
         sent?;
-        self.control.probe_timeout = Some(self.control.probe_wait() + hold);
+        let wait = self.control.probe_wait() + hold;
         let replies = async {
-            let first = self.control.reply("the probe upload").await?;
-            let second = self.control.reply(&size_cmd).await?;
+            let first = self.control.probe_reply("the probe upload", wait).await?;
+            let second = self.control.probe_reply(&size_cmd, wait).await?;
             Ok::<_, Fault>((first, second))
         }
         .await;
-        self.control.probe_timeout = None;
         let (first, second) = match replies {
             Ok(r) => r,
             Err(f) if self.control.link.is_broken() => {
@@ -1842,12 +1840,8 @@ impl Session {
         self.control.settle().await?;
         let made = [format!("{a}/"), format!("{b}/")];
         self.note_litter(&made);
-        let was = self.control.pipelining.replace(true);
-        // A server that mishandles pipelining may lose replies: it gets a
-        // few round trips, not the command timeout, to answer them all.
-        self.control.probe_timeout = Some(self.control.probe_wait());
-        let replies = self.control.batch(&commands).await;
-        self.control.pipelining = was;
+        let wait = self.control.probe_wait();
+        let replies = self.control.probe_batch(&commands, wait).await;
         let replies = match replies {
             Ok(r) => r,
             Err(f) if self.control.link.is_broken() => {
@@ -1861,19 +1855,14 @@ impl Session {
                     .await
                     .is_ok()
                 {
-                    while self.control.reply("QUIT").await.is_ok() {}
+                    while self.control.probe_reply("QUIT", wait).await.is_ok() {}
                 }
                 // It answered the commands before the lost one.
                 self.control.link.give_up_alive();
-                self.control.probe_timeout = None;
                 return Ok(Some(false));
             }
-            Err(f) => {
-                self.control.probe_timeout = None;
-                return Err(f);
-            }
+            Err(f) => return Err(f),
         };
-        self.control.probe_timeout = None;
         let codes: Vec<u32> = replies.iter().map(|r| r.code).collect();
         let in_order = codes.iter().zip(expected).all(|(c, e)| *c == e);
         // The directory was made (its 257 came, in whatever place), or an
