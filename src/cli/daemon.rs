@@ -16,11 +16,14 @@ pub fn run(c: Common) -> Result<ExitCode> {
     if c.service {
         let logs = ftpdrop::service::windows::default_log_dir();
         let _guard = c.init_logging(&config, Some(logs))?;
-        ftpdrop::service::windows::run_as_service(config, c.config.clone())?;
+        let path = c.config.clone();
+        ftpdrop::service::windows::run_as_service(Box::new(move |scm, stop| {
+            serve(config, path, Some(scm), stop.cancelled_owned())
+        }))?;
         return Ok(ExitCode::SUCCESS);
     }
     let _guard = c.init_logging(&config, None)?;
-    super::runtime()?.block_on(run_daemon(config, c.config.clone()))?;
+    serve(config, c.config.clone(), None, shutdown_signal())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -57,37 +60,50 @@ pub fn once(c: Common) -> Result<ExitCode> {
     })
 }
 
-/// `run` in a terminal or under systemd: SIGTERM/SIGINT stop it, SIGHUP
-/// reloads the config file, and with `NOTIFY_SOCKET` set systemd hears
-/// about readiness, reloads, stopping, status and the watchdog.
-async fn run_daemon(config: Config, path: Option<PathBuf>) -> Result<()> {
+/// The daemon under whatever started it: the one wiring for a terminal,
+/// systemd and the Windows service manager. `scm` is the Windows service
+/// manager when it started us; otherwise, with `NOTIFY_SOCKET` set, systemd
+/// hears about readiness, reloads, stopping, status and the watchdog. On
+/// Unix, SIGHUP reloads the config file. The daemon stops when `stop`
+/// completes (SIGTERM/SIGINT, or the service manager's Stop).
+fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    scm: Option<std::sync::Arc<dyn ftpdrop::service::Supervisor>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     use ftpdrop::health::Health;
     use ftpdrop::run::daemon::Options;
     use ftpdrop::service::{Supervisor, Unsupervised};
     use std::sync::Arc;
-    let health = Arc::new(Health::default());
-    #[cfg(unix)]
-    let supervisor: Arc<dyn Supervisor> = match ftpdrop::service::systemd::Systemd::from_env() {
-        Some(sd) => {
-            sd.spawn_watchdog(health.clone());
-            sd
-        }
-        None => Arc::new(Unsupervised),
-    };
-    #[cfg(not(unix))]
-    let supervisor: Arc<dyn Supervisor> = Arc::new(Unsupervised);
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
-    #[cfg(unix)]
-    spawn_reload_on_hup(path, supervisor.clone(), reload_tx)?;
-    #[cfg(not(unix))]
-    let _ = (path, reload_tx);
-    let opts = Options {
-        supervisor,
-        reload: Some(reload_rx),
-        health,
-        ..Options::default()
-    };
-    ftpdrop::run::daemon::run_with(config, shutdown_signal(), opts).await
+    super::runtime()?.block_on(async move {
+        let health = Arc::new(Health::default());
+        let supervisor: Arc<dyn Supervisor> = match scm {
+            Some(scm) => scm,
+            #[cfg(unix)]
+            None => match ftpdrop::service::systemd::Systemd::from_env() {
+                Some(sd) => {
+                    sd.spawn_watchdog(health.clone());
+                    sd
+                }
+                None => Arc::new(Unsupervised),
+            },
+            #[cfg(not(unix))]
+            None => Arc::new(Unsupervised),
+        };
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+        #[cfg(unix)]
+        spawn_reload_on_hup(path, supervisor.clone(), reload_tx)?;
+        #[cfg(not(unix))]
+        let _ = (path, reload_tx);
+        let opts = Options {
+            supervisor,
+            reload: Some(reload_rx),
+            health,
+            ..Options::default()
+        };
+        ftpdrop::run::daemon::run_with(config, stop, opts).await
+    })
 }
 
 /// On SIGHUP, reads the config file again: a good one goes to the daemon,

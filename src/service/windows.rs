@@ -11,8 +11,6 @@
 
 use super::Supervisor;
 use crate::config::Config;
-use crate::health::Health;
-use crate::run::daemon::{run_with, Options};
 use anyhow::{anyhow, Context, Result};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -42,13 +40,19 @@ pub fn default_log_dir() -> PathBuf {
         .join("logs")
 }
 
-/// The config for the service's main, which the dispatcher calls on a
-/// thread of its own with nothing but the service's arguments.
-static START: Mutex<Option<Config>> = Mutex::new(None);
+/// What runs the daemon, given the service manager to report to and the
+/// token its Stop cancels: the CLI's one wiring, the same a terminal and
+/// systemd get. It builds the runtime and returns when the daemon has
+/// stopped.
+pub type Daemon = Box<dyn FnOnce(Arc<dyn Supervisor>, CancellationToken) -> Result<()> + Send>;
 
-/// Runs as a service: blocks until the SCM has stopped it.
-pub fn run_as_service(config: Config, _path: Option<PathBuf>) -> Result<()> {
-    *START.lock().unwrap() = Some(config);
+/// The daemon for the service's main, which the dispatcher calls on a
+/// thread of its own with nothing but the service's arguments.
+static START: Mutex<Option<Daemon>> = Mutex::new(None);
+
+/// Runs `daemon` as a service: blocks until the SCM has stopped it.
+pub fn run_as_service(daemon: Daemon) -> Result<()> {
+    *START.lock().unwrap() = Some(daemon);
     service_dispatcher::start(SERVICE_NAME, ffi_service_main).context(
         "cannot connect to the service control manager: `run --service` is for the \
          service manager; in a console use `ftpdrop run`",
@@ -111,11 +115,11 @@ impl Supervisor for Scm {
 }
 
 fn serve() -> Result<()> {
-    let config = START
+    let daemon = START
         .lock()
         .unwrap()
         .take()
-        .ok_or_else(|| anyhow!("the service started without a configuration"))?;
+        .ok_or_else(|| anyhow!("the service started without a daemon to run"))?;
     let stop = CancellationToken::new();
     let handler = {
         let stop = stop.clone();
@@ -153,22 +157,7 @@ fn serve() -> Result<()> {
             }
         })
     };
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| {
-            rt.block_on(run_with(
-                config,
-                stop.clone().cancelled_owned(),
-                Options {
-                    supervisor: scm.clone(),
-                    reload: None,
-                    health: Arc::new(Health::default()),
-                    ..Options::default()
-                },
-            ))
-        });
+    let result = daemon(scm.clone(), stop.clone());
     scm.stopped.store(true, Ordering::SeqCst);
     drop(done);
     let _ = beat.join();
