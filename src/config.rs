@@ -666,7 +666,7 @@ pub struct WebhookConfig {
 }
 
 fn all_states() -> Vec<String> {
-    ["done", "failed", "partial", "invalid"]
+    ["done", "failed", "partial", "invalid", "cancelled"]
         .map(String::from)
         .to_vec()
 }

@@ -40,6 +40,17 @@ pub enum Event {
     JobInterrupted {
         job: String,
     },
+    /// An operator asked to cancel the job, or its claimed file was
+    /// removed (`reason` says which): entries not done end `cancelled`.
+    JobCancelled {
+        job: String,
+        reason: String,
+    },
+    /// An operator asked for the job's waiting entries to be tried now.
+    RetryRequested {
+        job: String,
+        waiting: usize,
+    },
     /// A new configuration is in force (SIGHUP).
     ConfigReloaded,
     JobStarted {
@@ -100,6 +111,13 @@ pub enum Event {
         attempt: u32,
         elapsed_ms: u64,
         error: String,
+    },
+    /// Not done when its job was cancelled; its temp file is removed.
+    EntryCancelled {
+        job: String,
+        entry: usize,
+        server: String,
+        remote_path: String,
     },
     /// What became of a published entry's local file (`after`).
     SourceDisposed {
@@ -233,6 +251,18 @@ fn log(event: &Event) {
             job = %job,
             "job interrupted by shutdown; it resumes at the next start"
         ),
+        Event::JobCancelled { job, reason } => warn!(job = %job, reason = %reason, "job cancelled"),
+        Event::RetryRequested { job, waiting } => {
+            info!(job = %job, waiting, "retry requested: waiting entries try now")
+        }
+        Event::EntryCancelled {
+            job,
+            entry,
+            server,
+            remote_path,
+        } => {
+            info!(job = %job, entry, server = %server, remote_path = %remote_path, "entry cancelled")
+        }
         Event::ConfigReloaded => info!("configuration reloaded"),
         Event::JobStarted {
             job,

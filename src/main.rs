@@ -5,6 +5,7 @@ mod cli;
 
 use clap::Parser;
 use cli::args::{Cli, Command};
+use ftpdrop::intake::request::Request;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -32,6 +33,18 @@ fn dispatch(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { config, job, limit } => {
             cli::status::status(config.as_deref(), job.as_deref(), limit)
         }
+        Command::Cancel { config, job, wait } => cli::control::run(
+            config.as_deref(),
+            &job,
+            Request::Cancel,
+            std::time::Duration::from_secs(wait),
+        ),
+        Command::Retry { config, job } => cli::control::run(
+            config.as_deref(),
+            &job,
+            Request::Retry,
+            cli::control::RETRY_WAIT,
+        ),
         Command::Dashboard { config } => cli::status::dashboard(config.as_deref()),
         Command::Reindex { config } => cli::tools::reindex(config.as_deref()),
         Command::Completions { shell } => cli::tools::completions(shell),

@@ -27,11 +27,26 @@ pub enum JobState {
     Failed,
     Partial,
     Invalid,
+    /// Stopped by an operator (`ftpdrop cancel`, `DELETE /api/jobs/{job}`),
+    /// or its claimed file was removed: what was not done stays undone.
+    Cancelled,
 }
 
 impl JobState {
     pub fn is_final(self) -> bool {
         self != JobState::Running
+    }
+
+    /// As receipts, the API and logs spell it: `done`, `partial`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Partial => "partial",
+            JobState::Failed => "failed",
+            JobState::Invalid => "invalid",
+            JobState::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -42,6 +57,8 @@ pub enum EntryState {
     Done,
     Failed,
     Skipped,
+    /// The job was cancelled before this entry was done.
+    Cancelled,
 }
 
 /// Size and modification time of a local file, to notice that it changed.
@@ -221,7 +238,13 @@ impl Receipt {
             .iter()
             .filter(|e| e.state == EntryState::Failed)
             .count();
-        self.state = if failed == 0 {
+        let cancelled = self
+            .entries
+            .iter()
+            .any(|e| e.state == EntryState::Cancelled);
+        self.state = if cancelled {
+            JobState::Cancelled
+        } else if failed == 0 {
             JobState::Done
         } else if failed == self.entries.len() {
             JobState::Failed
@@ -585,6 +608,21 @@ pub(crate) struct JobPaths {
 }
 
 impl JobPaths {
+    /// An operator's request to cancel the job (see `intake::request`).
+    pub(crate) fn cancel_request(&self) -> PathBuf {
+        self.beside("cancel")
+    }
+
+    /// An operator's request to try the job's waiting entries now.
+    pub(crate) fn retry_request(&self) -> PathBuf {
+        self.beside("retry")
+    }
+
+    fn beside(&self, suffix: &str) -> PathBuf {
+        self.job_file
+            .with_file_name(format!("{}.{suffix}", self.name))
+    }
+
     pub(crate) fn for_claimed(job_file: &Path) -> JobPaths {
         let dir = job_file.parent().unwrap_or(Path::new("."));
         let file = job_file

@@ -120,6 +120,27 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         limit: usize,
     },
+    /// Cancel a submitted job: entries not done end `cancelled`, their temp
+    /// files are removed, nothing more is uploaded or disposed. Works
+    /// whichever instance runs the job; waits for it to end (exit 3 if no
+    /// daemon ended it in time: the next one to run it will).
+    Cancel {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// How long to wait for the job to end, in seconds.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// The job's name (its file name, with or without .json).
+        job: String,
+    },
+    /// Try a running job's waiting entries now, skipping the rest of their
+    /// backoff (exit 3 if no daemon took the request within 5 s).
+    Retry {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The job's name (its file name, with or without .json).
+        job: String,
+    },
     /// Print the dashboard's address with the API token in its fragment (the
     /// part a browser never sends); open it in a browser on this machine.
     Dashboard {

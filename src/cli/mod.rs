@@ -4,6 +4,7 @@
 //! - [`args`]: the command line, and how logging is set up from it.
 //! - [`daemon`]: `run` and `once`, with the signals, systemd and the reload.
 //! - [`check`]: `validate` and `check-config`.
+//! - [`control`]: `cancel` and `retry`, for a submitted job.
 //! - [`submit`]: `submit`, into the inbox or to NATS, and `--wait`.
 //! - [`status`]: `status` and `dashboard`.
 //! - [`service`]: `service`, for the Windows service manager.
@@ -11,6 +12,7 @@
 
 pub mod args;
 pub mod check;
+pub mod control;
 pub mod daemon;
 pub mod service;
 pub mod status;

@@ -18,10 +18,11 @@ pub enum Stage {
     Done,
     Failed,
     Skipped,
+    Cancelled,
 }
 
 impl Stage {
-    const ALL: [Stage; 9] = [
+    const ALL: [Stage; 10] = [
         Stage::Queued,
         Stage::Connecting,
         Stage::Uploading,
@@ -31,6 +32,7 @@ impl Stage {
         Stage::Done,
         Stage::Failed,
         Stage::Skipped,
+        Stage::Cancelled,
     ];
 
     fn from_u8(v: u8) -> Stage {
@@ -49,11 +51,15 @@ impl Stage {
             Stage::Done => "done",
             Stage::Failed => "failed",
             Stage::Skipped => "skipped",
+            Stage::Cancelled => "cancelled",
         }
     }
 
     pub(crate) fn is_final(self) -> bool {
-        matches!(self, Stage::Done | Stage::Failed | Stage::Skipped)
+        matches!(
+            self,
+            Stage::Done | Stage::Failed | Stage::Skipped | Stage::Cancelled
+        )
     }
 }
 

@@ -97,6 +97,18 @@ impl<'a> Transitions<'a> {
         });
     }
 
+    /// Not done when its job was cancelled; `rep.error` says why.
+    pub(crate) fn cancelled(&self, rep: &EntryReport) {
+        self.report.update(rep.clone());
+        self.entry.progress.set_stage(Stage::Cancelled);
+        self.events.emit(Event::EntryCancelled {
+            job: self.job.to_string(),
+            entry: self.entry.index,
+            server: self.server.clone(),
+            remote_path: self.remote_path.clone(),
+        });
+    }
+
     /// Waits `wait` before its next attempt (`rep.next_attempt_at`), after
     /// `error`.
     pub(crate) fn retrying(

@@ -211,7 +211,13 @@ fn remove_ended(paths: &JobPaths) -> bool {
     if lock.as_ref().is_some_and(|f| f.try_lock().is_err()) {
         return false;
     }
-    for p in [&paths.receipt, &paths.journal, &paths.job_file] {
+    for p in [
+        &paths.receipt,
+        &paths.journal,
+        &paths.job_file,
+        &paths.cancel_request(),
+        &paths.retry_request(),
+    ] {
         let _ = std::fs::remove_file(p);
     }
     drop(lock);

@@ -14,6 +14,7 @@ use crate::ftp::pool::Pool;
 use crate::job::progress::Stage;
 use crate::job::{self, Entry};
 use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
+use crate::run::control::JobControl;
 use crate::run::entry::{RetryReason, Transitions};
 use crate::run::slot::{JobSlot, Presence};
 use crate::status::Board;
@@ -151,7 +152,8 @@ pub(crate) async fn run_job(
     slot: Option<Arc<JobSlot>>,
 ) -> JobState {
     let state = run_claimed(ctx, job_file, lock, slot).await;
-    if state.is_final() {
+    // A job cancelled because its file was removed has nothing to redact.
+    if state.is_final() && job_file.exists() {
         let file = job_file.to_path_buf();
         let redacted =
             tokio::task::spawn_blocking(move || crate::run::housekeeping::redact_claimed(&file))
@@ -278,6 +280,7 @@ async fn run_claimed(
             EntryState::Skipped => Stage::Skipped,
             EntryState::Failed => Stage::Failed,
             EntryState::Pending => Stage::Queued,
+            EntryState::Cancelled => Stage::Cancelled,
         };
         if let Some(bytes) = r.bytes {
             e.progress.start(bytes, bytes, 1);
@@ -303,6 +306,24 @@ async fn run_claimed(
             settle_disposal(ctx, &report, &job_name, e, r).await;
         }
     }
+    // Operators' requests (cancel, retry now), looked at once before any
+    // entry starts and then while the job runs.
+    let control = Arc::new(JobControl::default());
+    let waiting = || {
+        job.entries
+            .iter()
+            .filter(|e| e.progress.stage() == Stage::WaitingRetry)
+            .count()
+    };
+    crate::run::control::check(&paths, &control, &ctx.events, &waiting);
+    let watching = CancellationToken::new();
+    let watcher = crate::run::control::watch(
+        paths.clone(),
+        control.clone(),
+        watching.clone(),
+        ctx.events.clone(),
+        waiting,
+    );
     let pending: Vec<&Entry> = job
         .entries
         .iter()
@@ -316,16 +337,28 @@ async fn run_claimed(
     // and waits for the replies, and the next entry should already wait
     // for that session (its upload then goes out behind the rename).
     let width = config.max_connections.max(1) * 3;
-    futures_util::stream::iter(pending)
-        .for_each_concurrent(width, |entry| {
-            let report = report.clone();
-            let job_name = job_name.clone();
-            let run = run.clone();
-            let config = config.clone();
-            let presence = Presence::new(slot.clone());
-            async move { run_entry(ctx, &config, &report, &job_name, &run, entry, presence).await }
-        })
-        .await;
+    let entries = futures_util::stream::iter(pending).for_each_concurrent(width, |entry| {
+        let report = report.clone();
+        let job_name = job_name.clone();
+        let run = run.clone();
+        let config = config.clone();
+        let presence = Presence::new(slot.clone());
+        let control = control.clone();
+        async move {
+            let job = JobRun {
+                name: &job_name,
+                run: &run,
+                report: &report,
+                control: &control,
+            };
+            run_entry(ctx, &config, &job, entry, presence).await
+        }
+    });
+    let entries = async {
+        entries.await;
+        watching.cancel();
+    };
+    tokio::join!(entries, watcher);
     report.close();
     let _ = writer.await;
 
@@ -341,6 +374,7 @@ async fn run_claimed(
         return JobState::Running;
     }
     let state = report.finish().await;
+    crate::run::control::clear(&paths);
     let (done, failed) = report.with(|r| {
         let failed = r
             .entries
@@ -435,15 +469,29 @@ impl Tries {
     }
 }
 
+/// What an entry knows of its job.
+#[derive(Clone, Copy)]
+struct JobRun<'a> {
+    name: &'a str,
+    /// The run's identity, which temp file names derive from.
+    run: &'a str,
+    report: &'a Arc<ReportHandle>,
+    control: &'a JobControl,
+}
+
 async fn run_entry(
     ctx: &Ctx,
     config: &Config,
-    report: &Arc<ReportHandle>,
-    job_name: &str,
-    run: &str,
+    job: &JobRun<'_>,
     entry: &Entry,
     mut presence: Presence,
 ) {
+    let JobRun {
+        name: job_name,
+        run,
+        report,
+        control,
+    } = *job;
     let mut rep = report.entry(entry.index);
     let mut memory = Memory {
         source: rep.source,
@@ -463,6 +511,10 @@ async fn run_entry(
     let transitions = Transitions::new(report, &ctx.events, job_name, entry);
     loop {
         if ctx.stopping.is_cancelled() {
+            return;
+        }
+        if control.is_cancelled() {
+            cancel_entry(ctx, job, entry, rep, &mut memory, &transitions).await;
             return;
         }
         rep.attempts += 1;
@@ -512,6 +564,13 @@ async fn run_entry(
                 rep.temp_generation = memory.generation;
                 rep.abandoned_temps = memory.abandoned_temps.clone();
                 report.update(rep);
+                return;
+            }
+            _ = control.cancelled() => {
+                rep.source = memory.source;
+                rep.segmented = memory.segmented;
+                rep.temp_generation = memory.generation;
+                cancel_entry(ctx, job, entry, rep, &mut memory, &transitions).await;
                 return;
             }
         };
@@ -574,16 +633,7 @@ async fn run_entry(
                     }
                     if memory.may_have_temp {
                         // An entry that ends failed leaves no temp file behind.
-                        let discard = transfer::discard_temp(&ctx.pool, run, entry, &mut memory);
-                        match tokio::time::timeout(DISCARD_WITHIN, discard).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => {
-                                debug!(job = %job_name, entry = entry.index, error = %e, "cannot delete the temp file")
-                            }
-                            Err(_) => {
-                                debug!(job = %job_name, entry = entry.index, "no session to delete the temp file")
-                            }
-                        }
+                        discard_temp(ctx, job, entry, &mut memory).await;
                         rep.abandoned_temps = memory.abandoned_temps.clone();
                     }
                     transitions.failed(&rep, attempt);
@@ -605,6 +655,10 @@ async fn run_entry(
                 presence.wait();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
+                    // Now, at an operator's request (`ftpdrop retry`).
+                    _ = control.retried() => {}
+                    // Ended at the top of the loop.
+                    _ = control.cancelled() => {}
                     _ = ctx.stopping.cancelled() => return,
                 }
                 tokio::select! {
@@ -614,6 +668,49 @@ async fn run_entry(
             }
         }
     }
+}
+
+/// Deletes the entry's temp file, within [`DISCARD_WITHIN`]; what is left
+/// stays in `memory.abandoned_temps` for the journal.
+async fn discard_temp(ctx: &Ctx, job: &JobRun<'_>, entry: &Entry, memory: &mut Memory) {
+    let discard = transfer::discard_temp(&ctx.pool, job.run, entry, memory);
+    match tokio::time::timeout(DISCARD_WITHIN, discard).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            debug!(job = %job.name, entry = entry.index, error = %e, "cannot delete the temp file")
+        }
+        Err(_) => {
+            debug!(job = %job.name, entry = entry.index, "no session to delete the temp file")
+        }
+    }
+}
+
+/// Ends an entry that its job's cancel caught before it was done: its temp
+/// file is removed, nothing is disposed, and it is `cancelled`.
+async fn cancel_entry(
+    ctx: &Ctx,
+    job: &JobRun<'_>,
+    entry: &Entry,
+    mut rep: EntryReport,
+    memory: &mut Memory,
+    transitions: &Transitions<'_>,
+) {
+    rep.state = EntryState::Cancelled;
+    rep.next_attempt_at = None;
+    rep.error = Some(if memory.publishing {
+        format!(
+            "{}, while its rename was on its way: the file may be on the server",
+            job.control.reason()
+        )
+    } else {
+        job.control.reason().to_string()
+    });
+    if memory.may_have_temp {
+        discard_temp(ctx, job, entry, memory).await;
+    }
+    rep.abandoned_temps = memory.abandoned_temps.clone();
+    rep.publishing = false;
+    transitions.cancelled(&rep);
 }
 
 #[cfg(test)]

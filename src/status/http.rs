@@ -63,7 +63,8 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/api/jobs", get(list_jobs).post(submit_job))
-        .route("/api/jobs/{job}", get(job_detail))
+        .route("/api/jobs/{job}", get(job_detail).delete(cancel_job))
+        .route("/api/jobs/{job}/retry", axum::routing::post(retry_job))
         .route("/api/servers", get(servers))
         .route("/api/limits", get(limits))
         .route("/api/events", get(sse))
@@ -228,7 +229,14 @@ struct ListQuery {
 impl ListQuery {
     /// The index's query, or what is wrong with the parameters.
     fn parse(self) -> Result<crate::history::Query, String> {
-        const STATES: [&str; 5] = ["running", "done", "partial", "failed", "invalid"];
+        const STATES: [&str; 6] = [
+            "running",
+            "done",
+            "partial",
+            "failed",
+            "invalid",
+            "cancelled",
+        ];
         if let Some(s) = &self.state {
             if !STATES.contains(&s.as_str()) {
                 return Err(format!("state {s:?} is not one of {}", STATES.join(", ")));
@@ -391,6 +399,51 @@ async fn submit_job(State(api): State<Arc<Api>>, body: axum::body::Body) -> Resp
         )
             .into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `DELETE /api/jobs/{job}`: cancels the job, whichever instance runs it.
+async fn cancel_job(State(api): State<Arc<Api>>, UrlPath(job): UrlPath<String>) -> Response {
+    job_request(&api, job, crate::intake::request::Request::Cancel).await
+}
+
+/// `POST /api/jobs/{job}/retry`: the job's waiting entries try now.
+async fn retry_job(State(api): State<Arc<Api>>, UrlPath(job): UrlPath<String>) -> Response {
+    job_request(&api, job, crate::intake::request::Request::Retry).await
+}
+
+/// Leaves an operator's request for the job (see `intake::request`): 202,
+/// as the instance that runs the job acts on it a moment later.
+async fn job_request(api: &Api, job: String, what: crate::intake::request::Request) -> Response {
+    use crate::intake::request::{request, Refused, Requested};
+    let config = (api.config)();
+    let name = job.clone();
+    let left =
+        tokio::task::spawn_blocking(move || request(&config.inbox, &config.checked, &name, what))
+            .await;
+    match left {
+        Ok(Ok(at)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "job": job.strip_suffix(".json").unwrap_or(&job),
+                "request": what.word(),
+                "job_is": match at {
+                    Requested::Claimed => "claimed",
+                    Requested::Queued => "queued",
+                },
+            })),
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            let code = match e {
+                Refused::BadName(_) => StatusCode::BAD_REQUEST,
+                Refused::NoJob { .. } => StatusCode::NOT_FOUND,
+                Refused::Ended { .. } => StatusCode::CONFLICT,
+                Refused::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(code, e.to_string())
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -280,11 +280,15 @@ impl Sink for Metrics {
                         .observe(*elapsed_ms as f64 / 1000.0);
                 }
             }
-            Event::EntryFailed { server, .. } => {
+            Event::EntryFailed { server, .. } | Event::EntryCancelled { server, .. } => {
+                let state = match event {
+                    Event::EntryFailed { .. } => "failed",
+                    _ => "cancelled",
+                };
                 let server = &self.label(server);
                 self.entries
                     .get_or_create(&StateServerL {
-                        state: "failed".into(),
+                        state: state.into(),
                         server: server.clone(),
                     })
                     .inc();

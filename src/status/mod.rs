@@ -393,6 +393,11 @@ impl Board {
                     t.next_attempt_at = None;
                 }
             }
+            Event::EntryCancelled { job, entry, .. } => {
+                if let Some(t) = jobs.get_mut(job).and_then(|j| j.entries.get_mut(*entry)) {
+                    t.next_attempt_at = None;
+                }
+            }
             Event::JobFinished { job, .. } => {
                 jobs.remove(job);
             }
@@ -514,13 +519,7 @@ pub(crate) fn ftp_url(server: &str, remote_path: &str) -> String {
 }
 
 pub(crate) fn state_name(s: JobState) -> &'static str {
-    match s {
-        JobState::Running => "running",
-        JobState::Done => "done",
-        JobState::Partial => "partial",
-        JobState::Failed => "failed",
-        JobState::Invalid => "invalid",
-    }
+    s.name()
 }
 
 pub(crate) fn summary_of(r: &Receipt) -> JobSummary {
