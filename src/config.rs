@@ -34,7 +34,7 @@ pub struct Config {
     pub inbox: PathBuf,
     /// Claimed jobs and their receipts.
     pub checked: PathBuf,
-    /// Global cap on simultaneous FTP control connections (the seeds' MAX_CONNECTIONS).
+    /// Global cap on simultaneous FTP control connections.
     pub max_connections: usize,
     /// Cap on simultaneous connections to one server (host, port, login, TLS mode).
     pub max_connections_per_server: usize,
@@ -427,6 +427,22 @@ fn plain_types(msg: &str) -> String {
     out
 }
 
+/// serde's "unknown field `x`, expected one of `a`, `b`", with the
+/// likeliest of them named.
+fn with_suggestion(msg: String) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg;
+    };
+    let Some((word, expected)) = rest.split_once('`') else {
+        return msg;
+    };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match crate::suggest::closest(word, &known) {
+        Some(m) => format!("{msg} (did you mean `{m}`?)"),
+        None => msg,
+    }
+}
+
 /// Deserializes a config from JSON text; errors name the field's path
 /// (`retry.max_attempts: invalid type: ...`).
 pub fn parse(text: &str) -> Result<Config> {
@@ -434,13 +450,26 @@ pub fn parse(text: &str) -> Result<Config> {
     let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?;
     strip_comments(&mut value);
+    let job_like = match &value {
+        serde_json::Value::Array(_) => true,
+        serde_json::Value::Object(m) => {
+            m.contains_key("entries") || (m.contains_key("file") && m.contains_key("server"))
+        }
+        _ => false,
+    };
+    if job_like {
+        bail!(
+            "this is a job file, not a configuration: hand it to the daemon with \
+             `ftpdrop submit FILE` (or `ftpdrop validate FILE` to check it)"
+        );
+    }
     if let serde_json::Value::Object(map) = &mut value {
         // Editors find the schema through it; it is not a setting.
         map.remove("$schema");
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let msg = plain_types(&e.inner().to_string());
+        let msg = with_suggestion(plain_types(&e.inner().to_string()));
         if path == "." || path.is_empty() {
             anyhow!("{msg}")
         } else {
@@ -571,7 +600,18 @@ impl Config {
         Ok(())
     }
 
-    /// Makes the folders absolute against the working directory and creates them.
+    /// Creates the inbox and `checked/`: the daemon does at its start, and
+    /// `submit --queue`; reading commands (`validate`, `check-config`,
+    /// `status`) leave the disk as they found it.
+    pub fn create_folders(&self) -> Result<()> {
+        for (what, dir) in [("inbox", &self.inbox), ("checked", &self.checked)] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{what}: cannot create {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the folders absolute against the working directory.
     fn resolve_paths(&mut self) -> Result<()> {
         let cwd = std::env::current_dir().context("cannot read the working directory")?;
         for root in &mut self.local_roots {
@@ -579,12 +619,10 @@ impl Config {
                 *root = cwd.join(&*root);
             }
         }
-        for (what, dir) in [("inbox", &mut self.inbox), ("checked", &mut self.checked)] {
+        for dir in [&mut self.inbox, &mut self.checked] {
             if dir.is_relative() {
                 *dir = cwd.join(&*dir);
             }
-            std::fs::create_dir_all(&*dir)
-                .with_context(|| format!("{what}: cannot create {}", dir.display()))?;
         }
         Ok(())
     }

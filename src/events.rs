@@ -412,7 +412,7 @@ fn log(event: &Event) {
             state,
             done,
             failed,
-        } => info!(job = %job, state = ?state, done, failed, "job finished"),
+        } => info!(job = %job, state = %state.name(), done, failed, "job finished"),
         Event::Lagged { missed } => tracing::debug!(missed, "a live subscriber fell behind"),
     }
 }

@@ -62,7 +62,7 @@ pub(crate) struct Query {
     pub(crate) since_ms: Option<i64>,
     /// Jobs that ended before this time.
     pub(crate) until_ms: Option<i64>,
-    /// Text the job's error contains (case-insensitive for ASCII).
+    /// Text the job's name or error contains (case-insensitive for ASCII).
     pub(crate) text: Option<String>,
     /// The page after this job (the last of the previous page).
     pub(crate) after: Option<String>,
@@ -298,7 +298,10 @@ impl History {
                     .replace('%', "\\%")
                     .replace('_', "\\_")
             );
-            filters.push(format!("j.error LIKE {} ESCAPE '\\'", arg(pattern.into())));
+            let p = arg(pattern.into());
+            filters.push(format!(
+                "(j.job LIKE {p} ESCAPE '\\' OR j.error LIKE {p} ESCAPE '\\')"
+            ));
         }
         if let Some(after) = &q.after {
             let at: Option<i64> = db

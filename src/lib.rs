@@ -4,13 +4,15 @@
 //! Data flows one way, and the folders follow it:
 //! intake → job → run → upload → ftp → report.
 //!
-//! - [`intake`]: watch the inbox, wait for files to settle, claim them into `checked/`.
+//! - [`intake`]: watch the inbox, wait for files to settle, claim them into
+//!   `checked/`; operators' requests about a job ([`intake::request`]).
 //! - [`job`]: the job file format and its validation, naming every bad field;
 //!   [`job::confine`] (`local_roots`, `allowed_hosts`), [`job::schema`] and
 //!   [`job::progress`] (an entry's live stage and counters).
 //! - [`run`]: [`run::daemon`] (lifecycle: resume, intake, graceful shutdown),
 //!   [`run::runner`] (one job: entries concurrently, retries with backoff),
-//!   [`run::housekeeping`] (ended jobs: secrets redacted, old ones removed).
+//!   [`run::housekeeping`] (ended jobs: secrets redacted, old ones removed),
+//!   [`run::control`] (acting on cancel and retry requests).
 //! - [`upload`]: [`upload::transfer`] (one attempt: temp name, resume, verify,
 //!   rename), [`upload::source`] (the local file's bytes and SHA-256),
 //!   [`upload::segment`] (a big file over several connections),
@@ -35,6 +37,7 @@
 //! - [`host`]: hosts as written: `host:port` names, what cannot be a host.
 //! - [`localfile`]: opening files others name: regular files only, never blocking.
 //! - [`logging`]: text or JSON logs, with protocol traces kept out.
+//! - [`suggest`]: "did you mean" for misspelled field names.
 //!
 //! Modules are named by their folder (`ftpdrop::ftp::pool`,
 //! `ftpdrop::upload::transfer`): the crate root re-exports only
@@ -57,6 +60,7 @@ pub mod secret;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod suggest;
 pub mod upload;
 pub mod webhook;
 

@@ -28,8 +28,13 @@ fn dispatch(args: Cli) -> anyhow::Result<ExitCode> {
             config,
             nats,
             wait,
+            queue,
             files,
-        } => cli::submit::submit(config.as_deref(), nats, wait, &files),
+        } => cli::submit::submit(
+            config.as_deref(),
+            cli::submit::Handing { nats, wait, queue },
+            &files,
+        ),
         Command::Status { config, job, limit } => {
             cli::status::status(config.as_deref(), job.as_deref(), limit)
         }

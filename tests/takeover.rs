@@ -280,7 +280,7 @@ async fn instances_sharing_one_config_all_start_and_are_all_seen() {
             logs()
         );
     }
-    let mut addrs: Vec<std::net::SocketAddr> = advertised().iter().map(|i| i.addr).collect();
+    let mut addrs: Vec<std::net::SocketAddr> = advertised().iter().filter_map(|i| i.addr).collect();
     addrs.sort();
     addrs.dedup();
     assert_eq!(addrs.len(), 3, "{addrs:?}");

@@ -8,6 +8,13 @@ with explicit browser and driver paths: nothing is downloaded), and checks
 that the entry's progress bar advances and that the job ends done, with the
 file whole on the server's disk. Screenshots go to OUT_DIR.
 
+Then an operator's day (issue 25), at 1400 x 900 and at a phone's width:
+a partial job with a Cyrillic name, an invalid one, and one retrying
+against a dead host that is cancelled with the dashboard's own button. The
+page must show decoded names, local times labelled as such, a colour of
+its own for partial, the reasons, one line for "1/2 done, 1 failed",
+nothing wider than the window, filters, search and the hour's chart.
+
 Then a page on another origin, in the same browser, attacks the API as a
 hostile web page would (issue 19): a cross-site POST of a job naming a
 local secret, a read of the job list, the live WebSocket. None may work.
@@ -111,6 +118,111 @@ const out = {{}};
         print(f"ok: a page on another origin got nothing: {out}")
     finally:
         evil.shutdown()
+
+
+def wait_for(driver, script, what, limit=60):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        got = driver.execute_script(script)
+        if got:
+            return got
+        time.sleep(0.3)
+    fail(f"{what} within {limit} s")
+
+
+def operator_day(driver, env, work, inbox, out_dir):
+    """Partial, invalid and cancelled jobs as the operator sees them."""
+    driver.set_window_size(1400, 900)
+    good = os.path.join(work, "План отчёт 2024.txt")
+    with open(good, "w") as f:
+        f.write("отчёт")
+    srv = {"host": env["FTPDROP_VSFTPD_HOST"], "port": env["FTPDROP_VSFTPD_PORT"],
+           "login": env["FTPDROP_VSFTPD_USER"], "password": env["FTPDROP_VSFTPD_PASS"]}
+    remote_dir = f"dashboard-day-{int(time.time())}"
+    jobs = {
+        "mixed": [{"server": srv, "file": {"local_path": good, "server_path": remote_dir}},
+                  {"server": srv, "file": {"local_path": os.path.join(work, "gone.txt"),
+                                            "server_path": remote_dir}}],
+        "broken": [{"server": {"host": "127.0.0.1"}}],
+        "stuck": [{"server": {"host": "127.0.0.1", "port": free_port(), "login": "u", "password": "p"},
+                   "file": {"local_path": good, "server_path": "never"}}],
+    }
+    for name, job in jobs.items():
+        tmp = os.path.join(inbox, f".{name}.tmp")
+        json.dump(job, open(tmp, "w"))
+        os.rename(tmp, os.path.join(inbox, f"{name}.json"))
+    states = """
+        const out = {};
+        for (const r of document.querySelectorAll('tr.job'))
+            out[r.dataset.job] = r.querySelector('.state').textContent;
+        return out;
+    """
+    wait_for(driver, f"const s = (() => {{{states}}})(); return s.mixed === 'partial' && s.broken === 'invalid' "
+                     "&& s.stuck === 'running' && document.querySelector('tr.job[data-job=stuck] button[data-cancel]')",
+             "partial, invalid and a running job with a cancel button")
+    # Cancel with the dashboard's own button, as an operator does.
+    driver.execute_script("document.querySelector('tr.job[data-job=stuck] button[data-cancel]').click()")
+    driver.switch_to.alert.accept()
+    wait_for(driver, f"return (() => {{{states}}})().stuck === 'cancelled'", "the cancelled job shown as cancelled")
+    look = driver.execute_script("""
+        const row = j => document.querySelector(`tr.job[data-job="${j}"]`);
+        const bg = el => getComputedStyle(el).backgroundColor;
+        const links = [...document.querySelectorAll('tr.entry a')].map(a => a.textContent);
+        const count = row('mixed').querySelector('td.count');
+        const range = document.createRange();
+        range.selectNodeContents(count);
+        return {
+          partial: bg(row('mixed').querySelector('.state')),
+          failed_colour: getComputedStyle(document.documentElement).getPropertyValue('--bad').trim(),
+          running_colour: getComputedStyle(document.documentElement).getPropertyValue('--run').trim(),
+          partial_bar: row('mixed').querySelector('.bar').className,
+          links,
+          count_text: count.textContent, count_lines: new Set([...range.getClientRects()].map(r => Math.round(r.top))).size,
+          wide: document.documentElement.scrollWidth, window: window.innerWidth,
+          head: document.querySelector('thead').textContent,
+          time: row('mixed').querySelector('td.when').textContent,
+          broken_reason: row('broken').textContent,
+          stuck_reason: [...document.querySelectorAll('tr.entry')].map(r => r.textContent).join(' | '),
+        };
+    """)
+    print(f"dashboard at 1400 px: {json.dumps(look, ensure_ascii=False)[:600]}")
+    if look["partial_bar"].split() != ["bar", "partial"]:
+        fail(f"a partial job's bar is {look['partial_bar']!r}")
+    if look["partial"] in ("rgb(214, 69, 69)", "rgb(47, 111, 219)"):
+        fail(f"partial has the colour of failed or running: {look['partial']}")
+    if not any("План отчёт 2024.txt" in l for l in look["links"]):
+        fail(f"the Cyrillic name is not shown decoded: {look['links']}")
+    if look["count_text"] != "1/2 done, 1 failed" or look["count_lines"] > 1:
+        fail(f"the count reads {look['count_text']!r} on {look['count_lines']} lines")
+    if look["wide"] > look["window"]:
+        fail(f"the page is {look['wide']} px wide in a {look['window']} px window")
+    if "(local)" not in look["head"] or look["time"].endswith("Z") or "T" in look["time"]:
+        fail(f"times are not labelled local: head {look['head']!r}, time {look['time']!r}")
+    if "entries[0].server.login: missing" not in look["broken_reason"]:
+        fail(f"the invalid job shows no reason: {look['broken_reason']!r}")
+    driver.save_screenshot(os.path.join(out_dir, "dashboard-1400.png"))
+    # Filter by state, then search by name.
+    driver.execute_script("const s = document.getElementById('fstate'); s.value = 'cancelled'; s.onchange();")
+    wait_for(driver, f"const s = (() => {{{states}}})(); return Object.keys(s).join() === 'stuck'",
+             "the state filter shows only the cancelled job", 15)
+    driver.execute_script("const s = document.getElementById('fstate'); s.value = ''; s.onchange();"
+                          "const q = document.getElementById('fq'); q.value = 'brok'; q.oninput();")
+    wait_for(driver, f"const s = (() => {{{states}}})(); return Object.keys(s).join() === 'broken'",
+             "the search shows only the job named like it", 15)
+    driver.execute_script("const q = document.getElementById('fq'); q.value = ''; q.oninput();")
+    note = wait_for(driver, "const t = document.getElementById('chartnote').textContent; "
+                            "return /([3-9]|\\d\\d+) jobs ended/.test(t) && t;",
+                    "the hour's chart counts the ended jobs", 30)
+    print(f"ok: chart {note!r}")
+    driver.set_window_size(390, 844)
+    time.sleep(1)
+    phone = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    driver.save_screenshot(os.path.join(out_dir, "dashboard-phone.png"))
+    if phone[0] > phone[1] + 2:
+        fail(f"at a phone's width the page is {phone[0]} px wide in {phone[1]}")
+    print(f"ok: partial, invalid and cancelled read at a glance at 1400 and {phone[1]} px; "
+          f"screenshots dashboard-1400.png, dashboard-phone.png")
+    shutil.rmtree(os.path.join(env["FTPDROP_VSFTPD_ROOT"], remote_dir), ignore_errors=True)
 
 
 def which(*names):
@@ -224,6 +336,7 @@ def main():
         print(f"ok: the bar showed {len(moving)} intermediate values, then done; "
               f"screenshots in {out_dir}")
         shutil.rmtree(os.path.join(env["FTPDROP_VSFTPDTHROTTLED_ROOT"], remote_dir), ignore_errors=True)
+        operator_day(driver, env, work, inbox, out_dir)
         hostile_page(driver, base, port, work, inbox, checked)
     finally:
         if driver:

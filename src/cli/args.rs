@@ -106,6 +106,10 @@ pub enum Command {
         /// only if every job is done.
         #[arg(long)]
         wait: bool,
+        /// Leave the jobs in the inbox even when no daemon runs on it (they
+        /// wait for one to start); without it, that is an error.
+        #[arg(long)]
+        queue: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },

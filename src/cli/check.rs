@@ -44,8 +44,9 @@ pub fn config(config: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The checks the daemon would make before uploading, plus the local files' existence.
-fn validate_file(path: &Path, config: &Config) -> Result<usize, Vec<String>> {
+/// The checks the daemon would make before uploading, plus the local files'
+/// existence (`validate`, and `submit` before it hands a job over).
+pub(super) fn validate_file(path: &Path, config: &Config) -> Result<usize, Vec<String>> {
     let meta = std::fs::metadata(path).map_err(|e| vec![format!("cannot read: {e}")])?;
     if meta.len() > config.max_job_bytes {
         return Err(vec![format!(

@@ -18,12 +18,12 @@ pub fn run(c: Common) -> Result<ExitCode> {
         let _guard = c.init_logging(&config, Some(logs))?;
         let path = c.config.clone();
         ftpdrop::service::windows::run_as_service(Box::new(move |scm, stop| {
-            serve(config, path, Some(scm), stop.cancelled_owned())
+            serve(config, path, Some((scm, stop)))
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
     let _guard = c.init_logging(&config, None)?;
-    serve(config, c.config.clone(), None, shutdown_signal())?;
+    serve(config, c.config.clone(), None)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -62,15 +62,17 @@ pub fn once(c: Common) -> Result<ExitCode> {
 
 /// The daemon under whatever started it: the one wiring for a terminal,
 /// systemd and the Windows service manager. `scm` is the Windows service
-/// manager when it started us; otherwise, with `NOTIFY_SOCKET` set, systemd
-/// hears about readiness, reloads, stopping, status and the watchdog. On
-/// Unix, SIGHUP reloads the config file. The daemon stops when `stop`
-/// completes (SIGTERM/SIGINT, or the service manager's Stop).
+/// manager when it started us, with the token its Stop cancels; otherwise,
+/// with `NOTIFY_SOCKET` set, systemd hears about readiness, reloads,
+/// stopping, status and the watchdog, and SIGTERM/SIGINT stop the daemon (a
+/// second one at once). On Unix, SIGHUP reloads the config file.
 fn serve(
     config: Config,
     path: Option<PathBuf>,
-    scm: Option<std::sync::Arc<dyn ftpdrop::service::Supervisor>>,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    scm: Option<(
+        std::sync::Arc<dyn ftpdrop::service::Supervisor>,
+        tokio_util::sync::CancellationToken,
+    )>,
 ) -> Result<()> {
     use ftpdrop::health::Health;
     use ftpdrop::run::daemon::Options;
@@ -78,8 +80,15 @@ fn serve(
     use std::sync::Arc;
     super::runtime()?.block_on(async move {
         let health = Arc::new(Health::default());
+        let (stop, hurry): (BoxFuture, Option<BoxFuture>) = match &scm {
+            Some((_, stop)) => (Box::pin(stop.clone().cancelled_owned()), None),
+            None => {
+                let (stop, hurry) = signals()?;
+                (stop, Some(hurry))
+            }
+        };
         let supervisor: Arc<dyn Supervisor> = match scm {
-            Some(scm) => scm,
+            Some((scm, _)) => scm,
             #[cfg(unix)]
             None => match ftpdrop::service::systemd::Systemd::from_env() {
                 Some(sd) => {
@@ -100,6 +109,7 @@ fn serve(
             supervisor,
             reload: Some(reload_rx),
             health,
+            hurry,
             ..Options::default()
         };
         ftpdrop::run::daemon::run_with(config, stop, opts).await
@@ -139,26 +149,49 @@ fn spawn_reload_on_hup(
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C on Windows).
-async fn shutdown_signal() {
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Two futures: the first completes on SIGTERM or SIGINT (Ctrl-C on
+/// Windows), the second on the next one, which stops the daemon at once
+/// instead of waiting for the grace period.
+fn signals() -> Result<(BoxFuture, BoxFuture)> {
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
     #[cfg(unix)]
-    {
+    let mut term = {
+        use anyhow::Context;
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?
+    };
+    tokio::spawn(async move {
+        let mut first = Some(first_tx);
+        loop {
+            #[cfg(unix)]
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            match first.take() {
+                Some(tx) => {
+                    tracing::info!("shutdown signal received");
+                    let _ = tx.send(());
+                }
+                None => {
+                    tracing::warn!("second shutdown signal: stopping at once");
+                    let _ = second_tx.send(());
+                    return;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown signal received");
+    });
+    Ok((
+        Box::pin(async {
+            let _ = first_rx.await;
+        }),
+        Box::pin(async {
+            let _ = second_rx.await;
+        }),
+    ))
 }

@@ -6,23 +6,56 @@ use ftpdrop::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// How `submit` hands jobs over.
+pub struct Handing {
+    /// Publish to NATS instead of the inbox.
+    pub nats: bool,
+    /// Follow each job to its end.
+    pub wait: bool,
+    /// Leave jobs in the inbox even when no daemon watches it.
+    pub queue: bool,
+}
+
 /// `ftpdrop submit`: validate, then the inbox (atomically) or NATS.
-pub fn submit(
-    config: Option<&Path>,
-    nats: bool,
-    wait: bool,
-    files: &[PathBuf],
-) -> Result<ExitCode> {
+pub fn submit(config: Option<&Path>, how: Handing, files: &[PathBuf]) -> Result<ExitCode> {
     let config = Config::load(config)?;
-    super::runtime()?.block_on(hand_over(&config, nats, wait, files))
+    if !how.nats && !how.queue && !watched(&config) {
+        anyhow::bail!(
+            "no ftpdrop daemon runs on {} (none is advertised in {}), so nothing would pick \
+             up a job left in {}; start one (`ftpdrop run --config ...`), check --config, or \
+             pass --queue to leave the jobs for a daemon that starts later",
+            config.checked.display(),
+            ftpdrop::status::instances::folder(&config.checked).display(),
+            config.inbox.display()
+        );
+    }
+    if !how.nats {
+        config.create_folders()?;
+    }
+    super::runtime()?.block_on(hand_over(&config, how.nats, how.wait, files))
+}
+
+/// Whether a daemon runs on the config's folders; one started a moment
+/// ago (`ftpdrop run &` just before) gets a few seconds to say so.
+fn watched(config: &Config) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        if !ftpdrop::status::instances::running(&config.checked).is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 async fn hand_over(config: &Config, nats: bool, wait: bool, files: &[PathBuf]) -> Result<ExitCode> {
     let mut jobs = Vec::new();
     let mut ok = true;
     for f in files {
-        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-        if let Err(problems) = ftpdrop::job::parse(&bytes, config) {
+        // Exactly as `validate` checks it, local files included.
+        if let Err(problems) = super::check::validate_file(f, config) {
             ok = false;
             println!("{}: invalid", f.display());
             for p in problems {
@@ -30,6 +63,7 @@ async fn hand_over(config: &Config, nats: bool, wait: bool, files: &[PathBuf]) -
             }
             continue;
         }
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         let stem = f
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -1708,7 +1708,7 @@ fn tls_hint(mut f: Fault, spec: &ServerSpec) -> Fault {
         Cause::Refused
             if spec.tls == TlsMode::Explicit
                 && f.verb.as_deref() == Some("AUTH")
-                && matches!(f.code, Some(500 | 502 | 504 | 534)) =>
+                && matches!(f.code, Some(500 | 502 | 504 | 530 | 431 | 534)) =>
         {
             f.kind = FaultKind::Permanent;
             " (the server does not offer TLS: set \"tls\": \"none\" to send in clear text, or enable TLS on the server)".to_string()

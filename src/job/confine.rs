@@ -49,7 +49,7 @@ fn resolved(dir: &Path) -> Option<PathBuf> {
 }
 
 crate::localfile::payload!(
-    /// A file outside the roots.
+    /// A file a job may not name: outside the roots, or not an absolute path.
     OutsideRoots
 );
 
@@ -167,10 +167,17 @@ impl LocalRoots {
     /// (`O_NONBLOCK`: a FIFO swapped in meanwhile opens at once and is then
     /// refused by what the open handle is).
     pub(crate) fn open(&self, path: &Path) -> std::io::Result<File> {
-        if !self.is_unrestricted() && path.is_relative() {
-            // Relative to whatever the daemon's working directory is: not a
-            // place a job can be trusted to mean.
-            return Err(self.outside(path, path));
+        if path.is_relative() {
+            // Relative to whatever the daemon's working directory is (`/`
+            // under systemd, the shell's for `validate`): not a place a job
+            // can mean, with or without local_roots.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                OutsideRoots(format!(
+                    "{} is not an absolute path; a job names its files by absolute path",
+                    path.display()
+                )),
+            ));
         }
         crate::localfile::regular(&std::fs::metadata(path)?, path)?;
         if !self.is_unrestricted() {

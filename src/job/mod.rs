@@ -389,9 +389,16 @@ fn check_keys(p: &mut Problems, field: &str, obj: &Map<String, Value>, allowed: 
             } else {
                 format!("{field}.{k}")
             };
+            let hint = match crate::suggest::closest(k, allowed) {
+                Some(m) => format!("did you mean {m:?}? "),
+                None => String::new(),
+            };
             p.add(
                 &name,
-                format!("unknown field (expected one of: {})", allowed.join(", ")),
+                format!(
+                    "unknown field ({hint}expected one of: {})",
+                    allowed.join(", ")
+                ),
             );
         }
     }

@@ -121,6 +121,10 @@ pub struct Options {
     pub health: Arc<Health>,
     /// Set to the status API's address once it listens (tests listen on port 0).
     pub status_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    /// Completes when the operator asks to stop at once (a second Ctrl-C):
+    /// uploads still in the grace period are cut off and resume at the
+    /// next start.
+    pub hurry: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Default for Options {
@@ -130,6 +134,7 @@ impl Default for Options {
             reload: None,
             health: Arc::new(Health::default()),
             status_addr: Arc::default(),
+            hurry: None,
         }
     }
 }
@@ -400,7 +405,9 @@ pub async fn run_with(
         reload,
         health,
         status_addr,
+        hurry,
     } = opts;
+    config.create_folders()?;
     for w in config.warnings() {
         warn!("{w}");
     }
@@ -410,16 +417,15 @@ pub async fn run_with(
         Some(addr) => Some(bind_status(addr).await?),
         None => None,
     };
-    // Where `ftpdrop status` finds this instance (beside the others).
-    let _advertised = match listener.as_ref().and_then(|l| l.local_addr().ok()) {
-        Some(addr) => match crate::status::instances::advertise(&config.checked, addr) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "cannot advertise this instance's status API");
-                None
-            }
-        },
-        None => None,
+    // Where `ftpdrop status` finds this instance (beside the others), and
+    // how `ftpdrop submit` knows that an instance watches.
+    let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let _advertised = match crate::status::instances::advertise(&config.checked, addr) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "cannot advertise this instance");
+            None
+        }
     };
     let auth = match &listener {
         Some(_) => Some(crate::status::http::load_token(&config)?),
@@ -570,11 +576,20 @@ pub async fn run_with(
 
     // The grace period in force now (a reload may have changed it).
     let grace = Duration::from_secs(ctx.config().shutdown_grace_secs);
-    info!(
-        in_flight = jobs.len(),
-        grace_secs = grace.as_secs(),
-        "shutting down: intake stopped"
-    );
+    if hurry.is_some() && !jobs.is_empty() {
+        info!(
+            in_flight = jobs.len(),
+            grace_secs = grace.as_secs(),
+            "shutting down: intake stopped; uploads under way get the grace period to \
+             finish (press Ctrl-C again to stop at once: they resume at the next start)"
+        );
+    } else {
+        info!(
+            in_flight = jobs.len(),
+            grace_secs = grace.as_secs(),
+            "shutting down: intake stopped"
+        );
+    }
     supervisor.stopping(grace);
     supervisor.status(&format!(
         "stopping: {} job(s) get {} s to finish",
@@ -587,12 +602,19 @@ pub async fn run_with(
     let _ = intake_task.await;
     indexing.abort();
     drop(rx);
-    let drained =
-        tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
+    let drain = tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} });
+    let drained = match hurry {
+        Some(hurry) => tokio::select! {
+            d = drain => d.is_ok(),
+            _ = hurry => false,
+        },
+        None => drain.await.is_ok(),
+    };
+    if !drained {
         info!(
             in_flight = jobs.len(),
-            "grace period over; cancelling in-flight uploads (they resume at the next start)"
+            "cancelling in-flight uploads (grace period over, or asked to stop at once); \
+             they resume at the next start"
         );
         ctx.cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -629,6 +651,7 @@ pub async fn once_with(
     config: Config,
     observe: impl FnOnce(&crate::events::Events),
 ) -> Result<Vec<(String, JobState)>> {
+    config.create_folders()?;
     let ctx = make_ctx(config, Arc::new(Health::default()));
     observe(&ctx.events);
     let cfg = ctx.config();

@@ -30,11 +30,14 @@ impl Client {
             return Vec::new();
         };
         let mut addrs = vec![configured];
-        for i in crate::status::instances::list(&config.checked) {
+        for addr in crate::status::instances::list(&config.checked)
+            .into_iter()
+            .filter_map(|i| i.addr)
+        {
             // Instances listen on loopback only when they move: an
             // advertisement naming another host was not written by one.
-            if i.addr.ip().is_loopback() && !addrs.contains(&i.addr) {
-                addrs.push(i.addr);
+            if addr.ip().is_loopback() && !addrs.contains(&addr) {
+                addrs.push(addr);
             }
         }
         addrs.into_iter().map(|a| Client::at(config, a)).collect()
@@ -246,16 +249,16 @@ pub fn job_table(v: &Value) -> String {
         if let Some(rate) = live.and_then(|p| p["rate_bps"].as_u64()).filter(|r| *r > 0) {
             prog.push_str(&format!(" {}/s", human(rate)));
         }
-        let detail = e["error"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| e["url"].as_str().map(str::to_string))
-            .or_else(|| {
-                e["next_attempt_at"]
-                    .as_str()
-                    .map(|t| format!("next attempt {t}"))
-            })
-            .unwrap_or_default();
+        let next = live
+            .and_then(|p| p["next_attempt_at"].as_str())
+            .or(e["next_attempt_at"].as_str())
+            .map(|t| format!("next attempt {t}"));
+        let detail = match (e["error"].as_str(), next) {
+            (Some(err), Some(next)) => format!("{next}; last error: {err}"),
+            (Some(err), None) => err.to_string(),
+            (None, Some(next)) => next,
+            (None, None) => e["url"].as_str().unwrap_or("").to_string(),
+        };
         rows.push([
             i.to_string(),
             state,
@@ -336,12 +339,45 @@ pub fn progress(job: &str, v: &Value) -> Vec<crate::status::progress::Update> {
         .collect()
 }
 
+/// One line for the job, then what went wrong: an invalid job's problems,
+/// each failed or cancelled entry's error.
 pub fn summary_line(v: &Value) -> String {
     match serde_json::from_value::<crate::report::Receipt>(v.clone()) {
         Ok(r) => {
             let s = summary_of(&r);
+            let mut why = String::new();
+            for p in &r.problems {
+                why.push_str(&format!("\n  problem: {p}"));
+            }
+            use crate::report::EntryState;
+            let wrong: Vec<_> = r
+                .entries
+                .iter()
+                .filter(|e| matches!(e.state, EntryState::Failed | EntryState::Cancelled))
+                .collect();
+            // A big job's receipt has them all; a terminal needs the first few.
+            const SHOWN: usize = 20;
+            for e in wrong.iter().take(SHOWN) {
+                let state = if e.state == EntryState::Failed {
+                    "failed"
+                } else {
+                    "cancelled"
+                };
+                why.push_str(&format!(
+                    "\n  entry {} ({}): {state}: {}",
+                    e.index,
+                    e.remote_path,
+                    e.error.as_deref().unwrap_or("no error recorded")
+                ));
+            }
+            if wrong.len() > SHOWN {
+                why.push_str(&format!(
+                    "\n  ... and {} more (the receipt has them all)",
+                    wrong.len() - SHOWN
+                ));
+            }
             format!(
-                "{}: {} ({}/{} entries done{}, {})",
+                "{}: {} ({}/{} entries done{}, {}){why}",
                 s.job,
                 crate::status::state_name(s.state),
                 s.entries_done,

@@ -66,6 +66,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/api/jobs/{job}", get(job_detail).delete(cancel_job))
         .route("/api/jobs/{job}/retry", axum::routing::post(retry_job))
         .route("/api/servers", get(servers))
+        .route("/api/throughput", get(throughput))
         .route("/api/limits", get(limits))
         .route("/api/events", get(sse))
         .route("/api/ws", get(ws))
@@ -401,6 +402,12 @@ async fn submit_job(State(api): State<Arc<Api>>, body: axum::body::Body) -> Resp
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `GET /api/throughput`: the last hour, per minute (see
+/// [`crate::status::throughput`]).
+async fn throughput(State(api): State<Arc<Api>>) -> Response {
+    Json(json!({ "minutes": api.board.throughput.last_hour() })).into_response()
 }
 
 /// `DELETE /api/jobs/{job}`: cancels the job, whichever instance runs it.

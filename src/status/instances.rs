@@ -1,10 +1,13 @@
-//! Where each instance on this host serves its status API.
+//! Which instances run on this state folder, and where each serves its
+//! status API.
 //!
 //! Instances that share a configuration share its `status.listen`; the
 //! first one takes that port, and the others listen on a free port of the
-//! same address. Each instance advertises its address in a file of its own
-//! under `ftpdrop-instances/` in the state folder (beside `checked/`),
-//! removed when it stops; `ftpdrop status` asks every advertised instance.
+//! same address. Each running instance advertises itself (and its API's
+//! address, when the API is on) in a file of its own under
+//! `ftpdrop-instances/` in the state folder (beside `checked/`), removed
+//! when it stops: `ftpdrop status` asks every advertised API, and `ftpdrop
+//! submit` refuses to leave a job where no instance watches.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -15,11 +18,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Instance {
     pub(crate) pid: u32,
-    pub addr: SocketAddr,
+    /// Where its status API listens; none when the API is off.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
 }
 
 /// The folder of advertisements for the state folder of `checked`.
-pub(crate) fn folder(checked: &Path) -> PathBuf {
+pub fn folder(checked: &Path) -> PathBuf {
     checked
         .parent()
         .unwrap_or(checked)
@@ -35,9 +40,10 @@ impl Drop for Advertised {
     }
 }
 
-/// Advertises that this process serves the API on `addr`; advertisements
-/// of processes no longer running (a `kill -9`) are removed on the way.
-pub(crate) fn advertise(checked: &Path, addr: SocketAddr) -> Result<Advertised> {
+/// Advertises that this process runs on `checked` (serving the API on
+/// `addr`, if it does); advertisements of processes no longer running (a
+/// `kill -9`) are removed on the way.
+pub(crate) fn advertise(checked: &Path, addr: Option<SocketAddr>) -> Result<Advertised> {
     let dir = folder(checked);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for i in list(checked) {
@@ -67,6 +73,12 @@ pub fn list(checked: &Path) -> Vec<Instance> {
         .collect()
 }
 
+/// The instances running on `checked` now (advertisements of processes
+/// that are gone are left out).
+pub fn running(checked: &Path) -> Vec<Instance> {
+    list(checked).into_iter().filter(|i| alive(i.pid)).collect()
+}
+
 /// Whether process `pid` still runs; where that cannot be told, it does.
 fn alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {
@@ -85,11 +97,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let checked = dir.path().join("checked");
         let addr: SocketAddr = "127.0.0.1:45678".parse().unwrap();
-        let ad = advertise(&checked, addr).unwrap();
-        let seen = list(&checked);
+        let ad = advertise(&checked, Some(addr)).unwrap();
+        let seen = running(&checked);
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].addr, addr);
+        assert_eq!(seen[0].addr, Some(addr));
         drop(ad);
         assert!(list(&checked).is_empty());
+        // Without the API: still seen running.
+        let ad = advertise(&checked, None).unwrap();
+        assert_eq!(running(&checked).len(), 1);
+        drop(ad);
+        assert!(running(&checked).is_empty());
     }
 }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod instances;
 pub mod metrics;
 pub mod progress;
+pub(crate) mod throughput;
 
 use crate::events::{Event, Events, Sink};
 use crate::history::Query;
@@ -59,6 +60,8 @@ struct LiveJob {
 pub(crate) struct Board {
     checked: PathBuf,
     jobs: Mutex<BTreeMap<String, LiveJob>>,
+    /// Bytes delivered and jobs ended per minute, the last hour.
+    pub(crate) throughput: throughput::Throughput,
 }
 
 /// One line of `GET /api/jobs`.
@@ -104,6 +107,7 @@ impl Board {
         Board {
             checked,
             jobs: Mutex::default(),
+            throughput: throughput::Throughput::default(),
         }
     }
 
@@ -494,6 +498,15 @@ impl Board {
 
 impl Sink for Board {
     fn on_event(&self, event: &Event) {
+        match event {
+            Event::EntryDone {
+                bytes,
+                skipped: false,
+                ..
+            } => self.throughput.delivered(*bytes),
+            Event::JobFinished { .. } | Event::JobInvalid { .. } => self.throughput.job_ended(),
+            _ => {}
+        }
         self.apply(event);
     }
 }
@@ -535,9 +548,11 @@ fn matches(s: &JobSummary, q: &Query) -> bool {
             .as_deref()
             .is_none_or(|sv| s.servers.iter().any(|n| n == sv))
         && q.text.as_deref().is_none_or(|t| {
-            s.error
-                .as_deref()
-                .is_some_and(|e| e.to_lowercase().contains(&t.to_lowercase()))
+            let t = t.to_lowercase();
+            s.job.to_lowercase().contains(&t)
+                || s.error
+                    .as_deref()
+                    .is_some_and(|e| e.to_lowercase().contains(&t))
         })
 }
 
