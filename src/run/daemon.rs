@@ -576,32 +576,61 @@ pub async fn run_with(
 
     // The grace period in force now (a reload may have changed it).
     let grace = Duration::from_secs(ctx.config().shutdown_grace_secs);
-    if hurry.is_some() && !jobs.is_empty() {
-        info!(
-            in_flight = jobs.len(),
-            grace_secs = grace.as_secs(),
-            "shutting down: intake stopped; uploads under way get the grace period to \
-             finish (press Ctrl-C again to stop at once: they resume at the next start)"
-        );
-    } else {
-        info!(
-            in_flight = jobs.len(),
-            grace_secs = grace.as_secs(),
-            "shutting down: intake stopped"
-        );
-    }
-    supervisor.stopping(grace);
-    supervisor.status(&format!(
-        "stopping: {} job(s) get {} s to finish",
-        jobs.len(),
-        grace.as_secs()
-    ));
+    announce_shutdown(&*supervisor, jobs.len(), grace, hurry.is_some());
     stop_intake.cancel();
     ctx.stopping.cancel();
     feeder.abort();
     let _ = intake_task.await;
     indexing.abort();
     drop(rx);
+    let_jobs_finish(&ctx, &mut jobs, grace, hurry).await;
+    if let Some(t) = nats_task {
+        // It answers every message whose job ended (or was cut off) above.
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    ctx.pool.close_all().await;
+    stop_status.cancel();
+    let _ = ticker.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), webhooks).await;
+    if let Some(t) = api_task {
+        // Live subscribers (SSE, WebSocket) hold connections open: not waited for long.
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Says that the daemon is stopping: in the log, and to the supervisor.
+fn announce_shutdown(supervisor: &dyn Supervisor, in_flight: usize, grace: Duration, hurry: bool) {
+    if hurry && in_flight > 0 {
+        info!(
+            in_flight,
+            grace_secs = grace.as_secs(),
+            "shutting down: intake stopped; uploads under way get the grace period to \
+             finish (press Ctrl-C again to stop at once: they resume at the next start)"
+        );
+    } else {
+        info!(
+            in_flight,
+            grace_secs = grace.as_secs(),
+            "shutting down: intake stopped"
+        );
+    }
+    supervisor.stopping(grace);
+    supervisor.status(&format!(
+        "stopping: {in_flight} job(s) get {} s to finish",
+        grace.as_secs()
+    ));
+}
+
+/// Gives the jobs under way `grace` to end (or until `hurry` completes),
+/// then cancels what is left: it resumes at the next start.
+async fn let_jobs_finish(
+    ctx: &Ctx,
+    jobs: &mut JoinSet<PathBuf>,
+    grace: Duration,
+    hurry: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+) {
     let drain = tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} });
     let drained = match hurry {
         Some(hurry) => tokio::select! {
@@ -623,20 +652,6 @@ pub async fn run_with(
         .await;
         jobs.abort_all();
     }
-    if let Some(t) = nats_task {
-        // It answers every message whose job ended (or was cut off) above.
-        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
-    }
-    ctx.pool.close_all().await;
-    stop_status.cancel();
-    let _ = ticker.await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), webhooks).await;
-    if let Some(t) = api_task {
-        // Live subscribers (SSE, WebSocket) hold connections open: not waited for long.
-        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-    }
-    info!("stopped");
-    Ok(())
 }
 
 /// Processes every job now in the inbox (and every unfinished one in

@@ -214,51 +214,10 @@ async fn run_claimed(
         .and_then(|bytes| job::parse(&bytes, &config));
     let job = match parsed {
         Ok(job) => job,
-        Err(problems) => {
-            let mut receipt = Receipt::new(&job_name, job_file);
-            receipt.state = JobState::Invalid;
-            receipt.finished_at = Some(crate::report::now());
-            receipt.problems = problems.clone();
-            let report = match ReportHandle::open(paths, receipt, Some(ctx.health.clone())) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(job = %job_name, error = %format!("{e:#}"), "cannot record invalid job");
-                    return JobState::Invalid;
-                }
-            };
-            let state = report.finish().await;
-            // After the receipt exists: a webhook delivers the receipt.
-            ctx.events.emit(Event::JobInvalid {
-                job: job_name.clone(),
-                problems,
-            });
-            return state;
-        }
+        Err(problems) => return record_invalid(ctx, paths, job_file, problems).await,
     };
 
-    let mut receipt = Receipt::new(&job_name, job_file);
-    receipt.entries = job.entries.iter().map(EntryReport::pending).collect();
-    let mut resumed = false;
-    if let Some(old) = recovered {
-        if old.entries.len() == receipt.entries.len() {
-            receipt.claimed_at = old.claimed_at;
-            receipt.settle_published = old.settle_published;
-            receipt.entries = old.entries;
-            resumed = true;
-        } else if old.entries.is_empty() {
-            // Written by an intake before the job ran (NATS): its identity
-            // and whether another worker may have published entries already.
-            receipt.claimed_at = old.claimed_at;
-            receipt.settle_published = old.settle_published;
-            if receipt.settle_published {
-                // Each entry first looks for its file on the server (by
-                // size), as after a crash between rename and receipt.
-                for e in &mut receipt.entries {
-                    e.publishing = true;
-                }
-            }
-        }
-    }
+    let (receipt, resumed) = receipt_for(&job, job_file, &job_name, recovered);
     // The run's identity, kept across restarts by the receipt: temp file
     // names derive from it, so a job dropped again under the same name (its
     // old receipt deleted) never meets the old run's temp files.
@@ -394,6 +353,69 @@ async fn run_claimed(
 
 /// Disposes of a published entry's source (or finishes a disposal a crash
 /// interrupted), journaling each step; see [`crate::upload::dispose`].
+/// Ends a job whose file is not a valid job: its receipt says why, then
+/// the event (a webhook delivers the receipt).
+async fn record_invalid(
+    ctx: &Ctx,
+    paths: JobPaths,
+    job_file: &Path,
+    problems: Vec<String>,
+) -> JobState {
+    let job_name = paths.name.clone();
+    let mut receipt = Receipt::new(&job_name, job_file);
+    receipt.state = JobState::Invalid;
+    receipt.finished_at = Some(crate::report::now());
+    receipt.problems = problems.clone();
+    let report = match ReportHandle::open(paths, receipt, Some(ctx.health.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(job = %job_name, error = %format!("{e:#}"), "cannot record invalid job");
+            return JobState::Invalid;
+        }
+    };
+    let state = report.finish().await;
+    ctx.events.emit(Event::JobInvalid {
+        job: job_name,
+        problems,
+    });
+    state
+}
+
+/// The job's receipt: a fresh one, or what an earlier run left (`recovered`,
+/// with its journal replayed); `true` if it resumes that run's entries.
+fn receipt_for(
+    job: &job::Job,
+    job_file: &Path,
+    job_name: &str,
+    recovered: Option<Receipt>,
+) -> (Receipt, bool) {
+    let mut receipt = Receipt::new(job_name, job_file);
+    receipt.entries = job.entries.iter().map(EntryReport::pending).collect();
+    let Some(old) = recovered else {
+        return (receipt, false);
+    };
+    if old.entries.len() == receipt.entries.len() {
+        receipt.claimed_at = old.claimed_at;
+        receipt.settle_published = old.settle_published;
+        receipt.entries = old.entries;
+        return (receipt, true);
+    }
+    if old.entries.is_empty() {
+        // Written by an intake before the job ran (NATS): its identity
+        // and whether another worker may have published entries already.
+        receipt.claimed_at = old.claimed_at;
+        receipt.settle_published = old.settle_published;
+        if receipt.settle_published {
+            // Each entry first looks for its file on the server (by
+            // size), as after a crash between rename and receipt.
+            for e in &mut receipt.entries {
+                e.publishing = true;
+            }
+        }
+    }
+    (receipt, false)
+}
+
 async fn settle_disposal(
     ctx: &Ctx,
     report: &Arc<ReportHandle>,
