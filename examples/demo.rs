@@ -4,7 +4,9 @@
 //! on a temporary folder, runs the ftpdrop daemon on temporary `files/` and
 //! `checked/`, drops a job in the seeds' format (a Cyrillic file name into a
 //! nested directory), waits for the receipt, prints it, and shows where the
-//! file landed. No FTP server to install.
+//! file landed. No FTP server to install. Everything lives in temporary
+//! folders that are gone when it exits; with `-- --keep` the server, the
+//! daemon and its dashboard stay up until Ctrl-C, to look around.
 
 #[path = "../tests/support/ftpserver.rs"]
 #[allow(dead_code)]
@@ -90,12 +92,21 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let keep = std::env::args().any(|a| a == "--keep");
     if let Some(a) = api.get() {
-        println!("status API:   http://{a}/ (the dashboard), http://{a}/api/jobs/demo, http://{a}/metrics");
-        println!(
-            "API token:    {} (send it as `Authorization: Bearer <token>`; `ftpdrop dashboard` prints the dashboard's address with it)",
-            ftpdrop::status::auth::default_token_file(&checked).display()
-        );
+        let token_file = ftpdrop::status::auth::default_token_file(&checked);
+        let token = std::fs::read_to_string(&token_file).unwrap_or_default();
+        if keep {
+            println!("dashboard:    http://{a}/#token={}", token.trim());
+            println!("status API:   http://{a}/api/jobs/demo, http://{a}/metrics (Authorization: Bearer <the token above>)");
+            println!("\nthe FTP server, the daemon and the dashboard stay up until Ctrl-C");
+            tokio::signal::ctrl_c().await?;
+        } else {
+            println!(
+                "status API:   served at http://{a}/ while the demo ran; to look at the dashboard, \
+                 run it with `-- --keep`"
+            );
+        }
     }
     let _ = stop_tx.send(());
     daemon.await.context("daemon task")??;
@@ -111,6 +122,9 @@ async fn main() -> Result<()> {
     );
     if !same {
         bail!("uploaded file differs from the local one");
+    }
+    if !keep {
+        println!("(the folders above were temporary and are gone now)");
     }
     Ok(())
 }

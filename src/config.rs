@@ -427,6 +427,14 @@ fn plain_types(msg: &str) -> String {
     out
 }
 
+/// Why the file at `path` cannot be read, if it cannot.
+fn unreadable(path: &Path) -> Option<String> {
+    match std::fs::File::open(path) {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// serde's "unknown field `x`, expected one of `a`, `b`", with the
 /// likeliest of them named.
 fn with_suggestion(msg: String) -> String {
@@ -529,6 +537,19 @@ impl Config {
             if def.insecure_skip_verify {
                 out.push(format!(
                     "servers.{name}.insecure_skip_verify: TLS certificates are not checked"
+                ));
+            }
+            if let Some(why) = def.ca_file.as_deref().and_then(unreadable) {
+                out.push(format!(
+                    "servers.{name}.ca_file: {why}: TLS to server {name:?} fails until it can be read"
+                ));
+            }
+        }
+        for (i, hook) in self.notify.webhooks.iter().enumerate() {
+            if let Some(why) = hook.ca_file.as_deref().and_then(unreadable) {
+                out.push(format!(
+                    "notify.webhooks[{i}].ca_file: {why}: deliveries to {} fail until it can be read",
+                    hook.url
                 ));
             }
         }

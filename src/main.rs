@@ -23,7 +23,7 @@ fn dispatch(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(c) => cli::daemon::run(c),
         Command::Once(c) => cli::daemon::once(c),
         Command::Validate { config, files } => cli::check::validate(config.as_deref(), &files),
-        Command::CheckConfig { config } => cli::check::config(config.as_deref()),
+        Command::CheckConfig { config, strict } => cli::check::config(config.as_deref(), strict),
         Command::Submit {
             config,
             nats,

@@ -273,3 +273,90 @@ async fn a_job_cancelled_before_the_daemon_starts_never_logs_in() {
     assert!(!srv.path("in/q.txt").exists());
     d.stop().await;
 }
+
+/// Two instances on one inbox: the job runs in one of them, and the other
+/// one's API cancels it (the request reaches whoever holds the job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_instance_cancels_a_job_it_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let (inbox, checked) = (base.join("files"), base.join("checked"));
+    let port = support::free_local_addr().port();
+    let cfg = base.join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec(&json!({
+            "inbox": inbox, "checked": checked, "settle_ms": 100,
+            "status": {"listen": format!("127.0.0.1:{port}")},
+            "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 300},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let logs: Vec<_> = (0..2)
+        .map(|i| base.join(format!("instance{i}.log")))
+        .collect();
+    let mut children: Vec<_> = logs
+        .iter()
+        .map(|log| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+                .args(["run", "--config", cfg.to_str().unwrap()])
+                .stderr(std::fs::File::create(log).unwrap())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let both = support::wait_until(Duration::from_secs(30), || {
+        ftpdrop::status::instances::running(&checked)
+            .iter()
+            .filter(|i| i.addr.is_some())
+            .count()
+            == 2
+    })
+    .await;
+    assert!(both, "two instances did not start");
+    let local = base.join("a.txt");
+    support::write_file(&local, b"never sent");
+    let tmp = inbox.join(".far.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&json!([dead_entry(&local)])).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, inbox.join("far.json")).unwrap();
+    let log_text = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
+    let claimed = support::wait_until(Duration::from_secs(30), || {
+        (0..2).any(|i| log_text(i).contains("job claimed job=far"))
+    })
+    .await;
+    assert!(claimed, "nobody claimed the job");
+    let runner = (0..2)
+        .find(|i| log_text(*i).contains("job claimed job=far"))
+        .unwrap();
+    let runner_pid = children[runner].id().unwrap();
+    let other = ftpdrop::status::instances::running(&checked)
+        .into_iter()
+        .find(|i| i.addr.is_some() && i.pid != runner_pid)
+        .and_then(|i| i.addr)
+        .unwrap();
+    support::http::register(other, ftpdrop::status::auth::default_token_file(&checked));
+    let r = support::http::request(
+        other,
+        "DELETE",
+        "/api/jobs/far",
+        &[("Content-Type", "application/json")],
+        b"",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let receipt = support::wait_receipt(&checked, "far", Duration::from_secs(15)).await;
+    assert_eq!(receipt.state, JobState::Cancelled);
+    assert!(
+        log_text(runner).contains("job cancelled job=far"),
+        "the instance running it did not cancel it:\n{}",
+        log_text(runner)
+    );
+    for c in &mut children {
+        let _ = c.start_kill();
+    }
+}

@@ -308,3 +308,96 @@ async fn explicit_tls_against_a_plain_server_says_what_to_change() {
     assert_eq!(r.entries[0].attempts, 1, "retried a setting: {error}");
     d.stop().await;
 }
+
+/// One complete man page (every command, the job format, the files, the
+/// exit codes; no pointers to pages that do not exist), and help text on
+/// every option of every command.
+#[test]
+fn the_man_page_is_whole_and_every_option_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, man) = cli_in(dir.path(), &["manpage"]);
+    assert_eq!(code, 0);
+    let commands = [
+        "run",
+        "once",
+        "validate",
+        "submit",
+        "status",
+        "cancel",
+        "retry",
+        "dashboard",
+        "reindex",
+        "completions",
+        "manpage",
+        "check-config",
+        "service",
+        "schema",
+    ];
+    for c in commands {
+        assert!(
+            man.contains(&format!(".SS \"ftpdrop {c}\"")),
+            "no section for {c}"
+        );
+    }
+    for section in [
+        "JOB FORMAT",
+        "RECEIPTS",
+        "CONFIGURATION",
+        "FILES",
+        "SIGNALS",
+        "EXIT STATUS",
+    ] {
+        assert!(
+            man.contains(&format!(".SH {section}")),
+            "no {section} section"
+        );
+    }
+    assert!(
+        !man.contains("ftpdrop-run(1)"),
+        "points to pages never generated"
+    );
+    assert!(man.lines().count() > 300, "{} lines", man.lines().count());
+    for c in commands.iter().filter(|c| **c != "service") {
+        let (_, help) = cli_in(dir.path(), &[c, "-h"]);
+        let mut section = false;
+        for line in help.lines() {
+            if line.starts_with("Options:") || line.starts_with("Arguments:") {
+                section = true;
+                continue;
+            }
+            if section && (line.starts_with("  -") || line.starts_with("  <")) {
+                // `  -c, --config <CONFIG>  Configuration file ...`
+                let rest = line
+                    .trim_start()
+                    .splitn(2, "  ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim();
+                assert!(!rest.is_empty(), "`ftpdrop {c}`: no help for {line:?}");
+            }
+        }
+    }
+}
+
+/// A CA file that is not there is named by `check-config`; `--strict`
+/// makes any warning a failure, for deployment checks.
+#[test]
+fn check_config_names_a_missing_ca_file_and_strict_fails_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let config = write_json(
+        &base.join("c.json"),
+        &json!({"inbox": base.join("files"), "checked": base.join("checked"),
+                "local_roots": [base], "allowed_hosts": ["ftp.example.net"],
+                "servers": {"partner": {"host": "ftp.example.net", "login": "u", "password": "p",
+                                        "tls": "explicit", "ca_file": base.join("missing-ca.pem")}}}),
+    );
+    let (code, out) = cli_in(base, &["check-config", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: servers.partner.ca_file: cannot read"),
+        "{out}"
+    );
+    let (code, out) = cli_in(base, &["check-config", "--strict", "--config", &config]);
+    assert_eq!(code, 1, "{out}");
+}

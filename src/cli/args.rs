@@ -89,6 +89,7 @@ pub enum Command {
         /// Configuration (for named servers).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Job files (JSON).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -97,6 +98,7 @@ pub enum Command {
     /// subject (with a Nats-Msg-Id, so a resend is not a second job).
     /// Prints each job's name.
     Submit {
+        /// Configuration file (JSON); without it, the defaults (./files, ./checked).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Publish to NATS (the config's `nats` section) instead of the inbox.
@@ -110,12 +112,14 @@ pub enum Command {
         /// wait for one to start); without it, that is an error.
         #[arg(long)]
         queue: bool,
+        /// Job files (JSON).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Jobs (running, then recent), or one job's entries with their progress:
     /// from the daemon's status API when it runs, else from the receipts.
     Status {
+        /// Configuration file (JSON); without it, the defaults (./files, ./checked).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// One job's name.
@@ -129,6 +133,7 @@ pub enum Command {
     /// whichever instance runs the job; waits for it to end (exit 3 if no
     /// daemon ended it in time: the next one to run it will).
     Cancel {
+        /// Configuration file (JSON); without it, the defaults (./files, ./checked).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// How long to wait for the job to end, in seconds.
@@ -140,6 +145,7 @@ pub enum Command {
     /// Try a running job's waiting entries now, skipping the rest of their
     /// backoff (exit 3 if no daemon took the request within 5 s).
     Retry {
+        /// Configuration file (JSON); without it, the defaults (./files, ./checked).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// The job's name (its file name, with or without .json).
@@ -148,6 +154,7 @@ pub enum Command {
     /// Print the dashboard's address with the API token in its fragment (the
     /// part a browser never sends); open it in a browser on this machine.
     Dashboard {
+        /// Configuration file (JSON); without it, the defaults (./files, ./checked).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -155,20 +162,28 @@ pub enum Command {
     /// receipts. The daemon also brings it level at every start; this starts
     /// it from nothing (a copied or damaged index).
     Reindex {
+        /// Configuration file (JSON); without it, the defaults (./files, ./checked).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff).
     Manpage,
-    /// Check a configuration file and print the effective settings as JSON (secrets redacted).
+    /// Check a configuration file and print the effective settings as JSON
+    /// (secrets redacted); warnings (a CA file or password source that is
+    /// not there, no confinement) go to stderr.
     CheckConfig {
+        /// Configuration file (JSON).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Exit 1 when there is any warning, for deployment checks.
+        #[arg(long)]
+        strict: bool,
     },
     /// Manage the Windows service: install, uninstall, start, stop, status.
     Service {
@@ -177,6 +192,7 @@ pub enum Command {
     },
     /// Print the JSON Schema of job files or of the configuration.
     Schema {
+        /// Which schema: job files or the configuration.
         #[arg(value_enum)]
         what: SchemaKind,
     },
@@ -192,7 +208,9 @@ pub enum ServiceAction {
     },
     /// Stop (if running) and remove the service.
     Uninstall,
+    /// Start the installed service.
     Start,
+    /// Stop the service (uploads get the grace period).
     Stop,
     /// Print the service's state.
     Status,
@@ -200,6 +218,8 @@ pub enum ServiceAction {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum SchemaKind {
+    /// A job file.
     Job,
+    /// The configuration file.
     Config,
 }

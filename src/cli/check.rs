@@ -32,14 +32,22 @@ pub fn validate(config: Option<&Path>, files: &[PathBuf]) -> Result<ExitCode> {
     })
 }
 
-/// `ftpdrop check-config`.
-pub fn config(config: Option<&Path>) -> Result<ExitCode> {
+/// `ftpdrop check-config`: with `strict`, a warning fails it too (exit 1).
+pub fn config(config: Option<&Path>, strict: bool) -> Result<ExitCode> {
     let cfg = Config::load(config)?;
-    for w in cfg.warnings() {
+    let warnings = cfg.warnings();
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
     // Secrets serialize as "***".
     println!("{}", serde_json::to_string_pretty(&cfg)?);
+    if strict && !warnings.is_empty() {
+        eprintln!(
+            "configuration valid, with {} warning(s) (--strict)",
+            warnings.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
     eprintln!("configuration OK");
     Ok(ExitCode::SUCCESS)
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// One instance's advertisement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Instance {
-    pub(crate) pid: u32,
+    pub pid: u32,
     /// Where its status API listens; none when the API is off.
     #[serde(default)]
     pub addr: Option<SocketAddr>,
