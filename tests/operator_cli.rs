@@ -369,10 +369,8 @@ fn the_man_page_is_whole_and_every_option_has_help() {
                 // `  -c, --config <CONFIG>  Configuration file ...`
                 let rest = line
                     .trim_start()
-                    .splitn(2, "  ")
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim();
+                    .split_once("  ")
+                    .map_or("", |(_, help)| help.trim());
                 assert!(!rest.is_empty(), "`ftpdrop {c}`: no help for {line:?}");
             }
         }
