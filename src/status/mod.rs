@@ -2,7 +2,10 @@
 //! running jobs (fed by events), the progress ticker, the Prometheus
 //! metrics ([`metrics`]), the HTTP API with its dashboard ([`http`]), the
 //! CLI's view of it ([`client`]: `status`, `submit --wait`) and terminal
-//! progress bars ([`progress`]).
+//! progress bars ([`progress`]). Around the API: who may use it ([`auth`]:
+//! the token and signed requests; [`guard`]: what a browser may not make
+//! it do), where each instance serves it ([`instances`]), and the last
+//! hour's totals for the dashboard's chart ([`throughput`]).
 //!
 //! Finished jobs are not kept in memory: `GET /api/jobs` reads them from
 //! the history index ([`crate::history`]), or from the receipts in
