@@ -20,6 +20,7 @@ fn main() -> ExitCode {
 
 fn dispatch(args: Cli) -> anyhow::Result<ExitCode> {
     match args.command {
+        Command::Init { dir } => cli::check::init(&dir),
         Command::Run(c) => cli::daemon::run(c),
         Command::Once(c) => cli::daemon::once(c),
         Command::Validate { config, files } => cli::check::validate(config.as_deref(), &files),

@@ -399,3 +399,44 @@ fn check_config_names_a_missing_ca_file_and_strict_fails_on_it() {
     let (code, out) = cli_in(base, &["check-config", "--strict", "--config", &config]);
     assert_eq!(code, 1, "{out}");
 }
+
+/// `ftpdrop init` writes a configuration that works as written, from any
+/// working directory, and never overwrites one.
+#[test]
+fn init_writes_a_working_configuration_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let (code, out) = cli_in(base, &["init", "site"]);
+    assert_eq!(code, 0, "{out}");
+    let config = base.join("site/config.json");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, out) = cli_in(
+        elsewhere.path(),
+        &["check-config", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(shown["inbox"], json!(base.join("site/files")));
+    // The example job is valid but for the file it names, which is the
+    // operator's to make.
+    let (code, out) = cli_in(
+        base,
+        &[
+            "validate",
+            "--config",
+            config.to_str().unwrap(),
+            "site/example-job.json",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("hello.txt") && out.contains("no such file"),
+        "{out}"
+    );
+    let before = std::fs::read(&config).unwrap();
+    let (code, out) = cli_in(base, &["init", "site"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("exists already"), "{out}");
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+}

@@ -214,6 +214,21 @@ def operator_day(driver, env, work, inbox, out_dir):
                             "return /([3-9]|\\d\\d+) jobs ended/.test(t) && t;",
                     "the hour's chart counts the ended jobs", 30)
     print(f"ok: chart {note!r}")
+    # Paging through the history, two jobs a page.
+    driver.get(driver.current_url.split("?")[0].split("#")[0] + "?page_size=2")
+    jobs_shown = f"return Object.keys((() => {{{states}}})()).join()"
+    first = wait_for(driver, f"const k = (() => {{{states}}})(); return Object.keys(k).length === 2 "
+                             "&& !document.getElementById('older').disabled && Object.keys(k).join()",
+                     "a first page of two jobs with an older page", 15)
+    driver.execute_script("document.getElementById('older').click()")
+    second = wait_for(driver, f"const k = Object.keys((() => {{{states}}})()).join(); "
+                              f"return k && k !== {json.dumps(first)} && k", "the older page", 15)
+    if set(first.split(",")) & set(second.split(",")):
+        fail(f"pages overlap: {first} then {second}")
+    driver.execute_script("document.getElementById('newer').click()")
+    wait_for(driver, f"return Object.keys((() => {{{states}}})()).join() === {json.dumps(first)}",
+             "back to the first page", 15)
+    print(f"ok: paging shows {first}, then {second}, then {first} again")
     driver.set_window_size(390, 844)
     time.sleep(1)
     phone = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")

@@ -80,6 +80,14 @@ impl Common {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Write a working configuration into a folder (default: this one):
+    /// config.json with absolute inbox and checked folders beside it, and an
+    /// example job to edit. Never overwrites.
+    Init {
+        /// The folder to set up.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Run the daemon: watch the inbox until SIGTERM or SIGINT.
     Run(Common),
     /// Process every job now in the inbox, wait for them, exit 0 only if all are done.

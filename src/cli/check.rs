@@ -1,5 +1,5 @@
 //! `validate` and `check-config`: what a job file or a configuration would
-//! do, said without doing it.
+//! do, said without doing it; `init`, a configuration to start from.
 
 use anyhow::Result;
 use ftpdrop::Config;
@@ -79,4 +79,46 @@ pub(super) fn validate_file(path: &Path, config: &Config) -> Result<usize, Vec<S
     } else {
         Err(problems)
     }
+}
+
+/// `ftpdrop init DIR`: a configuration that works as written (absolute
+/// folders beside it, the dashboard on loopback) and a job to edit.
+pub fn init(dir: &Path) -> Result<ExitCode> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = std::path::absolute(dir).with_context(|| format!("{}", dir.display()))?;
+    let config = dir.join("config.json");
+    let job = dir.join("example-job.json");
+    for f in [&config, &job] {
+        if f.exists() {
+            anyhow::bail!("{} exists already; init never overwrites", f.display());
+        }
+    }
+    let settings = serde_json::json!({
+        "inbox": dir.join("files"),
+        "checked": dir.join("checked"),
+        "status": {"listen": "127.0.0.1:9180"},
+        "// next": "every setting, with its default: ftpdrop schema config, or config.example.json in the sources",
+    });
+    let example = serde_json::json!({
+        "server": {"host": "ftp.example.com", "port": 21, "login": "me", "password": "secret"},
+        "file": {"local_path": dir.join("hello.txt"), "server_path": "incoming"}
+    });
+    let write = |path: &Path, v: &serde_json::Value| -> Result<()> {
+        let mut text = serde_json::to_string_pretty(v)?;
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write(&config, &settings)?;
+    write(&job, &example)?;
+    // Checked as the daemon will read it.
+    Config::load(Some(&config))?;
+    let c = config.display();
+    println!("wrote {c}");
+    println!("wrote {} (edit the server and the file)", job.display());
+    println!();
+    println!("  ftpdrop run --config {c} &");
+    println!("  ftpdrop submit --config {c} --wait {}", job.display());
+    println!("  ftpdrop dashboard --config {c}");
+    Ok(ExitCode::SUCCESS)
 }
