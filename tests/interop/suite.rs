@@ -15,10 +15,7 @@
 //! Each run works under a fresh directory (`it-<time>-<pid>/`) on every server,
 //! because the servers outlive the test process, and removes it afterwards.
 
-// The servers, signals and file identities these tests use are Unix's.
-#![cfg(unix)]
-
-mod support;
+use crate::support;
 
 use ftpdrop::config::TlsMode;
 use ftpdrop::ftp::{Session, Timeouts};
