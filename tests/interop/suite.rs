@@ -7,9 +7,9 @@
 //! `target/interop/servers.env` (another path: `FTPDROP_INTEROP_ENV`). The
 //! in-process libunftp server of `tests/support` runs the same matrix always.
 //!
-//! Without servers.env the real-server tests are skipped with a message that
-//! names them, unless `CI` is set or `FTPDROP_INTEROP_REQUIRED=1`: then they
-//! fail. Every test adds its results to `target/interop/compat.md`, a
+//! Without servers.env the real-server tests are reported as ignored, after
+//! one line that says how to start the servers, unless `CI` is set or
+//! `FTPDROP_INTEROP_REQUIRED=1`: then they fail. Every test adds its results to `target/interop/compat.md`, a
 //! server × feature table written from what actually happened.
 //!
 //! Each run works under a fresh directory (`it-<time>-<pid>/`) on every server,
@@ -1146,7 +1146,6 @@ fn real(name: &str, prefix: &str) -> Option<Target> {
     Some(Target::from_env(env, prefix, name))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_vsftpd() {
     let Some(t) = real("vsftpd", "VSFTPD") else {
         return;
@@ -1154,7 +1153,6 @@ async fn matrix_vsftpd() {
     finish(matrix(&t, true).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_pureftpd() {
     let Some(t) = real("pure-ftpd", "PUREFTPD") else {
         return;
@@ -1172,7 +1170,6 @@ async fn matrix_pureftpd() {
     finish(matrix(&t, true).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_proftpd() {
     let Some(t) = real("proftpd", "PROFTPD") else {
         return;
@@ -1180,7 +1177,6 @@ async fn matrix_proftpd() {
     finish(matrix(&t, true).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_pyftpdlib() {
     let Some(t) = real("pyftpdlib", "PYFTPDLIB") else {
         return;
@@ -1188,7 +1184,6 @@ async fn matrix_pyftpdlib() {
     finish(matrix(&t, true).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_libunftp() {
     let srv = FtpServer::start().await;
     let t = Target::libunftp(&srv);
@@ -1645,7 +1640,6 @@ async fn segmented_kill9(t: &Target) -> Outcome {
 
 /// Segmented uploads where the server keeps parallel REST+STOR writes, a
 /// single stream where the probe finds it does not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn segmented_upload_where_the_probe_allows() {
     let servers = [
         "vsftpd",
@@ -1772,7 +1766,6 @@ async fn expect_failure(
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls() {
     let servers = [
         "vsftpd-tls",
@@ -2017,7 +2010,6 @@ async fn proftpd_tls_reuse(t: &Target, tls_log: &Path, expect: &str, max_logins:
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proftpd_mod_tls() {
     let servers = ["proftpd-tls", "proftpd-tls12", "proftpd-implicit"];
     let Some(env) = require_servers("proftpd_mod_tls", &servers) else {
@@ -2061,7 +2053,6 @@ async fn proftpd_mod_tls() {
     finish(failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_is_back_pressure() {
     let Some(env) = require_servers("connection_limit_is_back_pressure", &["vsftpd-limited"])
     else {
@@ -2140,7 +2131,6 @@ async fn connection_limit_is_back_pressure() {
 /// Issue 12: two instances, each allowed 4 connections, against vsftpd with
 /// `max_per_ip=2`: the server sees the sum, and the adaptive handling of 421
 /// keeps both instances working until every file is done.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_a_server_that_allows_two() {
     let Some(env) = require_servers(
         "two_instances_share_a_server_that_allows_two",
@@ -2222,7 +2212,6 @@ async fn two_instances_share_a_server_that_allows_two() {
 }
 
 /// pyftpdlib with one quirk (or a few) per login: see scripts/interop/quirky_ftpd.py.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quirks_are_detected_not_configured() {
     let Some(env) = require_servers("quirks_are_detected_not_configured", &["pyftpdlib-quirks"])
     else {
@@ -2539,7 +2528,6 @@ async fn resume_quirk(t: &Target, job: &str, resumes: bool) -> Outcome {
 }
 
 /// The real-server table rows exist even where a server is not installed.
-#[test]
 fn env_file_is_parsed_or_skipped_loudly() {
     if let Some(env) = servers_env() {
         for t in real_targets(env) {
@@ -2558,7 +2546,6 @@ fn env_file_is_parsed_or_skipped_loudly() {
 /// to the commands sent after it). The probe says "in order"; the first
 /// reply matched to the wrong command is caught as a desync, pipelining
 /// turns off for the server by itself, and every file arrives whole.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_reorders_under_load_is_caught() {
     let Some(env) = require_servers(
         "a_server_that_reorders_under_load_is_caught",
@@ -2637,7 +2624,6 @@ async fn a_server_that_reorders_under_load_is_caught() {
 /// the next run has talked to the server. What a probe makes is recorded in
 /// `ftpdrop-learned.json` before it is made, and the next run's first
 /// session removes it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_leave_nothing_behind_after_kill_9() {
     let Some(env) = require_servers("probes_leave_nothing_behind_after_kill_9", &["vsftpd"]) else {
         return;
@@ -2820,7 +2806,6 @@ fn noted_litter(state: &Path) -> Vec<String> {
 /// them on its way to its own upload, is told so and starts again on a
 /// clean session. Before, the next entry reported the other file's RNFR as
 /// its own failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_in_owed_replies_belongs_to_their_entry() {
     let Some(env) = require_servers(
         "a_fault_in_owed_replies_belongs_to_their_entry",
@@ -2913,7 +2898,6 @@ async fn a_fault_in_owed_replies_belongs_to_their_entry() {
 /// of this client's sessions (given up ones included), and never says it
 /// is full. Before, each attempt after a silenced upload queued behind the
 /// dead one's lock, timed out, and left one more session at the server.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_link_never_piles_sessions_on_the_server() {
     let Some(env) = require_servers(
         "a_broken_link_never_piles_sessions_on_the_server",
@@ -2935,8 +2919,7 @@ async fn a_broken_link_never_piles_sessions_on_the_server() {
 /// The broken-link soak of the benchmark (`bench/soak.sh`): `SOAK_JOBS`
 /// jobs (200) of 1-3 files of 4 KiB to 16 MiB; the curve of the sessions
 /// the server holds and of the daemon's open files goes to `SOAK_CURVE`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: bench/soak.sh"]
+// Ignored unless asked for (`--ignored`): a benchmark: bench/soak.sh.
 async fn soak_broken_link() {
     let Some(env) = require_servers("soak_broken_link", &["vsftpd"]) else {
         return;
@@ -3101,4 +3084,70 @@ async fn broken_link(
         files.len(),
         took.as_secs_f64()
     ))
+}
+
+// ------------------------------------------------------------- harness ---
+
+/// The tests, run by libtest-mimic rather than libtest: without the servers
+/// (and without `CI` or `FTPDROP_INTEROP_REQUIRED=1`), the tests that need
+/// them are reported as ignored, with one line that says how to run them,
+/// instead of passing without having run.
+pub(crate) fn main() {
+    use libtest_mimic::{Arguments, Trial};
+    let args = Arguments::from_args();
+    let required = std::env::var_os("CI").is_some()
+        || std::env::var("FTPDROP_INTEROP_REQUIRED").as_deref() == Ok("1");
+    let skip = servers_env().is_none() && !required;
+    fn on(threads: usize, test: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(test)
+    }
+    macro_rules! trial {
+        ($name:ident, $threads:expr) => {
+            Trial::test(stringify!($name), || {
+                on($threads, $name());
+                Ok(())
+            })
+        };
+    }
+    let trials = vec![
+        trial!(matrix_vsftpd, 2).with_ignored_flag(skip),
+        trial!(matrix_pureftpd, 2).with_ignored_flag(skip),
+        trial!(matrix_proftpd, 2).with_ignored_flag(skip),
+        trial!(matrix_pyftpdlib, 2).with_ignored_flag(skip),
+        trial!(matrix_libunftp, 2),
+        trial!(segmented_upload_where_the_probe_allows, 4).with_ignored_flag(skip),
+        trial!(tls, 2).with_ignored_flag(skip),
+        trial!(proftpd_mod_tls, 2).with_ignored_flag(skip),
+        trial!(connection_limit_is_back_pressure, 2).with_ignored_flag(skip),
+        trial!(two_instances_share_a_server_that_allows_two, 2).with_ignored_flag(skip),
+        trial!(quirks_are_detected_not_configured, 2).with_ignored_flag(skip),
+        Trial::test("env_file_is_parsed_or_skipped_loudly", || {
+            env_file_is_parsed_or_skipped_loudly();
+            Ok(())
+        })
+        .with_ignored_flag(skip),
+        trial!(a_server_that_reorders_under_load_is_caught, 2).with_ignored_flag(skip),
+        trial!(probes_leave_nothing_behind_after_kill_9, 2).with_ignored_flag(skip),
+        trial!(a_fault_in_owed_replies_belongs_to_their_entry, 2).with_ignored_flag(skip),
+        trial!(a_broken_link_never_piles_sessions_on_the_server, 2).with_ignored_flag(skip),
+        trial!(soak_broken_link, 2).with_ignored_flag(true),
+    ];
+    if skip {
+        // Less the soak benchmark, ignored unless asked for.
+        let ignored = trials.iter().filter(|t| t.has_ignored_flag()).count() - 1;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIPPED (shown as ignored): {} interop tests, as {} was not found. \
+             Start the servers with `sudo bash scripts/interop/servers.sh install && sudo \
+             FTPDROP_PUREFTPD_CHEAP_HASH=1 bash scripts/interop/servers.sh start`",
+            ignored,
+            env_path().display()
+        );
+    }
+    libtest_mimic::run(&args, trials).exit();
 }
