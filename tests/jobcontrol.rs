@@ -72,11 +72,27 @@ async fn attempts_at_least(d: &Daemon, job: &str, n: u32) {
 async fn cancel_ends_a_job_that_retries_against_a_dead_host() {
     let (dir, mut cfg) = Daemon::prepare();
     patient(&mut cfg);
+    // Long waits between attempts: `status` below finds it waiting.
+    cfg.retry.initial_backoff_ms = 1500;
+    cfg.retry.max_backoff_ms = 1500;
     let d = Daemon::start(dir, cfg);
     let local = d.local("a.txt", b"never sent");
     d.drop_job("dead", &json!([dead_entry(&local)]));
     attempts_at_least(&d, "dead", 2).await;
     let config = config_file(&d);
+    // While it waits: `status JOB` shows when it tries next, and why.
+    let waiting = support::wait_until(Duration::from_secs(10), || {
+        support::receipt_now(&d.checked, "dead")
+            .is_some_and(|r| r.entries[0].next_attempt_at.is_some())
+    })
+    .await;
+    assert!(waiting);
+    let (code, out) = cli(&["status", "--config", config.to_str().unwrap(), "dead"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("next attempt 20") && out.contains("last error:"),
+        "{out}"
+    );
     let (code, out) = cli(&["cancel", "--config", config.to_str().unwrap(), "dead"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(

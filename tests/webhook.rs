@@ -405,3 +405,51 @@ fn check_config_redacts_webhook_and_nats_credentials() {
     }
     assert!(text.contains("X-Api-Key") && text.contains("https://hook:***@example.net/in"));
 }
+
+/// A cancelled job's receipt is final and delivered (issue 25), to a
+/// webhook with the default `on` (every ending state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_jobs_receipt_is_delivered() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = receiver(listener, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_with_hook(dir.path(), &url);
+    cfg.notify = serde_json::from_value(json!({"webhooks": [{"url": url}]})).unwrap();
+    cfg.retry.max_attempts = 10_000;
+    let (stop, daemon) = run_daemon(cfg.clone()).await;
+    let local = dir.path().join("c.txt");
+    support::write_file(&local, b"never sent");
+    let dead = support::free_local_addr();
+    let job = json!([{"server": {"host": "127.0.0.1", "port": dead.port(), "login": "u", "password": "p"},
+                      "file": {"local_path": local, "server_path": "in"}}]);
+    std::fs::write(
+        cfg.inbox.join("stop.json"),
+        serde_json::to_vec(&job).unwrap(),
+    )
+    .unwrap();
+    let claimed = support::wait_until(Duration::from_secs(20), || {
+        cfg.checked.join("stop.json").exists()
+    })
+    .await;
+    assert!(claimed);
+    let left = ftpdrop::intake::request::request(
+        &cfg.inbox,
+        &cfg.checked,
+        "stop",
+        ftpdrop::intake::request::Request::Cancel,
+    )
+    .unwrap();
+    assert_eq!(left, ftpdrop::intake::request::Requested::Claimed);
+    let ok = support::wait_until(Duration::from_secs(20), || {
+        !got.lock().unwrap().ok.is_empty()
+    })
+    .await;
+    assert!(ok, "the cancelled job's receipt was not delivered");
+    let body: Value = serde_json::from_slice(&got.lock().unwrap().ok[0].1).unwrap();
+    assert_eq!(body["job"], "stop");
+    assert_eq!(body["state"], "cancelled");
+    assert_eq!(body["entries"][0]["state"], "cancelled");
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+}
