@@ -127,8 +127,9 @@ impl fmt::Debug for ServerSpec {
     }
 }
 
-/// What happens to an entry's local file once its verified publish is
-/// journaled (see `upload::dispose`). Failed and skipped entries keep it.
+/// What happens to an entry's local file once its upload is verified and
+/// recorded: kept, deleted, or moved to a folder. Failed, skipped and
+/// cancelled entries keep it.
 #[derive(
     Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
