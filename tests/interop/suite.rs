@@ -831,8 +831,12 @@ async fn resume_after_cut(t: &Target) -> Outcome {
     via.port = proxy.addr.port();
     let r = w
         .run("resume", vec![via.entry(&local, &rel)], |c| {
-            // As by default: the server gets time to close the partial file.
-            c.retry.initial_backoff_ms = 500;
+            // The server gets time to let go of the cut session and its
+            // partial file: a temp file still held by a session the server
+            // has not closed is never resumed, it gets a fresh name (the
+            // safe choice, which a loaded CI machine took once when 500 ms
+            // were not enough for the in-process server to close it).
+            c.retry.initial_backoff_ms = 2000;
         })
         .await;
     all_done_on(t, &r)?;
