@@ -288,12 +288,8 @@ impl Claim {
 impl Sink for Webhooks {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::JobFinished { job, state, .. } => {
-                self.queue(job, crate::status::state_name(*state))
-            }
-            Event::JobInvalid { job, .. } => {
-                self.queue(job, crate::status::state_name(JobState::Invalid))
-            }
+            Event::JobFinished { job, state, .. } => self.queue(job, state.name()),
+            Event::JobInvalid { job, .. } => self.queue(job, JobState::Invalid.name()),
             _ => {}
         }
     }

@@ -204,7 +204,7 @@ pub fn jobs_table(jobs: &[JobSummary]) -> String {
         };
         rows.push([
             j.job.clone(),
-            crate::status::state_name(j.state).into(),
+            j.state.name().into(),
             entries,
             format!("{} / {}", human(j.bytes_sent), human(j.bytes_total)),
             j.finished_at
@@ -379,7 +379,7 @@ pub fn summary_line(v: &Value) -> String {
             format!(
                 "{}: {} ({}/{} entries done{}, {}){why}",
                 s.job,
-                crate::status::state_name(s.state),
+                s.state.name(),
                 s.entries_done,
                 s.entries_total,
                 if s.entries_failed > 0 {

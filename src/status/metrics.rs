@@ -8,7 +8,6 @@
 //! scrape-time gauges show the servers of now only.
 
 use crate::events::{Event, Sink};
-use crate::status::state_name;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -241,7 +240,7 @@ impl Sink for Metrics {
             Event::JobFinished { state, .. } => {
                 self.jobs
                     .get_or_create(&StateL {
-                        state: state_name(*state).into(),
+                        state: state.name().into(),
                     })
                     .inc();
             }

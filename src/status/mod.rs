@@ -534,19 +534,13 @@ pub(crate) fn ftp_url(server: &str, remote_path: &str) -> String {
     format!("ftp://{server}/{path}")
 }
 
-pub(crate) fn state_name(s: JobState) -> &'static str {
-    s.name()
-}
-
 pub(crate) fn summary_of(r: &Receipt) -> JobSummary {
     summary_of_head(&crate::report::ReceiptHead::of(r))
 }
 
 /// Whether a summary passes a query's state, server and text filters.
 fn matches(s: &JobSummary, q: &Query) -> bool {
-    q.state
-        .as_deref()
-        .is_none_or(|st| state_name(s.state) == st)
+    q.state.as_deref().is_none_or(|st| s.state.name() == st)
         && q.server
             .as_deref()
             .is_none_or(|sv| s.servers.iter().any(|n| n == sv))

@@ -273,9 +273,7 @@ pub fn follow(events: &Events) -> tokio::task::JoinHandle<()> {
                     rate_bps: 0,
                     error: Some(error.clone()),
                 }),
-                Event::JobFinished { job, state, .. } => {
-                    r.job_done(job, crate::status::state_name(*state))
-                }
+                Event::JobFinished { job, state, .. } => r.job_done(job, state.name()),
                 _ => {}
             }
         }
