@@ -18,7 +18,7 @@ import sys
 # listed here.
 FLOORS = [
     # the ground floor: imports nothing of the crate
-    ["secret", "localfile", "paths", "store", "job::confine", "history", "health", "rate", "suggest"],
+    ["secret", "localfile", "paths", "store", "job::confine", "job::template", "history", "health", "rate", "suggest"],
     ["config", "host"],
     ["logging", "job"],
     ["report"],

@@ -273,6 +273,39 @@ pub struct RetryConfig {
     pub give_up_after_secs: u64,
 }
 
+/// `"done_marker": {"name": "{job}.ok", "content": "empty" | "manifest"}`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct MarkerSpec {
+    /// The marker's file name, a template: `{job}.ok`, `READY`, or
+    /// `{name}.done` for one marker per file (see the job format's placeholders).
+    pub(crate) name: String,
+    /// `empty` (the default) or `manifest`: the job's files in that folder,
+    /// with their sizes and SHA-256, as JSON.
+    #[serde(default)]
+    pub(crate) content: MarkerContent,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum MarkerContent {
+    #[default]
+    Empty,
+    Manifest,
+}
+
 /// A server defined once in the config and named by jobs.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +339,18 @@ pub struct ServerDef {
     /// (`"08:00,512k 19:00,10M 23:00,off"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) max_rate: Option<crate::rate::RateSetting>,
+    /// Keep the local file's modification time on the server (`MFMT`).
+    /// Unset: on where the server lists MFMT. A failure is a warning in
+    /// the receipt, never a failed upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) preserve_mtime: Option<bool>,
+    /// Permissions every file gets before it is published (`SITE CHMOD`),
+    /// as octal digits: `"644"`. A failure is a warning in the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) chmod: Option<String>,
+    /// The done marker of jobs that name this server and set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) done_marker: Option<MarkerSpec>,
 }
 
 fn default_port() -> u16 {
@@ -617,6 +662,18 @@ impl Config {
                 bail!("servers.{name}.host: {why}");
             }
             def.check_password_sources(name)?;
+            if let Some(mode) = &def.chmod {
+                let digits = (3..=4).contains(&mode.len())
+                    && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if !digits {
+                    bail!("servers.{name}.chmod: {mode:?} is not an octal mode such as \"644\"");
+                }
+            }
+            if let Some(m) = &def.done_marker {
+                if let Err(e) = crate::job::template::check_name(&m.name) {
+                    bail!("servers.{name}.done_marker.name: {e}");
+                }
+            }
         }
         Ok(())
     }

@@ -125,6 +125,18 @@ pub struct EntryReport {
     /// absent when the job keeps its sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposal: Option<Disposal>,
+    /// A file ftpdrop made for the job: `sidecar` (`name.sha256`) or
+    /// `done_marker`; absent for the job's own files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<String>,
+    /// Why a `skipped` entry was not sent: `exists` (`if_exists: skip`) or
+    /// `identical` (`if_exists: skip_if_identical`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// What was asked for beyond the bytes and did not happen (the
+    /// modification time, the permissions). Never a failed upload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The local file's fate, journaled before and after it happens, so that a
@@ -179,6 +191,13 @@ impl EntryReport {
             segments: None,
             next_attempt_at: None,
             disposal: None,
+            made: match entry.kind {
+                crate::job::Kind::Data => None,
+                crate::job::Kind::Sidecar { .. } => Some("sidecar".into()),
+                crate::job::Kind::Marker { .. } => Some("done_marker".into()),
+            },
+            skipped: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -618,6 +637,14 @@ impl JobPaths {
         self.beside("retry")
     }
 
+    /// The bytes of the files ftpdrop makes for the job (sidecars, done
+    /// markers), absolute: entries read them as local files. Removed
+    /// when the job ends.
+    pub(crate) fn generated(&self) -> PathBuf {
+        let p = self.beside("generated");
+        std::path::absolute(&p).unwrap_or(p)
+    }
+
     fn beside(&self, suffix: &str) -> PathBuf {
         self.job_file
             .with_file_name(format!("{}.{suffix}", self.name))
@@ -876,6 +903,9 @@ mod tests {
                 segments: None,
                 next_attempt_at: None,
                 disposal: None,
+                made: None,
+                skipped: None,
+                warnings: Vec::new(),
             })
             .collect();
         r

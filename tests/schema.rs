@@ -93,6 +93,10 @@ fn the_schema_refuses_what_the_parser_refuses() {
         r#"{"server": {"host": "h", "login": "u"}, "file": {"local_path": "/a", "server_path": ""}, "if_exists": "replace"}"#,
         r#"{"server": 7, "file": {"local_path": "/a", "server_path": ""}}"#,
         r#"{"server": {"host": "h", "login": "u", "port": 0}, "file": {"local_path": "/a", "server_path": ""}}"#,
+        r#"{"server": {"host": "h", "login": "u"}, "file": {"local_path": "/a", "server_path": ""}, "if_exists": "skip_if_same"}"#,
+        r#"{"server": {"host": "h", "login": "u"}, "file": {"local_path": "/a", "server_path": ""}, "sidecar": "md5"}"#,
+        r#"{"done_marker": {"name": "{job}.ok", "content": "list"}, "entries": [{"server": {"host": "h", "login": "u"}, "file": {"local_path": "/a", "server_path": ""}}]}"#,
+        r#"{"done_marker": {"nam": "{job}.ok"}, "entries": [{"server": {"host": "h", "login": "u"}, "file": {"local_path": "/a", "server_path": ""}}]}"#,
     ];
     for text in bad {
         let doc: Value = serde_json::from_str(text).unwrap();

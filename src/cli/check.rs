@@ -64,9 +64,24 @@ pub(super) fn validate_file(path: &Path, config: &Config) -> Result<usize, Vec<S
         )]);
     }
     let bytes = std::fs::read(path).map_err(|e| vec![format!("cannot read: {e}")])?;
-    let job = ftpdrop::job::parse(&bytes, config)?;
+    let mut job = ftpdrop::job::parse(&bytes, config)?;
     let mut problems = Vec::new();
-    for e in &job.entries {
+    // Names as a claim now would expand them (a marker that would take a
+    // file's name, a name the job's own name makes invalid).
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Err(p) = ftpdrop::job::plan::plan(
+        &mut job,
+        chrono::Local::now(),
+        &name,
+        Path::new("/nonexistent"),
+        None,
+    ) {
+        problems.extend(p);
+    }
+    for e in job.entries.iter().filter(|e| e.is_data()) {
         // Opened as the upload would open it, so `local_roots` is applied.
         match e.open_local() {
             Ok(_) => {}
@@ -75,7 +90,7 @@ pub(super) fn validate_file(path: &Path, config: &Config) -> Result<usize, Vec<S
         }
     }
     if problems.is_empty() {
-        Ok(job.entries.len())
+        Ok(job.entries.iter().filter(|e| e.is_data()).count())
     } else {
         Err(problems)
     }

@@ -11,6 +11,7 @@
 //! - [`session`]: one logged-in session, in operations (make a directory,
 //!   size of a file, open an upload, publish); its items are re-exported
 //!   here (`ftp::Session`).
+//! - [`keep`]: what of the local file is kept on the server: its time (MFMT) and mode (SITE CHMOD).
 //! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
 //! - [`pool`]: sessions reused per server and credentials; limits; what is
 //!   learned about each server (one owner, memory and disk).
@@ -25,6 +26,7 @@ pub(crate) mod control;
 pub mod data;
 pub mod digest;
 pub mod fault;
+pub(crate) mod keep;
 pub(crate) mod learned;
 pub(crate) mod pool;
 pub mod reply;

@@ -12,6 +12,8 @@ pub struct Features {
     pub rest_stream: bool,
     pub mlst: bool,
     pub epsv: bool,
+    /// `MFMT`: the server sets a file's modification time.
+    pub mfmt: bool,
     /// Names as the server spells them: `HASH`, `XSHA256`, `XMD5`, ...
     pub hash_commands: Vec<String>,
     /// The algorithms listed on the `HASH` feature line, e.g. `SHA-256*;MD5`.
@@ -32,6 +34,7 @@ impl Features {
                 }
                 "MLST" => f.mlst = true,
                 "EPSV" => f.epsv = true,
+                "MFMT" => f.mfmt = true,
                 "HASH" => {
                     if !f.hash_commands.contains(&upper) {
                         f.hash_commands.push(upper.clone());

@@ -14,7 +14,7 @@ use crate::config::TlsMode;
 use crate::ftp::fault::{Cause, Fault, FaultKind, TlsProblem};
 use crate::ftp::tls::FtpsConnector;
 use crate::ftp::tls::SessionCache;
-use crate::job::ServerSpec;
+use crate::job::{normalize_dir, ServerSpec};
 use crate::secret::{scrub, Secret};
 use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
@@ -1726,21 +1726,6 @@ fn tls_hint(mut f: Fault, spec: &ServerSpec) -> Fault {
     };
     f.message.push_str(&hint);
     f
-}
-
-/// `a//b/` → `a/b`; keeps a leading `/`.
-pub(crate) fn normalize_dir(dir: &str) -> String {
-    let abs = dir.starts_with('/');
-    let parts: Vec<&str> = dir
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    let joined = parts.join("/");
-    if abs {
-        format!("/{joined}")
-    } else {
-        joined
-    }
 }
 
 /// `a/b/c` → `a`, `a/b`, `a/b/c`.

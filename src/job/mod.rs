@@ -14,12 +14,18 @@
 //! - [`confine`]: what a job may reach: `local_roots`, `allowed_hosts`.
 //! - [`schema`]: JSON Schemas of the job file and the config, from the types.
 //! - [`progress`]: an entry's live stage and counters.
+//! - [`template`]: placeholders in remote names and folders.
+//! - [`plan`]: what a claimed job delivers: names expanded, sidecars and
+//!   done markers added.
 
 pub mod confine;
+pub mod plan;
 pub mod progress;
 pub mod schema;
+pub(crate) mod template;
 
-use crate::config::{Config, TlsMode};
+pub(crate) use crate::config::MarkerContent;
+use crate::config::{Config, MarkerSpec, TlsMode};
 use crate::job::confine::{HostRules, HostVerdict, LocalRoots};
 use crate::secret::Secret;
 use ipnet::IpNet;
@@ -37,11 +43,14 @@ pub const REDACTED: &str = "(redacted by ftpdrop after the job ended)";
 
 /// What to do when the final remote file already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum IfExists {
     Overwrite,
     Skip,
     Fail,
+    /// Skip when the server already has this file: the same size and, where
+    /// the server can hash, the same digest; otherwise overwrite.
+    SkipIfIdentical,
 }
 
 /// How much proof of arrival an entry asks for, beyond the size check.
@@ -164,6 +173,39 @@ pub struct Entry {
     /// server's); set by the runner before each attempt (a reload may change
     /// them). Shared by the job's entries to the same server.
     pub(crate) rates: Arc<crate::rate::RateSet>,
+    /// A file of the job, or one ftpdrop makes for it (see [`plan`]).
+    pub(crate) kind: Kind,
+    /// Publish `name.sha256` after the file (`"sidecar": "sha256"`).
+    pub(crate) sidecar: bool,
+    /// The done marker this entry's folder gets: the job's, else its
+    /// named server's default.
+    pub(crate) marker: Option<Arc<MarkerSpec>>,
+    /// What to keep of the local file on the server (its named server's).
+    pub(crate) attrs: Arc<Attrs>,
+}
+
+/// A file of the job, or one ftpdrop makes once the files it describes are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A file the job names.
+    Data,
+    /// `name.sha256` of entry `of`, sent after it.
+    Sidecar { of: usize },
+    /// A done marker, sent after every entry in `of`.
+    Marker {
+        of: Vec<usize>,
+        content: MarkerContent,
+    },
+}
+
+/// What of the local file is kept on the server, after the bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Attrs {
+    /// Set the modification time (`MFMT`): `None` is the default, on where
+    /// the server lists MFMT.
+    pub(crate) preserve_mtime: Option<bool>,
+    /// Permissions to set before the publish (`SITE CHMOD`), e.g. `644`.
+    pub(crate) chmod: Option<String>,
 }
 
 impl Entry {
@@ -172,9 +214,29 @@ impl Entry {
         self.local_roots.open(&self.local_path)
     }
 
+    /// A file the job names (not one ftpdrop makes for it).
+    pub fn is_data(&self) -> bool {
+        self.kind == Kind::Data
+    }
+
     /// `server_path/remote_name`, as the job names it (before the login directory is known).
     pub(crate) fn remote_path(&self) -> String {
         join_remote(&self.server_path, &self.remote_name)
+    }
+}
+
+/// `a//b/` → `a/b`; keeps a leading `/`.
+pub(crate) fn normalize_dir(dir: &str) -> String {
+    let abs = dir.starts_with('/');
+    let parts: Vec<&str> = dir
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let joined = parts.join("/");
+    if abs {
+        format!("/{joined}")
+    } else {
+        joined
     }
 }
 
@@ -222,6 +284,7 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
     let not_json = |e: serde_json::Error| vec![format!("not valid JSON: {e}")];
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let mut job_after = None;
+    let mut job_marker: Option<Arc<MarkerSpec>> = None;
     let mut problems = Vec::new();
     let items: Vec<&RawValue> = match first {
         Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(bytes).map_err(not_json)?,
@@ -232,15 +295,27 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
             let has = |k: &str| o.iter().any(|(n, _)| n == k);
             if has("entries") {
                 // `{"after": ..., "entries": [...]}`: entries with job-wide defaults.
+                let known = ["entries", "after", "done_marker", "$schema"];
                 for (k, _) in &o {
-                    if !["entries", "after", "$schema"].contains(&k.as_str()) {
+                    if !known.contains(&k.as_str()) {
+                        let hint = match crate::suggest::closest(k, &known) {
+                            Some(m) => format!("did you mean {m:?}? "),
+                            None => String::new(),
+                        };
                         problems.push(format!(
-                            "{k}: unknown field (a job object takes entries, after)"
+                            "{k}: unknown field ({hint}a job object takes entries, after, done_marker)"
                         ));
                     }
                 }
                 // The last of duplicate keys counts, as in a JSON object.
                 let last = |k: &str| o.iter().rev().find(|(n, _)| n == k).map(|(_, v)| *v);
+                if let Some(m) = last("done_marker") {
+                    let m: Value = serde_json::from_str(m.get()).map_err(not_json)?;
+                    match parse_marker(&m) {
+                        Ok(m) => job_marker = m.map(Arc::new),
+                        Err(e) => problems.push(format!("done_marker{e}")),
+                    }
+                }
                 if let Some(a) = last("after") {
                     let a: Value = serde_json::from_str(a.get()).map_err(not_json)?;
                     match parse_after(&a, &limits) {
@@ -300,6 +375,9 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
                 if let Some(a) = &job_after {
                     e.after = a.clone();
                 }
+            }
+            if job_marker.is_some() {
+                e.marker = job_marker.clone();
             }
             match servers.iter().find(|(s, _)| *s == e.server) {
                 Some((same, rates)) => (e.server, e.rates) = (same.clone(), rates.clone()),
@@ -455,6 +533,7 @@ fn parse_entry(
             "if_exists",
             "verify",
             "after",
+            "sidecar",
         ],
     );
     let before = p.list.len();
@@ -469,8 +548,20 @@ fn parse_entry(
             ("overwrite", IfExists::Overwrite),
             ("skip", IfExists::Skip),
             ("fail", IfExists::Fail),
+            ("skip_if_identical", IfExists::SkipIfIdentical),
         ],
     );
+    let sidecar = choice(p, obj, "sidecar", &[("none", false), ("sha256", true)]);
+    // A configured server's defaults: the done marker, what to keep.
+    let def = obj
+        .get("server")
+        .and_then(Value::as_str)
+        .and_then(|n| limits.config.servers.get(n));
+    let attrs = Arc::new(Attrs {
+        preserve_mtime: def.and_then(|d| d.preserve_mtime),
+        chmod: def.and_then(|d| d.chmod.clone()),
+    });
+    let marker = def.and_then(|d| d.done_marker.clone()).map(Arc::new);
     let verify = choice(
         p,
         obj,
@@ -510,7 +601,29 @@ fn parse_entry(
         local_roots: limits.roots.clone(),
         progress: Default::default(),
         rates: Arc::new(std::sync::RwLock::new(Arc::from(Vec::new()))),
+        kind: Kind::Data,
+        sidecar,
+        marker,
+        attrs,
     })
+}
+
+/// `{"name": "<template>", "content": "empty" | "manifest"}`, or `null` for
+/// none (a job may turn its server's default off). The error starts with
+/// the field below `done_marker` it is about (`.name: ...`).
+pub(crate) fn parse_marker(v: &Value) -> Result<Option<MarkerSpec>, String> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let m: MarkerSpec = serde_json::from_value(v.clone()).map_err(|e| {
+        let e = e.to_string();
+        match crate::suggest::closest(e.split('`').nth(1).unwrap_or(""), &["name", "content"]) {
+            Some(k) if e.starts_with("unknown field") => format!(": {e} (did you mean {k:?}?)"),
+            _ => format!(": {e}"),
+        }
+    })?;
+    template::check_name(&m.name).map_err(|e| format!(".name: {e}"))?;
+    Ok(Some(m))
 }
 
 /// An entry's server: a configured one by name (its password resolved once
@@ -692,7 +805,21 @@ fn entry_file<'a>(
                 p.add("file.local_path", "is empty");
             }
             let remote_dir = get_str(p, f, "file", "server_path", true);
+            let remote_dir = match remote_dir.map(|d| template::check(d, true)) {
+                Some(Err(e)) => {
+                    p.add("file.server_path", e);
+                    None
+                }
+                _ => remote_dir,
+            };
             let name = match get_str(p, f, "file", "remote_name", false) {
+                Some(n) if template::is_template(n) => match template::check_name(n) {
+                    Ok(()) => Some(n.to_string()),
+                    Err(e) => {
+                        p.add("file.remote_name", e);
+                        None
+                    }
+                },
                 Some(n) if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." => {
                     p.add(
                         "file.remote_name",
@@ -703,7 +830,8 @@ fn entry_file<'a>(
                 Some(n) => Some(n.to_string()),
                 None => match local.filter(|l| !l.is_empty()) {
                     Some(l) => match basename(l) {
-                        Some(b) => Some(b.to_string()),
+                        // The local name is a name, not a template.
+                        Some(b) => Some(b.replace('{', "{{").replace('}', "}}")),
                         None => {
                             p.add("file.local_path", "does not end in a file name");
                             None

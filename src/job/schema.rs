@@ -7,7 +7,7 @@
 //! committed under `schema/` for editors (`"$schema"`), and a test fails
 //! when they drift from the code.
 
-use crate::config::{Config, TlsMode};
+use crate::config::{Config, MarkerSpec, TlsMode};
 use crate::job::{After, IfExists, Verify};
 use schemars::{JsonSchema, Schema};
 use serde_json::Value;
@@ -33,6 +33,11 @@ struct JobWithDefaults {
     entries: Vec<JobEntry>,
     /// What becomes of each local file once it is uploaded, verified and published.
     after: Option<After>,
+    /// A file uploaded after every file of the job in a remote folder (one
+    /// per folder, or one per file when its name uses `{name}`, `{stem}` or
+    /// `{ext}`), and only if they all arrived. Replaces the named server's
+    /// default; `null` turns that off.
+    done_marker: Option<MarkerSpec>,
 }
 
 /// One local file to upload to one place.
@@ -50,13 +55,26 @@ struct JobEntry {
     tls: Option<TlsMode>,
     /// PEM bundle of CAs trusted for an inline server.
     ca_file: Option<String>,
-    /// When the remote file exists: `overwrite` (default), `skip` or `fail`.
+    /// When the remote file exists: `overwrite` (default), `skip`, `fail`, or
+    /// `skip_if_identical` (skipped when the server's file has the same size
+    /// and, where the server hashes, the same digest; replaced otherwise).
     if_exists: Option<IfExists>,
+    /// `sha256`: publish `<name>.sha256` (the `sha256sum` format) after the
+    /// file; `none` (default).
+    sidecar: Option<Sidecar>,
     /// `auto` (size, and a server-side hash where offered; default), `size`, or `download` (read back).
     verify: Option<Verify>,
     /// What becomes of the local file once it is uploaded, verified and
     /// published: `keep` (default), `delete`, or `{"move_to": "/dir"}`.
     after: Option<After>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Sidecar {
+    None,
+    Sha256,
 }
 
 #[derive(JsonSchema)]
@@ -99,9 +117,14 @@ enum Port {
 struct FileSpec {
     /// The local file (any Unicode name; Windows paths allowed).
     local_path: String,
-    /// Remote directory, created as needed; relative to the login directory unless it starts with `/`.
+    /// Remote directory, created as needed; relative to the login directory
+    /// unless it starts with `/`. A template: `{date:<strftime>}` and
+    /// `{time:<strftime>}` (the claim time, local), `{job}`, `{name}`,
+    /// `{stem}`, `{ext}`; `{{` and `}}` for braces. Expanded once, when the
+    /// job is claimed.
     server_path: String,
-    /// File name on the server, if not the local one's.
+    /// File name on the server, if not the local one's; a template like
+    /// `server_path` (`"{stem}_{job}{ext}"`).
     remote_name: Option<String>,
 }
 

@@ -16,6 +16,7 @@ use crate::job::{self, Entry};
 use crate::report::{EntryReport, EntryState, JobPaths, JobState, Receipt, ReportHandle};
 use crate::run::control::JobControl;
 use crate::run::entry::{RetryReason, Transitions};
+use crate::run::extras;
 use crate::run::slot::{JobSlot, Presence};
 use crate::status::Board;
 use crate::upload::transfer::{self, Memory};
@@ -212,12 +213,36 @@ async fn run_claimed(
     let parsed = read_job(&lock, config.max_job_bytes)
         .map_err(|e| vec![e])
         .and_then(|bytes| job::parse(&bytes, &config));
-    let job = match parsed {
+    let mut job = match parsed {
         Ok(job) => job,
         Err(problems) => return record_invalid(ctx, paths, job_file, problems).await,
     };
+    // Names are expanded against the claim time, once: a resumed run
+    // takes the names its journal kept.
+    let claimed_at = recovered
+        .as_ref()
+        .map(|r| r.claimed_at.clone())
+        .unwrap_or_else(crate::report::now);
+    let journaled: Option<Vec<String>> = recovered
+        .as_ref()
+        .filter(|r| !r.entries.is_empty())
+        .map(|r| r.entries.iter().map(|e| e.remote_path.clone()).collect());
+    let claimed = chrono::DateTime::parse_from_rfc3339(&claimed_at)
+        .map(|t| t.with_timezone(&chrono::Local))
+        .unwrap_or_else(|_| chrono::Local::now());
+    let planned = job::plan::plan(
+        &mut job,
+        claimed,
+        &job_name,
+        &paths.generated(),
+        journaled.as_deref(),
+    );
+    if let Err(problems) = planned {
+        return record_invalid(ctx, paths, job_file, problems).await;
+    }
 
-    let (receipt, resumed) = receipt_for(&job, job_file, &job_name, recovered);
+    let (mut receipt, resumed) = receipt_for(&job, job_file, &job_name, recovered);
+    receipt.claimed_at = claimed_at;
     // The run's identity, kept across restarts by the receipt: temp file
     // names derive from it, so a job dropped again under the same name (its
     // old receipt deleted) never meets the old run's temp files.
@@ -283,38 +308,21 @@ async fn run_claimed(
         ctx.events.clone(),
         waiting,
     );
-    let pending: Vec<&Entry> = job
-        .entries
-        .iter()
-        .filter(|e| report.entry(e.index).state == EntryState::Pending)
-        .collect();
-    if let Some(s) = &slot {
-        s.set_active(pending.len());
-    }
-    // Three times as many entries as connections: besides an entry per
-    // session, an entry whose rename is on its way has put its session back
-    // and waits for the replies, and the next entry should already wait
-    // for that session (its upload then goes out behind the rename).
-    let width = config.max_connections.max(1) * 3;
-    let entries = futures_util::stream::iter(pending).for_each_concurrent(width, |entry| {
-        let report = report.clone();
-        let job_name = job_name.clone();
-        let run = run.clone();
-        let config = config.clone();
-        let presence = Presence::new(slot.clone());
-        let control = control.clone();
-        async move {
-            let job = JobRun {
-                name: &job_name,
-                run: &run,
-                report: &report,
-                control: &control,
-            };
-            run_entry(ctx, &config, &job, entry, presence).await
-        }
-    });
+    let job_run = JobRun {
+        name: &job_name,
+        run: &run,
+        report: &report,
+        control: &control,
+    };
     let entries = async {
-        entries.await;
+        // The job's files, then their sidecars, then the done markers.
+        for phase in 0..extras::PHASES {
+            if ctx.stopping.is_cancelled() {
+                break;
+            }
+            let pending = phase_entries(ctx, &job, &job_run, phase);
+            run_phase(ctx, &config, &job_run, &slot, pending).await;
+        }
         watching.cancel();
     };
     tokio::join!(entries, watcher);
@@ -334,6 +342,11 @@ async fn run_claimed(
     }
     let state = report.finish().await;
     crate::run::control::clear(&paths);
+    if let Err(e) = std::fs::remove_dir_all(paths.generated()) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(job = %job_name, error = %e, "cannot remove the job's made files");
+        }
+    }
     let (done, failed) = report.with(|r| {
         let failed = r
             .entries
@@ -351,8 +364,59 @@ async fn run_claimed(
     state
 }
 
-/// Disposes of a published entry's source (or finishes a disposal a crash
-/// interrupted), journaling each step; see [`crate::upload::dispose`].
+/// The entries of `phase` still to send. Made ones (sidecars, markers)
+/// get their bytes now; one whose files did not all arrive fails, saying
+/// which. A cancelled job's are left to `run_entry`, which cancels them.
+fn phase_entries<'j>(
+    ctx: &Ctx,
+    job: &'j job::Job,
+    run: &JobRun<'_>,
+    phase: usize,
+) -> Vec<&'j Entry> {
+    let mut pending = Vec::new();
+    for e in job.entries.iter().filter(|e| extras::phase(e) == phase) {
+        let mut rep = run.report.entry(e.index);
+        if rep.state != EntryState::Pending {
+            continue;
+        }
+        if phase > 0 && !run.control.is_cancelled() {
+            if let Err(why) = extras::prepare(&job.entries, e, run.report, run.name) {
+                rep.state = EntryState::Failed;
+                rep.error = Some(why);
+                Transitions::new(run.report, &ctx.events, run.name, e).failed(&rep, 0);
+                continue;
+            }
+        }
+        pending.push(e);
+    }
+    pending
+}
+
+/// Runs entries concurrently until each is done, failed or cancelled (or
+/// the daemon stops).
+async fn run_phase(
+    ctx: &Ctx,
+    config: &Arc<Config>,
+    job: &JobRun<'_>,
+    slot: &Option<Arc<JobSlot>>,
+    pending: Vec<&Entry>,
+) {
+    if let Some(s) = slot {
+        s.set_active(pending.len());
+    }
+    // Three times as many entries as connections: besides an entry per
+    // session, an entry whose rename is on its way has put its session back
+    // and waits for the replies, and the next entry should already wait
+    // for that session (its upload then goes out behind the rename).
+    let width = config.max_connections.max(1) * 3;
+    futures_util::stream::iter(pending)
+        .for_each_concurrent(width, |entry| {
+            let presence = Presence::new(slot.clone());
+            run_entry(ctx, config, job, entry, presence)
+        })
+        .await;
+}
+
 /// Ends a job whose file is not a valid job: its receipt says why, then
 /// the event (a webhook delivers the receipt).
 async fn record_invalid(
@@ -416,6 +480,8 @@ fn receipt_for(
     (receipt, false)
 }
 
+/// Disposes of a published entry's source (or finishes a disposal a crash
+/// interrupted), journaling each step; see [`crate::upload::dispose`].
 async fn settle_disposal(
     ctx: &Ctx,
     report: &Arc<ReportHandle>,
@@ -604,11 +670,12 @@ async fn run_entry(
         rep.elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(out) => {
-                rep.state = if out.skipped {
-                    EntryState::Skipped
-                } else {
-                    EntryState::Done
+                rep.state = match out.skipped {
+                    Some(_) => EntryState::Skipped,
+                    None => EntryState::Done,
                 };
+                rep.skipped = out.skipped.map(str::to_string);
+                rep.warnings = out.warnings;
                 rep.bytes = Some(out.bytes);
                 rep.sha256 = out.sha256;
                 rep.verification = out.verification;
@@ -617,7 +684,7 @@ async fn run_entry(
                 rep.segmented = false;
                 rep.segments = (out.segments > 1).then_some(out.segments);
                 // Published and verified: journaled before the source is touched.
-                if !out.skipped {
+                if out.skipped.is_none() {
                     rep.disposal = crate::upload::dispose::pending(entry);
                 }
                 transitions.done(&rep, attempt, out.resumed_from, out.segments);

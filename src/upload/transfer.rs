@@ -13,9 +13,9 @@
 
 use crate::ftp::fault::Fault;
 use crate::ftp::pool::{Lease, Pool};
-use crate::ftp::{normalize_dir, Session};
+use crate::ftp::Session;
 use crate::job::progress::Stage;
-use crate::job::{join_remote, Entry, IfExists};
+use crate::job::{join_remote, normalize_dir, Entry, IfExists};
 use crate::report::Stamp;
 use crate::upload::segment;
 use crate::upload::source;
@@ -29,7 +29,10 @@ pub(crate) struct Outcome {
     pub(crate) bytes: u64,
     pub(crate) sha256: Option<String>,
     pub(crate) verification: Vec<String>,
-    pub(crate) skipped: bool,
+    /// Not sent, and why: `exists` or `identical`.
+    pub(crate) skipped: Option<&'static str>,
+    /// What was asked beyond the bytes and did not happen (see [`crate::ftp::keep`]).
+    pub(crate) warnings: Vec<String>,
     /// Bytes the server already had and that were not sent again.
     pub(crate) resumed_from: u64,
     /// Connections the bytes went over (1 unless the upload was segmented).
@@ -208,7 +211,8 @@ pub(crate) async fn attempt(
                 bytes: stamp.size,
                 sha256: Some(sha),
                 verification: vec!["size".into()],
-                skipped: false,
+                skipped: None,
+                warnings: Vec::new(),
                 resumed_from: stamp.size,
                 segments: 1,
                 renaming: None,
@@ -233,20 +237,39 @@ pub(crate) async fn attempt(
 
     if entry.if_exists != IfExists::Overwrite {
         if let Some(existing) = lease.session().size(&final_path).await? {
-            if entry.if_exists == IfExists::Skip {
-                return Ok(Outcome {
-                    bytes: existing,
-                    sha256: None,
-                    verification: Vec::new(),
-                    skipped: true,
-                    resumed_from: 0,
-                    segments: 1,
-                    renaming: None,
-                });
+            let skipped = |why, sha256, verification| Outcome {
+                bytes: existing,
+                sha256,
+                verification,
+                skipped: Some(why),
+                warnings: Vec::new(),
+                resumed_from: 0,
+                segments: 1,
+                renaming: None,
+            };
+            match entry.if_exists {
+                IfExists::Skip => return Ok(skipped("exists", None, Vec::new())),
+                IfExists::SkipIfIdentical if existing == stamp.size => {
+                    let sha = crate::upload::source::hash_file(entry).await?;
+                    let same = crate::upload::verify::same_on_server(
+                        lease.session(),
+                        entry,
+                        &final_path,
+                        &sha,
+                    )
+                    .await?;
+                    if let Some(checks) = same {
+                        return Ok(skipped("identical", Some(sha), checks));
+                    }
+                }
+                // Another file under that name: replaced, as with overwrite.
+                IfExists::SkipIfIdentical | IfExists::Overwrite => {}
+                IfExists::Fail => {
+                    return Err(Fault::permanent(format!(
+                        "{final_path} already exists on the server ({existing} bytes) and if_exists is \"fail\""
+                    )))
+                }
             }
-            return Err(Fault::permanent(format!(
-                "{final_path} already exists on the server ({existing} bytes) and if_exists is \"fail\""
-            )));
         }
     }
 
@@ -321,6 +344,7 @@ pub(crate) async fn attempt(
     }
 
     entry.progress.set_stage(Stage::Verifying);
+    let warnings = session.keep(&temp_path, &keep_of(entry, stamp)).await?;
     if !crate::upload::verify::asks_server(entry, &session.features) {
         // The size is the only check.
         let mut renaming = None;
@@ -351,7 +375,8 @@ pub(crate) async fn attempt(
             bytes: stamp.size,
             sha256: Some(sha),
             verification: vec!["size".to_string()],
-            skipped: false,
+            skipped: None,
+            warnings,
             resumed_from: offset,
             segments,
             renaming,
@@ -376,11 +401,27 @@ pub(crate) async fn attempt(
         bytes: stamp.size,
         sha256: Some(sha),
         verification,
-        skipped: false,
+        skipped: None,
+        warnings,
         resumed_from: offset,
         segments,
         renaming: None,
     })
+}
+
+/// What of the local file to keep on the server: its time where the
+/// server lists MFMT (or wherever `preserve_mtime` is on), the mode its
+/// server names.
+fn keep_of(entry: &Entry, stamp: Stamp) -> crate::ftp::keep::Keep {
+    let wanted = entry.attrs.preserve_mtime != Some(false);
+    let mtime = (stamp.mtime_ns > 0).then(|| {
+        std::time::UNIX_EPOCH + Duration::from_nanos(stamp.mtime_ns.min(u64::MAX as i128) as u64)
+    });
+    crate::ftp::keep::Keep {
+        mtime: mtime.filter(|_| wanted),
+        mtime_asked: entry.attrs.preserve_mtime == Some(true),
+        chmod: entry.attrs.chmod.clone(),
+    }
 }
 
 /// Probes the server's pipelining and queueing, where unknown, but only for

@@ -76,6 +76,34 @@ pub(crate) async fn temp_file(
     Ok(passed)
 }
 
+/// Does the server's `path` already hold the local file (`if_exists:
+/// skip_if_identical`)? Its size is `size`; where the server hashes, the
+/// digest must match too. `Some(checks)` names what matched.
+pub(crate) async fn same_on_server(
+    session: &mut Session,
+    entry: &Entry,
+    path: &str,
+    sha256: &str,
+) -> Result<Option<Vec<String>>, Fault> {
+    let mut passed = vec!["size".to_string()];
+    for method in methods(&session.features) {
+        let Some(remote) = session.digest(method, path).await? else {
+            continue;
+        };
+        let algo = method.algo();
+        let local = match algo {
+            Algo::Sha256 => sha256.to_string(),
+            _ => local_digest(entry, algo).await?,
+        };
+        if !remote.eq_ignore_ascii_case(&local) {
+            return Ok(None);
+        }
+        passed.push(algo.name().to_string());
+        break;
+    }
+    Ok(Some(passed))
+}
+
 async fn mismatch(
     session: &mut Session,
     temp_path: &str,

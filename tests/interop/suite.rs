@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 use support::ftpserver::FtpServer;
 use support::proxy::FaultProxy;
 
+#[path = "delivery.rs"]
+mod delivery;
+
 const MIB: u64 = 1024 * 1024;
 const BIG: u64 = 100 * MIB;
 const BIG_SEED: u64 = 0xB16;
@@ -352,6 +355,18 @@ impl Work {
         entries: Vec<Value>,
         tweak: impl FnOnce(&mut Config),
     ) -> Receipt {
+        self.run_doc(daemon, job, Value::Array(entries), tweak)
+            .await
+    }
+
+    /// Runs a job file of any shape (`{"done_marker": ..., "entries": [...]}`).
+    async fn run_doc(
+        &self,
+        daemon: &str,
+        job: &str,
+        doc: Value,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Receipt {
         let base = self.dir.path().join(format!("daemon-{daemon}"));
         let mut cfg = Config {
             inbox: base.join("files"),
@@ -370,7 +385,7 @@ impl Work {
         std::fs::create_dir_all(&cfg.checked).unwrap();
         std::fs::write(
             cfg.inbox.join(format!("{job}.json")),
-            serde_json::to_vec_pretty(&Value::Array(entries)).unwrap(),
+            serde_json::to_vec_pretty(&doc).unwrap(),
         )
         .unwrap();
         let checked = cfg.checked.clone();
@@ -1122,6 +1137,20 @@ async fn matrix(t: &Target, with_proxy: bool) -> Vec<Option<String>> {
             "verify: download (read back)",
             &t.name,
             download_verify(t),
+        )
+        .await,
+        scenario(
+            "Matrix",
+            "delivery: templates, sidecar, done marker (manifest)",
+            &t.name,
+            delivery::conventions(t),
+        )
+        .await,
+        scenario(
+            "Matrix",
+            "delivery: mtime, chmod, skip_if_identical",
+            &t.name,
+            delivery::keep_and_skip(t),
         )
         .await,
     ];
@@ -3090,6 +3119,20 @@ async fn broken_link(
     ))
 }
 
+async fn a_done_marker_is_sent_once_after_kill_9() {
+    let Some(t) = real("vsftpd", "VSFTPD") else {
+        return;
+    };
+    let out = scenario(
+        "Delivery",
+        "done marker exactly once, after every file, across kill -9",
+        &t.name,
+        delivery::marker_kill9(&t),
+    )
+    .await;
+    finish(vec![out]);
+}
+
 // ------------------------------------------------------------- harness ---
 
 /// The tests, run by libtest-mimic rather than libtest: without the servers
@@ -3139,6 +3182,7 @@ pub(crate) fn main() {
         trial!(probes_leave_nothing_behind_after_kill_9, 2).with_ignored_flag(skip),
         trial!(a_fault_in_owed_replies_belongs_to_their_entry, 2).with_ignored_flag(skip),
         trial!(a_broken_link_never_piles_sessions_on_the_server, 2).with_ignored_flag(skip),
+        trial!(a_done_marker_is_sent_once_after_kill_9, 2).with_ignored_flag(skip),
         trial!(soak_broken_link, 2).with_ignored_flag(true),
     ];
     if skip {
