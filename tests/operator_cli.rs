@@ -258,6 +258,55 @@ fn a_relative_local_path_is_refused_for_being_relative() {
     }
 }
 
+/// `validate` checks the delivery fields as a claim would use them: an
+/// unknown placeholder, a name that a format turns into a path, a done
+/// marker that would take a file's name; a good job counts its own files.
+#[test]
+fn validate_names_every_bad_template_and_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let local = base.join("orders.csv");
+    std::fs::write(&local, b"1;2\n").unwrap();
+    let server = json!({"host": "127.0.0.1", "login": "u", "password": "p"});
+    let bad = write_json(
+        &base.join("bad.json"),
+        &json!({"done_marker": {"name": "orders.csv"}, "entries": [
+            {"server": server, "file": {"local_path": local, "server_path": "in/{day}"}},
+            {"server": server, "file": {"local_path": local, "server_path": "in", "remote_name": "{date:%Y/%m}.csv"}},
+            {"server": server, "sidecar": "sha512", "file": {"local_path": local, "server_path": "in"}},
+        ]}),
+    );
+    let (code, out) = cli_in(base, &["validate", &bad]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "entries[0].file.server_path: unknown placeholder {day}; known: {date:<strftime>}",
+        "entries[1].file.remote_name: must expand to a plain file name",
+        "entries[2].sidecar: \"sha512\" is not one of none, sha256",
+    ] {
+        assert!(out.contains(want), "no {want:?} in {out}");
+    }
+    let good = write_json(
+        &base.join("good.json"),
+        &json!({"done_marker": {"name": "orders.csv"}, "entries": [
+            {"server": server, "sidecar": "sha256", "if_exists": "skip_if_identical",
+             "file": {"local_path": local, "server_path": "in/{date:%Y-%m-%d}"}}]}),
+    );
+    let (code, out) = cli_in(base, &["validate", &good]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("done_marker.name: \"orders.csv\" is also the name of a file of the job"),
+        "{out}"
+    );
+    let good = write_json(
+        &base.join("good.json"),
+        &json!({"done_marker": {"name": "{job}.ok", "content": "manifest"}, "entries": [
+            {"server": server, "sidecar": "sha256", "if_exists": "skip_if_identical",
+             "file": {"local_path": local, "server_path": "in/{date:%Y-%m-%d}", "remote_name": "{stem}_{job}{ext}"}}]}),
+    );
+    let (code, out) = cli_in(base, &["validate", &good]);
+    assert_eq!(code, 0, "{out}");
+}
+
 /// Misspelled fields get a "did you mean", in jobs and in the
 /// configuration; a job file given as `--config` is called what it is.
 #[test]

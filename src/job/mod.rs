@@ -284,7 +284,9 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
     let not_json = |e: serde_json::Error| vec![format!("not valid JSON: {e}")];
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let mut job_after = None;
-    let mut job_marker: Option<Arc<MarkerSpec>> = None;
+    // `Some(None)`: the job says `"done_marker": null`, no marker even
+    // where its server has a default.
+    let mut job_marker: Option<Option<Arc<MarkerSpec>>> = None;
     let mut problems = Vec::new();
     let items: Vec<&RawValue> = match first {
         Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(bytes).map_err(not_json)?,
@@ -312,7 +314,7 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
                 if let Some(m) = last("done_marker") {
                     let m: Value = serde_json::from_str(m.get()).map_err(not_json)?;
                     match parse_marker(&m) {
-                        Ok(m) => job_marker = m.map(Arc::new),
+                        Ok(m) => job_marker = Some(m.map(Arc::new)),
                         Err(e) => problems.push(format!("done_marker{e}")),
                     }
                 }
@@ -376,8 +378,8 @@ pub fn parse(bytes: &[u8], config: &Config) -> Result<Job, Vec<String>> {
                     e.after = a.clone();
                 }
             }
-            if job_marker.is_some() {
-                e.marker = job_marker.clone();
+            if let Some(m) = &job_marker {
+                e.marker = m.clone();
             }
             match servers.iter().find(|(s, _)| *s == e.server) {
                 Some((same, rates)) => (e.server, e.rates) = (same.clone(), rates.clone()),

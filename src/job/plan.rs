@@ -262,6 +262,50 @@ mod tests {
     }
 
     #[test]
+    fn a_named_servers_marker_is_the_default_and_a_job_may_turn_it_off() {
+        let mut cfg = Config::default();
+        cfg.servers.insert(
+            "edi".into(),
+            serde_json::from_value(serde_json::json!({
+                "host": "h", "login": "u", "password": "p",
+                "done_marker": {"name": "READY"}, "chmod": "644"
+            }))
+            .unwrap(),
+        );
+        let at = Local.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let entry = r#"{"server": "edi", "file": {"local_path": "/d/a", "server_path": "x"}}"#;
+        let run = |text: &str| {
+            let mut j = crate::job::parse(text.as_bytes(), &cfg).unwrap();
+            plan(&mut j, at, "j", Path::new("/g"), None).unwrap();
+            j
+        };
+        let j = run(&format!("[{entry}]"));
+        assert_eq!(j.entries.len(), 2);
+        assert_eq!(j.entries[1].remote_path(), "x/READY");
+        assert_eq!(j.entries[1].attrs.chmod.as_deref(), Some("644"));
+        assert_eq!(j.entries[0].attrs.chmod.as_deref(), Some("644"));
+        let j = run(&format!(r#"{{"done_marker": null, "entries": [{entry}]}}"#));
+        assert_eq!(j.entries.len(), 1);
+        let j = run(&format!(
+            r#"{{"done_marker": {{"name": "{{job}}.ok"}}, "entries": [{entry}]}}"#
+        ));
+        assert_eq!(j.entries[1].remote_path(), "x/j.ok");
+        // A bad default is the configuration's error.
+        let mut bad = cfg.clone();
+        bad.servers.get_mut("edi").unwrap().done_marker =
+            serde_json::from_value(serde_json::json!({"name": "{dat}.ok"})).unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("servers.edi.done_marker.name: unknown placeholder"),
+            "{e}"
+        );
+        bad.servers.get_mut("edi").unwrap().done_marker = None;
+        bad.servers.get_mut("edi").unwrap().chmod = Some("rw-r--r--".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("servers.edi.chmod"), "{e}");
+    }
+
+    #[test]
     fn a_marker_per_file_when_its_name_names_the_file() {
         let job = format!(
             r#"{{"done_marker": {{"name": "{{name}}.done"}}, "entries": [
