@@ -26,6 +26,77 @@ pub enum TlsMode {
     Implicit,
 }
 
+/// The code page a server's file names travel in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+pub enum CodePage {
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// Windows Cyrillic, as Russian hosting and Windows servers without UTF-8 store names.
+    #[serde(rename = "cp1251")]
+    Cp1251,
+    #[serde(rename = "koi8-r")]
+    Koi8R,
+    /// DOS Cyrillic.
+    #[serde(rename = "cp866")]
+    Cp866,
+}
+
+/// A named server's `encoding`: `auto`, or a code page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+pub enum NameEncoding {
+    /// UTF-8 where the server's FEAT lists it, else `legacy_encoding`.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "cp1251")]
+    Cp1251,
+    #[serde(rename = "koi8-r")]
+    Koi8R,
+    #[serde(rename = "cp866")]
+    Cp866,
+}
+
+/// How a server's names are encoded, resolved from the configuration: a
+/// code page, or UTF-8 where FEAT lists it and `fallback` where not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Names {
+    Auto { fallback: CodePage },
+    Fixed(CodePage),
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::Auto {
+            fallback: CodePage::Utf8,
+        }
+    }
+}
+
+impl Names {
+    /// `encoding` as a server sets it, with the daemon's `legacy_encoding`.
+    pub fn of(encoding: NameEncoding, legacy: CodePage) -> Names {
+        match encoding {
+            NameEncoding::Auto => Names::Auto { fallback: legacy },
+            NameEncoding::Utf8 => Names::Fixed(CodePage::Utf8),
+            NameEncoding::Cp1251 => Names::Fixed(CodePage::Cp1251),
+            NameEncoding::Koi8R => Names::Fixed(CodePage::Koi8R),
+            NameEncoding::Cp866 => Names::Fixed(CodePage::Cp866),
+        }
+    }
+
+    /// The code page for a server whose FEAT does (`utf8`) or does not list UTF8.
+    pub fn resolve(self, utf8: bool) -> CodePage {
+        match self {
+            Names::Fixed(page) => page,
+            Names::Auto { .. } if utf8 => CodePage::Utf8,
+            Names::Auto { fallback } => fallback,
+        }
+    }
+}
+
 /// The daemon's configuration. Every field is optional.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -118,6 +189,10 @@ pub struct Config {
     /// connection: bytes/s, `"512k"`, `"10M"`, `"off"`, or a timetable in
     /// local time (`"08:00,512k 19:00,10M 23:00,off"`). Null: no limit.
     pub max_rate: Option<crate::rate::RateSetting>,
+    /// The code page of file names on servers whose `encoding` is `auto`
+    /// and whose FEAT does not list UTF8: `utf-8` (default), `cp1251`,
+    /// `koi8-r` or `cp866`.
+    pub legacy_encoding: CodePage,
     /// Who is told when a job ends: `{"webhooks": [{"url", "on", "secret_file", "headers", "ca_file"}]}`.
     pub notify: NotifyConfig,
 }
@@ -348,6 +423,12 @@ pub struct ServerDef {
     /// as octal digits: `"644"`. A failure is a warning in the receipt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) chmod: Option<String>,
+    /// How file names are encoded on this server: `auto` (default: UTF-8
+    /// where FEAT lists it, else `legacy_encoding`), `utf-8`, `cp1251`,
+    /// `koi8-r` or `cp866`. A name the code page cannot write fails its
+    /// entry, naming the character; nothing is sent under a lossy name.
+    #[serde(default)]
+    pub(crate) encoding: NameEncoding,
     /// The done marker of jobs that name this server and set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) done_marker: Option<MarkerSpec>,
@@ -391,6 +472,7 @@ impl Default for Config {
             learned_ttl_secs: 7 * 86_400,
             status: StatusConfig::default(),
             max_rate: None,
+            legacy_encoding: CodePage::Utf8,
             notify: Default::default(),
         }
     }

@@ -10,6 +10,11 @@ the dash-separated words after it turn quirks on for that session, e.g.
   nofeat    FEAT answers 502
   badfeat   FEAT lines are not indented (RFC 2389 says they must be)
   nornto    RNTO onto an existing file answers 550 (as IIS and others do)
+  cp1251    after login, names are cp1251, as on Russian hosting and Windows
+            servers without UTF-8: FEAT does not list UTF8, `OPTS UTF8 ON`
+            answers 501, and a doubled 0xFF (Telnet IAC, RFC 854 section 3;
+            `я` is 0xFF in cp1251) is read as one byte. Names land on disk
+            decoded (as UTF-8), so a name sent as UTF-8 shows as mojibake
   xsha256 xsha1 xmd5 xcrc
             FEAT lists only these hash commands; replies are `250 <HEX>`
   hash      FEAT lists `HASH SHA-1*;MD5;CRC32` (no SHA-256); `OPTS HASH` works
@@ -154,8 +159,16 @@ class QuirkHandler(BaseHandler):
 
     def on_login(self, username):
         self.quirks = frozenset(username.split("-")[1:])
+        if "cp1251" in self.quirks:
+            self.encoding = "cp1251"
+            self.unicode_errors = "strict"
         if "pasvnat" in self.quirks:
             self.masquerade_address = UNROUTABLE
+
+    def decode(self, bytes):
+        if "cp1251" in self.quirks:
+            bytes = bytes.replace(b"\xff\xff", b"\xff")
+        return super().decode(bytes)
 
     def ftp_EPSV(self, line):
         if "noepsv" in self.quirks:
@@ -167,7 +180,9 @@ class QuirkHandler(BaseHandler):
         if "nofeat" in self.quirks:
             self.respond("502 Command not implemented.")
             return
-        feats = ["TVFS", "UTF8", "EPRT", "MDTM", "SIZE"]
+        feats = ["TVFS", "EPRT", "MDTM", "SIZE"]
+        if "cp1251" not in self.quirks:
+            feats.append("UTF8")
         if "norest" not in self.quirks:
             feats.append("REST STREAM")
         if "noepsv" not in self.quirks:
@@ -183,6 +198,9 @@ class QuirkHandler(BaseHandler):
         self.respond("211 End FEAT.")
 
     def ftp_OPTS(self, line):
+        if line.upper().startswith("UTF8") and "cp1251" in self.quirks:
+            self.respond("501 UTF8 is not supported.")
+            return
         if line.upper().startswith("HASH") and "hash" in self.quirks:
             algo = line[4:].strip().upper()
             if not algo:

@@ -166,9 +166,21 @@ pub(crate) struct Control {
     /// whose outcome its entry awaits while the next entry already uses the
     /// session. Read before anything else is.
     pub(super) owed: VecDeque<Owed>,
+    /// The code page names travel in (see [`crate::ftp::codepage`]).
+    pub(super) page: crate::config::CodePage,
 }
 
 impl Control {
+    /// Sends names in `page` from now on, through suppaftp and our own writes alike.
+    pub(super) async fn set_page(&mut self, page: crate::config::CodePage) {
+        if page != self.page {
+            self.ftp
+                .set_encoding(crate::ftp::codepage::Page(page))
+                .await;
+            self.page = page;
+        }
+    }
+
     /// May commands be pipelined here: the server keeps order (probed).
     pub(crate) fn pipelines(&self) -> bool {
         self.pipelining == Some(true)
@@ -289,18 +301,15 @@ impl Control {
             )));
         }
         let what = commands.join(", ");
-        let mut wire = String::new();
-        for c in commands {
-            wire.push_str(c);
-            wire.push_str("\r\n");
-        }
+        let wire = crate::ftp::codepage::wire(self.page, commands)
+            .map_err(|e| Fault::permanent(format!("{}: {e}", scrub(&what, &[&self.password]))))?;
         if self.tls {
-            self.outbox.push(wire.as_bytes());
+            self.outbox.push(&wire);
             return Ok(());
         }
         let written = {
             let socket = self.ftp.get_ref().await;
-            tokio::time::timeout(self.timeouts.command, write_all(&socket, wire.as_bytes())).await
+            tokio::time::timeout(self.timeouts.command, write_all(&socket, &wire)).await
         };
         match written {
             Ok(Ok(())) => Ok(()),

@@ -242,6 +242,7 @@ mod tests {
             tls: TlsMode::None,
             ca_file: None,
             insecure: false,
+            names: Default::default(),
         }
     }
 

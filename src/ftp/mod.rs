@@ -11,6 +11,7 @@
 //! - [`session`]: one logged-in session, in operations (make a directory,
 //!   size of a file, open an upload, publish); its items are re-exported
 //!   here (`ftp::Session`).
+//! - [`codepage`]: file names in cp1251, koi8-r or cp866 for servers without UTF-8.
 //! - [`keep`]: what of the local file is kept on the server: its time (MFMT) and mode (SITE CHMOD).
 //! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
 //! - [`pool`]: sessions reused per server and credentials; limits; what is
@@ -22,6 +23,7 @@
 //! - [`fault`]: the typed error: its kind (transient, back-pressure,
 //!   permanent) and its cause (refused, TLS, broken, timeout, local).
 
+pub(crate) mod codepage;
 pub(crate) mod control;
 pub mod data;
 pub mod digest;

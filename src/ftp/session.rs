@@ -10,7 +10,7 @@
 
 pub use super::control::Timeouts;
 use super::control::{Control, Ftp, Link};
-use crate::config::TlsMode;
+use crate::config::{CodePage, Names, TlsMode};
 use crate::ftp::fault::{Cause, Fault, FaultKind, TlsProblem};
 use crate::ftp::tls::FtpsConnector;
 use crate::ftp::tls::SessionCache;
@@ -56,6 +56,8 @@ const REFUSAL_GRACE: Duration = Duration::from_secs(5);
 pub struct Session {
     /// The control connection, and what is in flight on it.
     pub(crate) control: Control,
+    /// How the server's names are encoded (resolved once FEAT is known).
+    names: crate::config::Names,
     pub features: Features,
     /// Cleared the first time the server refuses EPSV; PASV is used from then on.
     epsv: bool,
@@ -490,7 +492,9 @@ impl Session {
                 tls: spec.tls != TlsMode::None,
                 outbox,
                 owed: Default::default(),
+                page: crate::config::CodePage::Utf8,
             },
+            names: spec.names,
             features: Features::default(),
             epsv: true,
             create_with_appe: true,
@@ -614,7 +618,9 @@ impl Session {
                 )));
             }
         }
-        if self.features.utf8 {
+        let page = self.names.resolve(self.features.utf8);
+        self.control.set_page(page).await;
+        if self.features.utf8 && page == crate::config::CodePage::Utf8 {
             let _ = timed(
                 &mut self.control.link,
                 &self.control.password,
@@ -699,7 +705,13 @@ impl Session {
         server: &str,
         login_time: Duration,
     ) -> Result<(), Fault> {
-        let commands = ["FEAT", "OPTS UTF8 ON", "TYPE I", "EPSV"].map(String::from);
+        // A server set to a code page is never asked for UTF-8.
+        let utf8 = !matches!(self.names, Names::Fixed(p) if p != CodePage::Utf8);
+        let commands: Vec<String> = ["FEAT", "OPTS UTF8 ON", "TYPE I", "EPSV"]
+            .into_iter()
+            .filter(|c| utf8 || !c.starts_with("OPTS"))
+            .map(String::from)
+            .collect();
         let started = Instant::now();
         self.control.write_commands(&commands).await?;
         let feat = self.control.reply("FEAT").await?;
@@ -708,7 +720,11 @@ impl Session {
         } else {
             tracing::debug!(server, reply = %feat.text(), "FEAT refused; features unknown");
         }
-        self.control.reply("OPTS UTF8 ON").await?;
+        if utf8 {
+            self.control.reply("OPTS UTF8 ON").await?;
+        }
+        let page = self.names.resolve(self.features.utf8);
+        self.control.set_page(page).await;
         let binary = self.control.reply("TYPE I").await?;
         self.control.rtt = started.elapsed();
         if !binary.ok() {
@@ -724,6 +740,12 @@ impl Session {
         });
         self.logged_in(server, login_time, "FEAT, OPTS, TYPE and EPSV pipelined");
         Ok(())
+    }
+
+    /// Can the server's code page write `path`? A name it cannot is a
+    /// permanent fault that names the character (never a lossy upload).
+    pub(crate) fn check_name(&self, path: &str) -> Result<(), Fault> {
+        crate::ftp::codepage::representable(self.control.page, path).map_err(Fault::permanent)
     }
 
     /// Is an idle session still alive? Servers drop idle control connections.

@@ -78,6 +78,8 @@ pub struct ServerSpec {
     /// Set when `allowed_hosts` admits the host only through networks: the
     /// addresses it resolves to when connecting must lie in one of these.
     pub resolve_into: Option<Arc<Vec<IpNet>>>,
+    /// The code page of its file names.
+    pub names: crate::config::Names,
 }
 
 /// Identity of a pool of interchangeable sessions.
@@ -89,6 +91,7 @@ pub(crate) struct ServerKey {
     pub(crate) tls: TlsMode,
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) insecure: bool,
+    pub(crate) names: crate::config::Names,
 }
 
 impl ServerSpec {
@@ -100,6 +103,7 @@ impl ServerSpec {
             tls: self.tls,
             ca_file: self.ca_file.clone(),
             insecure: self.insecure_skip_verify,
+            names: self.names,
         }
     }
 }
@@ -659,6 +663,7 @@ fn entry_server(
                     ca_file: def.ca_file.clone(),
                     insecure_skip_verify: def.insecure_skip_verify,
                     resolve_into: None,
+                    names: crate::config::Names::of(def.encoding, config.legacy_encoding),
                 }),
                 Err(e) => {
                     p.add("server", e);
@@ -745,6 +750,9 @@ fn entry_server(
         }
     }
     if let Some(s) = server.as_mut() {
+        if !named {
+            s.names = crate::config::Names::of(Default::default(), config.legacy_encoding);
+        }
         match limits.hosts.check(&s.host) {
             HostVerdict::Allowed => {}
             HostVerdict::IfResolvesInto(nets) => s.resolve_into = Some(Arc::new(nets)),
@@ -992,6 +1000,7 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         ca_file,
         insecure_skip_verify: insecure,
         resolve_into: None,
+        names: Default::default(),
     })
 }
 

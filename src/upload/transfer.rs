@@ -197,6 +197,7 @@ pub(crate) async fn attempt(
     let final_path = join_remote(&dir, &entry.remote_name);
     let mut temp_path = join_remote(&dir, &temp_name_at(run, entry, memory.generation));
 
+    lease.session().check_name(&final_path)?;
     // The local file changed since the first attempt: what the server has is stale.
     let source_changed = memory.source.is_some_and(|s| s != stamp);
     memory.source = Some(stamp);
@@ -235,42 +236,8 @@ pub(crate) async fn attempt(
     }
     probe_if_worth_it(lease, pool, entry, &dir).await?;
 
-    if entry.if_exists != IfExists::Overwrite {
-        if let Some(existing) = lease.session().size(&final_path).await? {
-            let skipped = |why, sha256, verification| Outcome {
-                bytes: existing,
-                sha256,
-                verification,
-                skipped: Some(why),
-                warnings: Vec::new(),
-                resumed_from: 0,
-                segments: 1,
-                renaming: None,
-            };
-            match entry.if_exists {
-                IfExists::Skip => return Ok(skipped("exists", None, Vec::new())),
-                IfExists::SkipIfIdentical if existing == stamp.size => {
-                    let sha = crate::upload::source::hash_file(entry).await?;
-                    let same = crate::upload::verify::same_on_server(
-                        lease.session(),
-                        entry,
-                        &final_path,
-                        &sha,
-                    )
-                    .await?;
-                    if let Some(checks) = same {
-                        return Ok(skipped("identical", Some(sha), checks));
-                    }
-                }
-                // Another file under that name: replaced, as with overwrite.
-                IfExists::SkipIfIdentical | IfExists::Overwrite => {}
-                IfExists::Fail => {
-                    return Err(Fault::permanent(format!(
-                        "{final_path} already exists on the server ({existing} bytes) and if_exists is \"fail\""
-                    )))
-                }
-            }
-        }
+    if let Some(skipped) = existing_final(lease, entry, &final_path, stamp).await? {
+        return Ok(skipped);
     }
 
     let offset = match memory.may_have_temp && !fresh {
@@ -407,6 +374,56 @@ pub(crate) async fn attempt(
         segments,
         renaming: None,
     })
+}
+
+/// What `if_exists` makes of a final name the server already has: the
+/// attempt's outcome when it is skipped, a fault for `fail`, or `None` to
+/// go on and replace it.
+async fn existing_final(
+    lease: &mut Lease,
+    entry: &Entry,
+    final_path: &str,
+    stamp: Stamp,
+) -> Result<Option<Outcome>, Fault> {
+    if entry.if_exists == IfExists::Overwrite {
+        return Ok(None);
+    }
+    if let Some(existing) = lease.session().size(final_path).await? {
+        let skipped = |why, sha256, verification| Outcome {
+            bytes: existing,
+            sha256,
+            verification,
+            skipped: Some(why),
+            warnings: Vec::new(),
+            resumed_from: 0,
+            segments: 1,
+            renaming: None,
+        };
+        match entry.if_exists {
+            IfExists::Skip => return Ok(Some(skipped("exists", None, Vec::new()))),
+            IfExists::SkipIfIdentical if existing == stamp.size => {
+                let sha = crate::upload::source::hash_file(entry).await?;
+                let same = crate::upload::verify::same_on_server(
+                    lease.session(),
+                    entry,
+                    final_path,
+                    &sha,
+                )
+                .await?;
+                if let Some(checks) = same {
+                    return Ok(Some(skipped("identical", Some(sha), checks)));
+                }
+            }
+            // Another file under that name: replaced, as with overwrite.
+            IfExists::SkipIfIdentical | IfExists::Overwrite => {}
+            IfExists::Fail => {
+                return Err(Fault::permanent(format!(
+                    "{final_path} already exists on the server ({existing} bytes) and if_exists is \"fail\""
+                )))
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// What of the local file to keep on the server: its time where the

@@ -35,6 +35,8 @@ use support::proxy::FaultProxy;
 
 #[path = "delivery.rs"]
 mod delivery;
+#[path = "partners.rs"]
+mod partners;
 
 const MIB: u64 = 1024 * 1024;
 const BIG: u64 = 100 * MIB;
@@ -273,6 +275,7 @@ impl Target {
             ca_file: self.ca.clone(),
             insecure_skip_verify: self.insecure,
             resolve_into: None,
+            names: Default::default(),
         }
     }
 
@@ -3119,6 +3122,30 @@ async fn broken_link(
     ))
 }
 
+/// The servers partners run (issue 22): see `partners.rs`.
+async fn partner_servers() {
+    let Some(env) = require_servers("partner_servers", &["pyftpdlib-quirks"]) else {
+        return;
+    };
+    let _ = logs();
+    let mut t = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
+    t.user = "q-cp1251".into();
+    t.name = "pyftpdlib `q-cp1251`".into();
+    let failures = vec![
+        scenario(
+            "Partner servers",
+            "cp1251 only: Cyrillic names and я (0xFF) intact, unwritable name refused",
+            &t.name,
+            partners::cp1251_names(&t),
+        )
+        .await,
+    ];
+    if failures.iter().all(Option::is_none) {
+        t.cleanup();
+    }
+    finish(failures);
+}
+
 async fn a_done_marker_is_sent_once_after_kill_9() {
     let Some(t) = real("vsftpd", "VSFTPD") else {
         return;
@@ -3183,6 +3210,7 @@ pub(crate) fn main() {
         trial!(a_fault_in_owed_replies_belongs_to_their_entry, 2).with_ignored_flag(skip),
         trial!(a_broken_link_never_piles_sessions_on_the_server, 2).with_ignored_flag(skip),
         trial!(a_done_marker_is_sent_once_after_kill_9, 2).with_ignored_flag(skip),
+        trial!(partner_servers, 2).with_ignored_flag(skip),
         trial!(soak_broken_link, 2).with_ignored_flag(true),
     ];
     if skip {
