@@ -26,6 +26,33 @@ pub enum TlsMode {
     Implicit,
 }
 
+/// How much proof of arrival an entry asks for, beyond the size check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Size always; a server-side hash when the server offers one.
+    Auto,
+    /// Size only.
+    Size,
+    /// Read the file back over FTP and compare SHA-256.
+    Download,
+    /// Nothing: a drop box that allows no SIZE. The receipt says the file
+    /// was sent, not verified. Never chosen by ftpdrop itself.
+    None,
+}
+
+/// How a file becomes visible under its final name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Publish {
+    /// Uploaded to a temp name, checked, renamed: no reader sees a partial file.
+    #[default]
+    Rename,
+    /// Uploaded under the final name: for drop boxes that allow no rename
+    /// (or no temp name). A reader may see a partial file.
+    Direct,
+}
+
 /// The code page a server's file names travel in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 pub enum CodePage {
@@ -429,6 +456,14 @@ pub struct ServerDef {
     /// entry, naming the character; nothing is sent under a lossy name.
     #[serde(default)]
     pub(crate) encoding: NameEncoding,
+    /// `rename` (default: temp name, check, rename) or `direct` (straight to
+    /// the final name, for drop boxes that allow no rename or temp name).
+    #[serde(default)]
+    pub(crate) publish: Publish,
+    /// The default `verify` of entries naming this server: `auto`, `size`,
+    /// `download`, or `none` (a drop box without SIZE: "sent, not verified").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) verify: Option<Verify>,
     /// The done marker of jobs that name this server and set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) done_marker: Option<MarkerSpec>,

@@ -10,6 +10,9 @@ the dash-separated words after it turn quirks on for that session, e.g.
   nofeat    FEAT answers 502
   badfeat   FEAT lines are not indented (RFC 2389 says they must be)
   nornto    RNTO onto an existing file answers 550 (as IIS and others do)
+  dropbox   a bank or partner inbox that takes STOR and nothing else: SIZE,
+            MDTM, RNFR/RNTO, DELE, APPE, REST and listings answer 502, and a
+            STOR to a hidden name (a temp file) answers 553
   cp1251    after login, names are cp1251, as on Russian hosting and Windows
             servers without UTF-8: FEAT does not list UTF8, `OPTS UTF8 ON`
             answers 501, and a doubled 0xFF (Telnet IAC, RFC 854 section 3;
@@ -115,9 +118,20 @@ class QuirkHandler(BaseHandler):
     hash_algo = "SHA-1"
     held_reply = None
 
+    DROPBOX_REFUSES = ("SIZE", "MDTM", "MFMT", "RNFR", "RNTO", "DELE", "APPE", "REST",
+                       "LIST", "NLST", "MLSD", "MLST", "HASH", "XSHA256", "XSHA1",
+                       "XMD5", "XCRC", "SITE")
+
     def pre_process_command(self, line, cmd, arg):
         if "bsdrest" in self.quirks and cmd not in ("REST", "STOR", "APPE", "RETR"):
             self._restart_position = 0
+        if "dropbox" in self.quirks:
+            if cmd in self.DROPBOX_REFUSES:
+                self.respond(f"502 {cmd} is not allowed in this drop box.")
+                return
+            if cmd == "STOR" and os.path.basename(arg.rstrip("/")).startswith("."):
+                self.respond("553 Hidden names are not allowed in this drop box.")
+                return
         super().pre_process_command(line, cmd, arg)
 
     def ftp_REST(self, line):
@@ -180,7 +194,9 @@ class QuirkHandler(BaseHandler):
         if "nofeat" in self.quirks:
             self.respond("502 Command not implemented.")
             return
-        feats = ["TVFS", "EPRT", "MDTM", "SIZE"]
+        feats = ["TVFS", "EPRT"]
+        if "dropbox" not in self.quirks:
+            feats += ["MDTM", "SIZE"]
         if "cp1251" not in self.quirks:
             feats.append("UTF8")
         if "norest" not in self.quirks:

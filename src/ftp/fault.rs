@@ -235,12 +235,14 @@ impl Fault {
             ),
         };
         let what = what.to_string();
-        let verb = Fault::reply_code(err).and_then(|_| verb_of(&what));
+        let code = Fault::reply_code(err);
+        let verb = code.and_then(|_| verb_of(&what));
+        let hint = code.and_then(|c| drop_box_hint(verb.as_deref(), c, &what));
         Fault {
             kind,
             cause,
-            message: format!("{what}: {detail}"),
-            code: Fault::reply_code(err),
+            message: format!("{what}: {detail}{}", hint.unwrap_or_default()),
+            code,
             verb,
         }
     }
@@ -251,6 +253,24 @@ impl Fault {
             FtpError::UnexpectedResponse(r) => Some(code_of(r)),
             _ => None,
         }
+    }
+}
+
+/// Where a refusal may be a drop box's (a bank or partner inbox that takes
+/// STOR and nothing else), what to set: never chosen silently.
+fn drop_box_hint(verb: Option<&str>, code: u32, what: &str) -> Option<&'static str> {
+    match (verb?, code) {
+        ("SIZE", c) if not_implemented(c) => Some(
+            " (a drop box that allows no SIZE: set the server's \"verify\": \"none\", \
+             and the receipt will say \"sent, not verified\")",
+        ),
+        ("RNFR" | "RNTO", c) if not_implemented(c) => Some(
+            " (a drop box that allows no rename: set the server's \"publish\": \"direct\")",
+        ),
+        ("STOR" | "APPE", 553) if what.contains("/.ftpdrop-") || what.contains(" .ftpdrop-") => {
+            Some(" (if the server refuses hidden or temporary names: set the server's \"publish\": \"direct\")")
+        }
+        _ => None,
     }
 }
 

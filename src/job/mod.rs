@@ -25,6 +25,7 @@ pub mod schema;
 pub(crate) mod template;
 
 pub(crate) use crate::config::MarkerContent;
+pub(crate) use crate::config::Verify;
 use crate::config::{Config, MarkerSpec, TlsMode};
 use crate::job::confine::{HostRules, HostVerdict, LocalRoots};
 use crate::secret::Secret;
@@ -51,18 +52,6 @@ pub(crate) enum IfExists {
     /// Skip when the server already has this file: the same size and, where
     /// the server can hash, the same digest; otherwise overwrite.
     SkipIfIdentical,
-}
-
-/// How much proof of arrival an entry asks for, beyond the size check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Verify {
-    /// Size always; a server-side hash when the server offers one.
-    Auto,
-    /// Size only.
-    Size,
-    /// Read the file back over FTP and compare SHA-256.
-    Download,
 }
 
 /// Where and as whom to connect. Two specs with the same [`ServerKey`] share sessions.
@@ -210,6 +199,9 @@ pub(crate) struct Attrs {
     pub(crate) preserve_mtime: Option<bool>,
     /// Permissions to set before the publish (`SITE CHMOD`), e.g. `644`.
     pub(crate) chmod: Option<String>,
+    /// Upload straight to the final name (`publish: direct`): a drop box
+    /// that allows no rename or no temp name.
+    pub(crate) direct: bool,
 }
 
 impl Entry {
@@ -566,6 +558,7 @@ fn parse_entry(
     let attrs = Arc::new(Attrs {
         preserve_mtime: def.and_then(|d| d.preserve_mtime),
         chmod: def.and_then(|d| d.chmod.clone()),
+        direct: def.is_some_and(|d| d.publish == crate::config::Publish::Direct),
     });
     let marker = def.and_then(|d| d.done_marker.clone()).map(Arc::new);
     let verify = choice(
@@ -576,8 +569,14 @@ fn parse_entry(
             ("auto", Verify::Auto),
             ("size", Verify::Size),
             ("download", Verify::Download),
+            ("none", Verify::None),
         ],
     );
+    // An entry that says nothing gets its named server's.
+    let verify = match (obj.get("verify"), def.and_then(|d| d.verify)) {
+        (None | Some(Value::Null), Some(v)) => v,
+        _ => verify,
+    };
 
     let after = match obj.get("after") {
         None | Some(Value::Null) => After::Keep,

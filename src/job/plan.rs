@@ -11,7 +11,7 @@
 //! written when the files they describe are in (see `run::extras`).
 
 use crate::job::template::{self, Vars};
-use crate::job::{basename, join_remote, normalize_dir, Attrs, Entry, IfExists, Job, Kind, Verify};
+use crate::job::{basename, join_remote, normalize_dir, Attrs, Entry, IfExists, Job, Kind};
 use crate::job::{confine::LocalRoots, After, MarkerSpec};
 use chrono::{DateTime, Local};
 use std::path::Path;
@@ -90,7 +90,7 @@ fn made(of: &Entry, index: usize, name: String, local: &Path, kind: Kind) -> Ent
         server_path: of.server_path.clone(),
         remote_name: name,
         if_exists: IfExists::Overwrite,
-        verify: Verify::Auto,
+        verify: of.verify,
         after: After::Keep,
         // Its bytes are ftpdrop's own, in `checked/`, outside any local_roots.
         local_roots: Arc::new(LocalRoots::default()),
@@ -103,6 +103,7 @@ fn made(of: &Entry, index: usize, name: String, local: &Path, kind: Kind) -> Ent
             // Its own time is the right one.
             preserve_mtime: Some(false),
             chmod: of.attrs.chmod.clone(),
+            direct: of.attrs.direct,
         }),
     }
 }

@@ -15,7 +15,7 @@ use crate::ftp::fault::Fault;
 use crate::ftp::pool::{Lease, Pool};
 use crate::ftp::Session;
 use crate::job::progress::Stage;
-use crate::job::{join_remote, normalize_dir, Entry, IfExists};
+use crate::job::{join_remote, normalize_dir, Entry, IfExists, Verify};
 use crate::report::Stamp;
 use crate::upload::segment;
 use crate::upload::source;
@@ -201,6 +201,9 @@ pub(crate) async fn attempt(
     // The local file changed since the first attempt: what the server has is stale.
     let source_changed = memory.source.is_some_and(|s| s != stamp);
     memory.source = Some(stamp);
+    if entry.attrs.direct {
+        return attempt_direct(lease, entry, memory, &mut journal, stamp, &dir, &final_path).await;
+    }
 
     // An earlier run may have renamed the temp file and died before recording it.
     if memory.publishing && !source_changed {
@@ -234,7 +237,9 @@ pub(crate) async fn attempt(
         temp_path = join_remote(&dir, &temp_name_at(run, entry, memory.generation));
         fresh = true;
     }
-    probe_if_worth_it(lease, pool, entry, &dir).await?;
+    if entry.verify != Verify::None {
+        probe_if_worth_it(lease, pool, entry, &dir).await?;
+    }
 
     if let Some(skipped) = existing_final(lease, entry, &final_path, stamp).await? {
         return Ok(skipped);
@@ -256,33 +261,35 @@ pub(crate) async fn attempt(
     entry.progress.start(offset, stamp.size, 1);
     entry.progress.set_stage(Stage::Uploading);
 
-    let (sent, segments) =
-        if offset == 0 && segment::may_split(lease, &entry.server, policy, stamp.size) {
-            let mut split = |m: &mut Memory| {
-                m.segmented = true;
-                journal(m);
-            };
-            let r = segment::send(
-                lease,
-                pool,
-                policy,
-                entry,
-                &dir,
-                &temp_path,
-                stamp.size,
-                || split(memory),
-            )
-            .await;
-            match r {
-                Ok(s) => (Ok((s.sha256, s.total)), s.segments),
-                Err(f) => (Err(f), 1),
-            }
-        } else {
-            (
-                send(lease.session(), entry, &temp_path, offset, stamp.size).await,
-                1,
-            )
+    let (sent, segments) = if offset == 0
+        && entry.verify != Verify::None
+        && segment::may_split(lease, &entry.server, policy, stamp.size)
+    {
+        let mut split = |m: &mut Memory| {
+            m.segmented = true;
+            journal(m);
         };
+        let r = segment::send(
+            lease,
+            pool,
+            policy,
+            entry,
+            &dir,
+            &temp_path,
+            stamp.size,
+            || split(memory),
+        )
+        .await;
+        match r {
+            Ok(s) => (Ok((s.sha256, s.total)), s.segments),
+            Err(f) => (Err(f), 1),
+        }
+    } else {
+        (
+            send(lease.session(), entry, &temp_path, offset, stamp.size).await,
+            1,
+        )
+    };
     let session = lease.session();
     let (sha, sent_total) = match sent {
         Err(f) if offset > 0 && f.refused_resume() => {
@@ -312,6 +319,14 @@ pub(crate) async fn attempt(
 
     entry.progress.set_stage(Stage::Verifying);
     let warnings = session.keep(&temp_path, &keep_of(entry, stamp)).await?;
+    if entry.verify == Verify::None {
+        // Asked for by name (a server without SIZE): renamed unchecked.
+        memory.publishing = true;
+        journal(memory);
+        entry.progress.set_stage(Stage::Publishing);
+        publish(session, &temp_path, &final_path, entry.if_exists).await?;
+        return Ok(unverified(stamp.size, sha, offset, warnings));
+    }
     if !crate::upload::verify::asks_server(entry, &session.features) {
         // The size is the only check.
         let mut renaming = None;
@@ -372,6 +387,78 @@ pub(crate) async fn attempt(
         warnings,
         resumed_from: offset,
         segments,
+        renaming: None,
+    })
+}
+
+/// The outcome of an upload `verify: none` sent without a check.
+fn unverified(bytes: u64, sha: String, resumed_from: u64, warnings: Vec<String>) -> Outcome {
+    Outcome {
+        bytes,
+        sha256: Some(sha),
+        verification: vec![NOT_VERIFIED.to_string()],
+        skipped: None,
+        warnings,
+        resumed_from,
+        segments: 1,
+        renaming: None,
+    }
+}
+
+/// What the receipt's `verification` says of a file `verify: none` sent.
+const NOT_VERIFIED: &str = "sent, not verified";
+
+/// A drop box's upload (`publish: direct`): straight to the final name and
+/// from the start every time (no temp name to resume, no rename), then
+/// checked by its size unless `verify: none`. A file the check finds
+/// damaged is deleted where the server allows it, and sent again.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_direct(
+    lease: &mut Lease,
+    entry: &Entry,
+    memory: &mut Memory,
+    journal: &mut impl FnMut(&Memory),
+    stamp: Stamp,
+    dir: &str,
+    final_path: &str,
+) -> Result<Outcome, Fault> {
+    let dirs = lease.dirs().clone();
+    lease.session().mkdir_p(dir, &dirs).await?;
+    if let Some(skipped) = existing_final(lease, entry, final_path, stamp).await? {
+        return Ok(skipped);
+    }
+    memory.may_have_temp = false;
+    journal(memory);
+    entry.progress.start(0, stamp.size, 1);
+    entry.progress.set_stage(Stage::Uploading);
+    let session = lease.session();
+    let (sha, sent) = send(session, entry, final_path, 0, stamp.size).await?;
+    let after = local_stamp(entry).await?;
+    if after != stamp || sent != stamp.size {
+        return Err(Fault::transient(format!(
+            "entries[{}].file.local_path changed during upload ({} -> {} bytes); will send it again",
+            entry.index, stamp.size, after.size
+        )));
+    }
+    entry.progress.set_stage(Stage::Verifying);
+    let warnings = session.keep(final_path, &keep_of(entry, stamp)).await?;
+    if entry.verify == Verify::None {
+        return Ok(unverified(stamp.size, sha, 0, warnings));
+    }
+    let have = session.size(final_path).await?;
+    check_size(final_path, have, stamp.size, "")?;
+    let mut verification = vec!["size".to_string()];
+    verification.extend(
+        crate::upload::verify::temp_file(session, entry, final_path, stamp.size, &sha).await?,
+    );
+    Ok(Outcome {
+        bytes: stamp.size,
+        sha256: Some(sha),
+        verification,
+        skipped: None,
+        warnings,
+        resumed_from: 0,
+        segments: 1,
         renaming: None,
     })
 }
@@ -642,7 +729,8 @@ async fn send(
     let local = source::Local::of(entry, temp_path);
     // The size check goes out as the data connection closes, where the
     // server allows it (see `Session::finish`).
-    let size_at_close = !crate::upload::verify::asks_server(entry, &session.features);
+    let size_at_close = entry.verify != Verify::None
+        && !crate::upload::verify::asks_server(entry, &session.features);
     // A small file is read while the STOR is negotiated.
     let prefetch = source::is_small(offset, expected)
         .then(|| source::prefetch(source::Opener::of(entry), expected));

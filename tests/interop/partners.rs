@@ -74,3 +74,68 @@ pub(super) async fn cp1251_names(t: &Target) -> Outcome {
     })?;
     Ok("Cyrillic and я arrived as cp1251; Ł refused by name, nothing lossy sent".into())
 }
+
+/// A drop box that takes STOR and nothing else (`q-dropbox`: no SIZE, no
+/// rename, no listing, no hidden name). The defaults fail with an error
+/// that names the settings; `publish: direct` with `verify: none` delivers,
+/// and the receipt says "sent, not verified".
+pub(super) async fn drop_box(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("dropbox");
+    let body = support::random_bytes(300_000, 41);
+    let local = w.local("payment.xml", &body);
+    let entry =
+        |server: &str| json!({"server": server, "file": {"local_path": local, "server_path": rel}});
+    let (plain, direct, sized) = (
+        named(t, json!({}))?,
+        named(t, json!({"publish": "direct", "verify": "none"}))?,
+        named(t, json!({"publish": "direct"}))?,
+    );
+    // The defaults: a temp name the box refuses, and a clear way out.
+    let r = w
+        .run("defaults", vec![entry("bank")], |c| {
+            c.servers.insert("bank".into(), plain);
+        })
+        .await;
+    let e = &r.entries[0];
+    let error = e.error.clone().unwrap_or_default();
+    ensure(
+        e.state == EntryState::Failed && error.contains("\"publish\": \"direct\""),
+        || format!("defaults against a drop box: {:?}: {error}", e.state),
+    )?;
+    ensure(!disk.join("payment.xml").exists(), || {
+        "a file was published by the defaults".into()
+    })?;
+    // Direct, checked by size: the box has no SIZE, and the error says what to set.
+    let r = w
+        .run("sized", vec![entry("bank")], |c| {
+            c.servers.insert("bank".into(), sized);
+        })
+        .await;
+    let e = &r.entries[0];
+    let error = e.error.clone().unwrap_or_default();
+    ensure(
+        e.state == EntryState::Failed && error.contains("\"verify\": \"none\""),
+        || format!("direct with a size check: {:?}: {error}", e.state),
+    )?;
+    // Direct and unverified: delivered, and the receipt says so.
+    let r = w
+        .run("direct", vec![entry("bank")], |c| {
+            c.servers.insert("bank".into(), direct);
+        })
+        .await;
+    all_done(&r)?;
+    same_bytes(&disk.join("payment.xml"), &body)?;
+    ensure(r.entries[0].verification == ["sent, not verified"], || {
+        format!("verification {:?}", r.entries[0].verification)
+    })?;
+    let names: Vec<String> = std::fs::read_dir(&disk)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ensure(names == ["payment.xml"], || {
+        format!("in the box: {names:?}")
+    })?;
+    Ok("defaults fail naming publish: direct; direct + verify none delivered, \"sent, not verified\"".into())
+}

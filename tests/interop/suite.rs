@@ -3140,6 +3140,19 @@ async fn partner_servers() {
         )
         .await,
     ];
+    let mut failures = failures;
+    let mut d = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
+    d.user = "q-dropbox".into();
+    d.name = "pyftpdlib `q-dropbox`".into();
+    failures.push(
+        scenario(
+            "Partner servers",
+            "drop box (STOR only): publish direct, verify none",
+            &d.name,
+            partners::drop_box(&d),
+        )
+        .await,
+    );
     if failures.iter().all(Option::is_none) {
         t.cleanup();
     }
