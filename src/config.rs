@@ -53,6 +53,39 @@ pub enum Publish {
     Direct,
 }
 
+/// The highest TLS version offered to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// A named server's TLS settings beyond trust in a CA: a version cap,
+/// pinned fingerprints, a client certificate. Part of the pool's identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsOptions {
+    /// Offer TLS 1.2 alone (`tls_max_version: "1.2"`).
+    pub tls12_only: bool,
+    /// SHA-256 fingerprints (lowercase hex) of the certificate or of its
+    /// public key (SPKI) that are trusted instead of a CA.
+    pub pins: Vec<String>,
+    /// PEM certificate (chain) and key presented to the server.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// A fingerprint as operators paste it (`AB:CD:...` or hex), as 64
+/// lowercase hex digits; `None` if it is not a SHA-256 fingerprint.
+pub fn pin_of(text: &str) -> Option<String> {
+    let hex: String = text
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
 /// The code page a server's file names travel in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 pub enum CodePage {
@@ -456,6 +489,22 @@ pub struct ServerDef {
     /// entry, naming the character; nothing is sent under a lossy name.
     #[serde(default)]
     pub(crate) encoding: NameEncoding,
+    /// The highest TLS version offered: `"1.2"` for servers whose TLS 1.3
+    /// breaks uploads. Unset: 1.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_max_version: Option<TlsVersion>,
+    /// Trust the server's certificate by its SHA-256 fingerprint, of the
+    /// certificate or of its public key (hex, colons allowed), instead of
+    /// a CA: for self-signed certificates. Any listed one will do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tls_pin_sha256: Vec<String>,
+    /// A client certificate (PEM, with its chain) for servers that require
+    /// one (mutual TLS); with `client_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_key_file: Option<PathBuf>,
     /// `rename` (default: temp name, check, rename) or `direct` (straight to
     /// the final name, for drop boxes that allow no rename or temp name).
     #[serde(default)]
@@ -525,6 +574,22 @@ impl Default for RetryConfig {
 }
 
 impl ServerDef {
+    /// Its TLS settings beyond the CA (see [`TlsOptions`]).
+    pub(crate) fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            tls12_only: self.tls_max_version == Some(TlsVersion::Tls12),
+            pins: self
+                .tls_pin_sha256
+                .iter()
+                .filter_map(|p| pin_of(p))
+                .collect(),
+            client_cert: self
+                .client_cert_file
+                .clone()
+                .zip(self.client_key_file.clone()),
+        }
+    }
+
     /// A definition that names more than one password source is a mistake.
     fn check_password_sources(&self, name: &str) -> Result<()> {
         let sources = [
@@ -785,6 +850,14 @@ impl Config {
                 if !digits {
                     bail!("servers.{name}.chmod: {mode:?} is not an octal mode such as \"644\"");
                 }
+            }
+            for pin in &def.tls_pin_sha256 {
+                if pin_of(pin).is_none() {
+                    bail!("servers.{name}.tls_pin_sha256: {pin:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
+                }
+            }
+            if def.client_cert_file.is_some() != def.client_key_file.is_some() {
+                bail!("servers.{name}: give client_cert_file and client_key_file together");
             }
             if let Some(m) = &def.done_marker {
                 if let Err(e) = crate::job::template::check_name(&m.name) {

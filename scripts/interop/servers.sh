@@ -32,7 +32,7 @@ DEB_PKGS=(pure-ftpd proftpd-core proftpd-mod-crypto)
 # name:ENVPREFIX of every instance started by `start`.
 SERVERS=(vsftpd:VSFTPD vsftpd-tls:VSFTPDTLS vsftpd-limited:VSFTPDLIMITED
          vsftpd-tls12:VSFTPDTLS12 vsftpd-implicit:VSFTPDIMPLICIT
-         vsftpd-throttled:VSFTPDTHROTTLED
+         vsftpd-throttled:VSFTPDTHROTTLED vsftpd-mtls:VSFTPDMTLS
          pureftpd:PUREFTPD proftpd:PROFTPD proftpd-tls:PROFTPDTLS
          proftpd-tls12:PROFTPDTLS12 proftpd-implicit:PROFTPDIMPLICIT
          pyftpdlib:PYFTPDLIB pyquirks:PYQUIRKS pyquirks-tls:PYQUIRKSTLS)
@@ -222,8 +222,17 @@ gen_tls() {
             "subjectAltName=DNS:localhost" >server.ext
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
             -days 3650 -sha256 -extfile server.ext -out localhost-only.pem >/dev/null 2>&1
+        # A client certificate from the same CA, for the server that
+        # requires one (vsftpd-mtls: require_cert, validate_cert).
+        openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr \
+            -subj "/CN=ftpdrop interop client" >/dev/null 2>&1
+        printf '%s\n' "basicConstraints=CA:FALSE" \
+            "keyUsage=critical,digitalSignature" "extendedKeyUsage=clientAuth" >client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -days 3650 -sha256 -extfile client.ext -out client.pem >/dev/null 2>&1
         chmod 600 ca.key server.key localhost-only.key
-        rm -f server.csr server.ext
+        chmod 644 client.key
+        rm -f server.csr server.ext client.csr client.ext
     ) || die "openssl failed to create test certificates"
 }
 
@@ -462,7 +471,8 @@ cmd_start() {
 
     # --- vsftpd (plain, TLS, limited) ---
     local vs; vs="$(command -v vsftpd || echo /usr/sbin/vsftpd)"
-    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-tls12 vsftpd-implicit vsftpd-throttled; do
+    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-tls12 vsftpd-implicit vsftpd-throttled \
+        vsftpd-mtls; do
         mkdir -p "$DIR/$name/empty"; chmod 755 "$DIR/$name/empty"
     done
     local tls_opts=(ssl_enable=YES allow_anon_ssl=NO
@@ -494,7 +504,11 @@ cmd_start() {
     # bench/segmented.sh (segmented uploads against single-stream clients).
     write_vsftpd vsftpd-throttled "${PORT[vsftpd-throttled]}" "${PLO[vsftpd-throttled]}" \
         "${PHI[vsftpd-throttled]}" lock_upload_files=NO local_max_rate=20000000
-    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-implicit vsftpd-throttled; do
+    # Mutual TLS: the client must show a certificate the test CA signed.
+    write_vsftpd vsftpd-mtls "${PORT[vsftpd-mtls]}" "${PLO[vsftpd-mtls]}" \
+        "${PHI[vsftpd-mtls]}" implicit_ssl=NO "${tls_opts[@]}" \
+        require_cert=YES validate_cert=YES "ca_certs_file=$DIR/tls/ca.pem"
+    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-implicit vsftpd-throttled vsftpd-mtls; do
         launch "$name" "$vs" "$DIR/$name/etc/vsftpd.conf"
     done
     launch vsftpd-tls12 env "OPENSSL_CONF=$DIR/vsftpd-tls12/etc/openssl.cnf" \
@@ -594,6 +608,9 @@ cmd_start() {
         echo "FTPDROP_VSFTPDTLS12_TLS=explicit-required-max-tls1.2"
         echo "FTPDROP_VSFTPDIMPLICIT_TLS=implicit-required"
         echo "FTPDROP_VSFTPDTHROTTLED_MAX_RATE=20000000"
+        echo "FTPDROP_VSFTPDMTLS_TLS=explicit-required-client-cert"
+        echo "FTPDROP_TLS_CLIENT_CERT=$DIR/tls/client.pem"
+        echo "FTPDROP_TLS_CLIENT_KEY=$DIR/tls/client.key"
         echo "FTPDROP_PUREFTPD_TLS=explicit-optional"
         echo "FTPDROP_PROFTPDTLS_TLS=explicit-required-reuse-tls1.2-tls1.3"
         echo "FTPDROP_PROFTPDTLS12_TLS=explicit-required-reuse-tls1.2"

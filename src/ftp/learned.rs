@@ -243,6 +243,7 @@ mod tests {
             ca_file: None,
             insecure: false,
             names: Default::default(),
+            tls_options: Default::default(),
         }
     }
 

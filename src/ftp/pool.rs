@@ -1287,7 +1287,12 @@ impl Pool {
             crate::config::TlsMode::None => Ok(None),
             _ => self
                 .tls
-                .get(spec.ca_file.as_deref(), spec.insecure_skip_verify, tls12)
+                .get(
+                    spec.ca_file.as_deref(),
+                    spec.insecure_skip_verify,
+                    tls12 || spec.tls_options.tls12_only,
+                    &spec.tls_options,
+                )
                 .map(Some)
                 .map_err(|e| Fault::permanent(format!("TLS setup for {key}: {e:#}"))),
         };

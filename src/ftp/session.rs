@@ -1737,7 +1737,7 @@ fn tls_hint(mut f: Fault, spec: &ServerSpec) -> Fault {
         }
         Cause::Tls(TlsProblem::UnknownIssuer) => match spec.ca_file {
             Some(_) => " (the server's certificate is not signed by a CA in ca_file)".to_string(),
-            None => " (the server's certificate is not signed by a CA this system trusts: set \"ca_file\" to the CA's PEM file)".to_string(),
+            None => " (the server's certificate is not signed by a CA this system trusts: set \"ca_file\" to the CA's PEM file, or for a self-signed certificate pin it with the named server's \"tls_pin_sha256\")".to_string(),
         },
         Cause::Tls(TlsProblem::WrongName) => format!(
             " (the server's certificate does not name {:?}: connect with a host name it lists)",

@@ -92,8 +92,9 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore> {
 }
 
 /// Builds (once) and hands out TLS client configs.
-/// (CA file, skip verification, TLS 1.2 only) → config.
-type ConfigCache = HashMap<(Option<PathBuf>, bool, bool), Arc<ClientConfig>>;
+/// (CA file, skip verification, TLS 1.2 only, pins and client certificate) → config.
+type ConfigCache =
+    HashMap<(Option<PathBuf>, bool, bool, crate::config::TlsOptions), Arc<ClientConfig>>;
 
 #[derive(Default)]
 pub struct TlsConfigs {
@@ -109,8 +110,14 @@ impl TlsConfigs {
         ca_file: Option<&Path>,
         insecure: bool,
         tls12_only: bool,
+        options: &crate::config::TlsOptions,
     ) -> Result<Arc<ClientConfig>> {
-        let key = (ca_file.map(Path::to_path_buf), insecure, tls12_only);
+        let key = (
+            ca_file.map(Path::to_path_buf),
+            insecure,
+            tls12_only,
+            options.clone(),
+        );
         if let Some(cfg) = self.cache.lock().unwrap().get(&key) {
             return Ok(cfg.clone());
         }
@@ -121,17 +128,32 @@ impl TlsConfigs {
             builder.with_safe_default_protocol_versions()
         }
         .context("TLS provider setup")?;
-        let cfg = if insecure {
+        let builder = if insecure {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-                .with_no_client_auth()
+        } else if !options.pins.is_empty() {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned {
+                    pins: options.pins.clone(),
+                    provider: provider(),
+                }))
         } else {
             let roots = match ca_file {
                 Some(p) => roots_from_file(p)?,
                 None => system_roots().clone().map_err(|e| anyhow!(e))?,
             };
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
+        };
+        let cfg = match &options.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let (chain, key) = client_identity(cert, key)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .context("client_cert_file and client_key_file do not make a usable identity")?
+            }
         };
         let cfg = Arc::new(cfg);
         self.cache.lock().unwrap().insert(key, cfg.clone());
@@ -307,6 +329,107 @@ impl ClientSessionStore for SessionCache {
     fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
         // The newest ticket is the least likely to have expired.
         self.state.lock().unwrap().tls13.pop_back()
+    }
+}
+
+/// A client certificate chain and its key, from PEM files.
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = crate::localfile::read_small(cert, CA_FILE_MAX)
+        .with_context(|| format!("cannot read client_cert_file {}", cert.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("client_cert_file {} is not PEM", cert.display()))?;
+    if chain.is_empty() {
+        return Err(anyhow!(
+            "client_cert_file {} holds no certificate",
+            cert.display()
+        ));
+    }
+    let pem = crate::localfile::read_small(key, CA_FILE_MAX)
+        .with_context(|| format!("cannot read client_key_file {}", key.display()))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem)
+        .with_context(|| format!("client_key_file {} holds no PEM private key", key.display()))?;
+    Ok((chain, key))
+}
+
+/// The SHA-256 fingerprints of a certificate: of the whole certificate,
+/// and of its public key (SPKI), as lowercase hex.
+pub fn fingerprints(cert: &CertificateDer<'_>) -> (String, Option<String>) {
+    use sha2::{Digest, Sha256};
+    let whole = hex::encode(Sha256::digest(cert.as_ref()));
+    let key = webpki::EndEntityCert::try_from(cert)
+        .ok()
+        .map(|c| hex::encode(Sha256::digest(c.subject_public_key_info().as_ref())));
+    (whole, key)
+}
+
+/// Trusts a server by the fingerprint of its certificate or of its key
+/// (`tls_pin_sha256`) instead of a CA: what a self-signed certificate
+/// needs, with the handshake's signatures still checked.
+#[derive(Debug)]
+struct Pinned {
+    pins: Vec<String>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let (whole, key) = fingerprints(end_entity);
+        if self.pins.contains(&whole) || key.as_ref().is_some_and(|k| self.pins.contains(k)) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(rustls::Error::General(format!(
+            "the server's certificate matches no tls_pin_sha256 (its certificate's SHA-256 is {whole}{})",
+            key.map(|k| format!(", its public key's {k}")).unwrap_or_default()
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -69,6 +69,8 @@ pub struct ServerSpec {
     pub resolve_into: Option<Arc<Vec<IpNet>>>,
     /// The code page of its file names.
     pub names: crate::config::Names,
+    /// A version cap, pins, a client certificate (named servers only).
+    pub tls_options: crate::config::TlsOptions,
 }
 
 /// Identity of a pool of interchangeable sessions.
@@ -81,6 +83,7 @@ pub(crate) struct ServerKey {
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) insecure: bool,
     pub(crate) names: crate::config::Names,
+    pub(crate) tls_options: crate::config::TlsOptions,
 }
 
 impl ServerSpec {
@@ -93,6 +96,7 @@ impl ServerSpec {
             ca_file: self.ca_file.clone(),
             insecure: self.insecure_skip_verify,
             names: self.names,
+            tls_options: self.tls_options.clone(),
         }
     }
 }
@@ -663,6 +667,7 @@ fn entry_server(
                     insecure_skip_verify: def.insecure_skip_verify,
                     resolve_into: None,
                     names: crate::config::Names::of(def.encoding, config.legacy_encoding),
+                    tls_options: def.tls_options(),
                 }),
                 Err(e) => {
                     p.add("server", e);
@@ -1000,6 +1005,7 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         insecure_skip_verify: insecure,
         resolve_into: None,
         names: Default::default(),
+        tls_options: Default::default(),
     })
 }
 

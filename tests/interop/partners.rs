@@ -139,3 +139,163 @@ pub(super) async fn drop_box(t: &Target) -> Outcome {
     })?;
     Ok("defaults fail naming publish: direct; direct + verify none delivered, \"sent, not verified\"".into())
 }
+
+/// The leaf certificate of a PEM file and its two SHA-256 fingerprints
+/// (certificate, public key), as ftpdrop computes them.
+fn pins_of(pem: &Path) -> (String, String) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let cert = CertificateDer::pem_file_iter(pem)
+        .expect("server certificate")
+        .next()
+        .expect("one certificate")
+        .expect("PEM");
+    let (whole, key) = ftpdrop::ftp::tls::fingerprints(&cert);
+    (whole, key.expect("a public key"))
+}
+
+/// TLS that needs a nudge, against vsftpd with TLS 1.3 (`vsftpd-tls`,
+/// `require_ssl_reuse`): `tls_max_version: "1.2"` holds every connection
+/// to TLS 1.2 (its log says which); a self-signed-style server trusted by
+/// `tls_pin_sha256` of its certificate or of its key, with no `ca_file`;
+/// a wrong pin fails at once and names the server's fingerprints.
+pub(super) async fn tls_nudges(t: &Target, log: &Path, cert: &Path) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("tls-nudges");
+    let mut notes = Vec::new();
+    async fn run(
+        w: &Work,
+        t: &Target,
+        rel: &str,
+        job: &str,
+        extra: Value,
+    ) -> Result<Receipt, String> {
+        let def = named(t, extra)?;
+        let local = w.local(&format!("{job}.bin"), job.as_bytes());
+        let entry = json!({"server": "p", "file": {"local_path": local, "server_path": rel}});
+        Ok(w.run(job, vec![entry], move |c| {
+            c.servers.insert("p".into(), def);
+        })
+        .await)
+    }
+    // The cap: every handshake of the job in the server's log is TLS 1.2.
+    let before = log_len(log);
+    let r = run(
+        &w,
+        t,
+        &rel,
+        "capped",
+        json!({"tls": "explicit", "tls_max_version": "1.2", "ca_file": cert.with_file_name("ca.pem")}),
+    ).await?;
+    all_done(&r)?;
+    same_bytes(&disk.join("capped.bin"), b"capped")?;
+    let versions: Vec<String> = log_since(log, before)
+        .lines()
+        .filter_map(|l| l.split("SSL version: ").nth(1))
+        .map(|v| v.split([',', ' ']).next().unwrap_or("").to_string())
+        .collect();
+    ensure(
+        !versions.is_empty() && versions.iter().all(|v| v == "TLSv1.2"),
+        || format!("with tls_max_version 1.2 the server logged {versions:?}"),
+    )?;
+    notes.push(format!(
+        "capped: {} handshakes, all TLSv1.2",
+        versions.len()
+    ));
+    // Pins instead of a CA (the test CA is not in the system's roots).
+    let (whole, key) = pins_of(cert);
+    let colons: String = whole
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    for (job, pin) in [("pinned-cert", colons), ("pinned-key", key.clone())] {
+        let r = run(
+            &w,
+            t,
+            &rel,
+            job,
+            json!({"tls": "explicit", "tls_pin_sha256": [pin]}),
+        )
+        .await?;
+        all_done(&r)?;
+        same_bytes(&disk.join(format!("{job}.bin")), job.as_bytes())?;
+    }
+    notes.push("pinned by certificate and by key, no ca_file".into());
+    let wrong = "00".repeat(32);
+    let r = run(
+        &w,
+        t,
+        &rel,
+        "pinned-wrong",
+        json!({"tls": "explicit", "tls_pin_sha256": [wrong]}),
+    )
+    .await?;
+    let e = &r.entries[0];
+    let error = e.error.clone().unwrap_or_default();
+    ensure(
+        e.state == EntryState::Failed
+            && e.attempts == 1
+            && error.contains(&whole)
+            && error.contains(&key),
+        || {
+            format!(
+                "a wrong pin: {:?} after {} attempts: {error}",
+                e.state, e.attempts
+            )
+        },
+    )?;
+    ensure(!disk.join("pinned-wrong.bin").exists(), || {
+        "a file went to a server whose pin did not match".into()
+    })?;
+    notes.push("a wrong pin failed at once, naming the server's fingerprints".into());
+    Ok(notes.join("; "))
+}
+
+/// Mutual TLS against vsftpd with `require_cert` and `validate_cert`: with
+/// `client_cert_file` and `client_key_file` the upload lands; without them
+/// the server refuses the handshake and nothing is sent.
+pub(super) async fn client_certificate(t: &Target, ca: &Path, cert: &Path, key: &Path) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("mtls");
+    let mut notes = Vec::new();
+    for (job, with_cert) in [("with-cert", true), ("without-cert", false)] {
+        let mut extra = json!({"tls": "explicit", "ca_file": ca});
+        if with_cert {
+            extra["client_cert_file"] = json!(cert);
+            extra["client_key_file"] = json!(key);
+        }
+        let def = named(t, extra)?;
+        let local = w.local(&format!("{job}.bin"), job.as_bytes());
+        let entry = json!({"server": "p", "file": {"local_path": local, "server_path": rel}});
+        let r = w
+            .run(job, vec![entry], move |c| {
+                c.retry.max_attempts = 2;
+                c.servers.insert("p".into(), def);
+            })
+            .await;
+        let e = &r.entries[0];
+        if with_cert {
+            all_done(&r)?;
+            same_bytes(&disk.join("with-cert.bin"), b"with-cert")?;
+            notes.push("with the client certificate: uploaded".to_string());
+        } else {
+            ensure(e.state == EntryState::Failed, || {
+                format!("without a client certificate: {:?}", e.state)
+            })?;
+            ensure(!disk.join("without-cert.bin").exists(), || {
+                "a file arrived without the client certificate".into()
+            })?;
+            notes.push(format!(
+                "without: refused ({})",
+                e.error
+                    .clone()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            ));
+        }
+    }
+    Ok(notes.join("; "))
+}

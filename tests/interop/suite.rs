@@ -276,6 +276,7 @@ impl Target {
             insecure_skip_verify: self.insecure,
             resolve_into: None,
             names: Default::default(),
+            tls_options: Default::default(),
         }
     }
 
@@ -936,7 +937,7 @@ async fn probe_quirks(t: &Target) {
         None
     } else {
         ftpdrop::ftp::tls::TlsConfigs::default()
-            .get(t.ca.as_deref(), t.insecure, false)
+            .get(t.ca.as_deref(), t.insecure, false, &Default::default())
             .ok()
     };
     let mut s = match Session::connect(&t.spec(), tls, timeouts, &Default::default(), None).await {
@@ -1343,7 +1344,7 @@ async fn tls_control_resume(t: &Target, tls12: bool) -> Outcome {
         data: Duration::from_secs(20),
     };
     let tls = ftpdrop::ftp::tls::TlsConfigs::default()
-        .get(t.ca.as_deref(), t.insecure, false)
+        .get(t.ca.as_deref(), t.insecure, false, &Default::default())
         .map_err(|e| format!("{e:#}"))?;
     let share = ftpdrop::ftp::tls::Sharing {
         share: Default::default(),
@@ -3144,6 +3145,44 @@ async fn partner_servers() {
     let mut d = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
     d.user = "q-dropbox".into();
     d.name = "pyftpdlib `q-dropbox`".into();
+    if let Some(env) = require_servers("partner_servers", &["vsftpd-tls"]) {
+        let v = Target::from_env(env, "VSFTPDTLS", "vsftpd-tls");
+        let log = PathBuf::from(&env["FTPDROP_VSFTPDTLS_LOG"]).join("vsftpd.log");
+        let cert = PathBuf::from(&env["FTPDROP_TLS_CA"]).with_file_name("server.pem");
+        failures.push(
+            scenario(
+                "Partner servers",
+                "TLS: version cap 1.2, certificate and key pins, a wrong pin",
+                &v.name,
+                partners::tls_nudges(&v, &log, &cert),
+            )
+            .await,
+        );
+        if failures.iter().all(Option::is_none) {
+            v.cleanup();
+        }
+    }
+    if let Some(env) = require_servers("partner_servers", &["vsftpd-mtls"]) {
+        let m = Target::from_env(env, "VSFTPDMTLS", "vsftpd-mtls");
+        let path = |k: &str| PathBuf::from(&env[k]);
+        failures.push(
+            scenario(
+                "Partner servers",
+                "TLS: client certificate (mutual TLS)",
+                &m.name,
+                partners::client_certificate(
+                    &m,
+                    &path("FTPDROP_TLS_CA"),
+                    &path("FTPDROP_TLS_CLIENT_CERT"),
+                    &path("FTPDROP_TLS_CLIENT_KEY"),
+                ),
+            )
+            .await,
+        );
+        if failures.iter().all(Option::is_none) {
+            m.cleanup();
+        }
+    }
     failures.push(
         scenario(
             "Partner servers",
