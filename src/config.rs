@@ -53,6 +53,87 @@ pub enum Publish {
     Direct,
 }
 
+/// A proxy every connection to a server goes through (control and data).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProxySpec {
+    pub kind: ProxyKind,
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyKind {
+    /// SOCKS5 (RFC 1928), with a user and password (RFC 1929) if given.
+    Socks5,
+    /// An HTTP proxy's CONNECT tunnel, with Basic authentication if given.
+    HttpConnect,
+}
+
+impl ProxySpec {
+    /// `socks5://[user@]host:port` or `http://[user@]host:port`; a
+    /// password in the URL is refused (it goes by reference, like a
+    /// server's).
+    pub fn parse(url: &str) -> std::result::Result<ProxySpec, String> {
+        let (kind, rest) = if let Some(r) = url.strip_prefix("socks5://") {
+            (ProxyKind::Socks5, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (ProxyKind::HttpConnect, r)
+        } else {
+            return Err(format!(
+                "{:?} is not socks5://host:port or http://host:port",
+                crate::host::without_password(url)
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, _)) if u.contains(':') => {
+                return Err("a password in the proxy URL is refused: give proxy_password_env or proxy_password_file".into())
+            }
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)),
+            None => (hostport, None),
+        };
+        let Some(port) = port else {
+            return Err(format!("{hostport:?}: the proxy needs a port (host:port)"));
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err("the proxy URL has no host".into());
+        }
+        Ok(ProxySpec {
+            kind,
+            host: host.to_string(),
+            port,
+            user,
+            password: Secret::default(),
+        })
+    }
+}
+
+impl std::fmt::Display for ProxySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.kind {
+            ProxyKind::Socks5 => "socks5",
+            ProxyKind::HttpConnect => "http",
+        };
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{scheme}://{user}{}",
+            crate::host::host_port(&self.host, self.port)
+        )
+    }
+}
+
 /// The highest TLS version offered to a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum TlsVersion {
@@ -505,6 +586,17 @@ pub struct ServerDef {
     /// The client certificate's private key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) client_key_file: Option<PathBuf>,
+    /// A proxy for the control connection and every data connection:
+    /// `socks5://[user@]host:port` or `http://[user@]host:port` (CONNECT).
+    /// Not with implicit TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) proxy: Option<String>,
+    /// The environment variable holding the proxy user's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) proxy_password_env: Option<String>,
+    /// A file whose first line is the proxy user's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) proxy_password_file: Option<PathBuf>,
     /// `rename` (default: temp name, check, rename) or `direct` (straight to
     /// the final name, for drop boxes that allow no rename or temp name).
     #[serde(default)]
@@ -604,6 +696,28 @@ impl ServerDef {
     }
 
     /// The password from wherever the definition says it lives.
+    /// Its proxy, with the password read from where it is kept.
+    pub(crate) fn resolve_proxy(&self, name: &str) -> Result<Option<ProxySpec>> {
+        let Some(url) = &self.proxy else {
+            return Ok(None);
+        };
+        let mut spec = ProxySpec::parse(url).map_err(|e| anyhow!("servers.{name}.proxy: {e}"))?;
+        if let Some(var) = &self.proxy_password_env {
+            spec.password = std::env::var(var).map(Secret::new).with_context(|| {
+                format!("servers.{name}.proxy_password_env: variable {var} is not set")
+            })?;
+        } else if let Some(file) = &self.proxy_password_file {
+            let text = std::fs::read_to_string(file).with_context(|| {
+                format!(
+                    "servers.{name}.proxy_password_file: cannot read {}",
+                    file.display()
+                )
+            })?;
+            spec.password = Secret::new(text.lines().next().unwrap_or("").to_string());
+        }
+        Ok(Some(spec))
+    }
+
     pub(crate) fn resolve_password(&self, name: &str) -> Result<Secret> {
         self.check_password_sources(name)?;
         if let Some(p) = &self.password {
@@ -854,6 +968,12 @@ impl Config {
             for pin in &def.tls_pin_sha256 {
                 if pin_of(pin).is_none() {
                     bail!("servers.{name}.tls_pin_sha256: {pin:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
+                }
+            }
+            if let Some(url) = &def.proxy {
+                ProxySpec::parse(url).map_err(|e| anyhow!("servers.{name}.proxy: {e}"))?;
+                if def.tls == TlsMode::Implicit {
+                    bail!("servers.{name}.proxy: not with implicit TLS (use explicit TLS through a proxy)");
                 }
             }
             if def.client_cert_file.is_some() != def.client_key_file.is_some() {

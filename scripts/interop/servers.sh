@@ -23,7 +23,9 @@ TEST_USER="${FTPDROP_INTEROP_USER:-ftpdrop-test}"
 TEST_PASS="${FTPDROP_INTEROP_PASS:-ftpdrop-Pa55}"
 # Libraries the extracted proftpd/pure-ftpd binaries need (none conflict
 # with vsftpd). vsftpd itself is installed the normal way.
-APT_PKGS=(vsftpd curl openssl ca-certificates
+# microsocks (SOCKS5) and tinyproxy (HTTP CONNECT) are started by the
+# interop tests themselves, as the proxies a partner's firewall allows.
+APT_PKGS=(vsftpd curl openssl ca-certificates microsocks tinyproxy
           libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3
           libsodium23 libcap2 libpam0g libssl3 libacl1 libidn2-0 libcrypt1 zlib1g)
 # Downloaded and unpacked only (they conflict with vsftpd as packages).

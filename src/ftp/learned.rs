@@ -244,6 +244,7 @@ mod tests {
             insecure: false,
             names: Default::default(),
             tls_options: Default::default(),
+            proxy: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`session`]: one logged-in session, in operations (make a directory,
 //!   size of a file, open an upload, publish); its items are re-exported
 //!   here (`ftp::Session`).
+//! - [`proxy`]: connections through a SOCKS5 or HTTP CONNECT proxy, control and data alike.
 //! - [`codepage`]: file names in cp1251, koi8-r or cp866 for servers without UTF-8.
 //! - [`keep`]: what of the local file is kept on the server: its time (MFMT) and mode (SITE CHMOD).
 //! - [`digest`]: server-side digests (HASH, XSHA256, XMD5, XCRC): which, how to ask, the answer.
@@ -31,6 +32,7 @@ pub mod fault;
 pub(crate) mod keep;
 pub(crate) mod learned;
 pub(crate) mod pool;
+pub(crate) mod proxy;
 pub mod reply;
 pub mod seats;
 pub mod session;

@@ -58,6 +58,8 @@ pub struct Session {
     pub(crate) control: Control,
     /// How the server's names are encoded (resolved once FEAT is known).
     names: crate::config::Names,
+    /// The proxy its connections go through, data connections included.
+    proxy: Option<Arc<crate::config::ProxySpec>>,
     pub features: Features,
     /// Cleared the first time the server refuses EPSV; PASV is used from then on.
     epsv: bool,
@@ -236,24 +238,22 @@ async fn timed<T>(
 
 fn passive_builder(
     connect_timeout: Duration,
+    proxy: Option<Arc<crate::config::ProxySpec>>,
 ) -> impl Fn(SocketAddr) -> std::pin::Pin<Box<dyn Future<Output = FtpResult<TcpStream>> + Send + Sync>>
        + Send
        + Sync
        + 'static {
     move |addr| {
+        let proxy = proxy.clone();
         Box::pin(async move {
-            let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+            crate::ftp::proxy::dial(proxy.as_deref(), addr, connect_timeout)
                 .await
-                .map_err(|_| {
+                .map_err(|e| {
                     FtpError::ConnectionError(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("data connection to {addr} timed out"),
+                        e.kind(),
+                        format!("data connection to {addr}: {e}"),
                     ))
-                })?
-                .map_err(FtpError::ConnectionError)?;
-            // Small files are dominated by round trips; Nagle only adds delay.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
+                })
         })
     }
 }
@@ -433,11 +433,14 @@ impl Session {
                 ftp
             }
             _ => {
-                let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
+                let stream = crate::ftp::proxy::dial(spec.proxy.as_deref(), addr, timeouts.connect)
                     .await
-                    .map_err(|_| Fault::timeout(format!("connect {server}: timed out")))?
-                    .map_err(|e| Fault::transient(format!("connect {server} ({addr}): {e}")))?;
-                let _ = stream.set_nodelay(true);
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::TimedOut => {
+                            Fault::timeout(format!("connect {server}: {e}"))
+                        }
+                        _ => Fault::transient(format!("connect {server} ({addr}): {e}")),
+                    })?;
                 let ftp = timed(
                     &mut link,
                     &spec.password,
@@ -478,7 +481,7 @@ impl Session {
         // connection's address is the one known to work (curl does the same).
         ftp.set_passive_nat_workaround(true);
         ftp.set_mode(Mode::ExtendedPassive);
-        let ftp = ftp.passive_stream_builder(passive_builder(timeouts.connect));
+        let ftp = ftp.passive_stream_builder(passive_builder(timeouts.connect, spec.proxy.clone()));
 
         let mut session = Session {
             control: Control {
@@ -495,6 +498,7 @@ impl Session {
                 page: crate::config::CodePage::Utf8,
             },
             names: spec.names,
+            proxy: spec.proxy.clone(),
             features: Features::default(),
             epsv: true,
             create_with_appe: true,
@@ -935,27 +939,20 @@ impl Session {
     async fn open_data(&mut self, command: String, rest: Option<u64>) -> Result<Upload, Refused> {
         let addr = self.passive().await.map_err(Refused::Other)?;
         let tls = self.data_tls.clone();
+        let proxy = self.proxy.clone();
         let connect_timeout = self.control.timeouts.connect;
         // The TCP connect, and the TLS handshake after it, run alongside
         // REST and the command: over a WAN link the connect's round trip and
         // the command's overlap (the server accepts once it has the command).
         let handshake = async move {
-            let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+            let tcp = crate::ftp::proxy::dial(proxy.as_deref(), addr, connect_timeout)
                 .await
-                .map_err(|_| {
-                    DataFailure::Connect(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("data connection to {addr}: timed out"),
-                    ))
-                })?
                 .map_err(|e| {
                     DataFailure::Connect(std::io::Error::new(
                         e.kind(),
                         format!("data connection to {addr}: {e}"),
                     ))
                 })?;
-            // Small files are dominated by round trips; Nagle only adds delay.
-            let _ = tcp.set_nodelay(true);
             match tls {
                 Some((connector, name)) => connector
                     .connect(name, tcp)

@@ -71,6 +71,8 @@ pub struct ServerSpec {
     pub names: crate::config::Names,
     /// A version cap, pins, a client certificate (named servers only).
     pub tls_options: crate::config::TlsOptions,
+    /// The proxy every connection goes through (named servers only).
+    pub proxy: Option<Arc<crate::config::ProxySpec>>,
 }
 
 /// Identity of a pool of interchangeable sessions.
@@ -84,6 +86,7 @@ pub(crate) struct ServerKey {
     pub(crate) insecure: bool,
     pub(crate) names: crate::config::Names,
     pub(crate) tls_options: crate::config::TlsOptions,
+    pub(crate) proxy: Option<Arc<crate::config::ProxySpec>>,
 }
 
 impl ServerSpec {
@@ -97,6 +100,7 @@ impl ServerSpec {
             insecure: self.insecure_skip_verify,
             names: self.names,
             tls_options: self.tls_options.clone(),
+            proxy: self.proxy.clone(),
         }
     }
 }
@@ -508,8 +512,9 @@ fn get_str<'v>(
     }
 }
 
-/// Resolved passwords of configured servers, by name (an error as its message).
-type Passwords = HashMap<String, Result<Secret, String>>;
+/// Resolved passwords (the server's, and its proxy with its password) of
+/// configured servers, by name (an error as its message).
+type Passwords = HashMap<String, Result<(Secret, Option<Arc<crate::config::ProxySpec>>), String>>;
 
 fn parse_entry(
     index: usize,
@@ -654,10 +659,14 @@ fn entry_server(
         Some(Value::String(name)) => match config.servers.get(name) {
             Some(def) => match passwords
                 .entry(name.clone())
-                .or_insert_with(|| def.resolve_password(name).map_err(|e| format!("{e:#}")))
+                .or_insert_with(|| {
+                    let password = def.resolve_password(name).map_err(|e| format!("{e:#}"))?;
+                    let proxy = def.resolve_proxy(name).map_err(|e| format!("{e:#}"))?;
+                    Ok((password, proxy.map(Arc::new)))
+                })
                 .clone()
             {
-                Ok(password) => Some(ServerSpec {
+                Ok((password, proxy)) => Some(ServerSpec {
                     host: def.host.clone(),
                     port: def.port,
                     login: def.login.clone(),
@@ -668,6 +677,7 @@ fn entry_server(
                     resolve_into: None,
                     names: crate::config::Names::of(def.encoding, config.legacy_encoding),
                     tls_options: def.tls_options(),
+                    proxy,
                 }),
                 Err(e) => {
                     p.add("server", e);
@@ -1006,6 +1016,7 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         resolve_into: None,
         names: Default::default(),
         tls_options: Default::default(),
+        proxy: None,
     })
 }
 

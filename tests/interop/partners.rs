@@ -299,3 +299,165 @@ pub(super) async fn client_certificate(t: &Target, ca: &Path, cert: &Path, key: 
     }
     Ok(notes.join("; "))
 }
+
+/// A proxy process the test starts and stops (killed on drop).
+struct ProxyProcess {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `microsocks` (SOCKS5, user and password required) or `tinyproxy`
+/// (HTTP CONNECT, Basic auth), each connecting out from its own address
+/// (127.0.0.2, 127.0.0.3): the server's log then tells a connection that
+/// came through it from one that went around it.
+async fn start_proxy(kind: &str, user: &str, pass: &str) -> Result<ProxyProcess, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = free_port();
+    let mut cmd = match kind {
+        "socks5" => {
+            let mut c = std::process::Command::new("microsocks");
+            c.args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-b",
+                "127.0.0.2",
+            ]);
+            c.args(["-u", user, "-P", pass]);
+            c
+        }
+        _ => {
+            let conf = dir.path().join("tinyproxy.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "Port {port}\nListen 127.0.0.1\nBind 127.0.0.3\nTimeout 120\n\
+                     MaxClients 200\nAllow 127.0.0.1\nBasicAuth {user} {pass}\nLogLevel Warning\n"
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            let mut c = std::process::Command::new("tinyproxy");
+            c.arg("-d").arg("-c").arg(&conf);
+            c
+        }
+    };
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot start the {kind} proxy (servers.sh install puts it there): {e}")
+        })?;
+    let p = ProxyProcess {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("the {kind} proxy did not listen on {port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(p)
+}
+
+/// Uploads through a SOCKS5 proxy (microsocks) and an HTTP CONNECT proxy
+/// (tinyproxy), both with a user and a password kept in a variable, to
+/// vsftpd, which refuses a data connection from another address than its
+/// control connection's: every upload of the job is logged as coming from
+/// the proxy's address, so nothing went around it. A wrong proxy password
+/// fails with the proxy named.
+pub(super) async fn proxies(t: &Target, log: &Path) -> Outcome {
+    let mut notes = Vec::new();
+    for (kind, via) in [("socks5", "127.0.0.2"), ("http", "127.0.0.3")] {
+        let w = Work::new();
+        let (rel, disk) = t.dir(&format!("proxy-{kind}"));
+        let proxy = start_proxy(kind, "fwuser", "fw-secret-1").await?;
+        let var = format!("FTPDROP_TEST_PROXY_PASSWORD_{}", kind.to_uppercase());
+        std::env::set_var(&var, "fw-secret-1");
+        let url = format!("{kind}://fwuser@127.0.0.1:{}", proxy.port);
+        let bodies: Vec<(String, Vec<u8>)> = (0..4)
+            .map(|i| {
+                (
+                    format!("f{i}.bin"),
+                    support::random_bytes(if i == 0 { 2 << 20 } else { 5000 + i }, 60 + i as u64),
+                )
+            })
+            .collect();
+        let entries: Vec<Value> = bodies
+            .iter()
+            .map(|(n, b)| {
+                json!({"server": "p", "file": {"local_path": w.local(n, b), "server_path": rel}})
+            })
+            .collect();
+        let def = named(t, json!({"proxy": url, "proxy_password_env": var}))?;
+        let before = log_len(log);
+        let r = w
+            .run(&format!("via-{kind}"), entries, move |c| {
+                c.servers.insert("p".into(), def);
+            })
+            .await;
+        all_done(&r)?;
+        for (n, b) in &bodies {
+            same_bytes(&disk.join(n), b)?;
+        }
+        let uploads: Vec<String> = log_since(log, before)
+            .lines()
+            .filter(|l| l.contains("OK UPLOAD") && l.contains(&rel))
+            .map(str::to_string)
+            .collect();
+        ensure(
+            uploads.len() >= bodies.len()
+                && uploads
+                    .iter()
+                    .all(|l| l.contains(&format!("Client \"{via}\""))),
+            || format!("uploads the server logged for {kind}: {uploads:#?}"),
+        )?;
+        notes.push(format!("{kind}: {} uploads, all from {via}", uploads.len()));
+        // A wrong password: refused by the proxy, which the error names.
+        std::env::set_var(&var, "wrong");
+        let local = w.local("denied.bin", b"denied");
+        let def = named(t, json!({"proxy": url, "proxy_password_env": var}))?;
+        let r = w
+            .run(
+                &format!("denied-{kind}"),
+                vec![json!({"server": "p", "file": {"local_path": local, "server_path": rel}})],
+                move |c| {
+                    c.retry.max_attempts = 1;
+                    c.servers.insert("p".into(), def);
+                },
+            )
+            .await;
+        let e = &r.entries[0];
+        let error = e.error.clone().unwrap_or_default();
+        ensure(
+            e.state == EntryState::Failed && error.contains("proxy") && !error.contains("wrong"),
+            || format!("a wrong proxy password: {:?}: {error}", e.state),
+        )?;
+        ensure(!disk.join("denied.bin").exists(), || {
+            "a file arrived through a proxy that refused the password".into()
+        })?;
+    }
+    notes.push("a wrong proxy password fails, naming the proxy".into());
+    Ok(notes.join("; "))
+}

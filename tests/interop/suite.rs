@@ -277,6 +277,7 @@ impl Target {
             resolve_into: None,
             names: Default::default(),
             tls_options: Default::default(),
+            proxy: None,
         }
     }
 
@@ -3155,6 +3156,22 @@ async fn partner_servers() {
                 "TLS: version cap 1.2, certificate and key pins, a wrong pin",
                 &v.name,
                 partners::tls_nudges(&v, &log, &cert),
+            )
+            .await,
+        );
+        if failures.iter().all(Option::is_none) {
+            v.cleanup();
+        }
+    }
+    if let Some(env) = require_servers("partner_servers", &["vsftpd"]) {
+        let v = Target::from_env(env, "VSFTPD", "vsftpd");
+        let log = PathBuf::from(&env["FTPDROP_VSFTPD_LOG"]).join("vsftpd.log");
+        failures.push(
+            scenario(
+                "Partner servers",
+                "SOCKS5 (microsocks) and HTTP CONNECT (tinyproxy) proxies, control and data",
+                &v.name,
+                partners::proxies(&v, &log),
             )
             .await,
         );
