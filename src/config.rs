@@ -134,6 +134,38 @@ impl std::fmt::Display for ProxySpec {
     }
 }
 
+/// How data connections are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DataMode {
+    /// Passive (EPSV, then PASV); active where the server refuses both,
+    /// which is then remembered.
+    #[default]
+    Auto,
+    Passive,
+    /// The server connects to us (EPRT, or PORT): for servers that allow
+    /// only that.
+    Active,
+}
+
+/// A server's data connections: the mode, and the local ports active mode
+/// listens on (`None`: any free port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DataSpec {
+    pub mode: DataMode,
+    pub ports: Option<(u16, u16)>,
+}
+
+/// `"50000-50100"` as (50000, 50100).
+pub fn port_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = text.split_once('-')?;
+    let (lo, hi) = (
+        lo.trim().parse::<u16>().ok()?,
+        hi.trim().parse::<u16>().ok()?,
+    );
+    (lo > 0 && lo <= hi).then_some((lo, hi))
+}
+
 /// The highest TLS version offered to a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum TlsVersion {
@@ -586,6 +618,14 @@ pub struct ServerDef {
     /// The client certificate's private key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) client_key_file: Option<PathBuf>,
+    /// Data connections: `auto` (default: passive, and active where the
+    /// server refuses EPSV and PASV, remembered), `passive` or `active`.
+    #[serde(default)]
+    pub(crate) data_mode: DataMode,
+    /// The local ports active mode listens on, for a firewall that opens
+    /// only those: `"50000-50100"`. Unset: any free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) active_ports: Option<String>,
     /// A proxy for the control connection and every data connection:
     /// `socks5://[user@]host:port` or `http://[user@]host:port` (CONNECT).
     /// Not with implicit TLS.
@@ -970,8 +1010,16 @@ impl Config {
                     bail!("servers.{name}.tls_pin_sha256: {pin:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
                 }
             }
+            if let Some(r) = &def.active_ports {
+                if port_range(r).is_none() {
+                    bail!("servers.{name}.active_ports: {r:?} is not a port range such as \"50000-50100\"");
+                }
+            }
             if let Some(url) = &def.proxy {
                 ProxySpec::parse(url).map_err(|e| anyhow!("servers.{name}.proxy: {e}"))?;
+                if def.data_mode == DataMode::Active {
+                    bail!("servers.{name}.proxy: not with data_mode active (the server cannot connect back through a proxy)");
+                }
                 if def.tls == TlsMode::Implicit {
                     bail!("servers.{name}.proxy: not with implicit TLS (use explicit TLS through a proxy)");
                 }

@@ -35,6 +35,7 @@ DEB_PKGS=(pure-ftpd proftpd-core proftpd-mod-crypto)
 SERVERS=(vsftpd:VSFTPD vsftpd-tls:VSFTPDTLS vsftpd-limited:VSFTPDLIMITED
          vsftpd-tls12:VSFTPDTLS12 vsftpd-implicit:VSFTPDIMPLICIT
          vsftpd-throttled:VSFTPDTHROTTLED vsftpd-mtls:VSFTPDMTLS
+         vsftpd-active:VSFTPDACTIVE
          pureftpd:PUREFTPD proftpd:PROFTPD proftpd-tls:PROFTPDTLS
          proftpd-tls12:PROFTPDTLS12 proftpd-implicit:PROFTPDIMPLICIT
          pyftpdlib:PYFTPDLIB pyquirks:PYQUIRKS pyquirks-tls:PYQUIRKSTLS)
@@ -474,7 +475,7 @@ cmd_start() {
     # --- vsftpd (plain, TLS, limited) ---
     local vs; vs="$(command -v vsftpd || echo /usr/sbin/vsftpd)"
     for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-tls12 vsftpd-implicit vsftpd-throttled \
-        vsftpd-mtls; do
+        vsftpd-mtls vsftpd-active; do
         mkdir -p "$DIR/$name/empty"; chmod 755 "$DIR/$name/empty"
     done
     local tls_opts=(ssl_enable=YES allow_anon_ssl=NO
@@ -510,7 +511,11 @@ cmd_start() {
     write_vsftpd vsftpd-mtls "${PORT[vsftpd-mtls]}" "${PLO[vsftpd-mtls]}" \
         "${PHI[vsftpd-mtls]}" implicit_ssl=NO "${tls_opts[@]}" \
         require_cert=YES validate_cert=YES "ca_certs_file=$DIR/tls/ca.pem"
-    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-implicit vsftpd-throttled vsftpd-mtls; do
+    # Active mode only, as behind a firewall that lets no passive port in.
+    write_vsftpd vsftpd-active "${PORT[vsftpd-active]}" "${PLO[vsftpd-active]}" \
+        "${PHI[vsftpd-active]}" pasv_enable=NO port_enable=YES
+    for name in vsftpd vsftpd-tls vsftpd-limited vsftpd-implicit vsftpd-throttled vsftpd-mtls \
+        vsftpd-active; do
         launch "$name" "$vs" "$DIR/$name/etc/vsftpd.conf"
     done
     launch vsftpd-tls12 env "OPENSSL_CONF=$DIR/vsftpd-tls12/etc/openssl.cnf" \
@@ -611,6 +616,7 @@ cmd_start() {
         echo "FTPDROP_VSFTPDIMPLICIT_TLS=implicit-required"
         echo "FTPDROP_VSFTPDTHROTTLED_MAX_RATE=20000000"
         echo "FTPDROP_VSFTPDMTLS_TLS=explicit-required-client-cert"
+        echo "FTPDROP_VSFTPDACTIVE_DATA=active-only"
         echo "FTPDROP_TLS_CLIENT_CERT=$DIR/tls/client.pem"
         echo "FTPDROP_TLS_CLIENT_KEY=$DIR/tls/client.key"
         echo "FTPDROP_PUREFTPD_TLS=explicit-optional"

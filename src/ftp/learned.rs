@@ -60,6 +60,10 @@ pub struct Facts {
     /// mod_tls), where each control connection does a full handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) control_tls_resume: Option<bool>,
+    /// The server refused EPSV and PASV, and took active mode (`data_mode:
+    /// auto`): its sessions start in active mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) active: Option<bool>,
     /// The TLS key exchange group the server took (its IANA number; 23 is
     /// P-256): a restarted daemon's first logins offer it at once, rather
     /// than each paying a HelloRetryRequest round trip to learn it.
@@ -245,6 +249,7 @@ mod tests {
             names: Default::default(),
             tls_options: Default::default(),
             proxy: None,
+            data: Default::default(),
         }
     }
 

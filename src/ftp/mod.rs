@@ -11,6 +11,7 @@
 //! - [`session`]: one logged-in session, in operations (make a directory,
 //!   size of a file, open an upload, publish); its items are re-exported
 //!   here (`ftp::Session`).
+//! - [`active`]: active-mode data connections (EPRT/PORT, a port range, the server's address only).
 //! - [`proxy`]: connections through a SOCKS5 or HTTP CONNECT proxy, control and data alike.
 //! - [`codepage`]: file names in cp1251, koi8-r or cp866 for servers without UTF-8.
 //! - [`keep`]: what of the local file is kept on the server: its time (MFMT) and mode (SITE CHMOD).
@@ -24,6 +25,7 @@
 //! - [`fault`]: the typed error: its kind (transient, back-pressure,
 //!   permanent) and its cause (refused, TLS, broken, timeout, local).
 
+pub(crate) mod active;
 pub(crate) mod codepage;
 pub(crate) mod control;
 pub mod data;

@@ -1213,6 +1213,9 @@ impl Pool {
             if !session.rest_works {
                 f.rest = Some(false);
             }
+            if session.went_active {
+                f.active = Some(true);
+            }
             if f.tls12.is_none() && session.tls13_tickets_on_data() {
                 // TLS 1.3 serves this server's sessions for good.
                 f.tls12 = Some(false);

@@ -60,6 +60,15 @@ pub struct Session {
     names: crate::config::Names,
     /// The proxy its connections go through, data connections included.
     proxy: Option<Arc<crate::config::ProxySpec>>,
+    /// Passive or active data connections, and active mode's ports.
+    data: crate::config::DataSpec,
+    /// Data connections are active (the server connects to us): asked
+    /// for, or taken where the server refused EPSV and PASV.
+    pub(crate) active: bool,
+    /// `data_mode: auto` turned active on this session (the pool learns it).
+    pub(crate) went_active: bool,
+    /// Cleared the first time the server refuses EPRT: PORT from then on.
+    eprt: bool,
     pub features: Features,
     /// Cleared the first time the server refuses EPSV; PASV is used from then on.
     epsv: bool,
@@ -140,6 +149,12 @@ struct Ahead {
     /// The port of an EPSV sent ahead, and when: the server listens there
     /// for the next data connection (for [`PASSIVE_AHEAD_FRESH`]).
     passive: Option<(SocketAddr, Instant)>,
+}
+
+/// How a data connection is made (see [`Session::data_way`]).
+enum DataWay {
+    Passive(SocketAddr),
+    Active(tokio::net::TcpListener),
 }
 
 /// Why a data connection could not be set up on this side: its TCP
@@ -338,6 +353,9 @@ impl Session {
                     s.rest_works = known.rest != Some(false);
                     s.control.pipelining = known.pipelining;
                     s.queues_in_transfer = known.queues_in_transfer;
+                    if s.data.mode == crate::config::DataMode::Auto && known.active == Some(true) {
+                        s.active = true;
+                    }
                     return Ok(s);
                 }
                 Err(mut f) if spec.tls == TlsMode::None && f.cause == Cause::TlsRequired => {
@@ -499,6 +517,10 @@ impl Session {
             },
             names: spec.names,
             proxy: spec.proxy.clone(),
+            data: spec.data,
+            active: spec.data.mode == crate::config::DataMode::Active,
+            went_active: false,
+            eprt: true,
             features: Features::default(),
             epsv: true,
             create_with_appe: true,
@@ -892,6 +914,58 @@ impl Session {
         Ok(String::from_utf8_lossy(&resp.body).trim().to_string())
     }
 
+    /// How the next data connection is made: to the server's passive port,
+    /// or from the server to our listener (active mode). `data_mode: auto`
+    /// turns active where the server refuses both EPSV and PASV.
+    async fn data_way(&mut self) -> Result<DataWay, Fault> {
+        if !self.active {
+            match self.passive().await {
+                Ok(addr) => return Ok(DataWay::Passive(addr)),
+                Err(f)
+                    if self.data.mode == crate::config::DataMode::Auto
+                        && self.proxy.is_none()
+                        && !self.control.link.is_broken()
+                        && f.verb.as_deref() == Some("PASV")
+                        && matches!(f.code, Some(500 | 501 | 502 | 504 | 425 | 550)) =>
+                {
+                    tracing::info!(reply = %f.message, "the server refuses passive mode; using active mode");
+                    self.active = true;
+                    self.went_active = true;
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        // Replies owed to an earlier entry's rename come first.
+        self.control.settle().await?;
+        let (listener, local) = crate::ftp::active::listen(
+            self.control
+                .ftp
+                .get_ref()
+                .await
+                .local_addr()
+                .map_err(|e| Fault::transient(format!("active mode: the local address: {e}")))?
+                .ip(),
+            self.data.ports,
+        )?;
+        if self.eprt {
+            let cmd = crate::ftp::active::eprt(local);
+            match self.command(cmd, &[Status::CommandOk]).await {
+                Ok(_) => return Ok(DataWay::Active(listener)),
+                Err(f)
+                    if local.is_ipv4()
+                        && !self.control.link.is_broken()
+                        && matches!(f.code, Some(500 | 501 | 502 | 522)) =>
+                {
+                    self.eprt = false;
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        self.command(crate::ftp::active::port(local)?, &[Status::CommandOk])
+            .await?;
+        Ok(DataWay::Active(listener))
+    }
+
     /// Where the next passive data connection goes: EPSV, or PASV once the
     /// server has refused EPSV. The host is always the control connection's
     /// peer and only the port is taken from the reply: servers behind NAT
@@ -906,6 +980,7 @@ impl Session {
                 return Ok(addr);
             }
         }
+        self.control.settle().await?;
         if self.epsv {
             match self
                 .command("EPSV".into(), &[Status::ExtendedPassiveMode])
@@ -917,9 +992,10 @@ impl Session {
                     })?;
                     return Ok(SocketAddr::new(self.peer.ip(), port));
                 }
+                // 550: vsftpd with pasv_enable=NO ("Permission denied").
                 Err(f)
                     if !self.control.link.is_broken()
-                        && matches!(f.code, Some(500 | 501 | 502 | 522)) =>
+                        && matches!(f.code, Some(500 | 501 | 502 | 522 | 550)) =>
                 {
                     self.epsv_refused(&f.message);
                 }
@@ -937,22 +1013,34 @@ impl Session {
     /// command back to back, while the TLS handshake, started as soon as the
     /// connection is up, runs alongside them (see [`super::data`]).
     async fn open_data(&mut self, command: String, rest: Option<u64>) -> Result<Upload, Refused> {
-        let addr = self.passive().await.map_err(Refused::Other)?;
+        let way = self.data_way().await.map_err(Refused::Other)?;
         let tls = self.data_tls.clone();
         let proxy = self.proxy.clone();
         let connect_timeout = self.control.timeouts.connect;
+        let accept_timeout = self.control.timeouts.command;
+        let server_ip = self.peer.ip();
         // The TCP connect, and the TLS handshake after it, run alongside
         // REST and the command: over a WAN link the connect's round trip and
         // the command's overlap (the server accepts once it has the command).
+        // In active mode the server connects once it has the command.
         let handshake = async move {
-            let tcp = crate::ftp::proxy::dial(proxy.as_deref(), addr, connect_timeout)
-                .await
-                .map_err(|e| {
-                    DataFailure::Connect(std::io::Error::new(
-                        e.kind(),
-                        format!("data connection to {addr}: {e}"),
-                    ))
-                })?;
+            let tcp = match way {
+                DataWay::Passive(addr) => {
+                    crate::ftp::proxy::dial(proxy.as_deref(), addr, connect_timeout)
+                        .await
+                        .map_err(|e| {
+                            DataFailure::Connect(std::io::Error::new(
+                                e.kind(),
+                                format!("data connection to {addr}: {e}"),
+                            ))
+                        })?
+                }
+                DataWay::Active(listener) => {
+                    crate::ftp::active::accept(listener, server_ip, accept_timeout)
+                        .await
+                        .map_err(DataFailure::Connect)?
+                }
+            };
             match tls {
                 Some((connector, name)) => connector
                     .connect(name, tcp)

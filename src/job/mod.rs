@@ -73,6 +73,8 @@ pub struct ServerSpec {
     pub tls_options: crate::config::TlsOptions,
     /// The proxy every connection goes through (named servers only).
     pub proxy: Option<Arc<crate::config::ProxySpec>>,
+    /// Passive or active data connections (named servers only).
+    pub data: crate::config::DataSpec,
 }
 
 /// Identity of a pool of interchangeable sessions.
@@ -87,6 +89,7 @@ pub(crate) struct ServerKey {
     pub(crate) names: crate::config::Names,
     pub(crate) tls_options: crate::config::TlsOptions,
     pub(crate) proxy: Option<Arc<crate::config::ProxySpec>>,
+    pub(crate) data: crate::config::DataSpec,
 }
 
 impl ServerSpec {
@@ -101,6 +104,7 @@ impl ServerSpec {
             names: self.names,
             tls_options: self.tls_options.clone(),
             proxy: self.proxy.clone(),
+            data: self.data,
         }
     }
 }
@@ -678,6 +682,13 @@ fn entry_server(
                     names: crate::config::Names::of(def.encoding, config.legacy_encoding),
                     tls_options: def.tls_options(),
                     proxy,
+                    data: crate::config::DataSpec {
+                        mode: def.data_mode,
+                        ports: def
+                            .active_ports
+                            .as_deref()
+                            .and_then(crate::config::port_range),
+                    },
                 }),
                 Err(e) => {
                     p.add("server", e);
@@ -1017,6 +1028,7 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         names: Default::default(),
         tls_options: Default::default(),
         proxy: None,
+        data: Default::default(),
     })
 }
 

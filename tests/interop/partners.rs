@@ -461,3 +461,92 @@ pub(super) async fn proxies(t: &Target, log: &Path) -> Outcome {
     notes.push("a wrong proxy password fails, naming the proxy".into());
     Ok(notes.join("; "))
 }
+
+/// Active mode against vsftpd with `pasv_enable=NO` (a server behind a
+/// firewall that lets no passive port in): `data_mode: active` on a
+/// one-port `active_ports` range delivers; `passive` fails saying so;
+/// `auto` (the default) turns active by itself, and the next job starts
+/// active (learned) without asking for passive mode again.
+pub(super) async fn active_mode(t: &Target, log: &Path) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("active");
+    let mut notes = Vec::new();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("a{i}.bin"),
+                support::random_bytes(if i == 0 { 3 << 20 } else { 4000 }, 80 + i),
+            )
+        })
+        .collect();
+    let entries = |w: &Work, sub: &str| -> Vec<Value> {
+        files
+            .iter()
+            .map(|(n, b)| {
+                json!({"server": "p", "file": {"local_path": w.local(&format!("{sub}/{n}"), b), "server_path": format!("{rel}/{sub}")}})
+            })
+            .collect()
+    };
+    // Active, on one port: one session at a time.
+    let port = free_port();
+    let def = named(
+        t,
+        json!({"data_mode": "active", "active_ports": format!("{port}-{port}")}),
+    )?;
+    let r = w
+        .run_in("a", "active", entries(&w, "active"), move |c| {
+            c.max_connections_per_server = 1;
+            c.servers.insert("p".into(), def);
+        })
+        .await;
+    all_done(&r)?;
+    for (n, b) in &files {
+        same_bytes(&disk.join("active").join(n), b)?;
+    }
+    notes.push(format!("active on port {port}: 3 files"));
+    // Passive only: refused, and said so.
+    let def = named(t, json!({"data_mode": "passive"}))?;
+    let r = w
+        .run_in("p", "passive", entries(&w, "passive"), move |c| {
+            c.retry.max_attempts = 1;
+            c.servers.insert("p".into(), def);
+        })
+        .await;
+    ensure(r.state == JobState::Failed, || {
+        format!("passive against an active-only server: {:?}", r.state)
+    })?;
+    notes.push("passive refused".into());
+    // Auto: falls back, learns, and the next job asks for no passive port.
+    let def = named(t, json!({}))?;
+    let def2 = def.clone();
+    let r = w
+        .run_in("auto", "auto1", entries(&w, "auto1"), move |c| {
+            c.servers.insert("p".into(), def);
+        })
+        .await;
+    all_done(&r)?;
+    let learned = std::fs::read_to_string(w.dir.path().join("daemon-auto/ftpdrop-learned.json"))
+        .unwrap_or_default();
+    ensure(learned.contains("\"active\": true"), || {
+        format!("not learned: {learned}")
+    })?;
+    let before = log_len(log);
+    let r = w
+        .run_in("auto", "auto2", entries(&w, "auto2"), move |c| {
+            c.servers.insert("p".into(), def2);
+        })
+        .await;
+    all_done(&r)?;
+    for (n, b) in &files {
+        same_bytes(&disk.join("auto2").join(n), b)?;
+    }
+    let pasv = log_since(log, before)
+        .lines()
+        .filter(|l| l.contains("\"PASV\""))
+        .count();
+    ensure(pasv == 0, || {
+        format!("the second job still asked for PASV {pasv} times")
+    })?;
+    notes.push("auto turned active, learned it, the next job went active at once".into());
+    Ok(notes.join("; "))
+}

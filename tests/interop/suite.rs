@@ -278,6 +278,7 @@ impl Target {
             names: Default::default(),
             tls_options: Default::default(),
             proxy: None,
+            data: Default::default(),
         }
     }
 
@@ -3177,6 +3178,22 @@ async fn partner_servers() {
         );
         if failures.iter().all(Option::is_none) {
             v.cleanup();
+        }
+    }
+    if let Some(env) = require_servers("partner_servers", &["vsftpd-active"]) {
+        let a = Target::from_env(env, "VSFTPDACTIVE", "vsftpd-active");
+        let log = PathBuf::from(&env["FTPDROP_VSFTPDACTIVE_LOG"]).join("vsftpd.log");
+        failures.push(
+            scenario(
+                "Partner servers",
+                "active mode (vsftpd pasv_enable=NO): a port range, auto fallback learned",
+                &a.name,
+                partners::active_mode(&a, &log),
+            )
+            .await,
+        );
+        if failures.iter().all(Option::is_none) {
+            a.cleanup();
         }
     }
     if let Some(env) = require_servers("partner_servers", &["vsftpd-mtls"]) {
