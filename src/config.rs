@@ -618,6 +618,11 @@ pub struct ServerDef {
     /// The client certificate's private key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) client_key_file: Option<PathBuf>,
+    /// The site's name, sent as `HOST name` before the login, for servers
+    /// that host several sites on one address (IIS virtual hosts). Some
+    /// also take `"login": "name|user"` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) virtual_host: Option<String>,
     /// Data connections: `auto` (default: passive, and active where the
     /// server refuses EPSV and PASV, remembered), `passive` or `active`.
     #[serde(default)]
@@ -1009,6 +1014,13 @@ impl Config {
                 if pin_of(pin).is_none() {
                     bail!("servers.{name}.tls_pin_sha256: {pin:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
                 }
+            }
+            if def
+                .virtual_host
+                .as_deref()
+                .is_some_and(|h| h.is_empty() || h.contains(['\r', '\n', '\0', ' ']))
+            {
+                bail!("servers.{name}.virtual_host: not a host name");
             }
             if let Some(r) = &def.active_ports {
                 if port_range(r).is_none() {

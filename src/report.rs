@@ -197,7 +197,7 @@ impl EntryReport {
                 crate::job::Kind::Marker { .. } => Some("done_marker".into()),
             },
             skipped: None,
-            warnings: Vec::new(),
+            warnings: entry.notes.clone(),
         }
     }
 }

@@ -13,6 +13,16 @@ the dash-separated words after it turn quirks on for that session, e.g.
   dropbox   a bank or partner inbox that takes STOR and nothing else: SIZE,
             MDTM, RNFR/RNTO, DELE, APPE, REST and listings answer 502, and a
             STOR to a hidden name (a temp file) answers 553
+  iis       as IIS FTP documents it: transfers start with `125 Data connection
+            already open; Transfer starting.` (not 150), a rename onto an
+            existing name answers `550 Cannot create a file when that file
+            already exists.`, and a partial upload is deleted when its data
+            connection breaks (keepPartialUploads=false; learn.microsoft.com,
+            IIS <ftpServer><fileHandling keepPartialUploads>)
+  host      IIS virtual hosts: `HOST <name>` must come before USER, or USER
+            answers 530 (RFC 7151; IIS "FTP Site Bindings" with host names)
+  protp     (TLS instance) a transfer without `PROT P` answers `521 PROT P
+            required` (FileZilla Server's reply)
   cp1251    after login, names are cp1251, as on Russian hosting and Windows
             servers without UTF-8: FEAT does not list UTF8, `OPTS UTF8 ON`
             answers 501, and a doubled 0xFF (Telnet IAC, RFC 854 section 3;
@@ -43,6 +53,7 @@ Usage: quirky_ftpd.py HOST PORT ROOT PASSWORD PASV_MIN PASV_MAX
 """
 
 import hashlib
+import logging
 import os
 import random
 import sys
@@ -55,12 +66,35 @@ from pyftpdlib.servers import FTPServer
 
 HOST, PORT, ROOT, PASSWORD, PASV_MIN, PASV_MAX = sys.argv[1:7]
 TLS = os.environ.get("FTPDROP_QUIRKS_TLS")
+
+
+class IisAbort:
+    """`iis`: an upload whose data connection was reset is aborted, not
+    complete (pyftpdlib takes any close for the end of an upload), so its
+    partial file is deleted (see `on_incomplete_file_received`)."""
+
+    def handle_close(self):
+        # Called from inside the `except` of pyftpdlib's recv on a reset.
+        err = sys.exc_info()[1]
+        if (
+            not self._closed
+            and self.receive
+            and "iis" in getattr(self.cmd_channel, "quirks", ())
+            and isinstance(err, ConnectionResetError)
+        ):
+            self.transfer_finished = False
+            self._resp = ("426 Connection closed; transfer aborted.", logging.getLogger("pyftpdlib").debug)
+            self.close()
+            return
+        super().handle_close()
+
+
 if TLS:
     from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 
     BaseHandler = TLS_FTPHandler
 
-    class QuirkDTP(TLS_DTPHandler):
+    class QuirkDTP(IisAbort, TLS_DTPHandler):
         """Releases a transfer reply held back by `tlsfirst`."""
 
         def handle_ssl_established(self):
@@ -71,8 +105,12 @@ if TLS:
                 self.cmd_channel.respond(held)
 
 else:
+    from pyftpdlib.handlers import DTPHandler
+
     BaseHandler = FTPHandler
-    QuirkDTP = None
+
+    class QuirkDTP(IisAbort, DTPHandler):
+        pass
 UNROUTABLE = "10.255.255.1"
 X_COMMANDS = {
     "XSHA256": ("sha256", "xsha256"),
@@ -108,6 +146,7 @@ class QuirkAuthorizer(DummyAuthorizer):
 
 
 proto = dict(BaseHandler.proto_cmds)
+proto["HOST"] = dict(perm=None, auth=False, arg=True, help="Syntax: HOST <SP> host-name.")
 for _cmd in list(X_COMMANDS) + ["HASH"]:
     proto[_cmd] = dict(perm="r", auth=True, arg=True, help=f"Syntax: {_cmd} <SP> file-name.")
 
@@ -146,7 +185,40 @@ class QuirkHandler(BaseHandler):
             return
         return super().ftp_APPE(file)
 
+    host_sent = None
+
+    @staticmethod
+    def _quirks_of(user):
+        return frozenset(user.split("-")[1:])
+
+    def ftp_HOST(self, line):
+        self.host_sent = line
+        self.respond(f"220 Host {line} accepted.")
+
+    def ftp_USER(self, line):
+        if "host" in self._quirks_of(line) and not self.host_sent:
+            self.respond("530 Valid hostname is expected.")
+            return
+        super().ftp_USER(line)
+
+    def respond(self, resp, logfun=None):
+        if "iis" in self.quirks and resp.startswith("150"):
+            resp = "125 Data connection already open; Transfer starting."
+        if logfun is None:
+            return super().respond(resp)
+        return super().respond(resp, logfun)
+
+    def on_incomplete_file_received(self, file):
+        if "iis" in self.quirks:
+            try:
+                os.remove(file)
+            except OSError:
+                pass
+
     def ftp_STOR(self, file, mode="w"):
+        if "protp" in self.quirks and not getattr(self, "_prot", False):
+            self.respond("521 PROT P required.")
+            return
         if "tlsfirst" not in self.quirks or not self._prot:
             return super().ftp_STOR(file, mode)
         # Hold the 150/125 until the data connection's handshake is done.
@@ -280,6 +352,10 @@ class QuirkHandler(BaseHandler):
         self.ioloop.call_later(random.uniform(0.02, 0.06), late, _errback=self.handle_error)
 
     def ftp_RNTO(self, path):
+        if "iis" in self.quirks and self._rnfr and os.path.exists(path):
+            self._rnfr = None
+            self.respond("550 Cannot create a file when that file already exists.")
+            return
         if "nornto" in self.quirks and self._rnfr and os.path.exists(path):
             self._rnfr = None
             self.respond("550 Cannot rename: the target exists.")
@@ -309,9 +385,9 @@ def main():
     QuirkHandler.passive_ports = range(int(PASV_MIN), int(PASV_MAX) + 1)
     QuirkHandler.banner = "ftpdrop interop pyftpdlib-quirks ready"
     QuirkHandler.permit_foreign_addresses = False
+    QuirkHandler.dtp_handler = QuirkDTP
     if TLS:
         QuirkHandler.certfile, QuirkHandler.keyfile = TLS.split(":")
-        QuirkHandler.dtp_handler = QuirkDTP
     server = FTPServer((HOST, int(PORT)), QuirkHandler)
     server.max_cons = 256
     server.serve_forever()

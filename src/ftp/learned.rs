@@ -250,6 +250,7 @@ mod tests {
             tls_options: Default::default(),
             proxy: None,
             data: Default::default(),
+            virtual_host: None,
         }
     }
 

@@ -561,6 +561,12 @@ impl Session {
     ) -> Result<(), Fault> {
         let t = self.control.timeouts.command;
         let what = || format!("login to {server} as {}", spec.login);
+        if let Some(site) = &spec.virtual_host {
+            // IIS virtual hosts: the site is chosen before the user.
+            self.command(format!("HOST {site}"), &[Status::Ready, Status::CommandOk])
+                .await
+                .map_err(|f| f.context(format!("virtual_host {site:?}")))?;
+        }
         let started = Instant::now();
         let user = timed(
             &mut self.control.link,

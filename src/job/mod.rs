@@ -75,6 +75,8 @@ pub struct ServerSpec {
     pub proxy: Option<Arc<crate::config::ProxySpec>>,
     /// Passive or active data connections (named servers only).
     pub data: crate::config::DataSpec,
+    /// `HOST name` before the login (named servers only).
+    pub virtual_host: Option<String>,
 }
 
 /// Identity of a pool of interchangeable sessions.
@@ -90,6 +92,7 @@ pub(crate) struct ServerKey {
     pub(crate) tls_options: crate::config::TlsOptions,
     pub(crate) proxy: Option<Arc<crate::config::ProxySpec>>,
     pub(crate) data: crate::config::DataSpec,
+    pub(crate) virtual_host: Option<String>,
 }
 
 impl ServerSpec {
@@ -105,6 +108,7 @@ impl ServerSpec {
             tls_options: self.tls_options.clone(),
             proxy: self.proxy.clone(),
             data: self.data,
+            virtual_host: self.virtual_host.clone(),
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct Entry {
     pub(crate) marker: Option<Arc<MarkerSpec>>,
     /// What to keep of the local file on the server (its named server's).
     pub(crate) attrs: Arc<Attrs>,
+    /// Warnings known before the upload (see [`plan`]), kept in its receipt.
+    pub(crate) notes: Vec<String>,
 }
 
 /// A file of the job, or one ftpdrop makes once the files it describes are in.
@@ -623,6 +629,7 @@ fn parse_entry(
         sidecar,
         marker,
         attrs,
+        notes: Vec::new(),
     })
 }
 
@@ -689,6 +696,7 @@ fn entry_server(
                             .as_deref()
                             .and_then(crate::config::port_range),
                     },
+                    virtual_host: def.virtual_host.clone(),
                 }),
                 Err(e) => {
                     p.add("server", e);
@@ -1029,6 +1037,7 @@ fn parse_server(s: &Map<String, Value>, p: &mut Problems) -> Option<ServerSpec> 
         tls_options: Default::default(),
         proxy: None,
         data: Default::default(),
+        virtual_host: None,
     })
 }
 

@@ -58,6 +58,7 @@ pub fn plan(
     if !problems.is_empty() {
         return Err(problems);
     }
+    note_case_collisions(job);
     add_sidecars(job, generated);
     add_markers(job, claimed, job_name, generated, &mut problems);
     if let Some(paths) = journaled {
@@ -69,6 +70,49 @@ pub fn plan(
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// Names in one folder that differ only in case (`A.txt`, `a.TXT`) are
+/// one file on a server whose names ignore case (Windows: IIS, FileZilla
+/// Server): the later upload replaces the earlier. Each such entry's
+/// receipt says so, rather than one file silently standing for two.
+fn note_case_collisions(job: &mut Job) {
+    let key = |e: &Entry| {
+        (
+            e.server.key(),
+            normalize_dir(&e.server_path).to_lowercase(),
+            e.remote_name.to_lowercase(),
+        )
+    };
+    let mut seen: Vec<((crate::job::ServerKey, String, String), Vec<usize>)> = Vec::new();
+    for e in &job.entries {
+        let k = key(e);
+        match seen.iter_mut().find(|(s, _)| *s == k) {
+            Some((_, v)) => v.push(e.index),
+            None => seen.push((k, vec![e.index])),
+        }
+    }
+    for (_, group) in seen.into_iter().filter(|(_, g)| g.len() > 1) {
+        let names: Vec<String> = group
+            .iter()
+            .map(|i| format!("entries[{i}] {:?}", job.entries[*i].remote_name))
+            .collect();
+        let distinct = group
+            .iter()
+            .map(|i| &job.entries[*i].remote_name)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if distinct < 2 {
+            continue;
+        }
+        let note = format!(
+            "{} differ only in case: on a server whose names ignore case (Windows, IIS, FileZilla Server) they are one file, and the last one uploaded replaces the others",
+            names.join(", ")
+        );
+        for i in group {
+            job.entries[i].notes.push(note.clone());
+        }
     }
 }
 
@@ -99,6 +143,7 @@ fn made(of: &Entry, index: usize, name: String, local: &Path, kind: Kind) -> Ent
         kind,
         sidecar: false,
         marker: None,
+        notes: Vec::new(),
         attrs: Arc::new(Attrs {
             // Its own time is the right one.
             preserve_mtime: Some(false),

@@ -675,7 +675,7 @@ async fn run_entry(
                     None => EntryState::Done,
                 };
                 rep.skipped = out.skipped.map(str::to_string);
-                rep.warnings = out.warnings;
+                rep.warnings = entry.notes.iter().cloned().chain(out.warnings).collect();
                 rep.bytes = Some(out.bytes);
                 rep.sha256 = out.sha256;
                 rep.verification = out.verification;

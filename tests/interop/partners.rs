@@ -550,3 +550,119 @@ pub(super) async fn active_mode(t: &Target, log: &Path) -> Outcome {
     notes.push("auto turned active, learned it, the next job went active at once".into());
     Ok(notes.join("; "))
 }
+
+/// A Windows server as IIS documents it (`q-iis-host`: 125 before a
+/// transfer, 550 to a rename onto an existing name, a partial upload
+/// deleted when its data connection breaks, and a virtual host that wants
+/// `HOST` before USER). With `virtual_host` set everything lands: a
+/// replaced file, and an upload cut half way that starts over (nothing to
+/// resume) and still needs only its one retry. Without it, the login fails
+/// and says why. Two names that differ only in case are flagged.
+pub(super) async fn windows_server(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("iis");
+    let mut notes: Vec<String> = Vec::new();
+    let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await;
+    let mut via = t.clone();
+    via.port = proxy.addr.port();
+    let site = json!({"virtual_host": "files.example.com"});
+    // No HOST: refused at login, and said so.
+    let local = w.local("nohost.txt", b"x");
+    let def = named(t, json!({}))?;
+    let r = w
+        .run(
+            "nohost",
+            vec![json!({"server": "p", "file": {"local_path": local, "server_path": rel}})],
+            move |c| {
+                c.retry.max_attempts = 1;
+                c.servers.insert("p".into(), def);
+            },
+        )
+        .await;
+    let error = r.entries[0].error.clone().unwrap_or_default();
+    ensure(r.state == JobState::Failed && error.contains("530"), || {
+        format!("without virtual_host: {:?}: {error}", r.state)
+    })?;
+    notes.push("no HOST: 530 at login".into());
+    // HOST first; two files, two names that differ only in case.
+    let a = support::random_bytes(40_000, 91);
+    let b = support::random_bytes(50_000, 92);
+    let entries = vec![
+        json!({"server": "p", "file": {"local_path": w.local("one/Report.TXT", &a), "server_path": rel}}),
+        json!({"server": "p", "file": {"local_path": w.local("two/report.txt", &b), "server_path": rel}}),
+    ];
+    let def = named(t, site.clone())?;
+    let r = w
+        .run("iis1", entries, move |c| {
+            c.servers.insert("p".into(), def);
+        })
+        .await;
+    all_done(&r)?;
+    same_bytes(&disk.join("Report.TXT"), &a)?;
+    same_bytes(&disk.join("report.txt"), &b)?;
+    ensure(
+        r.entries
+            .iter()
+            .all(|e| e.warnings.iter().any(|w| w.contains("differ only in case"))),
+        || {
+            format!(
+                "no case warning: {:?}",
+                r.entries.iter().map(|e| &e.warnings).collect::<Vec<_>>()
+            )
+        },
+    )?;
+    notes.push("HOST then USER; 125 taken; a case collision flagged in both entries".into());
+    // Over an existing name: 550 to the rename, so the old one goes first.
+    let a2 = support::random_bytes(30_000, 93);
+    let def = named(t, site.clone())?;
+    let r = w
+        .run(
+            "iis2",
+            vec![json!({"server": "p", "file": {"local_path": w.local("three/Report.TXT", &a2), "server_path": rel}})],
+            move |c| {
+                c.servers.insert("p".into(), def);
+            },
+        )
+        .await;
+    all_done(&r)?;
+    same_bytes(&disk.join("Report.TXT"), &a2)?;
+    notes.push("replaced an existing file despite 550 to RNTO".into());
+    // Cut half way: the server deletes the partial file; one retry, from zero.
+    let big = support::random_bytes(8 << 20, 94);
+    proxy.cut_data_after(3 << 20, 1);
+    let def = named(&via, site)?;
+    let r = w
+        .run(
+            "iis3",
+            vec![json!({"server": "p", "file": {"local_path": w.local("big.bin", &big), "server_path": rel}})],
+            move |c| {
+                c.retry.initial_backoff_ms = 500;
+                c.servers.insert("p".into(), def);
+            },
+        )
+        .await;
+    all_done(&r)?;
+    same_bytes(&disk.join("big.bin"), &big)?;
+    let e = &r.entries[0];
+    ensure(proxy.data_faults_fired() == 1 && e.attempts == 2, || {
+        format!(
+            "{} cut(s), {} attempts",
+            proxy.data_faults_fired(),
+            e.attempts
+        )
+    })?;
+    let resumed: Vec<String> = log_lines(&e.remote_path, "entry uploaded")
+        .iter()
+        .filter_map(|l| l.split("resumed_from=").nth(1))
+        .filter_map(|v| v.split_whitespace().next().map(str::to_string))
+        .collect();
+    ensure(resumed.last().map(String::as_str) == Some("0"), || {
+        format!("resumed_from {resumed:?}: the server kept the partial file")
+    })?;
+    no_temp_files(&disk)?;
+    notes.push(
+        "cut at 3 MiB, partial deleted by the server, sent again from zero in the one retry".into(),
+    );
+    Ok(notes.join("; "))
+}

@@ -279,6 +279,7 @@ impl Target {
             tls_options: Default::default(),
             proxy: None,
             data: Default::default(),
+            virtual_host: None,
         }
     }
 
@@ -3144,6 +3145,18 @@ async fn partner_servers() {
         .await,
     ];
     let mut failures = failures;
+    let mut iis = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
+    iis.user = "q-iis-host".into();
+    iis.name = "pyftpdlib `q-iis-host`".into();
+    failures.push(
+        scenario(
+            "Partner servers",
+            "Windows server (IIS): HOST, 125, 550 on rename, partial deleted, case collisions",
+            &iis.name,
+            partners::windows_server(&iis),
+        )
+        .await,
+    );
     let mut d = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
     d.user = "q-dropbox".into();
     d.name = "pyftpdlib `q-dropbox`".into();
