@@ -64,6 +64,10 @@ pub struct Facts {
     /// auto`): its sessions start in active mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) active: Option<bool>,
+    /// FEAT lists UTF8: with `encoding: auto`, `Some(false)` makes the
+    /// server's sessions use `legacy_encoding` from their first command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) utf8: Option<bool>,
     /// The TLS key exchange group the server took (its IANA number; 23 is
     /// P-256): a restarted daemon's first logins offer it at once, rather
     /// than each paying a HelloRetryRequest round trip to learn it.

@@ -1216,6 +1216,9 @@ impl Pool {
             if session.went_active {
                 f.active = Some(true);
             }
+            if session.feat_seen {
+                f.utf8 = Some(session.features.utf8);
+            }
             if f.tls12.is_none() && session.tls13_tickets_on_data() {
                 // TLS 1.3 serves this server's sessions for good.
                 f.tls12 = Some(false);

@@ -67,6 +67,9 @@ pub struct Session {
     pub(crate) active: bool,
     /// `data_mode: auto` turned active on this session (the pool learns it).
     pub(crate) went_active: bool,
+    /// FEAT was answered: `features.utf8` says whether the server has UTF-8
+    /// names (the pool learns it).
+    pub(crate) feat_seen: bool,
     /// Cleared the first time the server refuses EPRT: PORT from then on.
     eprt: bool,
     pub features: Features,
@@ -334,6 +337,19 @@ impl Session {
         };
         // A name can resolve to several addresses (`localhost` to ::1 and
         // 127.0.0.1); a server often listens on only one of them.
+        // A server known to have no UTF8 in its FEAT gets its code page from
+        // the first command (the at-once login then sends no OPTS UTF8).
+        let learned;
+        let spec = match (spec.names, known.utf8) {
+            (Names::Auto { fallback }, Some(false)) => {
+                learned = ServerSpec {
+                    names: Names::Fixed(fallback),
+                    ..spec.clone()
+                };
+                &learned
+            }
+            _ => spec,
+        };
         let mut last = None;
         for addr in addrs {
             match Session::connect_to(
@@ -520,6 +536,7 @@ impl Session {
             data: spec.data,
             active: spec.data.mode == crate::config::DataMode::Active,
             went_active: false,
+            feat_seen: false,
             eprt: true,
             features: Features::default(),
             epsv: true,
@@ -630,7 +647,8 @@ impl Session {
         match tokio::time::timeout(t, self.control.ftp.feat()).await {
             Ok(Ok(feat)) => {
                 self.features =
-                    Features::parse(feat.iter().map(|(k, v)| (k.as_str(), v.as_deref())))
+                    Features::parse(feat.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+                self.feat_seen = true;
             }
             Ok(Err(FtpError::UnexpectedResponse(r))) => {
                 tracing::debug!(server, reply = %String::from_utf8_lossy(&r.body).trim(), "FEAT refused; features unknown");
@@ -749,6 +767,7 @@ impl Session {
         let feat = self.control.reply("FEAT").await?;
         if feat.code == 211 {
             self.features = Features::parse(crate::ftp::reply::feat_pairs(&feat.text()));
+            self.feat_seen = true;
         } else {
             tracing::debug!(server, reply = %feat.text(), "FEAT refused; features unknown");
         }

@@ -72,7 +72,29 @@ pub(super) async fn cp1251_names(t: &Target) -> Outcome {
     ensure(r.state == JobState::Partial, || {
         format!("job {:?}", r.state)
     })?;
-    Ok("Cyrillic and я arrived as cp1251; Ł refused by name, nothing lossy sent".into())
+    // Remembered: the next job's sessions speak cp1251 from their first command.
+    let learned = std::fs::read_to_string(w.dir.path().join("daemon-cp1251/ftpdrop-learned.json"))
+        .unwrap_or_default();
+    ensure(learned.contains("\"utf8\": false"), || {
+        format!("not learned: {learned}")
+    })?;
+    let body = "ещё\n".as_bytes();
+    let local = w.local("again/Счёт №5.txt", body);
+    let def = named(t, json!({"encoding": "auto"}))?;
+    let r = w
+        .run_in(
+            "cp1251",
+            "cp1251-again",
+            vec![json!({"server": "legacy", "file": {"local_path": local, "server_path": rel}})],
+            |c| {
+                c.legacy_encoding = ftpdrop::config::CodePage::Cp1251;
+                c.servers.insert("legacy".into(), def);
+            },
+        )
+        .await;
+    all_done(&r)?;
+    same_bytes(&disk.join("Счёт №5.txt"), body)?;
+    Ok("Cyrillic and я arrived as cp1251; Ł refused by name, nothing lossy sent; learned, and the next job's sessions spoke cp1251 at once".into())
 }
 
 /// A drop box that takes STOR and nothing else (`q-dropbox`: no SIZE, no

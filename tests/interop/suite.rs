@@ -612,6 +612,8 @@ fn write_compat() {
         "Connection limits",
         "Segmented uploads",
         "Quirks",
+        "Partner servers",
+        "Delivery",
         "Skipped",
     ] {
         let list: Vec<&Row> = rows.iter().filter(|r| r.section == section).collect();
