@@ -47,7 +47,9 @@ the dash-separated words after it turn quirks on for that session, e.g.
             client that waits for the 150 before its handshake hangs
 
 With FTPDROP_QUIRKS_TLS=cert.pem:key.pem the server speaks explicit TLS
-(AUTH TLS, PROT P; pyOpenSSL), with TLS optional.
+(AUTH TLS, PROT P; pyOpenSSL), with TLS optional, and is strict as
+FileZilla Server 0.9 is: a command sent behind AUTH TLS, PBSZ, PROT, USER
+or PASS before its reply ends the session (421), for every login.
 
 Usage: quirky_ftpd.py HOST PORT ROOT PASSWORD PASV_MIN PASV_MAX
 """
@@ -187,6 +189,31 @@ class QuirkHandler(BaseHandler):
 
     host_sent = None
 
+    def _strict(self, cmd):
+        """(TLS instance) Anything pipelined behind `cmd` before its reply
+        ends the session, as FileZilla Server 0.9 does after AUTH TLS."""
+        if TLS and getattr(self, "ac_in_buffer", b""):
+            self.respond(f"421 A command was sent behind {cmd} before its reply; disconnecting.")
+            self.close_when_done()
+            return True
+        return False
+
+    def ftp_AUTH(self, line):
+        if not self._strict("AUTH"):
+            super().ftp_AUTH(line)
+
+    def ftp_PBSZ(self, line):
+        if not self._strict("PBSZ"):
+            super().ftp_PBSZ(line)
+
+    def ftp_PROT(self, line):
+        if not self._strict("PROT"):
+            super().ftp_PROT(line)
+
+    def ftp_PASS(self, line):
+        if not self._strict("PASS"):
+            super().ftp_PASS(line)
+
     @staticmethod
     def _quirks_of(user):
         return frozenset(user.split("-")[1:])
@@ -196,6 +223,8 @@ class QuirkHandler(BaseHandler):
         self.respond(f"220 Host {line} accepted.")
 
     def ftp_USER(self, line):
+        if self._strict("USER"):
+            return
         if "host" in self._quirks_of(line) and not self.host_sent:
             self.respond("530 Valid hostname is expected.")
             return

@@ -688,3 +688,47 @@ pub(super) async fn windows_server(t: &Target) -> Outcome {
     );
     Ok(notes.join("; "))
 }
+
+/// FileZilla Server 0.9's strictness (the TLS quirk instance ends the
+/// session when anything follows AUTH TLS, PBSZ, PROT, USER or PASS before
+/// its reply) and its `521 PROT P required` (`q-protp`): a raw client that
+/// pipelines behind AUTH TLS is thrown out, ftpdrop's uploads land.
+pub(super) async fn strict_tls_login(t: &Target) -> Outcome {
+    use std::io::{Read, Write};
+    // The variant really is strict: AUTH TLS and PBSZ in one write.
+    let mut raw =
+        std::net::TcpStream::connect((t.host.as_str(), t.port)).map_err(|e| e.to_string())?;
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut greeting = [0u8; 512];
+    let _ = raw.read(&mut greeting).map_err(|e| e.to_string())?;
+    raw.write_all(b"AUTH TLS\r\nPBSZ 0\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    ensure(answer.starts_with("421"), || {
+        format!("the strict variant answered a pipelined AUTH TLS with {answer:?}")
+    })?;
+    // ftpdrop: TLS, PROT P, a few files, no retry.
+    let w = Work::new();
+    let (rel, disk) = t.dir("strict");
+    let bodies: Vec<Vec<u8>> = (0..5)
+        .map(|i| support::random_bytes(20_000 + i, 300 + i as u64))
+        .collect();
+    let entries: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| t.entry(&w.local(&format!("s{i}.bin"), b), &rel))
+        .collect();
+    let r = w.run("strict", entries, |_| {}).await;
+    all_done(&r)?;
+    for (i, b) in bodies.iter().enumerate() {
+        same_bytes(&disk.join(format!("s{i}.bin")), b)?;
+    }
+    let retried = r.entries.iter().filter(|e| e.attempts > 1).count();
+    ensure(retried == 0, || format!("{retried} entries needed a retry"))?;
+    Ok(format!(
+        "a pipelined AUTH TLS is thrown out ({}); ftpdrop: 5 files over TLS with PROT P, no retry",
+        answer.trim()
+    ))
+}

@@ -3159,6 +3159,22 @@ async fn partner_servers() {
         )
         .await,
     );
+    if let Some(env) = require_servers("partner_servers", &["pyquirks-tls"]) {
+        let ca = env.get("FTPDROP_TLS_CA").cloned();
+        let mut s = Target::from_env(env, "PYQUIRKSTLS", "pyftpdlib-quirks-tls")
+            .tls("explicit", ca.as_deref());
+        s.user = "q-protp".into();
+        s.name = "pyftpdlib `q-protp` (TLS, strict)".into();
+        failures.push(
+            scenario(
+                "Partner servers",
+                "FileZilla-strict TLS login (nothing behind AUTH TLS, PBSZ, PROT, USER, PASS); PROT P required",
+                &s.name,
+                partners::strict_tls_login(&s),
+            )
+            .await,
+        );
+    }
     let mut d = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
     d.user = "q-dropbox".into();
     d.name = "pyftpdlib `q-dropbox`".into();
