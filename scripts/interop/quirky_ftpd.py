@@ -23,6 +23,11 @@ the dash-separated words after it turn quirks on for that session, e.g.
             answers 530 (RFC 7151; IIS "FTP Site Bindings" with host names)
   protp     (TLS instance) a transfer without `PROT P` answers `521 PROT P
             required` (FileZilla Server's reply)
+  oddreplies
+            multi-line replies as Windows servers and banners write them:
+            the 226, 250 and 257 replies come as several lines, indented
+            differently, one not indented at all, one empty (RFC 959 section
+            4.2 lets any line but the last be anything)
   cp1251    after login, names are cp1251, as on Russian hosting and Windows
             servers without UTF-8: FEAT does not list UTF8, `OPTS UTF8 ON`
             answers 501, and a doubled 0xFF (Telnet IAC, RFC 854 section 3;
@@ -233,6 +238,14 @@ class QuirkHandler(BaseHandler):
     def respond(self, resp, logfun=None):
         if "iis" in self.quirks and resp.startswith("150"):
             resp = "125 Data connection already open; Transfer starting."
+        if "oddreplies" in self.quirks and resp[:4] in ("226 ", "250 ", "257 "):
+            code = resp[:3]
+            resp = (f"{code}-Odd but valid, as RFC 959 allows:\r\n"
+                    "   indented by three\r\n"
+                    "not indented at all\r\n"
+                    "\r\n"
+                    f" {code} indented, with the code: not the last line\r\n"
+                    + resp)
         if logfun is None:
             return super().respond(resp)
         return super().respond(resp, logfun)

@@ -732,3 +732,30 @@ pub(super) async fn strict_tls_login(t: &Target) -> Outcome {
         answer.trim()
     ))
 }
+
+/// Multi-line replies as Windows servers write them (`q-oddreplies`: 226,
+/// 250 and 257 over several lines, indented differently, one empty, one
+/// starting with the code after a space): twenty uploads, pipelined where
+/// the probe allows, all in step (no desync, no retry).
+pub(super) async fn odd_replies(t: &Target) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("odd");
+    let bodies: Vec<Vec<u8>> = (0..20)
+        .map(|i| support::random_bytes(3000 + i, 400 + i as u64))
+        .collect();
+    let entries: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| t.entry(&w.local(&format!("o{i}.bin"), b), &format!("{rel}/deep/er")))
+        .collect();
+    let r = w.run("odd", entries, |_| {}).await;
+    all_done(&r)?;
+    for (i, b) in bodies.iter().enumerate() {
+        same_bytes(&disk.join("deep/er").join(format!("o{i}.bin")), b)?;
+    }
+    let retried = r.entries.iter().filter(|e| e.attempts > 1).count();
+    ensure(retried == 0, || {
+        format!("{retried} entries needed a retry: {}", brief(&r))
+    })?;
+    Ok("20 files through odd multi-line replies, no retry".into())
+}

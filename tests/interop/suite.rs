@@ -3175,6 +3175,18 @@ async fn partner_servers() {
             .await,
         );
     }
+    let mut o = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
+    o.user = "q-oddreplies".into();
+    o.name = "pyftpdlib `q-oddreplies`".into();
+    failures.push(
+        scenario(
+            "Partner servers",
+            "multi-line replies indented oddly, with an empty line",
+            &o.name,
+            partners::odd_replies(&o),
+        )
+        .await,
+    );
     let mut d = Target::from_env(env, "PYQUIRKS", "pyftpdlib-quirks");
     d.user = "q-dropbox".into();
     d.name = "pyftpdlib `q-dropbox`".into();
