@@ -747,18 +747,9 @@ impl ServerDef {
             return Ok(None);
         };
         let mut spec = ProxySpec::parse(url).map_err(|e| anyhow!("servers.{name}.proxy: {e}"))?;
-        if let Some(var) = &self.proxy_password_env {
-            spec.password = std::env::var(var).map(Secret::new).with_context(|| {
-                format!("servers.{name}.proxy_password_env: variable {var} is not set")
-            })?;
-        } else if let Some(file) = &self.proxy_password_file {
-            let text = std::fs::read_to_string(file).with_context(|| {
-                format!(
-                    "servers.{name}.proxy_password_file: cannot read {}",
-                    file.display()
-                )
-            })?;
-            spec.password = Secret::new(text.lines().next().unwrap_or("").to_string());
+        let field = format!("servers.{name}.proxy_password");
+        if let Some(p) = secret_from(&field, &self.proxy_password_env, &self.proxy_password_file)? {
+            spec.password = p;
         }
         Ok(Some(spec))
     }
@@ -768,22 +759,32 @@ impl ServerDef {
         if let Some(p) = &self.password {
             return Ok(p.clone());
         }
-        if let Some(var) = &self.password_env {
-            return std::env::var(var).map(Secret::new).with_context(|| {
-                format!("servers.{name}.password_env: variable {var} is not set")
-            });
-        }
-        if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file).with_context(|| {
-                format!(
-                    "servers.{name}.password_file: cannot read {}",
-                    file.display()
-                )
-            })?;
-            return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
-        }
-        Ok(Secret::default())
+        let field = format!("servers.{name}.password");
+        Ok(secret_from(&field, &self.password_env, &self.password_file)?.unwrap_or_default())
     }
+}
+
+/// A secret kept by reference: in the environment variable `env`, or on the
+/// first line of `file` (`field` names them in errors, `_env` or `_file`
+/// appended); `None` where neither is given.
+fn secret_from(
+    field: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>> {
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .with_context(|| format!("{field}_env: variable {var} is not set"));
+    }
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("{field}_file: cannot read {}", file.display()))?;
+        return Ok(Some(Secret::new(
+            text.lines().next().unwrap_or("").to_string(),
+        )));
+    }
+    Ok(None)
 }
 
 /// JSON has no comments; keys starting with `//` serve as comments and are dropped.

@@ -137,7 +137,7 @@ impl TlsConfigs {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Pinned {
                     pins: options.pins.clone(),
-                    provider: provider(),
+                    signatures: NoVerification(provider()),
                 }))
         } else {
             let roots = match ca_file {
@@ -376,7 +376,8 @@ pub fn fingerprints(cert: &CertificateDer<'_>) -> (String, Option<String>) {
 #[derive(Debug)]
 struct Pinned {
     pins: Vec<String>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The handshake's signatures are checked as always.
+    signatures: NoVerification,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -404,12 +405,7 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -418,22 +414,16 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
-/// Accepts any certificate; only reachable through `insecure_skip_verify`.
+/// Accepts any certificate (its handshake signatures still checked); only
+/// reachable through `insecure_skip_verify`, and inside [`Pinned`].
 #[derive(Debug)]
 struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
 

@@ -305,17 +305,11 @@ pub(crate) async fn attempt(
         other => other?,
     };
 
-    let after = local_stamp(entry).await?;
-    if after != stamp || sent_total != stamp.size {
-        // Never publish a mix of two versions; the next attempt starts over.
-        // `memory.source` stays the stamp the temp file was started from, so
-        // the next attempt (or a restarted daemon) sees `source_changed` and
-        // deletes the temp file instead of resuming from its mixed bytes.
-        return Err(Fault::transient(format!(
-            "entries[{}].file.local_path changed during upload ({} -> {} bytes); will start over",
-            entry.index, stamp.size, after.size
-        )));
-    }
+    // Never publish a mix of two versions; the next attempt starts over.
+    // `memory.source` stays the stamp the temp file was started from, so
+    // the next attempt (or a restarted daemon) sees `source_changed` and
+    // deletes the temp file instead of resuming from its mixed bytes.
+    unchanged(entry, stamp, sent_total).await?;
 
     entry.progress.set_stage(Stage::Verifying);
     let warnings = session.keep(&temp_path, &keep_of(entry, stamp)).await?;
@@ -391,6 +385,19 @@ pub(crate) async fn attempt(
     })
 }
 
+/// The local file is still the one the upload started from (`stamp`), and
+/// all of it went: else a transient fault, and the next attempt starts over.
+async fn unchanged(entry: &Entry, stamp: Stamp, sent: u64) -> Result<(), Fault> {
+    let after = local_stamp(entry).await?;
+    if after == stamp && sent == stamp.size {
+        return Ok(());
+    }
+    Err(Fault::transient(format!(
+        "entries[{}].file.local_path changed during upload ({} -> {} bytes); will start over",
+        entry.index, stamp.size, after.size
+    )))
+}
+
 /// The outcome of an upload `verify: none` sent without a check.
 fn unverified(bytes: u64, sha: String, resumed_from: u64, warnings: Vec<String>) -> Outcome {
     Outcome {
@@ -433,13 +440,7 @@ async fn attempt_direct(
     entry.progress.set_stage(Stage::Uploading);
     let session = lease.session();
     let (sha, sent) = send(session, entry, final_path, 0, stamp.size).await?;
-    let after = local_stamp(entry).await?;
-    if after != stamp || sent != stamp.size {
-        return Err(Fault::transient(format!(
-            "entries[{}].file.local_path changed during upload ({} -> {} bytes); will send it again",
-            entry.index, stamp.size, after.size
-        )));
-    }
+    unchanged(entry, stamp, sent).await?;
     entry.progress.set_stage(Stage::Verifying);
     let warnings = session.keep(final_path, &keep_of(entry, stamp)).await?;
     if entry.verify == Verify::None {

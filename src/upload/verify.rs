@@ -50,20 +50,11 @@ pub(crate) async fn temp_file(
     if matches!(entry.verify, Verify::Size | Verify::None) {
         return Ok(passed);
     }
-    for method in methods(&session.features) {
-        let Some(remote) = session.digest(method, temp_path).await? else {
-            continue;
-        };
-        let algo = method.algo();
-        let local = match algo {
-            Algo::Sha256 => sha256.to_string(),
-            _ => local_digest(entry, algo).await?,
-        };
-        if !remote.eq_ignore_ascii_case(&local) {
-            return Err(mismatch(session, temp_path, algo.name(), &local, &remote).await);
+    if let Some(d) = server_digest(session, entry, temp_path, sha256).await? {
+        if !d.remote.eq_ignore_ascii_case(&d.local) {
+            return Err(mismatch(session, temp_path, d.algo.name(), &d.local, &d.remote).await);
         }
-        passed.push(algo.name().to_string());
-        break;
+        passed.push(d.algo.name().to_string());
     }
     if entry.verify == Verify::Download {
         let (remote, n) = session.download_sha256(temp_path).await?;
@@ -86,6 +77,32 @@ pub(crate) async fn same_on_server(
     sha256: &str,
 ) -> Result<Option<Vec<String>>, Fault> {
     let mut passed = vec!["size".to_string()];
+    if let Some(d) = server_digest(session, entry, path, sha256).await? {
+        if !d.remote.eq_ignore_ascii_case(&d.local) {
+            return Ok(None);
+        }
+        passed.push(d.algo.name().to_string());
+    }
+    Ok(Some(passed))
+}
+
+/// A digest of `path` by the server, with the local file's by the same
+/// algorithm.
+struct Digests {
+    algo: Algo,
+    remote: String,
+    local: String,
+}
+
+/// The server's digest of `path` by the strongest method it answers, and
+/// the local file's by the same algorithm (SHA-256 is `sha256`, already
+/// known); `None` where the server answers none.
+async fn server_digest(
+    session: &mut Session,
+    entry: &Entry,
+    path: &str,
+    sha256: &str,
+) -> Result<Option<Digests>, Fault> {
     for method in methods(&session.features) {
         let Some(remote) = session.digest(method, path).await? else {
             continue;
@@ -95,13 +112,13 @@ pub(crate) async fn same_on_server(
             Algo::Sha256 => sha256.to_string(),
             _ => local_digest(entry, algo).await?,
         };
-        if !remote.eq_ignore_ascii_case(&local) {
-            return Ok(None);
-        }
-        passed.push(algo.name().to_string());
-        break;
+        return Ok(Some(Digests {
+            algo,
+            remote,
+            local,
+        }));
     }
-    Ok(Some(passed))
+    Ok(None)
 }
 
 async fn mismatch(

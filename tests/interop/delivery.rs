@@ -295,17 +295,7 @@ pub(super) async fn marker_kill9(t: &Target) -> Outcome {
     )
     .unwrap();
     proxy.throttle(200);
-    let spawn = |name: &str| {
-        let log = std::fs::File::create(base.path().join(format!("{name}.log"))).unwrap();
-        std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ftpdrop")
-    };
+    let spawn = |name: &str| spawn_daemon(&cfg, &base.path().join(format!("{name}.log")));
     let journal = checked.join("m9.journal");
     let files_done = || {
         let text = std::fs::read_to_string(&journal).unwrap_or_default();
@@ -363,26 +353,13 @@ pub(super) async fn marker_kill9(t: &Target) -> Outcome {
     for (n, b) in &files {
         same_bytes(&disk.join(n), b)?;
     }
-    let mut run2 = spawn("run2");
-    let receipt = checked.join("m9.report.json");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let r = loop {
-        if let Ok(r) = Receipt::load(&receipt) {
-            if r.state != JobState::Running {
-                break r;
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = run2.kill();
-            let _ = run2.wait();
-            return Err("no final receipt within 90 s of the restart".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &run2.id().to_string()])
-        .status();
-    let _ = run2.wait();
+    let run2 = spawn("run2");
+    let r = final_receipt(
+        run2,
+        &checked.join("m9.report.json"),
+        Duration::from_secs(90),
+    )
+    .await?;
     all_done(&r)?;
     let manifest: Value =
         serde_json::from_slice(&read(&marker)?).map_err(|e| format!("m9.ok is not JSON: {e}"))?;

@@ -1600,17 +1600,7 @@ async fn segmented_kill9(t: &Target) -> Outcome {
         serde_json::to_vec(&json!([t.entry(&local, &rel)])).unwrap(),
     )
     .unwrap();
-    let spawn = |name: &str| {
-        let log = std::fs::File::create(base.path().join(format!("{name}.log"))).unwrap();
-        std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ftpdrop")
-    };
+    let spawn = |name: &str| spawn_daemon(&cfg, &base.path().join(format!("{name}.log")));
     let journal = checked.join("k9.journal");
     let temp_bytes = || -> u64 {
         std::fs::read_dir(&disk)
@@ -1645,26 +1635,13 @@ async fn segmented_kill9(t: &Target) -> Outcome {
     ensure(!disk.join("big-100MiB.bin").exists(), || {
         "the kill came after the publish".into()
     })?;
-    let mut run2 = spawn("run2");
-    let receipt = checked.join("k9.report.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let r = loop {
-        if let Ok(r) = Receipt::load(&receipt) {
-            if r.state != JobState::Running {
-                break r;
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = run2.kill();
-            let _ = run2.wait();
-            return Err("no final receipt within 120 s of the restart".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &run2.id().to_string()])
-        .status();
-    let _ = run2.wait();
+    let run2 = spawn("run2");
+    let r = final_receipt(
+        run2,
+        &checked.join("k9.report.json"),
+        Duration::from_secs(120),
+    )
+    .await?;
     all_done(&r)?;
     support::assert_same_file(&local, disk.join("big-100MiB.bin"));
     no_temp_files(&disk)?;
@@ -1678,6 +1655,49 @@ async fn segmented_kill9(t: &Target) -> Outcome {
         killed_at >> 20,
         r.entries[0].segments.unwrap_or(1)
     ))
+}
+
+/// Starts the real daemon (`ftpdrop run --config cfg`), its log to `log`.
+fn spawn_daemon(cfg: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::File::create(log).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_ftpdrop"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start ftpdrop")
+}
+
+/// Waits for `receipt` to be final, then stops `daemon` (SIGTERM).
+async fn final_receipt(
+    mut daemon: std::process::Child,
+    receipt: &Path,
+    within: Duration,
+) -> Result<Receipt, String> {
+    let deadline = Instant::now() + within;
+    let r = loop {
+        if let Ok(r) = Receipt::load(receipt) {
+            if r.state != JobState::Running {
+                break r;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            return Err(format!(
+                "no final receipt within {} s of the restart",
+                within.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    Ok(r)
 }
 
 /// Segmented uploads where the server keeps parallel REST+STOR writes, a
