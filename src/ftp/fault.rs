@@ -113,6 +113,12 @@ impl Fault {
         matches!(self.cause, Cause::Tls(_))
     }
 
+    /// A TLS handshake that failed for something else than the
+    /// certificate: the connection went, or the peer refused what was offered.
+    pub(crate) fn tls_handshake_broke(&self) -> bool {
+        matches!(self.cause, Cause::Tls(TlsProblem::Other))
+    }
+
     /// The server does not implement the command (500, 502, 504): a fact
     /// about the server, not a verdict on the file.
     pub(crate) fn not_implemented(&self) -> bool {

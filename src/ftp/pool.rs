@@ -1345,6 +1345,21 @@ impl Pool {
         // handshake costs one round trip more.
         let resume = facts.control_tls_resume != Some(false) && !tls12;
         let mut connected = connect(tls12, resume)?.await;
+        if !tls12 && facts.tls12.is_none() && spec.tls != crate::config::TlsMode::None {
+            if let Err(f) = &connected {
+                if f.tls_handshake_broke() {
+                    // A server whose TLS breaks at a TLS 1.3 ClientHello (old
+                    // stacks; pure-ftpd #99, proftpd #1931): once it takes a
+                    // TLS 1.2 one, it is capped there for good.
+                    let again = connect(true, false)?.await;
+                    if again.is_ok() {
+                        tracing::warn!(server = %key, error = %f, "the TLS 1.3 handshake failed and TLS 1.2 works; this server is capped at TLS 1.2");
+                        self.learn(&slot, |f| f.tls12 = Some(true));
+                    }
+                    connected = again;
+                }
+            }
+        }
         if tls12 {
             if let Err(f) = &connected {
                 if f.is_tls() {

@@ -759,3 +759,56 @@ pub(super) async fn odd_replies(t: &Target) -> Outcome {
     })?;
     Ok("20 files through odd multi-line replies, no retry".into())
 }
+
+/// A server whose TLS breaks at a TLS 1.3 ClientHello (the proxy resets the
+/// connection there, as old TLS stacks did; a TLS 1.2-only hello goes
+/// through) in front of vsftpd with TLS: the first contact fails over to
+/// TLS 1.2 by itself, learns the cap, and later sessions offer TLS 1.2 at
+/// once (no more refused hellos).
+pub(super) async fn tls13_breaks(t: &Target, ca: &Path) -> Outcome {
+    let w = Work::new();
+    let (rel, disk) = t.dir("tls13-breaks");
+    let upstream = format!("{}:{}", t.host, t.port).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await;
+    proxy.refuse_tls13_hellos(true);
+    let mut via = t.clone().tls("explicit", Some(&ca.to_string_lossy()));
+    via.port = proxy.addr.port();
+    let entries = |sub: &str| -> Vec<Value> {
+        (0..4)
+            .map(|i| {
+                via.entry(
+                    &w.local(&format!("{sub}/t{i}.bin"), format!("{sub} {i}").as_bytes()),
+                    &format!("{rel}/{sub}"),
+                )
+            })
+            .collect()
+    };
+    let r = w.run_in("capped", "first", entries("first"), |_| {}).await;
+    all_done(&r)?;
+    let refused_first = proxy.tls13_hellos_refused();
+    ensure(refused_first >= 1, || {
+        "no TLS 1.3 hello was refused: the test proves nothing".into()
+    })?;
+    let learned = std::fs::read_to_string(w.dir.path().join("daemon-capped/ftpdrop-learned.json"))
+        .unwrap_or_default();
+    ensure(learned.contains("\"tls12\": true"), || {
+        format!("the cap was not learned: {learned}")
+    })?;
+    let r = w
+        .run_in("capped", "second", entries("second"), |_| {})
+        .await;
+    all_done(&r)?;
+    for i in 0..4 {
+        same_bytes(
+            &disk.join(format!("second/t{i}.bin")),
+            format!("second {i}").as_bytes(),
+        )?;
+    }
+    ensure(proxy.tls13_hellos_refused() == refused_first, || {
+        format!(
+            "{} more TLS 1.3 hellos after the cap was learned",
+            proxy.tls13_hellos_refused() - refused_first
+        )
+    })?;
+    Ok(format!("{refused_first} TLS 1.3 hello(s) refused on first contact, TLS 1.2 learned; the next job offered TLS 1.2 at once"))
+}

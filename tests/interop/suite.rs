@@ -3214,6 +3214,16 @@ async fn partner_servers() {
         let v = Target::from_env(env, "VSFTPDTLS", "vsftpd-tls");
         let log = PathBuf::from(&env["FTPDROP_VSFTPDTLS_LOG"]).join("vsftpd.log");
         let cert = PathBuf::from(&env["FTPDROP_TLS_CA"]).with_file_name("server.pem");
+        let ca = PathBuf::from(&env["FTPDROP_TLS_CA"]);
+        failures.push(
+            scenario(
+                "Partner servers",
+                "TLS 1.3 hello breaks the server → TLS 1.2 learned",
+                &v.name,
+                partners::tls13_breaks(&v, &ca),
+            )
+            .await,
+        );
         failures.push(
             scenario(
                 "Partner servers",

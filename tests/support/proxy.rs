@@ -94,6 +94,11 @@ pub struct Faults {
     /// the sessions the server holds for clients of this proxy (a silenced
     /// one included, as the server still holds it).
     ctrl_live: AtomicUsize,
+    /// A server that breaks on a TLS 1.3 ClientHello (one that offers
+    /// `supported_versions`) as old TLS stacks did: the control connection
+    /// is reset at it. Counted as they happen.
+    refuse_tls13: AtomicBool,
+    tls13_refused: AtomicUsize,
     ctrl_live_max: AtomicUsize,
 }
 
@@ -154,6 +159,8 @@ impl Default for Faults {
             flaky_silences: AtomicUsize::new(0),
             ctrl_live: AtomicUsize::new(0),
             ctrl_live_max: AtomicUsize::new(0),
+            refuse_tls13: AtomicBool::new(false),
+            tls13_refused: AtomicUsize::new(0),
         }
     }
 }
@@ -278,6 +285,17 @@ impl Faults {
 
     /// When on, every accepted control connection is reset immediately (server down/reset).
     /// Connections already established are not affected (see [`Faults::kill_all`]).
+    /// Resets the control connection at a ClientHello (after AUTH TLS) that
+    /// offers TLS 1.3; one offering TLS 1.2 only goes through.
+    pub fn refuse_tls13_hellos(&self, on: bool) {
+        self.refuse_tls13.store(on, Ordering::SeqCst);
+    }
+
+    /// ClientHellos refused by [`Faults::refuse_tls13_hellos`] so far.
+    pub fn tls13_hellos_refused(&self) -> usize {
+        self.tls13_refused.load(Ordering::SeqCst)
+    }
+
     pub fn refuse_connections(&self, on: bool) {
         self.refuse.store(on, Ordering::SeqCst);
     }
@@ -626,7 +644,87 @@ async fn control_up(
         if sw.write_all(&buf[..n]).await.is_err() {
             break End::Reset;
         }
+        if command_verb(line).eq_ignore_ascii_case("AUTH")
+            && faults.refuse_tls13.load(Ordering::SeqCst)
+        {
+            // The next record is the ClientHello (the reply, 234, is the server's).
+            let mut head = [0u8; 5];
+            if reader.read_exact(&mut head).await.is_err() {
+                break End::Reset;
+            }
+            let mut body = vec![0u8; u16::from_be_bytes([head[3], head[4]]) as usize];
+            if reader.read_exact(&mut body).await.is_err() {
+                break End::Reset;
+            }
+            if offers_tls13(&body) {
+                faults.tls13_refused.fetch_add(1, Ordering::SeqCst);
+                break End::Reset;
+            }
+            if sw.write_all(&head).await.is_err() || sw.write_all(&body).await.is_err() {
+                break End::Reset;
+            }
+            // TLS from here on: bytes, not lines.
+            return pipe_raw(&mut reader, sw, &mut kill).await;
+        }
     }
+}
+
+/// Copies bytes from `from` to `to` until either ends (a TLS control
+/// connection: no lines to read any more).
+async fn pipe_raw<R: tokio::io::AsyncRead + Unpin>(
+    from: &mut R,
+    to: &mut OwnedWriteHalf,
+    kill: &mut watch::Receiver<u64>,
+) -> End {
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut chunk) => r,
+            _ = kill.changed() => return End::Reset,
+        };
+        match n {
+            Ok(0) => {
+                let _ = to.shutdown().await;
+                return End::Done;
+            }
+            Ok(n) => {
+                if to.write_all(&chunk[..n]).await.is_err() {
+                    return End::Reset;
+                }
+            }
+            Err(_) => return End::Reset,
+        }
+    }
+}
+
+/// Does a ClientHello (the handshake message, in one record) offer TLS 1.3
+/// (0x0304 in its `supported_versions` extension)?
+fn offers_tls13(hello: &[u8]) -> bool {
+    let rest = |at: usize| hello.get(at..).unwrap_or(&[]);
+    // type(1) len(3) version(2) random(32)
+    let mut at = 4 + 2 + 32;
+    let Some(&sid) = hello.get(at) else {
+        return false;
+    };
+    at += 1 + sid as usize;
+    let Some(c) = rest(at).get(..2) else {
+        return false;
+    };
+    at += 2 + u16::from_be_bytes([c[0], c[1]]) as usize;
+    let Some(&comp) = hello.get(at) else {
+        return false;
+    };
+    at += 1 + comp as usize + 2;
+    while let Some(e) = rest(at).get(..4) {
+        let len = u16::from_be_bytes([e[2], e[3]]) as usize;
+        if u16::from_be_bytes([e[0], e[1]]) == 43 {
+            // A list of versions (a length byte, then 2 bytes each).
+            let list = rest(at + 5).get(..len.saturating_sub(1)).unwrap_or(&[]);
+            return list.chunks(2).any(|v| v == [3, 4]);
+        }
+        at += 4 + len;
+    }
+    false
 }
 
 /// Server -> client control direction; rewrites PASV/EPSV replies.
@@ -690,6 +788,11 @@ async fn control_down(
         let bytes = out.as_deref().unwrap_or(line);
         if cw.write_all(bytes).await.is_err() {
             break End::Reset;
+        }
+        if line.starts_with(b"234 ") {
+            // TLS from here on: bytes, not lines (a line reader would hold
+            // a record back until a 0x0a byte came by).
+            return pipe_raw(&mut reader, cw, &mut kill).await;
         }
     }
 }
