@@ -62,7 +62,9 @@ struct JobEntry {
     /// `sha256`: publish `<name>.sha256` (the `sha256sum` format) after the
     /// file; `none` (default).
     sidecar: Option<Sidecar>,
-    /// `auto` (size, and a server-side hash where offered; default), `size`, or `download` (read back).
+    /// `auto` (size, and a server-side hash where offered; default), `size`,
+    /// `download` (read back), or `none` (a drop box without SIZE: the
+    /// receipt says "sent, not verified"). Unset: the named server's.
     verify: Option<Verify>,
     /// What becomes of the local file once it is uploaded, verified and
     /// published: `keep` (default), `delete`, or `{"move_to": "/dir"}`.
