@@ -401,6 +401,9 @@ async fn run_phase(
     slot: &Option<Arc<JobSlot>>,
     pending: Vec<&Entry>,
 ) {
+    if pending.is_empty() {
+        return;
+    }
     if let Some(s) = slot {
         s.set_active(pending.len());
     }
