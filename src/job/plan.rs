@@ -14,6 +14,7 @@ use crate::job::template::{self, Vars};
 use crate::job::{basename, join_remote, normalize_dir, Attrs, Entry, IfExists, Job, Kind};
 use crate::job::{confine::LocalRoots, After, MarkerSpec};
 use chrono::{DateTime, Local};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,7 +62,9 @@ pub fn plan(
     note_case_collisions(job);
     add_sidecars(job, generated);
     add_markers(job, claimed, job_name, generated, &mut problems);
-    if let Some(paths) = journaled {
+    // Only a journal of this very plan (as many entries) names them; a
+    // different count is a job whose receipt is started afresh.
+    if let Some(paths) = journaled.filter(|p| p.len() == job.entries.len()) {
         for (e, path) in job.entries.iter_mut().zip(paths) {
             (e.server_path, e.remote_name) = split_remote(path);
         }
@@ -85,15 +88,14 @@ fn note_case_collisions(job: &mut Job) {
             e.remote_name.to_lowercase(),
         )
     };
-    let mut seen: Vec<((crate::job::ServerKey, String, String), Vec<usize>)> = Vec::new();
+    // By key, in a map: a job may hold 100,000 entries.
+    let mut seen: HashMap<_, Vec<usize>> = HashMap::new();
     for e in &job.entries {
-        let k = key(e);
-        match seen.iter_mut().find(|(s, _)| *s == k) {
-            Some((_, v)) => v.push(e.index),
-            None => seen.push((k, vec![e.index])),
-        }
+        seen.entry(key(e)).or_default().push(e.index);
     }
-    for (_, group) in seen.into_iter().filter(|(_, g)| g.len() > 1) {
+    let mut groups: Vec<Vec<usize>> = seen.into_values().filter(|g| g.len() > 1).collect();
+    groups.sort();
+    for group in groups {
         let names: Vec<String> = group
             .iter()
             .map(|i| format!("entries[{i}] {:?}", job.entries[*i].remote_name))
@@ -181,6 +183,7 @@ fn add_markers(
         of: Vec<usize>,
     }
     let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<(crate::job::ServerKey, String, String), usize> = HashMap::new();
     for e in job.entries.iter().filter(|e| e.kind == Kind::Data) {
         let Some(spec) = e.marker.as_deref() else {
             continue;
@@ -206,20 +209,19 @@ fn add_markers(
                 continue;
             }
         };
-        let dir = normalize_dir(&e.server_path);
-        let same = groups.iter_mut().find(|g| {
-            g.first.server.key() == e.server.key()
-                && normalize_dir(&g.first.server_path) == dir
-                && g.name == name
-        });
-        match same {
-            Some(g) => g.of.push(e.index),
-            None => groups.push(Group {
-                first: e,
-                spec,
-                name,
-                of: vec![e.index],
-            }),
+        // Found through a map: per-file markers make a group per entry.
+        let key = (e.server.key(), normalize_dir(&e.server_path), name.clone());
+        match index.get(&key) {
+            Some(&g) => groups[g].of.push(e.index),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(Group {
+                    first: e,
+                    spec,
+                    name,
+                    of: vec![e.index],
+                });
+            }
         }
     }
     let mut next = job.entries.len();
@@ -303,6 +305,9 @@ mod tests {
         let j = planned(&job, Some(&kept)).unwrap();
         assert_eq!(j.entries[4].remote_path(), "in/2026-12-30/orders.ok");
         assert_eq!(j.entries[4].server_path, "in/2026-12-30");
+        // A journal of another plan (another count) names nothing.
+        let j = planned(&job, Some(&kept[..3])).unwrap();
+        assert_eq!(j.entries[4].remote_path(), "in/2026-12-31/orders.ok");
         assert_eq!(split_remote("/a"), ("/".into(), "a".into()));
         assert_eq!(split_remote("a"), ("".into(), "a".into()));
     }

@@ -24,24 +24,40 @@ pub(crate) fn phase(e: &Entry) -> usize {
 /// The number of phases.
 pub(crate) const PHASES: usize = 3;
 
-/// Writes a made entry's bytes, if the files it describes are in; else
-/// says why it is not sent.
-pub(crate) fn prepare(
-    entries: &[Entry],
-    entry: &Entry,
-    report: &ReportHandle,
-    job: &str,
-) -> Result<(), String> {
-    let bytes = content(entries, entry, report, job)?;
-    write_once(&entry.local_path, &bytes)
-        .map_err(|e| format!("cannot write {}: {e}", entry.local_path.display()))
+/// The bytes of made entries, written off the async runtime (a job may
+/// make a sidecar for each of 100,000 files): each entry's index with why
+/// its bytes could not be written.
+pub(crate) async fn write_all(
+    files: Vec<(usize, std::path::PathBuf, Vec<u8>)>,
+) -> Vec<(usize, String)> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let indices: Vec<usize> = files.iter().map(|(i, _, _)| *i).collect();
+    let written = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .filter_map(|(i, path, bytes)| {
+                write_once(&path, &bytes)
+                    .err()
+                    .map(|e| (i, format!("cannot write {}: {e}", path.display())))
+            })
+            .collect()
+    })
+    .await;
+    written.unwrap_or_else(|e| {
+        let why = format!("cannot write the made files: {e}");
+        indices.into_iter().map(|i| (i, why.clone())).collect()
+    })
 }
 
 fn arrived(r: &EntryReport) -> bool {
     matches!(r.state, EntryState::Done | EntryState::Skipped)
 }
 
-fn content(
+/// A made entry's bytes, if the files it describes are in; else why it is
+/// not sent.
+pub(crate) fn content(
     entries: &[Entry],
     entry: &Entry,
     report: &ReportHandle,

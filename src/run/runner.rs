@@ -320,7 +320,7 @@ async fn run_claimed(
             if ctx.stopping.is_cancelled() {
                 break;
             }
-            let pending = phase_entries(ctx, &job, &job_run, phase);
+            let pending = phase_entries(ctx, &job, &job_run, phase).await;
             run_phase(ctx, &config, &job_run, &slot, pending).await;
         }
         watching.cancel();
@@ -367,28 +367,51 @@ async fn run_claimed(
 /// The entries of `phase` still to send. Made ones (sidecars, markers)
 /// get their bytes now; one whose files did not all arrive fails, saying
 /// which. A cancelled job's are left to `run_entry`, which cancels them.
-fn phase_entries<'j>(
+async fn phase_entries<'j>(
     ctx: &Ctx,
     job: &'j job::Job,
     run: &JobRun<'_>,
     phase: usize,
 ) -> Vec<&'j Entry> {
-    let mut pending = Vec::new();
-    for e in job.entries.iter().filter(|e| extras::phase(e) == phase) {
+    let fail = |e: &Entry, why: String| {
         let mut rep = run.report.entry(e.index);
-        if rep.state != EntryState::Pending {
+        rep.state = EntryState::Failed;
+        rep.error = Some(why);
+        Transitions::new(run.report, &ctx.events, run.name, e).failed(&rep, 0);
+    };
+    let mut pending = Vec::new();
+    let mut files = Vec::new();
+    for e in job.entries.iter().filter(|e| extras::phase(e) == phase) {
+        if run.report.entry(e.index).state != EntryState::Pending {
             continue;
         }
         if phase > 0 && !run.control.is_cancelled() {
-            if let Err(why) = extras::prepare(&job.entries, e, run.report, run.name) {
-                rep.state = EntryState::Failed;
-                rep.error = Some(why);
-                Transitions::new(run.report, &ctx.events, run.name, e).failed(&rep, 0);
-                continue;
+            match extras::content(&job.entries, e, run.report, run.name) {
+                Ok(bytes) => files.push((e.index, e.local_path.clone(), bytes)),
+                Err(why) => {
+                    fail(e, why);
+                    continue;
+                }
             }
         }
         pending.push(e);
     }
+    let unwritten = extras::write_all(files).await;
+    if unwritten.is_empty() {
+        return pending;
+    }
+    pending.retain(|e| {
+        match unwritten
+            .iter()
+            .find(|(i, _)| *i == e.index || *i == usize::MAX)
+        {
+            Some((_, why)) => {
+                fail(e, why.clone());
+                false
+            }
+            None => true,
+        }
+    });
     pending
 }
 

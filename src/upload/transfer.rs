@@ -43,6 +43,29 @@ pub(crate) struct Outcome {
     pub(crate) renaming: Option<Renaming>,
 }
 
+impl Outcome {
+    /// The local file's bytes, published and checked by `verification`.
+    fn sent(
+        bytes: u64,
+        sha: String,
+        verification: Vec<String>,
+        warnings: Vec<String>,
+        resumed_from: u64,
+        segments: usize,
+    ) -> Outcome {
+        Outcome {
+            bytes,
+            sha256: Some(sha),
+            verification,
+            skipped: None,
+            warnings,
+            resumed_from,
+            segments,
+            renaming: None,
+        }
+    }
+}
+
 /// What the scheduler remembers about an entry between attempts (and restarts).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Memory {
@@ -211,16 +234,14 @@ pub(crate) async fn attempt(
             && lease.session().size(&final_path).await? == Some(stamp.size)
         {
             let sha = crate::upload::source::hash_file(entry).await?;
-            return Ok(Outcome {
-                bytes: stamp.size,
-                sha256: Some(sha),
-                verification: vec!["size".into()],
-                skipped: None,
-                warnings: Vec::new(),
-                resumed_from: stamp.size,
-                segments: 1,
-                renaming: None,
-            });
+            return Ok(Outcome::sent(
+                stamp.size,
+                sha,
+                vec!["size".into()],
+                Vec::new(),
+                stamp.size,
+                1,
+            ));
         }
         memory.publishing = false;
     }
@@ -348,14 +369,15 @@ pub(crate) async fn attempt(
             .await?;
         }
         return Ok(Outcome {
-            bytes: stamp.size,
-            sha256: Some(sha),
-            verification: vec!["size".to_string()],
-            skipped: None,
-            warnings,
-            resumed_from: offset,
-            segments,
             renaming,
+            ..Outcome::sent(
+                stamp.size,
+                sha,
+                vec!["size".into()],
+                warnings,
+                offset,
+                segments,
+            )
         });
     }
     let have = session.size(&temp_path).await?;
@@ -373,16 +395,14 @@ pub(crate) async fn attempt(
     let have = session.size(&final_path).await?;
     check_size(&final_path, have, stamp.size, " after rename")?;
     verification.dedup();
-    Ok(Outcome {
-        bytes: stamp.size,
-        sha256: Some(sha),
+    Ok(Outcome::sent(
+        stamp.size,
+        sha,
         verification,
-        skipped: None,
         warnings,
-        resumed_from: offset,
+        offset,
         segments,
-        renaming: None,
-    })
+    ))
 }
 
 /// The local file is still the one the upload started from (`stamp`), and
@@ -400,16 +420,14 @@ async fn unchanged(entry: &Entry, stamp: Stamp, sent: u64) -> Result<(), Fault> 
 
 /// The outcome of an upload `verify: none` sent without a check.
 fn unverified(bytes: u64, sha: String, resumed_from: u64, warnings: Vec<String>) -> Outcome {
-    Outcome {
+    Outcome::sent(
         bytes,
-        sha256: Some(sha),
-        verification: vec![NOT_VERIFIED.to_string()],
-        skipped: None,
+        sha,
+        vec![NOT_VERIFIED.to_string()],
         warnings,
         resumed_from,
-        segments: 1,
-        renaming: None,
-    }
+        1,
+    )
 }
 
 /// What the receipt's `verification` says of a file `verify: none` sent.
@@ -452,16 +470,7 @@ async fn attempt_direct(
     verification.extend(
         crate::upload::verify::temp_file(session, entry, final_path, stamp.size, &sha).await?,
     );
-    Ok(Outcome {
-        bytes: stamp.size,
-        sha256: Some(sha),
-        verification,
-        skipped: None,
-        warnings,
-        resumed_from: 0,
-        segments: 1,
-        renaming: None,
-    })
+    Ok(Outcome::sent(stamp.size, sha, verification, warnings, 0, 1))
 }
 
 /// What `if_exists` makes of a final name the server already has: the
