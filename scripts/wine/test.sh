@@ -110,9 +110,14 @@ for _ in $(seq 1 10); do
 done
 [ "$started" = yes ] || die "net start ftpdrop failed"
 wine "$EXE" service status
-job "$(winpath "$WORK/data/second.bin")" "$REMOTE/svc" > "$WORK/svc/.two.tmp"
-mkdir -p "$WORK/svc/files"
-mv "$WORK/svc/.two.tmp" "$WORK/svc/files/two.json"
+for _ in $(seq 1 60); do
+  ls "$WORK/svc/ftpdrop-instances/"*.json >/dev/null 2>&1 && break
+  sleep 0.5
+done
+# Handed over by `submit`, which first asks whether an instance runs on
+# these folders: the service holds its advertisement's lock.
+job "$(winpath "$WORK/data/second.bin")" "$REMOTE/svc" > "$WORK/two.json"
+wine "$EXE" submit --config "$(winpath "$WORK/svc/config.json")" "$(winpath "$WORK/two.json")"
 for _ in $(seq 1 120); do
   [ "$(state_of "$WORK/svc/checked/two.report.json")" = done ] && break
   sleep 0.5
@@ -130,6 +135,18 @@ for _ in $(seq 1 20); do
 done
 [ "$status" = Stopped ] || die "service status after net stop: $status"
 grep -h "shutting down\|stopped" "$WORK"/svc/logs/* | tail -n 3
+left="$(ls -A "$WORK/svc/ftpdrop-instances")"
+[ -z "$left" ] || die "advertisement left after a clean stop: $left"
+# What a killed instance leaves: its advertisement and a lock file that
+# nobody holds. `submit` must see that no instance runs (a process id
+# alone cannot tell on Windows).
+printf '{"pid":4,"addr":"127.0.0.1:9"}' > "$WORK/svc/ftpdrop-instances/4-1.json"
+: > "$WORK/svc/ftpdrop-instances/4-1.lock"
+if out="$(wine "$EXE" submit --config "$(winpath "$WORK/svc/config.json")" "$(winpath "$WORK/two.json")" 2>&1)"; then
+  die "submit handed a job to an instance that had ended: $out"
+fi
+printf '%s\n' "$out" | grep -q "no ftpdrop daemon runs" || die "submit: $out"
+log "submit saw the ended instance's free lock: refused"
 wine "$EXE" service uninstall
 rm -rf "${FTPDROP_VSFTPD_ROOT:?}/$REMOTE"
 log "ok: once and the service uploaded byte-identical files; the service stopped cleanly"

@@ -23,14 +23,16 @@ pub enum Source {
 
 impl Client {
     /// Every instance's API: the configured address first, then those the
-    /// instances on this host advertise (see [`crate::status::instances`]);
-    /// none when the configuration turns the API off.
+    /// instances running on this host advertise (see
+    /// [`crate::status::instances`]); none when the configuration turns the
+    /// API off. An ended instance's port may since belong to another
+    /// program, which is never sent the token.
     pub(crate) fn all(config: &Config) -> Vec<Client> {
         let Some(configured) = config.status.listen_addr().ok().flatten() else {
             return Vec::new();
         };
         let mut addrs = vec![configured];
-        for addr in crate::status::instances::list(&config.checked)
+        for addr in crate::status::instances::running(&config.checked)
             .into_iter()
             .filter_map(|i| i.addr)
         {

@@ -11,6 +11,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::fs::{File, TryLockError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,10 @@ pub struct Instance {
     /// Where its status API listens; none when the API is off.
     #[serde(default)]
     pub addr: Option<SocketAddr>,
+    /// The advertisement's file, without its extension: `STEM.json` holds
+    /// this, `STEM.lock` is locked by the instance while it runs.
+    #[serde(skip)]
+    stem: PathBuf,
 }
 
 /// The folder of advertisements for the state folder of `checked`.
@@ -31,60 +36,105 @@ pub fn folder(checked: &Path) -> PathBuf {
         .join("ftpdrop-instances")
 }
 
-/// Removes this instance's advertisement when dropped.
-pub(crate) struct Advertised(PathBuf);
+/// Removes this instance's advertisement when dropped; its lock goes with
+/// the process however the process ends.
+pub(crate) struct Advertised {
+    stem: PathBuf,
+    _lock: File,
+}
 
 impl Drop for Advertised {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        // The advertisement first: one without its lock file is never
+        // taken for a running instance on Windows.
+        let _ = std::fs::remove_file(self.stem.with_extension("json"));
+        let _ = std::fs::remove_file(self.stem.with_extension("lock"));
     }
 }
 
 /// Advertises that this process runs on `checked` (serving the API on
 /// `addr`, if it does); advertisements of processes no longer running (a
 /// `kill -9`) are removed on the way.
+///
+/// The lock is taken before the advertisement is written, so an
+/// advertisement whose lock is free is one whose process has ended: the
+/// operating system releases a dead process's locks, on Windows as on
+/// Unix, where a process id alone can be reused or cannot be looked up.
 pub(crate) fn advertise(checked: &Path, addr: Option<SocketAddr>) -> Result<Advertised> {
     let dir = folder(checked);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for i in list(checked) {
-        if !alive(i.pid) {
-            let _ = std::fs::remove_file(dir.join(format!("{}.json", i.pid)));
+        if !alive(&i) {
+            let _ = std::fs::remove_file(i.stem.with_extension("json"));
+            let _ = std::fs::remove_file(i.stem.with_extension("lock"));
         }
     }
+    let pid = std::process::id();
+    // Unique beyond the process id, which the system reuses: a stale
+    // advertisement of an earlier process with this id is never ours.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let stem = dir.join(format!("{pid}-{nonce}"));
+    let lock_path = stem.with_extension("lock");
+    let lock = File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.try_lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let me = Instance {
-        pid: std::process::id(),
+        pid,
         addr,
+        stem: stem.clone(),
     };
-    let path = dir.join(format!("{}.json", me.pid));
+    let path = stem.with_extension("json");
     let text = serde_json::to_vec(&me).expect("an instance serializes");
-    crate::store::write_atomic(&path, &text)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(Advertised(path))
+    if let Err(e) = crate::store::write_atomic(&path, &text) {
+        let _ = std::fs::remove_file(&lock_path);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(Advertised { stem, _lock: lock })
 }
 
-/// Every advertised instance, in no particular order.
+/// Every advertisement, of running instances and of ended ones (see
+/// [`running`]), in no particular order.
 pub fn list(checked: &Path) -> Vec<Instance> {
     std::fs::read_dir(folder(checked))
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| {
+            let bytes = std::fs::read(&p).ok()?;
+            let mut i: Instance = serde_json::from_slice(&bytes).ok()?;
+            i.stem = p.with_extension("");
+            Some(i)
+        })
         .collect()
 }
 
 /// The instances running on `checked` now (advertisements of processes
 /// that are gone are left out).
 pub fn running(checked: &Path) -> Vec<Instance> {
-    list(checked).into_iter().filter(|i| alive(i.pid)).collect()
+    list(checked).into_iter().filter(alive).collect()
 }
 
-/// Whether process `pid` still runs; where that cannot be told, it does.
-fn alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
+/// Whether the instance that wrote `i` still runs: its lock is held.
+///
+/// Without a lock file (an instance stopping, or an advertisement written
+/// by a version that had none), by its process id on Linux; elsewhere it
+/// has ended. A lock this user cannot open or try is taken for a running
+/// instance: one that cannot be told ended is not presumed so.
+fn alive(i: &Instance) -> bool {
+    let by_pid = || cfg!(target_os = "linux") && Path::new(&format!("/proc/{}", i.pid)).exists();
+    match File::open(i.stem.with_extension("lock")) {
+        Ok(f) => match f.try_lock() {
+            Ok(()) => false,
+            Err(TryLockError::WouldBlock | TryLockError::Error(_)) => true,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => by_pid(),
+        Err(_) => true,
     }
 }
 
@@ -108,5 +158,35 @@ mod tests {
         assert_eq!(running(&checked).len(), 1);
         drop(ad);
         assert!(running(&checked).is_empty());
+    }
+
+    /// What a `kill -9` leaves: the advertisement and a lock file nobody
+    /// holds. Its process id is this test's own, which runs: only the lock
+    /// tells that the instance ended.
+    #[test]
+    fn an_advertisement_whose_lock_is_free_has_ended_and_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let checked = dir.path().join("checked");
+        let ads = folder(&checked);
+        std::fs::create_dir_all(&ads).unwrap();
+        let stale = ads.join(format!("{}-1", std::process::id()));
+        let text = format!(r#"{{"pid":{},"addr":"127.0.0.1:1"}}"#, std::process::id());
+        std::fs::write(stale.with_extension("json"), text).unwrap();
+        std::fs::write(stale.with_extension("lock"), b"").unwrap();
+        assert_eq!(list(&checked).len(), 1);
+        assert!(running(&checked).is_empty(), "{:?}", running(&checked));
+        // Held by another handle (another process, in effect): running.
+        let holder = File::open(stale.with_extension("lock")).unwrap();
+        holder.try_lock().unwrap();
+        assert_eq!(running(&checked).len(), 1);
+        drop(holder);
+        let ad = advertise(&checked, None).unwrap();
+        assert!(!stale.with_extension("json").exists(), "not swept");
+        assert!(!stale.with_extension("lock").exists(), "not swept");
+        assert_eq!(running(&checked).len(), 1);
+        assert_eq!(running(&checked)[0].addr, None);
+        drop(ad);
+        let left: Vec<_> = std::fs::read_dir(&ads).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
