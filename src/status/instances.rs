@@ -40,7 +40,7 @@ pub fn folder(checked: &Path) -> PathBuf {
 /// the process however the process ends.
 pub(crate) struct Advertised {
     stem: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Drop for Advertised {
@@ -80,8 +80,15 @@ pub(crate) fn advertise(checked: &Path, addr: Option<SocketAddr>) -> Result<Adve
     let lock_path = stem.with_extension("lock");
     let lock = File::create(&lock_path)
         .with_context(|| format!("cannot create {}", lock_path.display()))?;
-    lock.try_lock()
-        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    // A file system without locks: advertised without one, told by the
+    // process id where that can be (see `alive`).
+    let lock = match lock.try_lock() {
+        Ok(()) => Some(lock),
+        Err(_) => {
+            let _ = std::fs::remove_file(&lock_path);
+            None
+        }
+    };
     let me = Instance {
         pid,
         addr,
@@ -106,7 +113,9 @@ pub fn list(checked: &Path) -> Vec<Instance> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .filter_map(|p| {
-            let bytes = std::fs::read(&p).ok()?;
+            // Never an open that waits: a FIFO named like an advertisement
+            // would wedge the daemon's start.
+            let bytes = crate::localfile::read_small(&p, 64 * 1024).ok()?;
             let mut i: Instance = serde_json::from_slice(&bytes).ok()?;
             i.stem = p.with_extension("");
             Some(i)
@@ -128,7 +137,7 @@ pub fn running(checked: &Path) -> Vec<Instance> {
 /// instance: one that cannot be told ended is not presumed so.
 fn alive(i: &Instance) -> bool {
     let by_pid = || cfg!(target_os = "linux") && Path::new(&format!("/proc/{}", i.pid)).exists();
-    match File::open(i.stem.with_extension("lock")) {
+    match crate::localfile::open_regular(&i.stem.with_extension("lock"), false) {
         Ok(f) => match f.try_lock() {
             Ok(()) => false,
             Err(TryLockError::WouldBlock | TryLockError::Error(_)) => true,
@@ -188,5 +197,30 @@ mod tests {
         drop(ad);
         let left: Vec<_> = std::fs::read_dir(&ads).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// FIFOs named like an advertisement and like a lock are passed over,
+    /// never opened to wait for a writer.
+    #[cfg(unix)]
+    #[test]
+    fn fifos_in_the_folder_never_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let checked = dir.path().join("checked");
+        let ads = folder(&checked);
+        std::fs::create_dir_all(&ads).unwrap();
+        let fifo = |p: &Path| {
+            let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+            // SAFETY: a valid, NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        };
+        fifo(&ads.join("1-1.json"));
+        std::fs::write(ads.join("2-2.json"), br#"{"pid":2}"#).unwrap();
+        fifo(&ads.join("2-2.lock"));
+        assert_eq!(list(&checked).len(), 1);
+        // A lock that is no regular file cannot be told free: running.
+        assert_eq!(running(&checked).len(), 1);
+        let ad = advertise(&checked, None).unwrap();
+        assert_eq!(running(&checked).len(), 2);
+        drop(ad);
     }
 }
