@@ -8,7 +8,7 @@
 //! tests are skipped loudly, unless `CI` or `FTPDROP_INTEROP_REQUIRED=1`.
 #![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
