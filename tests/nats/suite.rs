@@ -5,7 +5,8 @@
 //! no file renamed into its final name twice.
 //!
 //! Without `nats-server` on the PATH (Debian's `nats-server` package) the
-//! tests are skipped loudly, unless `CI` or `FTPDROP_INTEROP_REQUIRED=1`.
+//! tests are reported as ignored, after one line that says so, unless `CI`
+//! or `FTPDROP_INTEROP_REQUIRED=1`: then they fail.
 #![cfg(unix)]
 
 use crate::support;
@@ -19,28 +20,71 @@ use std::time::Duration;
 use support::ftpserver::FtpServer;
 use support::proxy::FaultProxy;
 
-fn nats_binary(test: &str) -> Option<PathBuf> {
-    for p in [
+/// Where `nats-server` is, if it is installed.
+fn find_nats() -> Option<PathBuf> {
+    [
         "nats-server",
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
-    ] {
-        if std::process::Command::new(p)
+    ]
+    .into_iter()
+    .find(|p| {
+        std::process::Command::new(p)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
-        {
-            return Some(PathBuf::from(p));
-        }
-    }
+    })
+    .map(PathBuf::from)
+}
+
+/// The `nats-server` a test runs; the harness runs none without it unless
+/// it is required (see [`main`]), and then this says what is missing.
+fn nats_binary() -> PathBuf {
+    find_nats().expect("nats-server not found: apt-get install nats-server")
+}
+
+/// Runs the tests, or reports them as ignored where `nats-server` is
+/// missing, unless `CI` or `FTPDROP_INTEROP_REQUIRED=1` requires it: then
+/// they run, and fail for its absence.
+pub(crate) fn main() {
+    use libtest_mimic::{Arguments, Trial};
+    use std::io::Write;
+    let args = Arguments::from_args();
     let required = std::env::var_os("CI").is_some()
         || std::env::var("FTPDROP_INTEROP_REQUIRED").as_deref() == Ok("1");
-    assert!(
-        !required,
-        "nats-server not found: `{test}` needs it (apt-get install nats-server)"
-    );
-    eprintln!("\nSKIPPED: {test}: nats-server not found (apt-get install nats-server)");
-    None
+    let skip = find_nats().is_none() && !required;
+    fn on(test: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(test)
+    }
+    macro_rules! trial {
+        ($name:ident) => {
+            Trial::test(stringify!($name), || {
+                on($name());
+                Ok(())
+            })
+            .with_ignored_flag(skip)
+        };
+    }
+    let trials = vec![
+        trial!(three_workers_one_killed_every_job_done_once),
+        trial!(nats_restart_mid_run_workers_reconnect_and_finish),
+        trial!(invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back),
+        trial!(workers_on_separate_hosts_share_a_servers_limit_through_nats),
+    ];
+    if skip {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIPPED (shown as ignored): {} NATS tests, as nats-server was not found \
+             (apt-get install nats-server)",
+            trials.len()
+        );
+    }
+    libtest_mimic::run(&args, trials).exit();
 }
 
 /// A JetStream server on a free loopback port, its store in a temp folder.
@@ -241,11 +285,8 @@ fn tail(p: &Path) -> String {
     t.lines().rev().take(25).collect::<Vec<_>>().join("\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_one_killed_every_job_done_once() {
-    let Some(bin) = nats_binary("three_workers_one_killed_every_job_done_once") else {
-        return;
-    };
+    let bin = nats_binary();
     let Setup {
         nats,
         srv,
@@ -316,11 +357,8 @@ async fn three_workers_one_killed_every_job_done_once() {
     assert!(failed.is_empty(), "receipts other than done: {failed:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_run_workers_reconnect_and_finish() {
-    let Some(bin) = nats_binary("nats_restart_mid_run_workers_reconnect_and_finish") else {
-        return;
-    };
+    let bin = nats_binary();
     let Setup {
         mut nats,
         srv,
@@ -375,13 +413,8 @@ async fn nats_restart_mid_run_workers_reconnect_and_finish() {
     srv.assert_no_temp_files();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back() {
-    let Some(bin) =
-        nats_binary("invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back")
-    else {
-        return;
-    };
+    let bin = nats_binary();
     let Setup {
         nats,
         srv,
@@ -474,12 +507,8 @@ async fn invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back() 
 /// server between them, and when one is killed its seats expire and the
 /// survivors finish every job. Without the shared seats, three workers of
 /// 4 jobs each opened up to 6.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_on_separate_hosts_share_a_servers_limit_through_nats() {
-    let Some(bin) = nats_binary("workers_on_separate_hosts_share_a_servers_limit_through_nats")
-    else {
-        return;
-    };
+    let bin = nats_binary();
     let Setup {
         nats,
         srv,
