@@ -253,8 +253,8 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start(bin: PathBuf) -> Setup {
-        let nats = Nats::start(bin);
+    async fn start() -> Setup {
+        let nats = Nats::start(nats_binary());
         let srv = FtpServer::start().await;
         let proxy = FaultProxy::start(srv.addr).await;
         Setup {
@@ -286,13 +286,12 @@ fn tail(p: &Path) -> String {
 }
 
 async fn three_workers_one_killed_every_job_done_once() {
-    let bin = nats_binary();
     let Setup {
         nats,
         srv,
         proxy,
         dir,
-    } = Setup::start(bin).await;
+    } = Setup::start().await;
     let base = dir.path();
     let (client, seen) = watch_receipts(&nats.url()).await;
     let mut workers: Vec<Worker> = (0..3)
@@ -358,13 +357,12 @@ async fn three_workers_one_killed_every_job_done_once() {
 }
 
 async fn nats_restart_mid_run_workers_reconnect_and_finish() {
-    let bin = nats_binary();
     let Setup {
         mut nats,
         srv,
         proxy,
         dir,
-    } = Setup::start(bin).await;
+    } = Setup::start().await;
     let base = dir.path();
     let workers: Vec<Worker> = (0..2)
         .map(|n| start_worker(base, n, &nats.url(), json!({})))
@@ -414,13 +412,12 @@ async fn nats_restart_mid_run_workers_reconnect_and_finish() {
 }
 
 async fn invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back() {
-    let bin = nats_binary();
     let Setup {
         nats,
         srv,
         proxy,
         dir,
-    } = Setup::start(bin).await;
+    } = Setup::start().await;
     let base = dir.path();
     let (client, seen) = watch_receipts(&nats.url()).await;
     // Grace 0: a stop cuts the upload off at once.
@@ -508,13 +505,12 @@ async fn invalid_jobs_are_terminated_and_a_stopping_worker_hands_its_job_back() 
 /// survivors finish every job. Without the shared seats, three workers of
 /// 4 jobs each opened up to 6.
 async fn workers_on_separate_hosts_share_a_servers_limit_through_nats() {
-    let bin = nats_binary();
     let Setup {
         nats,
         srv,
         proxy,
         dir,
-    } = Setup::start(bin).await;
+    } = Setup::start().await;
     // Slow enough that every worker has jobs running at once.
     proxy.throttle(4_000_000);
     let base = dir.path();
