@@ -228,20 +228,28 @@ pub(crate) async fn attempt(
         return attempt_direct(lease, entry, memory, &mut journal, stamp, &dir, &final_path).await;
     }
 
-    // An earlier run may have renamed the temp file and died before recording it.
+    // An earlier run may have renamed the temp file and died before recording it
+    // (or lost the rename's reply). Where the server hashes, its digest tells
+    // that file from another of the same size that was there or came since:
+    // then the file is sent again.
     if memory.publishing && !source_changed {
         if lease.session().size(&temp_path).await?.is_none()
             && lease.session().size(&final_path).await? == Some(stamp.size)
         {
             let sha = crate::upload::source::hash_file(entry).await?;
-            return Ok(Outcome::sent(
-                stamp.size,
-                sha,
-                vec!["size".into()],
-                Vec::new(),
-                stamp.size,
-                1,
-            ));
+            let same =
+                crate::upload::verify::same_on_server(lease.session(), entry, &final_path, &sha)
+                    .await?;
+            if let Some(checks) = same {
+                return Ok(Outcome::sent(
+                    stamp.size,
+                    sha,
+                    checks,
+                    Vec::new(),
+                    stamp.size,
+                    1,
+                ));
+            }
         }
         memory.publishing = false;
     }

@@ -398,3 +398,88 @@ pub(super) async fn marker_kill9(t: &Target) -> Outcome {
         300
     ))
 }
+
+/// A publish whose rename's reply never came, or whose run died before it
+/// recorded it: the job's state says "publishing", the temp file is gone and
+/// the final name holds a file of the right size. Ours, it is settled
+/// without a byte sent or a second rename (the file untouched); another of
+/// the same size (there before, or put there since) is told apart where the
+/// server hashes, and replaced. The state is what a `kill -9` leaves, built
+/// in the job's journal as `tests/faults.rs` builds it.
+pub(super) async fn interrupted_publish(t: &Target) -> Outcome {
+    use std::os::unix::fs::MetadataExt;
+    let w = Work::new();
+    let (rel, disk) = t.dir("publish-cut");
+    t.make_dir_on_disk(&disk);
+    let owner = std::fs::metadata(&t.root).map_err(|e| e.to_string())?;
+    let body = support::random_bytes(5000, 41);
+    let mut other = body.clone();
+    other[2500] ^= 0xff;
+    let cases: &[(&str, &[u8])] = if t.hashes {
+        &[("ours", &body), ("other", &other)]
+    } else {
+        // Without a hash, a file of the same size is taken for ours: the
+        // settling by size is all there is to check.
+        &[("ours", &body)]
+    };
+    let mut notes = Vec::new();
+    for (job, on_server) in cases {
+        let local = w.local(&format!("{job}/pub.bin"), &body);
+        let cfg = w.config(job, |_| {});
+        let job_file = cfg.checked.join(format!("{job}.json"));
+        let bytes = serde_json::to_vec(&json!([t.entry(&local, &rel)])).unwrap();
+        std::fs::write(&job_file, &bytes).unwrap();
+        let parsed = ftpdrop::job::parse(&bytes, &cfg).map_err(|e| format!("{e:?}"))?;
+        let mut entry = EntryReport::pending(&parsed.entries[0]);
+        entry.attempts = 1;
+        entry.source = Some(ftpdrop::report::Stamp::of(
+            &std::fs::metadata(&local).unwrap(),
+        ));
+        entry.publishing = true;
+        let mut receipt = Receipt::new(job, &job_file);
+        receipt.entries = vec![entry];
+        ftpdrop::store::write_atomic(
+            &cfg.checked.join(format!("{job}.report.json")),
+            &serde_json::to_vec_pretty(&receipt).unwrap(),
+        )
+        .unwrap();
+        let fin = disk.join("pub.bin");
+        std::fs::write(&fin, on_server).unwrap();
+        let _ = std::os::unix::fs::chown(&fin, Some(owner.uid()), Some(owner.gid()));
+        let meta = std::fs::metadata(&fin).unwrap();
+        let before = (meta.ino(), meta.mtime(), meta.mtime_nsec());
+
+        let r = Work::once(cfg, job).await;
+        all_done(&r)?;
+        same_bytes(&fin, &body)?;
+        let e = &r.entries[0];
+        ensure(e.attempts == 2, || {
+            format!("{job}: {} attempts", e.attempts)
+        })?;
+        ensure(
+            !t.hashes || e.verification.iter().any(|v| v != "size"),
+            || {
+                format!(
+                    "{job}: checked by {:?} only on a hashing server",
+                    e.verification
+                )
+            },
+        )?;
+        let meta = std::fs::metadata(&fin).unwrap();
+        let after = (meta.ino(), meta.mtime(), meta.mtime_nsec());
+        if *job == "ours" {
+            ensure(after == before, || {
+                "ours: the final file was written again".into()
+            })?;
+            notes.push(format!("ours settled by {:?}", e.verification));
+        } else {
+            ensure(after != before, || "other: left in place".into())?;
+            notes.push(format!(
+                "another file of the same size told apart by {:?} and replaced",
+                e.verification
+            ));
+        }
+    }
+    no_temp_files(&disk)?;
+    Ok(notes.join("; "))
+}

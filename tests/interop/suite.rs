@@ -374,6 +374,17 @@ impl Work {
         doc: Value,
         tweak: impl FnOnce(&mut Config),
     ) -> Receipt {
+        let cfg = self.config(daemon, tweak);
+        std::fs::write(
+            cfg.inbox.join(format!("{job}.json")),
+            serde_json::to_vec_pretty(&doc).unwrap(),
+        )
+        .unwrap();
+        Work::once(cfg, job).await
+    }
+
+    /// The configuration of the state folder of `daemon`, its folders made.
+    fn config(&self, daemon: &str, tweak: impl FnOnce(&mut Config)) -> Config {
         let base = self.dir.path().join(format!("daemon-{daemon}"));
         let mut cfg = Config {
             inbox: base.join("files"),
@@ -390,11 +401,12 @@ impl Work {
         tweak(&mut cfg);
         std::fs::create_dir_all(&cfg.inbox).unwrap();
         std::fs::create_dir_all(&cfg.checked).unwrap();
-        std::fs::write(
-            cfg.inbox.join(format!("{job}.json")),
-            serde_json::to_vec_pretty(&doc).unwrap(),
-        )
-        .unwrap();
+        cfg
+    }
+
+    /// `ftpdrop::once` on `cfg`, which ends `job` (waiting in the inbox, or
+    /// claimed and unfinished); its receipt.
+    async fn once(cfg: Config, job: &str) -> Receipt {
         let checked = cfg.checked.clone();
         let states = tokio::time::timeout(Duration::from_secs(240), ftpdrop::once(cfg))
             .await
@@ -1160,6 +1172,13 @@ async fn matrix(t: &Target, with_proxy: bool) -> Vec<Option<String>> {
             "delivery: mtime, chmod, skip_if_identical",
             &t.name,
             delivery::keep_and_skip(t),
+        )
+        .await,
+        scenario(
+            "Matrix",
+            "delivery: a publish cut before its reply: settled, or replaced where another file",
+            &t.name,
+            delivery::interrupted_publish(t),
         )
         .await,
     ];
