@@ -45,11 +45,16 @@ pub(crate) struct Advertised {
 
 impl Drop for Advertised {
     fn drop(&mut self) {
-        // The advertisement first: one without its lock file is never
-        // taken for a running instance on Windows.
-        let _ = std::fs::remove_file(self.stem.with_extension("json"));
-        let _ = std::fs::remove_file(self.stem.with_extension("lock"));
+        withdraw(&self.stem);
     }
+}
+
+/// Removes the advertisement `stem` and its lock file: the advertisement
+/// first, as one without its lock file is never taken for a running
+/// instance on Windows.
+fn withdraw(stem: &Path) {
+    let _ = std::fs::remove_file(stem.with_extension("json"));
+    let _ = std::fs::remove_file(stem.with_extension("lock"));
 }
 
 /// Advertises that this process runs on `checked` (serving the API on
@@ -65,8 +70,7 @@ pub(crate) fn advertise(checked: &Path, addr: Option<SocketAddr>) -> Result<Adve
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for i in list(checked) {
         if !alive(&i) {
-            let _ = std::fs::remove_file(i.stem.with_extension("json"));
-            let _ = std::fs::remove_file(i.stem.with_extension("lock"));
+            withdraw(&i.stem);
         }
     }
     let pid = std::process::id();
